@@ -1,0 +1,103 @@
+"""Run configuration: one dataclass, two presets, and the device/precision choice."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+DEFAULT_LOSSES = "mse,l1,perceptual,gan"
+
+# quick: the 4-loss default finishes in minutes on 2 CPU cores. paper: the colorization
+# tutorial's setup (pix2pix U-Net n_down=8 nf=64, batch 16, 20 epochs at 256 px) for a GPU.
+PRESETS: dict[str, dict] = {
+    "quick": dict(size=64, width=32, epochs=6, batch_size=32, generator="unet"),
+    "paper": dict(size=256, width=64, epochs=20, batch_size=16, generator="unet"),
+}
+
+
+@dataclass
+class RunConfig:
+    """Every option of ``bench run``; ``config.json`` stores the resolved copy."""
+
+    losses: str = DEFAULT_LOSSES
+    data: str | None = None
+    val_data: str | None = None
+    dataset: str | None = None
+    preset: str = "quick"
+    generator: str = "unet"
+    discriminator: str = "patchgan"
+    size: int = 64
+    width: int = 32
+    epochs: int = 6
+    batch_size: int = 32
+    seeds: tuple[int, ...] = (0,)
+    lr: float = 2e-4
+    betas: tuple[float, float] = (0.5, 0.999)
+    gan_mode: str = "vanilla"
+    device: str = "auto"
+    precision: str = "auto"
+    strict_weights: bool = False
+    eval_batch_size: int = 64
+    workers: int = 2
+    out: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["seeds"], d["betas"] = list(self.seeds), list(self.betas)
+        return d
+
+
+# Options that change what a cell computes; a resumed --out must match on these.
+IDENTITY_FIELDS = (
+    "losses", "data", "val_data", "dataset", "generator", "discriminator", "size", "width",
+    "epochs", "batch_size", "lr", "betas", "gan_mode", "precision",
+)
+
+
+def make_config(preset: str = "quick", **options) -> RunConfig:
+    """Preset values, overridden by every option that is not None."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown --preset {preset!r}; choose one of: {', '.join(PRESETS)}")
+    values = {**PRESETS[preset], **{k: v for k, v in options.items() if v is not None}}
+    for key in ("data", "val_data", "out"):
+        if values.get(key) is not None:
+            values[key] = str(Path(values[key]))
+    return RunConfig(preset=preset, **values)
+
+
+def resolve_device(requested: str) -> torch.device:
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for but no CUDA GPU is visible to torch; use --device cpu or auto")
+    if requested not in ("cpu",) and not requested.startswith("cuda"):
+        raise ValueError(f"unknown --device {requested!r}; use auto, cpu or cuda[:N]")
+    return torch.device(requested)
+
+
+def cpu_has_native_bf16() -> bool:
+    """AMX or AVX512-BF16: the CPUs where bf16 convolutions beat fp32."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def resolve_precision(requested: str, device: torch.device) -> str:
+    if requested not in ("auto", "fp32", "bf16", "fp16"):
+        raise ValueError(f"unknown --precision {requested!r}; use auto, fp32, bf16 or fp16")
+    if requested == "fp16" and device.type != "cuda":
+        raise ValueError("--precision fp16 needs a CUDA GPU; use bf16 or fp32 on the CPU")
+    if requested != "auto":
+        return requested
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if cpu_has_native_bf16() else "fp32"
+
+
+def autocast_dtype(precision: str):
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)

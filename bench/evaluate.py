@@ -1,0 +1,43 @@
+"""Scoring generators (and the gray baseline) on the val split."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from bench.metrics import METRICS, score_batch
+from colorbench_datasets import LabSplit, model_to_rgb
+
+
+@torch.inference_mode()
+def predict_ab(G: nn.Module, L: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+    """The generator's ab for every L (eval mode: BatchNorm running stats, no dropout)."""
+    was_training = G.training
+    G.eval()
+    device = next(G.parameters()).device
+    out = [G(L[i : i + batch_size].to(device)).float() for i in range(0, len(L), batch_size)]
+    G.train(was_training)
+    return torch.cat(out)
+
+
+@torch.inference_mode()
+def score_predictions(
+    L: torch.Tensor, ab: torch.Tensor, target_rgb: torch.Tensor, batch_size: int = 64
+) -> dict[str, float]:
+    """Mean of each metric over images; ``target_rgb`` is uint8 (N,3,H,W)."""
+    per_image: dict[str, list[torch.Tensor]] = {name: [] for name in METRICS}
+    for i in range(0, len(L), batch_size):
+        pred = model_to_rgb(L[i : i + batch_size], ab[i : i + batch_size].to(L.device))
+        target = target_rgb[i : i + batch_size].to(pred.device).float() / 255
+        for name, values in score_batch(pred, target).items():
+            per_image[name].append(values)
+    return {name: torch.cat(v).mean().item() for name, v in per_image.items()}
+
+
+def score_generator(G: nn.Module, val: LabSplit, batch_size: int = 64) -> dict[str, float]:
+    ab = predict_ab(G, val.L, batch_size)
+    return score_predictions(val.L.to(ab.device), ab, val.rgb, batch_size)
+
+
+def score_gray(val: LabSplit, batch_size: int = 64) -> dict[str, float]:
+    """The floor every model is read against: ab = 0, i.e. the grayscale input itself."""
+    return score_predictions(val.L, torch.zeros_like(val.ab), val.rgb, batch_size)

@@ -1,0 +1,63 @@
+"""Writing results: atomic files, and the tidy ``metrics.csv``."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+METRICS_COLUMNS = ["combination", "seed", "metric", "value", "note"]
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write via a temp file in the same folder and rename, so a crash never leaves a
+    half-written file under the final name."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def write_json(path: Path, obj) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def read_json(path: Path):
+    return json.loads(Path(path).read_text())
+
+
+def atomic_torch_save(path: Path, obj) -> None:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def write_csv(path: Path, frame: pd.DataFrame) -> None:
+    atomic_write_text(path, frame.to_csv(index=False))
+
+
+def metrics_frame(rows: list[dict]) -> pd.DataFrame:
+    """Tidy rows (combination, seed, metric, value, note) -> a DataFrame in that column order."""
+    frame = pd.DataFrame(rows, columns=METRICS_COLUMNS)
+    frame["note"] = frame["note"].fillna("")
+    return frame
+
+
+def read_metrics(run_dir: Path) -> pd.DataFrame:
+    return pd.read_csv(Path(run_dir) / "metrics.csv", keep_default_na=True).fillna({"note": ""})

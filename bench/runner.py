@@ -1,0 +1,202 @@
+"""``bench run`` as a library call: every (combination, seed) cell, trained and scored."""
+from __future__ import annotations
+
+import logging
+import platform
+import re
+import time
+from dataclasses import replace
+from datetime import datetime
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from bench.config import IDENTITY_FIELDS, RunConfig, resolve_device, resolve_precision
+from bench.evaluate import score_generator, score_gray
+from bench.metrics import METRICS
+from bench.results import metrics_frame, read_json, write_csv, write_json, atomic_torch_save
+from bench.train import TrainSettings, train_cell
+from colorbench_datasets import load_data
+from losses import LOSSES, Combination, LossOptions, parse_losses
+from models import GENERATORS, unet_depth
+
+log = logging.getLogger("colorbench")
+
+
+class RunError(ValueError):
+    """A run that cannot start; the message names the option and the fix."""
+
+
+def slug(name: str) -> str:
+    """A file-system-safe folder name for a combination (``100*l1+gan`` -> ``100xl1+gan``)."""
+    return re.sub(r"[^A-Za-z0-9.+_-]", "_", name.replace("*", "x"))
+
+
+def package_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for pkg in ("torch", "torchvision", "lpips", "pytorch-fid", "scikit-image", "numpy", "pandas", "colorbench"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def tag_combinations(combos: list[Combination], options: LossOptions) -> None:
+    """Load each loss's pretrained weights once, before any training, and put any
+    fallback caveat (``random-vgg``) into the combination's name."""
+    tags = {}
+    for name in {t.name for c in combos for t in c.terms}:
+        module = LOSSES[name].factory(options)
+        if getattr(module, "weights_tag", None):
+            tags[name] = module.weights_tag
+    for c in combos:
+        c.tags.update({t.name: tags[t.name] for t in c.terms if t.name in tags})
+
+
+def check_options(cfg: RunConfig) -> list[Combination]:
+    combos = parse_losses(cfg.losses)
+    if cfg.generator not in GENERATORS:
+        raise RunError(f"unknown --generator {cfg.generator!r}; choose one of: {', '.join(sorted(GENERATORS))}")
+    try:
+        unet_depth(cfg.size)
+    except ValueError as exc:
+        raise RunError(str(exc)) from None
+    for opt in ("epochs", "batch_size", "width"):
+        if getattr(cfg, opt) < 1:
+            raise RunError(f"--{opt.replace('_', '-')} must be at least 1, got {getattr(cfg, opt)}")
+    if not cfg.seeds:
+        raise RunError("--seeds is empty; give comma-separated integers such as 0,1,2")
+    return combos
+
+
+def check_reuse(out: Path, cfg: RunConfig, overwrite: bool) -> None:
+    """Refuse to mix results of two different configurations in one --out."""
+    path = out / "config.json"
+    if overwrite or not path.is_file():
+        return
+    old = read_json(path).get("options", {})
+    new = cfg.to_dict()
+    diff = [k for k in IDENTITY_FIELDS if old.get(k) != new.get(k)]
+    if diff:
+        changes = ", ".join(f"--{k.replace('_', '-')}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff)
+        raise RunError(
+            f"{out} holds a run with other options ({changes}); use another --out, "
+            "or --overwrite to discard it"
+        )
+
+
+def _cell_rows(record: dict) -> list[dict]:
+    """A diverged cell still gets one row per metric, empty, with the reason as its note."""
+    if record["status"] == "ok":
+        values, note = record["metrics"], ""
+    else:
+        values, note = dict.fromkeys(METRICS, float("nan")), f"diverged at step {record['diverged_at']}"
+    return [
+        {"combination": record["combination"], "seed": record["seed"], "metric": m, "value": v, "note": note}
+        for m, v in values.items()
+    ]
+
+
+def run_benchmark(cfg: RunConfig, progress: bool = True, overwrite: bool = False) -> Path:
+    """Train and score every cell of ``cfg``; returns the run folder. Finished cells of an
+    earlier run in the same ``--out`` are kept, an unfinished one resumes."""
+    combos = check_options(cfg)
+    device = resolve_device(cfg.device)
+    precision = resolve_precision(cfg.precision, device)
+    out = Path(cfg.out or Path("results") / datetime.now().strftime("run-%Y%m%d-%H%M%S"))
+    cfg = replace(cfg, out=str(out))
+    check_reuse(out, cfg, overwrite)
+    out.mkdir(parents=True, exist_ok=True)
+    if overwrite:
+        for old in list(out.glob("cells/*/seed*/*")) + [out / "metrics.csv"]:
+            old.unlink(missing_ok=True)
+
+    options = LossOptions(str(device), cfg.gan_mode, cfg.discriminator, cfg.strict_weights)
+    tag_combinations(combos, options)
+
+    started = time.perf_counter()
+    data = load_data(cfg.data, cfg.val_data, cfg.dataset, cfg.size, workers=cfg.workers)
+    data_seconds = time.perf_counter() - started
+    if cfg.batch_size > len(data.train):
+        raise RunError(
+            f"--batch-size {cfg.batch_size} is larger than the {len(data.train)} training images; "
+            f"use --batch-size {len(data.train)} or less, or add photos"
+        )
+    log.info(
+        "Data: %s — %d train / %d val images at %d px (%.1fs to load)",
+        data.manifest["source"], len(data.train), len(data.val), cfg.size, data_seconds,
+    )
+    train_split = data.train.to(device)
+    val_split = data.val.to(device)
+
+    config = {
+        "options": cfg.to_dict(),
+        "combinations": [{"spec": c.spec, "name": c.name, "tags": c.tags} for c in combos],
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+        "precision": precision,
+        "threads": torch.get_num_threads(),
+        "versions": package_versions(),
+        "data": data.manifest,
+        "started": datetime.now().isoformat(timespec="seconds"),
+    }
+    write_json(out / "config.json", config)
+
+    settings = TrainSettings(
+        generator=cfg.generator, size=cfg.size, width=cfg.width, epochs=cfg.epochs,
+        batch_size=cfg.batch_size, lr=cfg.lr, betas=tuple(cfg.betas), precision=precision,
+    )
+    gray = score_gray(val_split, cfg.eval_batch_size)
+    rows = [{"combination": "gray", "seed": s, "metric": m, "value": v, "note": ""} for s in cfg.seeds for m, v in gray.items()]
+    for seed in cfg.seeds:
+        for combo in combos:
+            cell = out / "cells" / slug(combo.name) / f"seed{seed}"
+            record_path = cell / "metrics.json"
+            if record_path.is_file():
+                record = read_json(record_path)
+                log.info("%-28s seed %d: already done, kept", combo.name, seed)
+            else:
+                record = run_cell(combo, seed, train_split, val_split, settings, options, device, cell, cfg, progress)
+            rows += _cell_rows(record)
+            write_csv(out / "metrics.csv", metrics_frame(rows))
+    write_csv(out / "metrics.csv", metrics_frame(rows))
+    config["finished"] = datetime.now().isoformat(timespec="seconds")
+    config["wall_seconds"] = round(time.perf_counter() - started, 1)
+    config["data_seconds"] = round(data_seconds, 2)
+    write_json(out / "config.json", config)
+    return out
+
+
+def run_cell(combo, seed, train_split, val_split, settings, options, device, cell: Path, cfg: RunConfig, progress: bool) -> dict:
+    cell.mkdir(parents=True, exist_ok=True)
+    result = train_cell(
+        combo, seed, train_split, settings, options, device,
+        checkpoint=cell / "checkpoint.pt", progress=progress, desc=f"{combo.name} s{seed}",
+    )
+    write_csv(cell / "train_log.csv", pd.DataFrame(result.log))
+    record = {"combination": combo.name, "spec": combo.spec, "seed": seed, "seconds": round(result.seconds, 2)}
+    if result.diverged_at is not None:
+        log.warning("%s seed %d diverged at step %d (non-finite loss); moving on", combo.name, seed, result.diverged_at)
+        record |= {"status": "diverged", "diverged_at": result.diverged_at, "metrics": {}}
+    else:
+        atomic_torch_save(
+            cell / "generator.pt",
+            {
+                "state_dict": result.generator.state_dict(), "generator": settings.generator,
+                "size": settings.size, "width": settings.width, "out_channels": settings.out_channels,
+                "combination": combo.name, "seed": seed,
+            },
+        )
+        metrics = score_generator(result.generator, val_split, cfg.eval_batch_size)
+        record |= {"status": "ok", "diverged_at": None, "metrics": metrics}
+        log.info(
+            "%-28s seed %d: %s (%.0fs)", combo.name, seed,
+            ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()), result.seconds,
+        )
+    write_json(cell / "metrics.json", record)
+    (cell / "checkpoint.pt").unlink(missing_ok=True)
+    return record

@@ -1,0 +1,209 @@
+"""Image sources, Lab conversion and splits.
+
+Installed under the import name ``colorbench_datasets`` so it never shadows Hugging Face's
+``datasets`` package; the folder keeps the project's layout.
+
+    from colorbench_datasets import load_data
+    data = load_data("photos/", size=64)      # or dataset="sample"
+    data.train.L, data.train.ab, data.val.rgb
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Callable
+
+from .images import (
+    IMAGE_EXTENSIONS,
+    DataError,
+    UnreadableImage,
+    find_images,
+    hash_split,
+    list_digest,
+    load_rgb,
+)
+from .lab import denormalize_lab, lab_to_rgb, model_to_rgb, normalize_lab, rgb_to_lab
+from .tensors import LabSplit, build_split, load_size, random_crop_flip
+
+log = logging.getLogger("colorbench")
+
+Item = tuple[str, Callable]
+DATASETS: dict[str, Callable[..., "Sources"]] = {}
+
+
+@dataclass
+class Sources:
+    """Where a run's photos come from, before any decoding."""
+
+    train: list[Item]
+    val: list[Item]
+    description: str
+    is_sample: bool = False
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Data:
+    train: LabSplit
+    val: LabSplit
+    manifest: dict
+
+
+def register_dataset(name: str):
+    """Register ``fn(**options) -> Sources`` as ``--dataset NAME``."""
+
+    def wrap(fn):
+        DATASETS[name] = fn
+        return fn
+
+    return wrap
+
+
+@register_dataset("sample")
+def sample_sources(**_) -> Sources:
+    from .sample import TRAIN_PHOTOS, VAL_PHOTOS, sample_split
+
+    def items(photos):
+        return [(name, (lambda im=im: im)) for name, im in sample_split(photos)]
+
+    return Sources(
+        items(TRAIN_PHOTOS),
+        items(VAL_PHOTOS),
+        "sample: scikit-image's bundled photos in 3x3 tiles (a smoke test, NOT a benchmark)",
+        is_sample=True,
+    )
+
+
+def _items(paths: list[Path], root: Path) -> list[Item]:
+    return [(p.relative_to(root).as_posix(), partial(load_rgb, p)) for p in paths]
+
+
+def _digest_file(path: Path) -> str:
+    return hashlib.sha1(path.read_bytes()).hexdigest()
+
+
+def folder_sources(data: Path, val_data: Path | None = None, val_fraction: float = 0.1) -> Sources:
+    """A folder of photos: its ``train/`` + ``val/`` (or ``test/``) subfolders, else
+    ``val_data``, else a split by file-name hash."""
+    data = Path(data)
+    find_images(data)  # existence and permission errors first, with the folder's name
+    warnings = []
+    if val_data is not None:
+        train_root, val_root = data, Path(val_data)
+        train, val = find_images(train_root), find_images(val_root)
+        how = f"train {train_root}, val {val_root}"
+        shared = {_digest_file(p) for p in train} & {_digest_file(p) for p in val}
+        if shared:
+            warnings.append(
+                f"{len(shared)} photo(s) appear in both {train_root} and {val_root}: val scores "
+                "will be optimistic; remove the duplicates from one folder"
+            )
+    else:
+        val_dir = next((data / d for d in ("val", "test") if (data / d).is_dir()), None)
+        if (data / "train").is_dir() and val_dir is not None:
+            train_root, val_root = data / "train", val_dir
+            train, val = find_images(train_root), find_images(val_root)
+            how = f"{data}: train/ and {val_dir.name}/ subfolders"
+        else:
+            train_root = val_root = data
+            train, val = hash_split(find_images(data), data, val_fraction)
+            how = f"{data}: split by file-name hash, {val_fraction:.0%} val"
+    for root, paths, flag in ((train_root, train, "--data"), (val_root, val, "--val-data")):
+        if not paths:
+            raise DataError(
+                f"no photos ({', '.join(IMAGE_EXTENSIONS)}) found in {root} for the "
+                f"{'train' if paths is train else 'val'} split; check {flag}"
+            )
+    return Sources(_items(train, train_root), _items(val, val_root), how, warnings=warnings)
+
+
+def resolve_sources(
+    data: str | Path | None = None,
+    val_data: str | Path | None = None,
+    dataset: str | None = None,
+    val_fraction: float = 0.1,
+    **dataset_options,
+) -> Sources:
+    if data is not None and dataset is not None:
+        raise DataError("give either --data DIR or --dataset NAME, not both")
+    if data is not None:
+        return folder_sources(Path(data), None if val_data is None else Path(val_data), val_fraction)
+    if val_data is not None:
+        raise DataError("--val-data needs --data (the training photos) too")
+    name = dataset or "sample"
+    if name not in DATASETS:
+        raise DataError(f"unknown --dataset {name!r}; choose one of: {', '.join(sorted(DATASETS))}")
+    return DATASETS[name](**dataset_options)
+
+
+def load_data(
+    data: str | Path | None = None,
+    val_data: str | Path | None = None,
+    dataset: str | None = None,
+    size: int = 64,
+    val_fraction: float = 0.1,
+    workers: int = 2,
+    progress: Callable | None = None,
+    **dataset_options,
+) -> Data:
+    """Every photo of both splits as in-memory Lab tensors, plus a manifest for config.json."""
+    sources = resolve_sources(data, val_data, dataset, val_fraction, **dataset_options)
+    for w in sources.warnings:
+        log.warning(w)
+    if sources.is_sample:
+        log.warning("Using the built-in sample set: a smoke test of the pipeline, not a benchmark.")
+    train, train_skipped = build_split(sources.train, size, True, workers, progress)
+    val, val_skipped = build_split(sources.val, size, False, workers, progress)
+    skipped = [{"split": s, "file": n, "reason": r} for s, lst in (("train", train_skipped), ("val", val_skipped)) for n, r in lst]
+    if skipped:
+        grey = sum("greyscale" in s["reason"] for s in skipped)
+        log.warning(
+            "Skipped %d image(s) (%d greyscale, %d unreadable); the list is in config.json.",
+            len(skipped), grey, len(skipped) - grey,
+        )
+        for s in skipped:
+            if "greyscale" not in s["reason"]:
+                log.info("  skipped %s: %s", s["file"], s["reason"])
+    for split, name, found in ((train, "train", len(sources.train)), (val, "val", len(sources.val))):
+        if len(split) == 0:
+            raise DataError(
+                f"no usable {name} images: {found} found, all skipped "
+                f"({'; '.join(sorted({s['reason'] for s in skipped if s['split'] == name})[:3])}). "
+                "Point --data/--val-data at colour photos."
+            )
+    manifest = {
+        "source": sources.description,
+        "is_sample": sources.is_sample,
+        "train_images": len(train),
+        "val_images": len(val),
+        "train_files_sha256": list_digest(train.names),
+        "val_files_sha256": list_digest(val.names),
+        "skipped": skipped,
+        "warnings": sources.warnings,
+    }
+    return Data(train, val, manifest)
+
+
+__all__ = [
+    "DATASETS",
+    "Data",
+    "DataError",
+    "LabSplit",
+    "Sources",
+    "UnreadableImage",
+    "denormalize_lab",
+    "find_images",
+    "lab_to_rgb",
+    "load_data",
+    "load_rgb",
+    "load_size",
+    "model_to_rgb",
+    "normalize_lab",
+    "random_crop_flip",
+    "register_dataset",
+    "resolve_sources",
+    "rgb_to_lab",
+]

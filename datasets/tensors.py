@@ -1,0 +1,131 @@
+"""Photos -> in-memory Lab tensors, and batched augmentation on the device.
+
+Decoding, resizing and colour conversion happen once per run; an epoch then only indexes
+tensors, so training never waits on data.
+"""
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .lab import normalize_lab, rgb_to_lab
+
+
+def load_size(size: int) -> int:
+    """pix2pix's resize-then-random-crop margin (286 for 256), rounded to even."""
+    return int(round(size * 9 / 8 / 2)) * 2
+
+
+@dataclass
+class LabSplit:
+    """One split in the model's scale: ``L`` (N,1,S,S) and ``ab`` (N,2,S,S) in [-1, 1].
+
+    ``rgb`` (N,3,S,S, uint8) is the ground-truth photo metrics compare against; ``names``
+    identify the images.
+    """
+
+    L: torch.Tensor
+    ab: torch.Tensor
+    rgb: torch.Tensor
+    names: list[str]
+
+    def __len__(self) -> int:
+        return self.L.shape[0]
+
+    def to(self, device) -> "LabSplit":
+        return LabSplit(self.L.to(device), self.ab.to(device), self.rgb.to(device), self.names)
+
+
+def resize_and_crop(img: Image.Image, shorter: int, crop: int) -> np.ndarray:
+    """Resize so the shorter side is ``shorter`` (bicubic, antialiased), centre-crop ``crop``²."""
+    w, h = img.size
+    scale = shorter / min(w, h)
+    nw, nh = max(crop, round(w * scale)), max(crop, round(h * scale))
+    if hasattr(img, "draft"):  # JPEG: let libjpeg decode at a reduced scale first (much faster)
+        img.draft("RGB", (nw, nh))
+    img = img.resize((nw, nh), Image.BICUBIC, reducing_gap=3.0)
+    left, top = (nw - crop) // 2, (nh - crop) // 2
+    return np.asarray(img.crop((left, top, left + crop, top + crop)), dtype=np.uint8)
+
+
+def rgb_uint8_to_split(rgb: torch.Tensor, names: list[str], chunk: int = 256) -> LabSplit:
+    """(N,3,S,S) uint8 -> LabSplit; converted in chunks to bound the float64 memory."""
+    Ls, abs_ = [], []
+    for i in range(0, rgb.shape[0], chunk):
+        lab = rgb_to_lab(rgb[i : i + chunk].double() / 255)
+        L, ab = normalize_lab(lab)
+        Ls.append(L.float())
+        abs_.append(ab.float())
+    if not Ls:
+        empty = torch.empty(0, 1, *rgb.shape[2:])
+        return LabSplit(empty, empty.repeat(1, 2, 1, 1), rgb, names)
+    return LabSplit(torch.cat(Ls), torch.cat(abs_), rgb, names)
+
+
+def build_split(
+    images: Iterable[tuple[str, Callable[[], Image.Image]]],
+    size: int,
+    train: bool,
+    workers: int = 2,
+    progress: Callable | None = None,
+) -> tuple[LabSplit, list[tuple[str, str]]]:
+    """Decode, resize, crop and convert a split; returns it and ``(name, reason)`` skips.
+
+    Train images are stored at ``load_size(size)`` for a random ``size`` crop per batch;
+    val images at ``size`` (centre crop). ``images`` yields ``(name, opener)``; an opener
+    raising ``UnreadableImage`` skips that image with its message as the reason.
+    """
+    from .images import UnreadableImage, is_greyscale
+
+    stored = load_size(size) if train else size
+    items = list(images)
+
+    def prepare(item):
+        name, opener = item
+        try:
+            arr = resize_and_crop(opener(), stored, stored)
+        except UnreadableImage as exc:
+            return name, None, str(exc)
+        if is_greyscale(arr):
+            return name, None, "greyscale photo (no colour to learn or score)"
+        return name, arr, None
+
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        results = pool.map(prepare, items)
+        if progress is not None:
+            results = progress(results, total=len(items))
+        results = list(results)
+    kept = [(n, a) for n, a, r in results if a is not None]
+    skipped = [(n, r) for n, a, r in results if a is None]
+    rgb = torch.from_numpy(np.stack([a for _, a in kept])).permute(0, 3, 1, 2).contiguous() if kept else (
+        torch.empty(0, 3, stored, stored, dtype=torch.uint8)
+    )
+    return rgb_uint8_to_split(rgb, [n for n, _ in kept]), skipped
+
+
+def random_crop_flip(
+    L: torch.Tensor, ab: torch.Tensor, size: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A random ``size``² crop and a random horizontal flip per image, batched.
+
+    Random numbers come from ``generator`` on the CPU, so every combination with the same
+    seed sees the same crops on any device.
+    """
+    n, _, h, w = L.shape
+    top = torch.randint(0, h - size + 1, (n,), generator=generator)
+    left = torch.randint(0, w - size + 1, (n,), generator=generator)
+    flip = torch.rand(n, generator=generator) < 0.5
+    dev = L.device
+    ar = torch.arange(size)
+    rows = (top[:, None] + ar).to(dev)  # (n, size)
+    cols = left[:, None] + ar
+    cols = torch.where(flip[:, None], cols.flip(1), cols).to(dev)
+    x = torch.cat([L, ab], 1)
+    idx_n = torch.arange(n, device=dev)[:, None, None]
+    out = x.permute(0, 2, 3, 1)[idx_n, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+    return out[:, :1].contiguous(), out[:, 1:].contiguous()

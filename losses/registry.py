@@ -1,0 +1,146 @@
+"""The loss registry and the ``--losses`` spec parser.
+
+A loss is one decorated factory returning an ``nn.Module`` whose
+``forward(L, fake_ab, real_ab)`` gives the generator's loss term. An adversarial term also
+has ``discriminator_loss(L, fake_ab, real_ab)`` and a ``discriminator`` attribute.
+"""
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass, field
+from typing import Callable
+
+from torch import nn
+
+
+@dataclass(frozen=True)
+class LossOptions:
+    """What a loss factory may need beyond its name; one per run."""
+
+    device: str = "cpu"
+    gan_mode: str = "vanilla"
+    discriminator: str = "patchgan"
+    strict_weights: bool = False
+
+
+@dataclass(frozen=True)
+class LossInfo:
+    name: str
+    description: str
+    factory: Callable[[LossOptions], nn.Module]
+    reference: str = ""
+    defaults: str = ""
+
+
+LOSSES: dict[str, LossInfo] = {}
+
+
+def register_loss(name: str, description: str, reference: str = "", defaults: str = ""):
+    """Register ``factory(options) -> nn.Module`` under ``name`` for ``--losses``."""
+
+    def wrap(factory):
+        if name in LOSSES:
+            raise ValueError(f"loss {name!r} is registered twice")
+        LOSSES[name] = LossInfo(name, description, factory, reference, defaults)
+        return factory
+
+    return wrap
+
+
+class LossSpecError(ValueError):
+    """A ``--losses`` string that cannot be parsed; the message names the bad part."""
+
+
+@dataclass(frozen=True)
+class Term:
+    name: str
+    weight: float = 1.0
+
+    def __str__(self) -> str:
+        return self.name if self.weight == 1 else f"{self.weight:g}*{self.name}"
+
+
+@dataclass(frozen=True)
+class Combination:
+    """A weighted sum of loss terms, e.g. ``100*l1+gan``."""
+
+    terms: tuple[Term, ...]
+    tags: dict = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def spec(self) -> str:
+        return "+".join(str(t) for t in self.terms)
+
+    @property
+    def name(self) -> str:
+        """The name tables and files use: the spec, with any weights caveat in brackets
+        (``perceptual[random-vgg]``) so no reader mistakes a fallback for the real loss."""
+        return "+".join(
+            f"{t}[{self.tags[t.name]}]" if t.name in self.tags else str(t) for t in self.terms
+        )
+
+
+_TERM = re.compile(r"^(?:(?P<weight>[^*]*)\*)?(?P<name>[^*]*)$")
+
+
+def _unknown(name: str, where: str) -> LossSpecError:
+    close = difflib.get_close_matches(name, LOSSES, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return LossSpecError(
+        f"unknown loss {name!r} in {where!r}{hint}; valid losses: {', '.join(sorted(LOSSES))} "
+        "(see `bench losses`)"
+    )
+
+
+def parse_term(text: str, where: str) -> Term:
+    m = _TERM.match(text.strip())
+    if not m or not text.strip():
+        raise LossSpecError(
+            f"empty or malformed term {text!r} in {where!r}; write terms as NAME or WEIGHT*NAME "
+            "joined by '+', e.g. '100*l1+gan'"
+        )
+    name, weight_text = m["name"].strip(), m["weight"]
+    if not name:
+        raise LossSpecError(f"term {text!r} in {where!r} has a weight but no loss name")
+    if name not in LOSSES:
+        raise _unknown(name, where)
+    weight = 1.0
+    if weight_text is not None:
+        try:
+            weight = float(weight_text)
+        except ValueError:
+            raise LossSpecError(
+                f"weight {weight_text.strip()!r} of {name!r} in {where!r} is not a number"
+            ) from None
+        if not weight > 0 or weight == float("inf"):
+            raise LossSpecError(
+                f"weight {weight_text.strip()!r} of {name!r} in {where!r} must be a positive "
+                "finite number (drop the term instead of weighting it by 0)"
+            )
+    return Term(name, weight)
+
+
+def parse_combination(text: str) -> Combination:
+    terms = [parse_term(part, text) for part in text.split("+")]
+    seen = set()
+    for t in terms:
+        if t.name in seen:
+            raise LossSpecError(f"loss {t.name!r} appears twice in {text!r}; merge the weights into one term")
+        seen.add(t.name)
+    return Combination(tuple(terms))
+
+
+def parse_losses(text: str) -> list[Combination]:
+    """``'mse,l1,100*l1+gan'`` -> the combinations, in the order given."""
+    if not text or not text.strip():
+        raise LossSpecError("--losses is empty; give comma-separated combinations such as 'l1,100*l1+gan'")
+    combos = []
+    for part in text.split(","):
+        if not part.strip():
+            raise LossSpecError(f"empty combination in --losses {text!r} (two commas, or a trailing comma?)")
+        combo = parse_combination(part)
+        if any(c.spec == combo.spec for c in combos):
+            raise LossSpecError(f"combination {combo.spec!r} is listed twice in --losses {text!r}")
+        combos.append(combo)
+    return combos
