@@ -12,7 +12,7 @@ DEFAULT_LOSSES = "mse,l1,perceptual,gan"
 # quick: the 4-loss default finishes in minutes on 2 CPU cores. paper: the colorization
 # tutorial's setup (pix2pix U-Net n_down=8 nf=64, batch 16, 20 epochs at 256 px) for a GPU.
 PRESETS: dict[str, dict] = {
-    "quick": dict(size=64, width=32, epochs=6, batch_size=32, generator="unet"),
+    "quick": dict(size=64, width=32, epochs=3, batch_size=32, generator="unet"),
     "paper": dict(size=256, width=64, epochs=20, batch_size=16, generator="unet"),
 }
 
@@ -30,7 +30,7 @@ class RunConfig:
     discriminator: str = "patchgan"
     size: int = 64
     width: int = 32
-    epochs: int = 6
+    epochs: int = 3
     batch_size: int = 32
     seeds: tuple[int, ...] = (0,)
     lr: float = 2e-4

@@ -60,4 +60,4 @@ def metrics_frame(rows: list[dict]) -> pd.DataFrame:
 
 
 def read_metrics(run_dir: Path) -> pd.DataFrame:
-    return pd.read_csv(Path(run_dir) / "metrics.csv", keep_default_na=True).fillna({"note": ""})
+    return pd.read_csv(Path(run_dir) / "metrics.csv", dtype={"note": str}).fillna({"note": ""})

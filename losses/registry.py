@@ -106,6 +106,8 @@ def parse_term(text: str, where: str) -> Term:
     if name not in LOSSES:
         raise _unknown(name, where)
     weight = 1.0
+    if weight_text is not None and not weight_text.strip():
+        raise LossSpecError(f"term {text.strip()!r} in {where!r} has '*' but no weight before it; write e.g. '100*{name}'")
     if weight_text is not None:
         try:
             weight = float(weight_text)

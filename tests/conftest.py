@@ -1,0 +1,52 @@
+"""Shared fixtures: no network, a private torch hub cache, small photos made on the fly."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch, tmp_path_factory):
+    # Tests never touch the network or the user's weight cache.
+    monkeypatch.setenv("COLORBENCH_OFFLINE", "1")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path_factory.mktemp("torch_home")))
+    import torch
+
+    monkeypatch.setattr(torch.hub, "_hub_dir", None, raising=False)
+    from losses.perceptual import vgg16_features
+
+    vgg16_features.cache_clear()
+
+
+def real_photos() -> list[np.ndarray]:
+    """Colour photos bundled with scikit-image (no network)."""
+    from skimage import data
+
+    left, right, _ = data.stereo_motorcycle()
+    return [data.astronaut(), data.chelsea(), data.coffee(), data.rocket(), left, right]
+
+
+def write_photos(folder, count: int, size: int = 48, seed: int = 0, prefix: str = "img") -> list:
+    """``count`` small colour JPEG crops of the bundled photos in ``folder``."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    photos = real_photos()
+    paths = []
+    for i in range(count):
+        photo = photos[i % len(photos)]
+        y = rng.integers(0, photo.shape[0] - 2 * size)
+        x = rng.integers(0, photo.shape[1] - 2 * size)
+        crop = Image.fromarray(photo[y : y + 2 * size, x : x + 2 * size]).resize((size, size), Image.BICUBIC)
+        path = folder / f"{prefix}{i:03d}.jpg"
+        crop.save(path, quality=95)
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture
+def photo_dir(tmp_path):
+    """A folder with train/ (16) and val/ (6) photos."""
+    write_photos(tmp_path / "photos" / "train", 16, seed=1, prefix="tr")
+    write_photos(tmp_path / "photos" / "val", 6, seed=2, prefix="va")
+    return tmp_path / "photos"
