@@ -61,6 +61,18 @@ def ssim(pred: torch.Tensor, target: torch.Tensor, data_range: float = 1.0, sigm
     return s.reshape(n, c, -1).mean(-1).mean(-1).float()
 
 
+def colorfulness(rgb: torch.Tensor) -> torch.Tensor:
+    """Per-image Hasler & Suesstrunk (2003) colourfulness of sRGB in [0, 1], on the 0-255
+    scale the paper uses: sqrt(sd_rg^2 + sd_yb^2) + 0.3 sqrt(mean_rg^2 + mean_yb^2)."""
+    x = rgb.double() * 255
+    r, g, b = x.unbind(-3)
+    rg = (r - g).flatten(1)
+    yb = (0.5 * (r + g) - b).flatten(1)
+    std = torch.sqrt(rg.var(1, unbiased=False) + yb.var(1, unbiased=False))
+    mean = torch.sqrt(rg.mean(1) ** 2 + yb.mean(1) ** 2)
+    return (std + 0.3 * mean).float()
+
+
 METRICS: dict[str, Metric] = {
     m.name: m
     for m in (
