@@ -6,6 +6,25 @@ from torch import nn
 
 from bench.metrics import METRICS, score_batch
 from colorbench_datasets import LabSplit, model_to_rgb
+from models import build_generator
+
+
+def generator_record(G: nn.Module, settings, combination: str, seed: int) -> dict:
+    """What ``generator.pt`` holds: enough to rebuild and run the generator anywhere."""
+    return {
+        "state_dict": G.state_dict(), "generator": settings.generator, "size": settings.size,
+        "width": settings.width, "out_channels": settings.out_channels,
+        "combination": combination, "seed": seed,
+    }
+
+
+def load_generator(path, device="cpu") -> nn.Module:
+    """A trained generator from ``generator.pt``, in eval mode, ready for ``predict_ab``."""
+    record = torch.load(path, map_location=device, weights_only=True)
+    G = build_generator(record["generator"], record["size"], record["width"], record["out_channels"])
+    G.load_state_dict(record["state_dict"])
+    G.meta = {k: v for k, v in record.items() if k != "state_dict"}
+    return G.to(device).eval()
 
 
 @torch.inference_mode()

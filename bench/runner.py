@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 
 from bench.config import IDENTITY_FIELDS, RunConfig, resolve_device, resolve_precision
-from bench.evaluate import score_generator, score_gray
+from bench.evaluate import generator_record, score_generator, score_gray
 from bench.metrics import METRICS
 from bench.results import metrics_frame, read_json, write_csv, write_json, atomic_torch_save
 from bench.train import TrainSettings, train_cell
@@ -183,14 +183,7 @@ def run_cell(combo, seed, train_split, val_split, settings, options, device, cel
         log.warning("%s seed %d diverged at step %d (non-finite loss); moving on", combo.name, seed, result.diverged_at)
         record |= {"status": "diverged", "diverged_at": result.diverged_at, "metrics": {}}
     else:
-        atomic_torch_save(
-            cell / "generator.pt",
-            {
-                "state_dict": result.generator.state_dict(), "generator": settings.generator,
-                "size": settings.size, "width": settings.width, "out_channels": settings.out_channels,
-                "combination": combo.name, "seed": seed,
-            },
-        )
+        atomic_torch_save(cell / "generator.pt", generator_record(result.generator, settings, combo.name, seed))
         metrics = score_generator(result.generator, val_split, cfg.eval_batch_size)
         record |= {"status": "ok", "diverged_at": None, "metrics": metrics}
         log.info(

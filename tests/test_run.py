@@ -113,3 +113,14 @@ def test_presets_fill_defaults_and_options_override():
     cfg = make_config("paper", epochs=1)
     assert (cfg.size, cfg.width, cfg.batch_size, cfg.epochs) == (256, 64, 16, 1)
     assert make_config("quick").size == 64
+
+
+def test_saved_generator_reloads_and_predicts_like_the_trained_one(photo_dir, tmp_path):
+    from bench.evaluate import load_generator, predict_ab
+
+    out = tmp_path / "run"
+    assert CliRunner().invoke(main, ["run", "--data", str(photo_dir), "--losses", "l1", "--out", str(out), *TINY]).exit_code == 0
+    G = load_generator(out / "cells" / "l1" / "seed0" / "generator.pt")
+    data = load_data(photo_dir, size=32)
+    ab = predict_ab(G, data.val.L)
+    assert ab.shape == data.val.ab.shape and G.meta["combination"] == "l1"
