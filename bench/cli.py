@@ -81,19 +81,38 @@ D = RunConfig()
               help="Run folder; rerunning into it skips finished cells.  [default: results/run-TIMESTAMP]")
 @click.option("--overwrite", is_flag=True, help="Discard an earlier run in --out that used other options.")
 @click.option("--strict-weights", is_flag=True, help="Fail before training if pretrained weights are missing, instead of falling back.")
+@click.option("--deterministic", is_flag=True,
+              help="Deterministic GPU kernels (slower); CPU runs are repeatable without it.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 def run(quiet, overwrite, **options):
-    """Train and score every loss combination x seed."""
+    """Train and score every loss combination x seed.
+
+    Rerunning the same command resumes: finished cells are kept and an unfinished one
+    continues from its last checkpoint. Ctrl-C saves and stops.
+    """
     from bench.config import make_config
-    from bench.runner import run_benchmark
+    from bench.runner import RunInterrupted, run_benchmark
 
     preset = options.pop("preset")
     try:
         cfg = make_config(preset, **options)
         out = run_benchmark(cfg, progress=not quiet, overwrite=overwrite)
+    except RunInterrupted as exc:
+        click.echo(f"\nStopped; nothing is lost. Resume with:\n  {_resume_command(exc.out)}", err=True)
+        sys.exit(130)
     except (ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
     _print_summary(out)
+
+
+def _resume_command(out) -> str:
+    """The command line that was run, with --out pinned to the run folder it wrote."""
+    import shlex
+
+    args = sys.argv[1:]
+    if not any(a == "--out" or a.startswith("--out=") for a in args):
+        args += ["--out", str(out)]
+    return shlex.join(["bench", *[a for a in args if a != "--overwrite"]])
 
 
 def _print_summary(out) -> None:

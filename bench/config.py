@@ -39,6 +39,7 @@ class RunConfig:
     device: str = "auto"
     precision: str = "auto"
     strict_weights: bool = False
+    deterministic: bool = False
     eval_batch_size: int = 64
     workers: int = 2
     out: str | None = None
