@@ -81,6 +81,9 @@ D = RunConfig()
               help="Run folder; rerunning into it skips finished cells.  [default: results/run-TIMESTAMP]")
 @click.option("--overwrite", is_flag=True, help="Discard an earlier run in --out that used other options.")
 @click.option("--strict-weights", is_flag=True, help="Fail before training if pretrained weights are missing, instead of falling back.")
+@click.option("--compile", "compile_", is_flag=True,
+              help="torch.compile the generator: faster steps on GPU after a compile pause; off by default "
+                   "because on CPU the compile time outweighs short runs.")
 @click.option("--deterministic", is_flag=True,
               help="Deterministic GPU kernels (slower); CPU runs are repeatable without it.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
@@ -94,6 +97,7 @@ def run(quiet, overwrite, **options):
     from bench.runner import RunInterrupted, run_benchmark
 
     preset = options.pop("preset")
+    options["compile"] = options.pop("compile_")
     try:
         cfg = make_config(preset, **options)
         out = run_benchmark(cfg, progress=not quiet, overwrite=overwrite)

@@ -40,6 +40,7 @@ class RunConfig:
     precision: str = "auto"
     strict_weights: bool = False
     deterministic: bool = False
+    compile: bool = False
     eval_batch_size: int = 64
     workers: int = 2
     out: str | None = None

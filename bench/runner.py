@@ -200,6 +200,7 @@ def run_benchmark(cfg: RunConfig, progress: bool = True, overwrite: bool = False
     settings = TrainSettings(
         generator=cfg.generator, size=cfg.size, width=cfg.width, epochs=cfg.epochs,
         batch_size=cfg.batch_size, lr=cfg.lr, betas=tuple(cfg.betas), precision=precision,
+        compile=cfg.compile,
     )
     gray = score_gray(val_split, cfg.eval_batch_size)
     rows = [{"combination": "gray", "seed": s, "metric": m, "value": v, "note": ""} for s in cfg.seeds for m, v in gray.items()]

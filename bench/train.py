@@ -32,6 +32,7 @@ class TrainSettings:
     out_channels: int = 2
     # NHWC: oneDNN and cuDNN pick faster convolution kernels (measured in benchmarks/).
     channels_last: bool = True
+    compile: bool = False  # torch.compile the generator (pays off on long GPU runs)
 
 
 @dataclass
@@ -138,6 +139,8 @@ def train_cell(
     """
     memory_format = torch.channels_last if settings.channels_last else torch.contiguous_format
     G = make_generator(settings, seed).to(device, memory_format=memory_format)
+    if settings.compile:
+        G.compile()  # in place: state_dict keys stay those of the plain module
     terms = build_terms(combo, options, seed)
     for _, _, term in terms:
         term.to(device, memory_format=memory_format)

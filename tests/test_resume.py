@@ -26,7 +26,7 @@ def _bench(*args) -> list[str]:
     return [sys.executable, "-c", "from bench.cli import main; main()", *args]
 
 
-def _wait_for_checkpoint(proc, cell: Path, timeout: float = 240) -> None:
+def _wait_for_checkpoint(proc, cell: Path, timeout: float = 900) -> None:
     """Until the cell has saved at least one epoch (and is still running)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
