@@ -155,7 +155,8 @@ def load_data(
     progress: Callable | None = None,
     **dataset_options,
 ) -> Data:
-    """Every photo of both splits as in-memory Lab tensors, plus a manifest for config.json."""
+    """Every photo of both splits as in-memory Lab tensors (or, for sets that name a
+    ``Sources.cache`` folder, uint8 Lab memory-mapped files), plus a manifest for config.json."""
     sources = resolve_sources(data, val_data, dataset, val_fraction, size=size, **dataset_options)
     for w in sources.warnings:
         log.warning(w)
