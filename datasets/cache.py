@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
+import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -29,6 +31,8 @@ import torch
 from .images import DataError
 from .lab import rgb_to_lab
 from .tensors import prepare_image, stored_size
+
+log = logging.getLogger("colorbench")
 
 FORMAT = 1  # bump when the file layout or quantisation changes: old caches are rebuilt
 CHUNK = 512  # photos decoded and converted per step: bounds the float64 Lab memory
@@ -176,6 +180,11 @@ def _build(items, stored, train, where: Path, resize, workers, progress) -> None
     # Train needs only L and ab; val also keeps RGB, the ground truth the metrics compare to.
     outputs = {"lab.u8": where / "lab.u8.tmp"} | ({} if train else {"rgb.u8": where / "rgb.u8.tmp"})
     names, skipped = [], []
+    started = last_note = time.perf_counter()
+    log.info(
+        "Building the uint8 Lab cache of %d %s photos at %d px in %s (once; up to %.1f GB)",
+        len(items), "train" if train else "val", stored, where, len(items) * per_image * (1 if train else 2) / 1e9,
+    )
     with ExitStack() as stack:
         files = {k: stack.enter_context(open(p, "wb")) for k, p in outputs.items()}
         pool = stack.enter_context(ThreadPoolExecutor(max(1, workers)))
@@ -191,6 +200,10 @@ def _build(items, stored, train, where: Path, resize, workers, progress) -> None
             if "rgb.u8" in files:
                 files["rgb.u8"].write(rgb.numpy().tobytes())
             names += [n for n, _ in kept]
+            if progress is None and time.perf_counter() - last_note > 60:  # a build can take hours
+                last_note = time.perf_counter()
+                done = min(start + CHUNK, len(items))
+                log.info("  %d / %d photos (%.0f%%) after %.0f s", done, len(items), 100 * done / len(items), last_note - started)
         for f in files.values():
             f.flush()
             os.fsync(f.fileno())

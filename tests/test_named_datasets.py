@@ -247,3 +247,16 @@ def test_places365_small_through_torchvision_and_the_cache(places_archives, tmp_
                                 "data_256_standard/b/beach/00000003.jpg"]
     assert len(data.val) == 2 and data.val.L[0:2].shape == (2, 1, 32, 32)
     assert "uint8 Lab cache" in data.manifest["source"]
+
+
+def test_bench_run_trains_and_scores_from_the_memory_mapped_cache(stl_archive, tmp_path):
+    out = tmp_path / "run"
+    res = CliRunner().invoke(main, [
+        "run", "--dataset", "stl10", "--data-root", str(tmp_path / "root"), "--losses", "l1,100*l1+gan",
+        "--size", "96", "--width", "8", "--epochs", "1", "--batch-size", "4", "--out", str(out), "-q",
+    ])
+    assert res.exit_code == 0, res.output
+    config = json.loads((out / "config.json").read_text())
+    assert config["data"]["cache"].endswith("lab-cache") and config["data"]["train_images"] == 7
+    metrics = (out / "metrics.csv").read_text()
+    assert "100*l1+gan" in metrics and "nan" not in metrics.lower()
