@@ -109,9 +109,11 @@ def test_coco_sample_is_resized_straight_to_size_like_the_tutorial(coco_archive,
     data = load_data(dataset="coco-sample", size=32, data_root=root)
     assert data.train.L.shape == (16, 1, 32, 32)  # no crop margin: flips only
     # The tutorial's transforms.Resize((SIZE, SIZE), BICUBIC) on the PIL image, pixel for pixel.
+    from torchvision import transforms
+
     name = data.val.names[0]
     photo = Image.open(root / "coco-sample" / "coco_sample" / name).convert("RGB")
-    expected = np.asarray(photo.resize((32, 32), Image.BICUBIC))
+    expected = np.asarray(transforms.Resize((32, 32), transforms.InterpolationMode.BICUBIC)(photo))
     assert np.array_equal(data.val.rgb[0].permute(1, 2, 0).numpy(), expected)
 
 
