@@ -55,14 +55,20 @@ D = RunConfig()
 
 
 @main.command()
-@click.option("--losses", default=DEFAULT_LOSSES, show_default=True,
+@click.option("--losses", default=None,
               help="Comma-separated combinations; each a '+'-sum of optionally weighted terms, "
-                   "e.g. 'mse,l1,100*l1+gan,l1+0.1*perceptual'. See `bench losses`.")
+                   "e.g. 'mse,l1,100*l1+gan,l1+0.1*perceptual'. See `bench losses`.  "
+                   f"[default: preset's; quick: {DEFAULT_LOSSES}]")
 @click.option("--data", type=click.Path(file_okay=True), default=None,
               help="Folder of photos (recursive). Uses its train/ and val/ (or test/) subfolders "
                    "if present, else a 10% file-name-hash val split.  [default: built-in sample set]")
 @click.option("--val-data", type=click.Path(), default=None, help="Folder of val photos (then --data is all train).")
-@click.option("--dataset", default=None, help="A named dataset instead of --data (e.g. 'sample').")
+@click.option("--dataset", default=None,
+              help="A named dataset instead of --data: sample, coco-sample (the tutorial's 8000/2000 "
+                   "COCO split), cifar10, stl10, places365. Downloaded once into --data-root.")
+@click.option("--data-root", type=click.Path(file_okay=False), default=None,
+              help="Cache folder for named datasets.  [default: $COLORBENCH_DATA, else colorbench/data "
+                   "in the user cache folder, e.g. ~/.cache/colorbench/data]")
 @click.option("--preset", type=click.Choice(list(PRESETS)), default="quick", show_default=True,
               help=f"Defaults for the options below. {_preset_help()}.")
 @click.option("--generator", default=None, help=f"Generator network: unet or resunet.  [default: preset's, {D.generator}]")

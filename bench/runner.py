@@ -169,7 +169,7 @@ def run_benchmark(cfg: RunConfig, progress: bool = True, overwrite: bool = False
     tag_combinations(combos, options)
 
     started = time.perf_counter()
-    data = load_data(cfg.data, cfg.val_data, cfg.dataset, cfg.size, workers=cfg.workers)
+    data = load_data(cfg.data, cfg.val_data, cfg.dataset, cfg.size, workers=cfg.workers, data_root=cfg.data_root)
     data_seconds = time.perf_counter() - started
     if cfg.batch_size > len(data.train):
         raise RunError(
