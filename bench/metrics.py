@@ -132,12 +132,13 @@ def ciede2000(lab1: torch.Tensor, lab2: torch.Tensor) -> torch.Tensor:
     C_term = (C2 - C1) / (1 + 0.045 * cbar)
 
     h_diff, h_sum, CC = h2 - h1, h1 + h2, C1 * C2
-    dH = h_diff - two_pi * (h_diff > math.pi) + two_pi * (h_diff < -math.pi)
+    # torch.where, not `2pi * mask`: a bool mask times a Python float is float32 in torch.
+    dH = torch.where(h_diff > math.pi, h_diff - two_pi, torch.where(h_diff < -math.pi, h_diff + two_pi, h_diff))
     dH = torch.where(CC == 0, torch.zeros_like(dH), dH)
     dH_term = 2 * torch.sqrt(CC) * torch.sin(dH / 2)
 
     wrap = (CC != 0) & (h_diff.abs() > math.pi)
-    hbar = h_sum + two_pi * (wrap & (h_sum < two_pi)) - two_pi * (wrap & (h_sum >= two_pi))
+    hbar = torch.where(wrap, torch.where(h_sum < two_pi, h_sum + two_pi, h_sum - two_pi), h_sum)
     hbar = torch.where(CC == 0, hbar * 2, hbar) * 0.5
 
     T = (
