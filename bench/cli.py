@@ -146,7 +146,7 @@ def _list_weights() -> None:
         rows.append((w.key, w.filename, size, status, w.used_for, w.url))
     linear = pretrained.lpips_linear_path()
     rows.append(("lpips", linear.name, f"{linear.stat().st_size / 2**10:.0f} KB" if linear.is_file() else "?",
-                 "present" if linear.is_file() else "MISSING", "LPIPS (its linear layers)",
+                 "present" if linear.is_file() else "MISSING", "LPIPS's linear layers",
                  f"ships with the lpips package: {linear}"))
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     for r in rows:

@@ -62,14 +62,14 @@ def _alexnet() -> WeightsFile:
 
     # lpips' AlexNet trunk is torchvision's alexnet(pretrained=True): these ImageNet weights.
     url = AlexNet_Weights.IMAGENET1K_V1.url
-    return WeightsFile("alexnet", url.rsplit("/", 1)[-1], url, "LPIPS (its AlexNet trunk)", 233)
+    return WeightsFile("alexnet", url.rsplit("/", 1)[-1], url, "LPIPS's AlexNet trunk", 233)
 
 
 def _inception() -> WeightsFile:
     from pytorch_fid.inception import FID_WEIGHTS_URL
 
     url = FID_WEIGHTS_URL
-    return WeightsFile("inception", url.rsplit("/", 1)[-1], url, "FID and KID (pytorch-fid's InceptionV3)", 92)
+    return WeightsFile("inception", url.rsplit("/", 1)[-1], url, "pytorch-fid's InceptionV3 (for FID and KID)", 92)
 
 
 def known_weights() -> dict[str, WeightsFile]:
