@@ -47,6 +47,21 @@ def _gaussian_window(sigma: float, truncate: float, device, dtype) -> torch.Tens
     return w / w.sum()
 
 
+def _blur_valid(maps: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """Separable 'valid' Gaussian filter over the last two axes, as shifted, weighted sums:
+    on the CPU about twice as fast in float64 as ``conv2d``, and exactly the same sums."""
+    k = g.numel()
+    w = maps.shape[-1] - k + 1
+    out = maps[..., 0:w] * g[0]
+    for i in range(1, k):
+        out.add_(maps[..., i : i + w], alpha=g[i].item())
+    h = out.shape[-2] - k + 1
+    res = out[..., 0:h, :] * g[0]
+    for i in range(1, k):
+        res.add_(out[..., i : i + h, :], alpha=g[i].item())
+    return res
+
+
 def ssim(pred: torch.Tensor, target: torch.Tensor, data_range: float = 1.0, sigma: float = 1.5) -> torch.Tensor:
     """Per-image SSIM, as ``skimage.metrics.structural_similarity(gaussian_weights=True,
     sigma=1.5, use_sample_covariance=False, channel_axis=..., data_range=1)`` (Wang et al.).
@@ -55,23 +70,13 @@ def ssim(pred: torch.Tensor, target: torch.Tensor, data_range: float = 1.0, sigm
     radius, which is exactly a 'valid' convolution: no padding mode to match.
     """
     x, y = pred.double(), target.double()
-    n, c, h, w = x.shape
     g = _gaussian_window(sigma, 3.5, x.device, x.dtype)
-    k = g.numel()
-
-    def blur(t: torch.Tensor) -> torch.Tensor:
-        t = t.reshape(n * c, 1, h, w) if t.dim() == 4 else t
-        t = F.conv2d(t, g.view(1, 1, 1, k))
-        return F.conv2d(t, g.view(1, 1, k, 1))
-
-    flat = lambda t: t.reshape(n * c, 1, h, w)  # noqa: E731
-    mx, my = blur(flat(x)), blur(flat(y))
-    vx = blur(flat(x * x)) - mx * mx
-    vy = blur(flat(y * y)) - my * my
-    cxy = blur(flat(x * y)) - mx * my
+    # the five local statistics in one pass of the filter
+    mx, my, xx, yy, xy = _blur_valid(torch.stack([x, y, x * x, y * y, x * y]), g)
+    vx, vy, cxy = xx - mx * mx, yy - my * my, xy - mx * my
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
     s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
-    return s.reshape(n, c, -1).mean(-1).mean(-1).float()
+    return s.flatten(1).mean(1).float()  # channels and pixels: equal-sized, so the mean of means
 
 
 def colorfulness(rgb: torch.Tensor) -> torch.Tensor:
@@ -161,8 +166,11 @@ def ciede2000(lab1: torch.Tensor, lab2: torch.Tensor) -> torch.Tensor:
 def de00(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Per-image mean CIEDE2000 between the images as shown (sRGB -> Lab), as
     ``skimage.color.deltaE_ciede2000(rgb2lab(target), rgb2lab(pred)).mean()``."""
-    d = ciede2000(rgb_to_lab(target.double()), rgb_to_lab(pred.double()))
-    return d.flatten(1).mean(1).float()
+    return de00_lab(rgb_to_lab(pred.double()), rgb_to_lab(target.double()))
+
+
+def de00_lab(lab_pred: torch.Tensor, lab_target: torch.Tensor) -> torch.Tensor:
+    return ciede2000(lab_target, lab_pred).flatten(1).mean(1).float()
 
 
 AUC_MAX_THRESHOLD = 150
@@ -177,9 +185,11 @@ def auc(pred: torch.Tensor, target: torch.Tensor, max_threshold: int = AUC_MAX_T
     they clip to. All val images have the same size, so the mean over images equals the
     AuC of all val pixels pooled.
     """
-    ab_p = rgb_to_lab(pred.double())[:, 1:]
-    ab_t = rgb_to_lab(target.double())[:, 1:]
-    err = (ab_p - ab_t).pow(2).sum(1).sqrt().flatten(1)  # (N, pixels)
+    return auc_lab(rgb_to_lab(pred.double()), rgb_to_lab(target.double()), max_threshold)
+
+
+def auc_lab(lab_pred: torch.Tensor, lab_target: torch.Tensor, max_threshold: int = AUC_MAX_THRESHOLD) -> torch.Tensor:
+    err = (lab_pred[:, 1:] - lab_target[:, 1:]).pow(2).sum(1).sqrt().flatten(1)  # (N, pixels)
     # err <= t  <=>  ceil(err) <= t for integer t: one histogram of ceil(err) gives the
     # whole cumulative curve (bin max_threshold + 1 collects everything beyond).
     bins = err.ceil().clamp(max=max_threshold + 1).long()
@@ -296,6 +306,17 @@ METRICS: dict[str, Metric] = {
 PLAIN_METRICS = tuple(n for n, m in METRICS.items() if m.per_image and m.weights is None)
 
 
+# Metrics computed in Lab: ``score_batch`` converts a batch once for all of them.
+LAB_METRICS = {"de00": de00_lab, "auc": auc_lab}
+
+
 def score_batch(pred: torch.Tensor, target: torch.Tensor, names=None) -> dict[str, torch.Tensor]:
     """Every per-image metric that needs no network, for one batch: name -> (N,) tensor."""
-    return {name: METRICS[name].fn(pred, target) for name in (names or PLAIN_METRICS)}
+    out, lab = {}, None
+    for name in names or PLAIN_METRICS:
+        if name in LAB_METRICS:
+            lab = lab or (rgb_to_lab(pred.double()), rgb_to_lab(target.double()))
+            out[name] = LAB_METRICS[name](*lab)
+        else:
+            out[name] = METRICS[name].fn(pred, target)
+    return out
