@@ -41,7 +41,7 @@ def test_scorer_is_independent_of_batch_size_and_scores_the_truth_perfectly():
     # curve is lost: at most half a unit of 150, 0.33 points
     assert 100 - 50 / 150 - 1e-6 < truth["auc"] <= 100
     assert truth["lpips"] < 1e-8 and abs(truth["fid"]) < 1e-4 and truth["delta_cf"] < 0.05
-    assert a["de00"] > 1 and a["fid"] > truth["fid"] and a["kid"] > truth["kid"]
+    assert a["de00"] > 1 and a["fid"] > truth["fid"] + 0.01  # (KID at n=12 is too noisy to order)
     assert whole.notes == {"fid": f"n={len(val)}", "kid": f"n={len(val)}"}
 
 
