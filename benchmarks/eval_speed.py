@@ -163,11 +163,11 @@ def network_rows(pred, target, device, bs, runs, sync):
     from models import metric_nets, pretrained
 
     def weights_or_random(key, random_state):
-        try:
-            return pretrained.load_state_dict(pretrained.known_weights()[key])
-        except pretrained.WeightsUnavailable:
-            print(f"({key} weights missing: timing a randomly initialised network)")
-            return random_state()
+        weights = pretrained.known_weights()[key]
+        if pretrained.cached_path(weights).is_file():  # never a download from a benchmark
+            return pretrained.load_state_dict(weights)
+        print(f"({weights.filename} not installed: timing a randomly initialised network)")
+        return random_state()
 
     alex = weights_or_random("alexnet", lambda: torchvision.models.alexnet().state_dict())
     lp = metric_nets.lpips_alex(alex, pretrained.load_lpips_linear()).to(device)
