@@ -100,9 +100,12 @@ def _print_summary(out) -> None:
     from bench.results import read_metrics
 
     frame = read_metrics(out)
-    table = frame.pivot_table(index="combination", columns="metric", values="value", aggfunc="mean", sort=False)
+    table = frame.pivot_table(index="combination", columns="metric", values="value", aggfunc="mean", sort=False, dropna=False)
     click.echo(f"\nResults in {out} (mean over seeds):")
     click.echo(table.to_string(float_format=lambda v: f"{v:.4f}"))
+    missing = frame[frame["value"].isna() & frame["note"].str.startswith("missing")][["metric", "note"]].drop_duplicates()
+    for metric, note in missing.itertuples(index=False):
+        click.echo(f"{metric}: {note} (see `bench weights`)")
 
 
 @main.command("losses")

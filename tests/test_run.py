@@ -84,6 +84,7 @@ def test_tiny_run_end_to_end_writes_config_metrics_and_cells(photo_dir, tmp_path
     assert log["total"].iloc[0] == pytest.approx(100 * log["l1"].iloc[0] + log["gan"].iloc[0], rel=1e-5)
     assert (cell / "generator.pt").is_file() and not (cell / "checkpoint.pt").exists()
     assert "perceptual[random-vgg]" in res.output
+    assert "lpips: missing weights file alexnet-owt-7be5be79.pth" in res.output  # under the summary table
 
 
 def test_same_seed_same_config_gives_identical_metrics(photo_dir, tmp_path):
