@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
-from torch.nn import functional as F
 
 from colorbench_datasets.lab import rgb_to_lab
 

@@ -1,7 +1,6 @@
 """Pretrained files: what `bench weights` lists and imports, how LPIPS/FID networks are built
 from them, and what a run records with and without them. No test touches the network."""
 import hashlib
-import math
 
 import pandas as pd
 import pytest
