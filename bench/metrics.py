@@ -47,17 +47,18 @@ def _gaussian_window(sigma: float, truncate: float, device, dtype) -> torch.Tens
 
 
 def _blur_valid(maps: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    """Separable 'valid' Gaussian filter over the last two axes, as shifted, weighted sums:
-    on the CPU about twice as fast in float64 as ``conv2d``, and exactly the same sums."""
-    k = g.numel()
+    """Separable 'valid' Gaussian filter over the last two axes, as shifted, weighted sums
+    (in float64 on the CPU about twice as fast as ``conv2d``)."""
+    weights = g.tolist()  # Python floats: no device sync per tap on a GPU
+    k = len(weights)
     w = maps.shape[-1] - k + 1
-    out = maps[..., 0:w] * g[0]
+    out = maps[..., 0:w] * weights[0]
     for i in range(1, k):
-        out.add_(maps[..., i : i + w], alpha=g[i].item())
+        out.add_(maps[..., i : i + w], alpha=weights[i])
     h = out.shape[-2] - k + 1
-    res = out[..., 0:h, :] * g[0]
+    res = out[..., 0:h, :] * weights[0]
     for i in range(1, k):
-        res.add_(out[..., i : i + h, :], alpha=g[i].item())
+        res.add_(out[..., i : i + h, :], alpha=weights[i])
     return res
 
 
