@@ -115,7 +115,9 @@ def run_benchmark(cfg: RunConfig, progress: bool = True, overwrite: bool = False
         for old in list(out.glob("cells/*/seed*/*")) + [out / "metrics.csv"]:
             old.unlink(missing_ok=True)
 
-    options = LossOptions(str(device), cfg.gan_mode, cfg.discriminator, cfg.strict_weights)
+    options = LossOptions(
+        str(device), cfg.gan_mode, cfg.discriminator, cfg.strict_weights, cfg.perceptual_layers
+    )
     tag_combinations(combos, options)
 
     started = time.perf_counter()

@@ -41,8 +41,15 @@ def _vgg16() -> WeightsFile:
     return WeightsFile("vgg16", url.rsplit("/", 1)[-1], url, "the perceptual loss (VGG16)")
 
 
+def _alexnet() -> WeightsFile:
+    from torchvision.models import AlexNet_Weights
+
+    url = AlexNet_Weights.IMAGENET1K_V1.url
+    return WeightsFile("alexnet", url.rsplit("/", 1)[-1], url, "LPIPS (AlexNet)")
+
+
 def known_weights() -> dict[str, WeightsFile]:
-    return {w.key: w for w in (_vgg16(),)}
+    return {w.key: w for w in (_vgg16(), _alexnet())}
 
 
 def checkpoint_dir() -> Path:
