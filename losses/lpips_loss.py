@@ -52,7 +52,9 @@ def lpips_network(device: str, strict: bool) -> tuple[FrozenLPIPS, str | None]:
         import lpips
     except ImportError as exc:
         raise ImportError("the lpips loss needs the `lpips` package: pip install lpips") from exc
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+        # lpips 0.1.4 calls torchvision's deprecated alexnet(pretrained=False): not our news.
+        warnings.filterwarnings("ignore", message=".*(pretrained|weight enum).*", category=UserWarning)
         torch.manual_seed(0)
         # pnet_rand: lpips must not download AlexNet itself; it comes from our cache below.
         net = lpips.LPIPS(net="alex", pretrained=True, pnet_rand=True, verbose=False)
