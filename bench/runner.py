@@ -116,7 +116,7 @@ def run_benchmark(cfg: RunConfig, progress: bool = True, overwrite: bool = False
             old.unlink(missing_ok=True)
 
     options = LossOptions(
-        str(device), cfg.gan_mode, cfg.discriminator, cfg.strict_weights, cfg.perceptual_layers
+        str(device), cfg.gan_mode, cfg.discriminator, cfg.strict_weights, perceptual_layers=cfg.perceptual_layers
     )
     tag_combinations(combos, options)
 

@@ -136,12 +136,13 @@ def test_cross_entropy_is_lowest_at_the_soft_target():
     assert good < uniform and uniform.item() == pytest.approx(math.log(len(bins)), rel=1e-5)
 
 
-def test_class_head_keeps_the_regression_body_and_outputs_decoded_ab():
+@pytest.mark.parametrize("name", ["unet", "resunet"])
+def test_class_head_keeps_the_regression_body_and_outputs_decoded_ab(name):
     head = LOSSES["classification"].generator_head
     torch.manual_seed(3)
-    regression = build_generator("unet", 32, 8)
+    regression = build_generator(name, 32, 8)
     torch.manual_seed(3)
-    G = build_generator("unet", 32, 8, head=head)
+    G = build_generator(name, 32, 8, head=head)
     assert isinstance(G, ColorClassifier) and G.num_classes == len(gamut_bins())
     same = [k for k, v in regression.state_dict().items() if G.net.state_dict()[k].shape == v.shape]
     assert len(same) == len(regression.state_dict()) - 2  # all but the output conv's weight and bias
