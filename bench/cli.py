@@ -79,7 +79,11 @@ D = RunConfig()
 @click.option("--batch-size", type=int, default=None, help="Batch size.  [default: preset's]")
 @click.option("--seeds", callback=_seeds, default="0", show_default=True, help="Comma-separated seeds; each is a cell per combination.")
 @click.option("--lr", type=float, default=D.lr, show_default=True, help="Adam learning rate for G and D.")
-@click.option("--gan-mode", type=click.Choice(["vanilla", "lsgan"]), default=D.gan_mode, show_default=True, help="GAN objective.")
+@click.option("--gan-mode", type=click.Choice(["vanilla", "lsgan", "hinge", "wgangp"]), default=D.gan_mode,
+              show_default=True, help="GAN objective (wgangp: Wasserstein loss with gradient penalty).")
+@click.option("--perceptual-layers", default=D.perceptual_layers, show_default=True,
+              help="VGG16 layers the perceptual loss compares, each optionally LAYER:WEIGHT, "
+                   "e.g. 'relu2_2' or 'relu1_2:0.5,relu2_2,relu3_3' (relu1_1 ... relu5_3).")
 @click.option("--device", default=D.device, show_default=True, help="auto, cpu or cuda[:N].")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default=D.precision, show_default=True,
               help="auto: bf16 where the hardware runs it natively, else fp32.")

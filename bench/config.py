@@ -41,6 +41,7 @@ class RunConfig:
     lr: float = 2e-4
     betas: tuple[float, float] = (0.5, 0.999)
     gan_mode: str = "vanilla"
+    perceptual_layers: str = "relu1_2,relu2_2,relu3_3,relu4_3"
     device: str = "auto"
     precision: str = "auto"
     strict_weights: bool = False
@@ -60,7 +61,7 @@ class RunConfig:
 # Options that change what a cell computes; a resumed --out must match on these.
 IDENTITY_FIELDS = (
     "losses", "data", "val_data", "dataset", "generator", "discriminator", "size", "width",
-    "epochs", "batch_size", "lr", "betas", "gan_mode", "precision",
+    "epochs", "batch_size", "lr", "betas", "gan_mode", "perceptual_layers", "precision",
 )
 
 

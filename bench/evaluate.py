@@ -18,6 +18,7 @@ def generator_record(G: nn.Module, settings, combination: str, seed: int) -> dic
     return {
         "state_dict": G.state_dict(), "generator": settings.generator, "size": settings.size,
         "width": settings.width, "out_channels": settings.out_channels,
+        "head": getattr(G, "head_spec", None),  # e.g. Zhang's class logits; None: plain ab
         "combination": combination, "seed": seed,
     }
 
@@ -25,7 +26,9 @@ def generator_record(G: nn.Module, settings, combination: str, seed: int) -> dic
 def load_generator(path, device="cpu") -> nn.Module:
     """A trained generator from ``generator.pt``, in eval mode, ready for ``predict_ab``."""
     record = torch.load(path, map_location=device, weights_only=True)
-    G = build_generator(record["generator"], record["size"], record["width"], record["out_channels"])
+    G = build_generator(
+        record["generator"], record["size"], record["width"], record["out_channels"], record.get("head")
+    )
     G.load_state_dict(record["state_dict"])
     G.meta = {k: v for k, v in record.items() if k != "state_dict"}
     return G.to(device).eval()

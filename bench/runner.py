@@ -168,7 +168,9 @@ def run_benchmark(cfg: RunConfig, progress: bool = True, overwrite: bool = False
         for old in list(out.glob("cells/*/seed*/*")) + [out / "metrics.csv"]:
             old.unlink(missing_ok=True)
 
-    options = LossOptions(str(device), cfg.gan_mode, cfg.discriminator, cfg.strict_weights)
+    options = LossOptions(
+        str(device), cfg.gan_mode, cfg.discriminator, cfg.strict_weights, perceptual_layers=cfg.perceptual_layers
+    )
     try:
         tag_combinations(combos, options)
         # LPIPS's and FID's networks: loaded once per run, and before training so that

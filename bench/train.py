@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from bench.config import autocast_dtype
 from bench.results import atomic_torch_save
 from colorbench_datasets import LabSplit, random_crop_flip
-from losses import LOSSES, Combination, LossOptions
+from losses import LOSSES, Combination, LossOptions, generator_head
 from models import build_generator
 
 
@@ -43,10 +43,11 @@ class CellResult:
     seconds: float = 0.0
 
 
-def make_generator(settings: TrainSettings, seed: int) -> nn.Module:
-    """The generator every combination of this seed starts from: same seed, same weights."""
+def make_generator(settings: TrainSettings, seed: int, head: dict | None = None) -> nn.Module:
+    """The generator every combination of this seed starts from: same seed, same weights
+    (a ``head``, e.g. Zhang's class logits, changes only the output layer)."""
     torch.manual_seed(seed)
-    return build_generator(settings.generator, settings.size, settings.width, settings.out_channels)
+    return build_generator(settings.generator, settings.size, settings.width, settings.out_channels, head)
 
 
 def build_terms(combo: Combination, options: LossOptions, seed: int) -> list[tuple[str, float, nn.Module]]:
@@ -138,12 +139,14 @@ def train_cell(
     true the state is saved at the next step boundary and ``Interrupted`` is raised.
     """
     memory_format = torch.channels_last if settings.channels_last else torch.contiguous_format
-    G = make_generator(settings, seed).to(device, memory_format=memory_format)
+    G = make_generator(settings, seed, generator_head(combo)).to(device, memory_format=memory_format)
     if settings.compile:
         G.compile()  # in place: state_dict keys stay those of the plain module
     terms = build_terms(combo, options, seed)
     for _, _, term in terms:
         term.to(device, memory_format=memory_format)
+        if hasattr(term, "prepare"):  # needs the training data or G (classification: class prior, logits)
+            term.prepare(G, train)
     critic = next((t for _, _, t in terms if hasattr(t, "discriminator_loss")), None)
     D = critic.discriminator if critic is not None else None
     opt_G = adam(G.parameters(), settings, device)

@@ -13,11 +13,12 @@ from losses.registry import (
     LossOptions,
     LossSpecError,
     Term,
+    generator_head,
     parse_combination,
     parse_losses,
     register_loss,
 )
-from losses import adversarial, perceptual, pixel  # noqa: F401,E402  (registration)
+from losses import adversarial, classification, lpips_loss, perceptual, pixel  # noqa: F401,E402  (registration)
 
 __all__ = [
     "LOSSES",
@@ -26,6 +27,7 @@ __all__ = [
     "LossOptions",
     "LossSpecError",
     "Term",
+    "generator_head",
     "parse_combination",
     "parse_losses",
     "register_loss",

@@ -1,10 +1,13 @@
 """Per-pixel regression losses on the normalised ab channels."""
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from colorbench_datasets.lab import AB_SCALE
 from losses.registry import LossOptions, register_loss
 
 
@@ -29,3 +32,19 @@ def mse(options: LossOptions) -> nn.Module:
 )
 def l1(options: LossOptions) -> nn.Module:
     return PixelLoss(F.l1_loss)
+
+
+# Huber's transition point, in Lab ab units: errors below it (subtle tints) are penalised
+# quadratically, larger ones like L1. Expressed in ab units because the model's ab/110
+# scale would make PyTorch's default (1.0) an MSE in all but name.
+HUBER_DELTA_AB = 10.0
+
+
+@register_loss(
+    "huber",
+    "smooth L1 on ab: quadratic below delta, L1 (same slope and scale) above",
+    reference="Huber, Ann. Math. Statist. 1964; smooth L1 as in Girshick, Fast R-CNN, ICCV 2015",
+    defaults=f"delta = {HUBER_DELTA_AB:g} ab units (= {HUBER_DELTA_AB / AB_SCALE:.4g} on the model's ab/110 scale)",
+)
+def huber(options: LossOptions) -> nn.Module:
+    return PixelLoss(functools.partial(F.smooth_l1_loss, beta=HUBER_DELTA_AB / AB_SCALE))

@@ -2,7 +2,10 @@
 
 A loss is one decorated factory returning an ``nn.Module`` whose
 ``forward(L, fake_ab, real_ab)`` gives the generator's loss term. An adversarial term also
-has ``discriminator_loss(L, fake_ab, real_ab)`` and a ``discriminator`` attribute.
+has ``discriminator_loss(L, fake_ab, real_ab)`` and a ``discriminator`` attribute. A term
+that depends on the run's training data or on the generator has ``prepare(G, train)``,
+which the trainer calls once per cell before the first step. A loss that needs another
+generator output than ab registers a ``generator_head`` (see models/classifier.py).
 """
 from __future__ import annotations
 
@@ -22,6 +25,9 @@ class LossOptions:
     gan_mode: str = "vanilla"
     discriminator: str = "patchgan"
     strict_weights: bool = False
+    # VGG16 layers of the perceptual loss, optionally weighted: "relu2_2,relu3_3:0.5"
+    # (see losses/perceptual.py).
+    perceptual_layers: str = "relu1_2,relu2_2,relu3_3,relu4_3"
 
 
 @dataclass(frozen=True)
@@ -31,18 +37,22 @@ class LossInfo:
     factory: Callable[[LossOptions], nn.Module]
     reference: str = ""
     defaults: str = ""
+    generator_head: dict | None = None
 
 
 LOSSES: dict[str, LossInfo] = {}
 
 
-def register_loss(name: str, description: str, reference: str = "", defaults: str = ""):
-    """Register ``factory(options) -> nn.Module`` under ``name`` for ``--losses``."""
+def register_loss(
+    name: str, description: str, reference: str = "", defaults: str = "", generator_head: dict | None = None
+):
+    """Register ``factory(options) -> nn.Module`` under ``name`` for ``--losses``.
+    ``generator_head``: the generator output the term needs when not ab (e.g. class logits)."""
 
     def wrap(factory):
         if name in LOSSES:
             raise ValueError(f"loss {name!r} is registered twice")
-        LOSSES[name] = LossInfo(name, description, factory, reference, defaults)
+        LOSSES[name] = LossInfo(name, description, factory, reference, defaults, generator_head)
         return factory
 
     return wrap
@@ -130,7 +140,21 @@ def parse_combination(text: str) -> Combination:
         if t.name in seen:
             raise LossSpecError(f"loss {t.name!r} appears twice in {text!r}; merge the weights into one term")
         seen.add(t.name)
-    return Combination(tuple(terms))
+    combo = Combination(tuple(terms))
+    generator_head(combo)  # refuse terms that need two different generator outputs
+    return combo
+
+
+def generator_head(combo: Combination) -> dict | None:
+    """The generator head the combination's terms need: None (plain ab) or the one head
+    its terms agree on; every other term then sees the head's decoded ab."""
+    heads = {t.name: LOSSES[t.name].generator_head for t in combo.terms if LOSSES[t.name].generator_head}
+    if len({repr(h) for h in heads.values()}) > 1:
+        raise LossSpecError(
+            f"{combo.spec!r} combines {' and '.join(heads)}, which need different generator outputs; "
+            "put them in separate combinations"
+        )
+    return next(iter(heads.values()), None)
 
 
 def parse_losses(text: str) -> list[Combination]:

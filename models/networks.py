@@ -80,6 +80,7 @@ class UnetSkipConnectionBlock(nn.Module):
         outermost: bool = False,
         innermost: bool = False,
         use_dropout: bool = False,
+        tanh: bool = True,
     ):
         super().__init__()
         self.outermost = outermost
@@ -87,7 +88,7 @@ class UnetSkipConnectionBlock(nn.Module):
         down_conv = nn.Conv2d(input_nc, inner_nc, 4, 2, 1, bias=False)
         if outermost:
             up_conv = nn.ConvTranspose2d(inner_nc * 2, outer_nc, 4, 2, 1)
-            layers = [down_conv, submodule, nn.ReLU(True), up_conv, nn.Tanh()]
+            layers = [down_conv, submodule, nn.ReLU(True), up_conv] + ([nn.Tanh()] if tanh else [])
         elif innermost:
             up_conv = nn.ConvTranspose2d(inner_nc, outer_nc, 4, 2, 1, bias=False)
             layers = [nn.LeakyReLU(0.2, True), down_conv, nn.ReLU(True), up_conv, nn.BatchNorm2d(outer_nc)]
@@ -110,9 +111,10 @@ class UnetSkipConnectionBlock(nn.Module):
 
 class UnetGenerator(nn.Module):
     """The tutorial's U-Net: ``n_down`` levels, ``nf`` base filters, dropout in the
-    ``n_down - 5`` innermost decoder blocks (three at 256 px)."""
+    ``n_down - 5`` innermost decoder blocks (three at 256 px). ``tanh=False`` leaves the
+    output unbounded (class logits)."""
 
-    def __init__(self, input_c: int = 1, output_c: int = 2, n_down: int = 8, nf: int = 64):
+    def __init__(self, input_c: int = 1, output_c: int = 2, n_down: int = 8, nf: int = 64, tanh: bool = True):
         super().__init__()
         block = UnetSkipConnectionBlock(nf * 8, nf * 8, innermost=True)
         for _ in range(n_down - 5):
@@ -121,7 +123,9 @@ class UnetGenerator(nn.Module):
         for _ in range(3):
             block = UnetSkipConnectionBlock(out_filters // 2, out_filters, submodule=block)
             out_filters //= 2
-        self.model = UnetSkipConnectionBlock(output_c, out_filters, input_nc=input_c, submodule=block, outermost=True)
+        self.model = UnetSkipConnectionBlock(
+            output_c, out_filters, input_nc=input_c, submodule=block, outermost=True, tanh=tanh
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -145,10 +149,11 @@ class _ResDown(nn.Module):
 
 class ResUnetGenerator(nn.Module):
     """The seed project's generator: residual stride-2 down blocks, transposed-conv up
-    blocks with skips, tanh ab output."""
+    blocks with skips, tanh ab output (or unbounded, ``tanh=False``, for class logits)."""
 
-    def __init__(self, input_c: int = 1, output_c: int = 2, n_down: int = 8, width: int = 64):
+    def __init__(self, input_c: int = 1, output_c: int = 2, n_down: int = 8, width: int = 64, tanh: bool = True):
         super().__init__()
+        self.tanh = tanh
         chans = [min(width * 2**i, width * 8) for i in range(n_down)]
         ins = [input_c] + chans[:-1]
         # No BatchNorm at the 1x1 bottleneck, where batch statistics are the noisiest.
@@ -176,7 +181,8 @@ class ResUnetGenerator(nn.Module):
         x = skips.pop()
         for up in self.ups:
             x = torch.cat([up(x), skips.pop()], 1)
-        return torch.tanh(self.head(x))
+        x = self.head(x)
+        return torch.tanh(x) if self.tanh else x
 
 
 class NLayerDiscriminator(nn.Module):
@@ -202,15 +208,15 @@ class NLayerDiscriminator(nn.Module):
 
 
 @register_generator("unet")
-def unet(size: int, width: int = 64, in_channels: int = 1, out_channels: int = 2) -> nn.Module:
+def unet(size: int, width: int = 64, in_channels: int = 1, out_channels: int = 2, tanh: bool = True) -> nn.Module:
     """pix2pix U-Net (the tutorial's), n_down = log2(size) up to 8."""
-    return init_weights(UnetGenerator(in_channels, out_channels, unet_depth(size), width))
+    return init_weights(UnetGenerator(in_channels, out_channels, unet_depth(size), width, tanh))
 
 
 @register_generator("resunet")
-def resunet(size: int, width: int = 64, in_channels: int = 1, out_channels: int = 2) -> nn.Module:
+def resunet(size: int, width: int = 64, in_channels: int = 1, out_channels: int = 2, tanh: bool = True) -> nn.Module:
     """The seed's residual U-Net."""
-    return init_weights(ResUnetGenerator(in_channels, out_channels, unet_depth(size), width))
+    return init_weights(ResUnetGenerator(in_channels, out_channels, unet_depth(size), width, tanh))
 
 
 @register_discriminator("patchgan")
@@ -226,8 +232,15 @@ def _pick(registry: dict, kind: str, name: str):
         raise ValueError(f"unknown {kind} {name!r}; choose one of: {', '.join(sorted(registry))}") from None
 
 
-def build_generator(name: str, size: int, width: int = 64, out_channels: int = 2) -> nn.Module:
-    return _pick(GENERATORS, "generator", name)(size=size, width=width, out_channels=out_channels)
+def build_generator(name: str, size: int, width: int = 64, out_channels: int = 2, head: dict | None = None) -> nn.Module:
+    """The named generator; ``head`` (e.g. Zhang's colour classes, see models/classifier.py)
+    replaces its ab output by another one on the same body."""
+    builder = _pick(GENERATORS, "generator", name)
+    if head is None:
+        return builder(size=size, width=width, out_channels=out_channels)
+    from models.classifier import build_head  # imported here: it builds on this module
+
+    return build_head(head, lambda **kw: builder(size=size, width=width, **kw))
 
 
 def build_discriminator(name: str = "patchgan", **kwargs) -> nn.Module:

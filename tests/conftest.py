@@ -14,9 +14,11 @@ def _offline(monkeypatch, tmp_path_factory):
     import torch
 
     monkeypatch.setattr(torch.hub, "_hub_dir", None, raising=False)
+    from losses.lpips_loss import lpips_network
     from losses.perceptual import vgg16_features
 
     vgg16_features.cache_clear()
+    lpips_network.cache_clear()
 
 
 def real_photos() -> list[np.ndarray]:
