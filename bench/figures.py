@@ -1,0 +1,230 @@
+"""The report's figures. Each function takes tidy data and writes one PNG atomically.
+
+Figures are built on ``matplotlib.figure.Figure`` with the Agg canvas, never through
+pyplot: no GUI backend, no global figure state, nothing left open between calls. Styles are
+applied in a context manager so a report never changes the caller's matplotlib settings.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+import textwrap
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from bench.results import atomic_write_bytes
+from bench.summary import arrow, direction
+
+GRAY_COLOR = "#9a9a9a"
+TRUTH_COLOR = "#c4c4c4"
+TRUTH = "ground truth"
+DPI = 110
+
+
+def make_palette(labels: list[str], gray: str = "gray") -> dict[str, tuple]:
+    """One colour per table row, the same in every figure: the gray baseline is grey,
+    ground truth dark, every combination a colour-blind-safe hue in row order."""
+    combos = [label for label in labels if label != gray]
+    hues = sns.color_palette("colorblind", max(len(combos), 1)) if len(combos) <= 10 else sns.color_palette("husl", len(combos))
+    palette = dict(zip(combos, hues))
+    palette[gray] = GRAY_COLOR
+    palette[TRUTH] = TRUTH_COLOR
+    return palette
+
+
+@contextlib.contextmanager
+def _style():
+    with sns.axes_style("whitegrid"), sns.plotting_context("notebook", font_scale=0.95), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # seaborn/pandas deprecation chatter is not the reader's concern
+        yield
+
+
+def _save(fig: Figure, path) -> None:
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight", facecolor="white")
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _wrap(label: str, width: int = 18) -> str:
+    return "\n".join(textwrap.wrap(label, width, break_on_hyphens=False, break_long_words=True)) or label
+
+
+def _shorten(text: str, width: int) -> str:
+    """Long file names keep their start and end, which is where they differ."""
+    if len(text) <= width:
+        return text
+    keep = (width - 1) // 2
+    return text[:keep] + "…" + text[-keep:]
+
+
+def _grid(n: int, ncols: int, w: float, h: float) -> tuple[Figure, list]:
+    ncols = max(1, min(ncols, n))
+    nrows = math.ceil(n / ncols)
+    fig = Figure(figsize=(w * ncols, h * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel().tolist()
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    return fig, axes[:n]
+
+
+def metric_title(metric: str, descriptions: dict[str, str]) -> str:
+    d = direction(metric)
+    better = f"{arrow(metric)} {d} is better" if d else "direction unknown"
+    return f"{metric}  ({better})"
+
+
+def bar_figure(values: pd.DataFrame, order: list[str], palette: dict, path, descriptions: dict[str, str] | None = None) -> None:
+    """One panel per metric: a bar per row at its mean over seeds, the sample standard
+    deviation as an error bar, and each seed as a dot (several seeds only)."""
+    descriptions = descriptions or {}
+    metrics = list(dict.fromkeys(values["metric"]))
+    several_seeds = values.groupby(["row", "metric"])["seed"].nunique().max() > 1
+    height = 0.45 * len(order) + 1.1
+    with _style():
+        fig, axes = _grid(len(metrics), 3, 4.6, height)
+        for ax, metric in zip(axes, metrics):
+            data = values[(values.metric == metric) & values.value.notna()]
+            sns.barplot(
+                data=data, x="value", y="row", hue="row", order=order, hue_order=order, palette=palette,
+                errorbar="sd" if several_seeds else None, capsize=0.25, err_kws={"linewidth": 1.2},
+                legend=False, ax=ax, saturation=0.9,
+            )
+            if several_seeds:
+                sns.stripplot(data=data, x="value", y="row", order=order, color="black", size=3.5, alpha=0.7, ax=ax, jitter=0.15)
+            means = data.groupby("row")["value"].mean()
+            span = np.nanmax(np.abs(means.to_numpy())) if len(means) else 1.0
+            digits = max(0, 3 - math.floor(math.log10(span))) if span > 0 else 2
+            for container in ax.containers:
+                if hasattr(container, "patches"):
+                    ax.bar_label(container, fmt=f"%.{min(digits, 4)}f", padding=3, fontsize=8)
+            gray = data.loc[data.row == "gray", "value"]
+            if len(gray):
+                ax.axvline(gray.mean(), color=GRAY_COLOR, linestyle="--", linewidth=1, zorder=0)
+            missing = [r for r in order if r not in set(data.row)]
+            for r in missing:
+                ax.text(0, order.index(r), "  no value", va="center", fontsize=8, color="0.4")
+            ax.margins(x=0.18)
+            ax.set_title(metric_title(metric, descriptions), fontsize=10)
+            ax.set_xlabel(descriptions.get(metric, ""), fontsize=8)
+            ax.set_ylabel("")
+            ax.set_yticks(range(len(order)), [_wrap(r, 24) for r in order], fontsize=9)
+        if several_seeds:
+            fig.suptitle("Val scores: mean over seeds, ± sample std, dots are seeds", fontsize=11)
+        else:
+            fig.suptitle("Val scores (one seed: no spread to show)", fontsize=11)
+        _save(fig, path)
+
+
+def smooth(series: pd.Series, steps: int) -> pd.Series:
+    """An exponential moving average spanning ~5% of training: enough to read the trend
+    through batch noise, short enough to keep each epoch's shape."""
+    span = max(1, round(steps / 20))
+    return series.ewm(span=span, adjust=True).mean()
+
+
+def curve_frame(logs: dict[tuple[str, int], pd.DataFrame]) -> pd.DataFrame:
+    """Tidy, smoothed training curves from ``{(row, seed): train_log}``: row, seed, step,
+    term, value. Each loss term is unweighted, as logged; ``total`` is the weighted sum."""
+    parts = []
+    for (row, seed), log in logs.items():
+        terms = [c for c in log.columns if c not in ("step", "epoch") and log[c].notna().any()]
+        for term in terms:
+            parts.append(pd.DataFrame({
+                "row": row, "seed": seed, "step": log["step"], "term": term,
+                "value": smooth(log[term].astype(float), len(log)),
+            }))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["row", "seed", "step", "term", "value"])
+
+
+def term_order(terms) -> list[str]:
+    terms = list(dict.fromkeys(terms))
+    tail = [t for t in ("total", "d_loss") if t in terms]
+    return [t for t in terms if t not in tail] + tail
+
+
+TERM_TITLES = {"total": "total (weighted sum, G)", "d_loss": "discriminator loss (D)"}
+
+
+def curves_figure(curves: pd.DataFrame, order: list[str], palette: dict, path, epoch_steps: int | None = None) -> None:
+    """One panel per loss term, a line per combination (mean over seeds, band = std)."""
+    terms = term_order(curves["term"])
+    rows = [r for r in order if r in set(curves.row)]
+    with _style():
+        fig, axes = _grid(len(terms), 3, 4.4, 3.0)
+        for ax, term in zip(axes, terms):
+            data = curves[curves.term == term]
+            sns.lineplot(
+                data=data, x="step", y="value", hue="row", hue_order=[r for r in rows if r in set(data.row)],
+                palette=palette, errorbar="sd", ax=ax, linewidth=1.4, legend=False,
+            )
+            positive = (data["value"] > 0).all()
+            if positive and len(data) and data["value"].max() / data["value"].min() > 30:
+                ax.set_yscale("log")
+            if epoch_steps:
+                for x in range(epoch_steps, int(data["step"].max()) + 1, epoch_steps):
+                    ax.axvline(x, color="0.75", linewidth=0.7, linestyle=":", zorder=0)
+            ax.set_title(TERM_TITLES.get(term, f"{term} (unweighted)"), fontsize=10)
+            ax.set_xlabel("step")
+            ax.set_ylabel("")
+        handles = [
+            _line_handle(palette[r]) for r in rows
+        ]
+        fig.legend(handles, rows, loc="outside lower center", ncols=min(len(rows), 4), frameon=False, fontsize=9)
+        fig.suptitle("Training losses per step (exponential moving average; dotted lines: epochs)", fontsize=11)
+        _save(fig, path)
+
+
+def _line_handle(color):
+    from matplotlib.lines import Line2D
+
+    return Line2D([], [], color=color, linewidth=2.5)
+
+
+def colorfulness_figure(values: pd.DataFrame, order: list[str], palette: dict, path) -> None:
+    """The distribution of per-image colourfulness of each combination's val predictions
+    against the ground-truth photos (dashed: ground truth's median)."""
+    rows = [r for r in order if r in set(values.row)] + [TRUTH]
+    with _style():
+        fig = Figure(figsize=(7.5, 0.55 * len(rows) + 1.4), layout="constrained")
+        ax = fig.subplots()
+        sns.violinplot(
+            data=values, x="value", y="row", hue="row", order=rows, hue_order=rows, palette=palette,
+            cut=0, inner="quart", density_norm="width", linewidth=0.9, legend=False, ax=ax,
+        )
+        truth = values.loc[values.row == TRUTH, "value"]
+        if len(truth):
+            ax.axvline(truth.median(), color="0.25", linestyle="--", linewidth=1)
+        ax.set_yticks(range(len(rows)), [_wrap(r, 24) for r in rows])
+        ax.set_ylabel("")
+        ax.set_xlabel("Hasler–Süsstrunk colourfulness per val image (higher = more vivid)")
+        ax.set_title("Colourfulness of the predictions against the ground truth", fontsize=11)
+        _save(fig, path)
+
+
+def sample_grid(columns: list[tuple[str, list[np.ndarray]]], row_names: list[str], path, cell_inches: float = 2.1) -> None:
+    """Images side by side: one column per (title, images), one row per val photo."""
+    ncols, nrows = len(columns), len(row_names)
+    fig = Figure(figsize=(cell_inches * ncols, cell_inches * nrows + 0.5), layout="constrained")
+    fig.get_layout_engine().set(w_pad=0.02, h_pad=0.02, wspace=0.01, hspace=0.01)
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for j, (title, images) in enumerate(columns):
+        for i, img in enumerate(images):
+            ax = axes[i, j]
+            ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=255, interpolation="lanczos")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            if i == 0:
+                ax.set_title(_wrap(title, 20), fontsize=10)
+            if j == 0:
+                ax.set_ylabel(_shorten(Path(row_names[i]).stem, 34), fontsize=7.5)
+    _save(fig, path)
