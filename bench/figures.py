@@ -18,6 +18,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from bench.results import atomic_write_bytes
 from bench.summary import arrow, direction
@@ -82,45 +83,72 @@ def metric_title(metric: str, descriptions: dict[str, str]) -> str:
 
 
 def bar_figure(values: pd.DataFrame, order: list[str], palette: dict, path, descriptions: dict[str, str] | None = None) -> None:
-    """One panel per metric: a bar per row at its mean over seeds, the sample standard
-    deviation as an error bar, and each seed as a dot (several seeds only)."""
+    """One panel per metric. Bars show each combination's gain over the gray baseline
+    (positive = better), so differences of a fraction of a dB are visible; a metric without
+    a gray baseline or a known direction shows raw values. Bar = mean over seeds, error bar
+    = sample std, dots = seeds (several seeds only)."""
     descriptions = descriptions or {}
     metrics = list(dict.fromkeys(values["metric"]))
     several_seeds = values.groupby(["row", "metric"])["seed"].nunique().max() > 1
-    height = 0.45 * len(order) + 1.1
+    height = 0.42 * len(order) + 1.3
     with _style():
-        fig, axes = _grid(len(metrics), 3, 4.6, height)
+        fig, axes = _grid(len(metrics), 3, 4.8, height)
         for ax, metric in zip(axes, metrics):
             data = values[(values.metric == metric) & values.value.notna()]
+            gains = "gain" in data and data["gain"].notna().any()
+            x = "gain" if gains else "value"
+            rows = [r for r in order if r != "gray"] if gains else order
+            data = data[data.row.isin(rows) & data[x].notna()]
             sns.barplot(
-                data=data, x="value", y="row", hue="row", order=order, hue_order=order, palette=palette,
+                data=data, x=x, y="row", hue="row", order=rows, hue_order=rows, palette=palette,
                 errorbar="sd" if several_seeds else None, capsize=0.25, err_kws={"linewidth": 1.2},
                 legend=False, ax=ax, saturation=0.9,
             )
             if several_seeds:
-                sns.stripplot(data=data, x="value", y="row", order=order, color="black", size=3.5, alpha=0.7, ax=ax, jitter=0.15)
-            means = data.groupby("row")["value"].mean()
-            span = np.nanmax(np.abs(means.to_numpy())) if len(means) else 1.0
-            digits = max(0, 3 - math.floor(math.log10(span))) if span > 0 else 2
-            for container in ax.containers:
-                if hasattr(container, "patches"):
-                    ax.bar_label(container, fmt=f"%.{min(digits, 4)}f", padding=3, fontsize=8)
-            gray = data.loc[data.row == "gray", "value"]
-            if len(gray):
-                ax.axvline(gray.mean(), color=GRAY_COLOR, linestyle="--", linewidth=1, zorder=0)
-            missing = [r for r in order if r not in set(data.row)]
-            for r in missing:
-                ax.text(0, order.index(r), "  no value", va="center", fontsize=8, color="0.4")
-            ax.margins(x=0.18)
+                sns.stripplot(data=data, x=x, y="row", order=rows, color="black", size=3.5, alpha=0.7, ax=ax, jitter=0.15)
+            _label_bars(ax, data, x, rows, signed=gains)
+            if gains:
+                ax.axvline(0, color="0.3", linewidth=1)
+                gray = values[(values.metric == metric) & (values.row == "gray")]["value"].mean()
+                ax.set_xlabel(f"gain over gray ({_number(gray)}); positive = better", fontsize=8.5)
+            else:
+                ax.set_xlabel(descriptions.get(metric, "value"), fontsize=8.5)
+            room_right = ax.get_xlim()[1] > 0  # write "no value" on the side of zero with space
+            for r in (r for r in rows if r not in set(data.row)):
+                ax.annotate("no value", (0, rows.index(r)), xytext=(4 if room_right else -4, 0), textcoords="offset points",
+                            ha="left" if room_right else "right", va="center", fontsize=8, color="0.4")
             ax.set_title(metric_title(metric, descriptions), fontsize=10)
-            ax.set_xlabel(descriptions.get(metric, ""), fontsize=8)
             ax.set_ylabel("")
-            ax.set_yticks(range(len(order)), [_wrap(r, 24) for r in order], fontsize=9)
-        if several_seeds:
-            fig.suptitle("Val scores: mean over seeds, ± sample std, dots are seeds", fontsize=11)
-        else:
-            fig.suptitle("Val scores (one seed: no spread to show)", fontsize=11)
+            ax.set_yticks(range(len(rows)), [_wrap(r, 24) for r in rows], fontsize=9)
+        spread = "bars: mean over seeds, ± sample std, dots: seeds" if several_seeds else "one seed: no spread to show"
+        fig.suptitle(f"Val scores against the gray baseline (the input itself); {spread}", fontsize=11)
         _save(fig, path)
+
+
+def _label_bars(ax, data: pd.DataFrame, x: str, rows: list[str], signed: bool) -> None:
+    """Each bar's mean written just beyond its furthest seed or error bar, so the number
+    never sits on top of them; the axis is widened to make room on both sides of zero."""
+    stats = data.groupby("row")[x].agg(["mean", "std", "min", "max"])
+    span = np.nanmax(np.abs(stats["mean"].to_numpy())) if len(stats) else 0.0
+    digits = min(5, max(0, 2 - math.floor(math.log10(span)))) if span > 0 else 2
+    lo, hi = 0.0, 0.0
+    for r, st in stats.iterrows():
+        std = st["std"] if math.isfinite(st["std"]) else 0.0
+        right = st["mean"] >= 0
+        end = max(st["mean"] + std, st["max"]) if right else min(st["mean"] - std, st["min"])
+        lo, hi = min(lo, end), max(hi, end)
+        ax.annotate(f"{st['mean']:{'+' if signed else ''}.{digits}f}", (end, rows.index(r)), xytext=(4 if right else -4, 0),
+                    textcoords="offset points", ha="left" if right else "right", va="center", fontsize=8)
+    width = (hi - lo) or 1.0
+    # Room for the labels: about a third of the data range on each side that has bars.
+    ax.set_xlim(lo - (0.35 * width if lo < 0 else 0.05 * width), hi + (0.35 * width if hi > 0 else 0.05 * width))
+
+
+def _number(v: float) -> str:
+    if not math.isfinite(v):
+        return "n/a"
+    digits = max(0, 3 - math.floor(math.log10(abs(v)))) if v else 2
+    return f"{v:.{min(digits, 5)}f}"
 
 
 def smooth(series: pd.Series, steps: int) -> pd.Series:
@@ -174,6 +202,7 @@ def curves_figure(curves: pd.DataFrame, order: list[str], palette: dict, path, e
             ax.set_title(TERM_TITLES.get(term, f"{term} (unweighted)"), fontsize=10)
             ax.set_xlabel("step")
             ax.set_ylabel("")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         handles = [
             _line_handle(palette[r]) for r in rows
         ]
@@ -209,22 +238,29 @@ def colorfulness_figure(values: pd.DataFrame, order: list[str], palette: dict, p
         _save(fig, path)
 
 
-def sample_grid(columns: list[tuple[str, list[np.ndarray]]], row_names: list[str], path, cell_inches: float = 2.1) -> None:
-    """Images side by side: one column per (title, images), one row per val photo."""
+def sample_grid(columns: list[tuple[str, list[np.ndarray]]], row_names: list[str], path, pixels: int = 256) -> None:
+    """Images side by side: one column per (title, images), one row per val photo. Each
+    cell is ``pixels`` wide at the saved DPI, so photos are shown 1:1, never resampled."""
     ncols, nrows = len(columns), len(row_names)
-    fig = Figure(figsize=(cell_inches * ncols, cell_inches * nrows + 0.5), layout="constrained")
-    fig.get_layout_engine().set(w_pad=0.02, h_pad=0.02, wspace=0.01, hspace=0.01)
-    axes = fig.subplots(nrows, ncols, squeeze=False)
+    cell = max(pixels, 96) / DPI
+    pad = 0.06
+    fig = Figure(figsize=(ncols * (cell + pad) + 0.45, nrows * (cell + pad) + 0.6))
+    left, top = 0.3, 0.55  # inches for row names and column titles
+    width, height = fig.get_size_inches()
     for j, (title, images) in enumerate(columns):
         for i, img in enumerate(images):
-            ax = axes[i, j]
-            ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=255, interpolation="lanczos")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            for spine in ax.spines.values():
-                spine.set_visible(False)
+            x0 = (left + j * (cell + pad)) / width
+            y0 = 1 - (top + (i + 1) * (cell + pad) - pad) / height
+            ax = fig.add_axes((x0, y0, cell / width, cell / height))
+            ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=255, interpolation="none", aspect="auto")
+            ax.set_axis_off()
             if i == 0:
-                ax.set_title(_wrap(title, 20), fontsize=10)
+                fig.text(x0 + cell / width / 2, 1 - (top - 0.06) / height, _wrap(title, 20 if pixels >= 160 else 12),
+                         ha="center", va="bottom", fontsize=9.5)
             if j == 0:
-                ax.set_ylabel(_shorten(Path(row_names[i]).stem, 34), fontsize=7.5)
-    _save(fig, path)
+                fig.text(x0 - 0.06 / width, y0 + cell / height / 2, _shorten(Path(row_names[i]).stem, 34),
+                         rotation=90, ha="right", va="center", fontsize=7.5)
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, facecolor="white")  # no tight bbox: keep 1:1 pixels
+    atomic_write_bytes(path, buf.getvalue())

@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 
 from bench import figures
-from bench.colorize import colorize_image, gray_image
+from bench.colorize import colorize_images, gray_image
 from bench.evaluate import load_generator, predict_ab
 from bench.metrics import METRICS, colorfulness
 from bench.results import atomic_write_text, read_json, write_csv
@@ -111,9 +111,14 @@ def caveats(runs: list[Run], summary: pd.DataFrame) -> list[str]:
         diverged = frame[frame.note.str.startswith("diverged")][["combination", "seed", "note"]].drop_duplicates()
         for r in diverged.itertuples():
             out.append(prefix + f"`{r.combination}` seed {r.seed} {r.note}: its scores are missing and left out of the mean")
-    notes = summary[(summary.note != "") & ~summary.note.str.startswith("diverged")]
-    for (metric, note), group in notes.groupby(["metric", "note"], sort=False):
-        rows = list(dict.fromkeys(group["row"]))
+    # Metric notes (sample sizes, missing weights), each said once with the rows it concerns;
+    # divergence is already reported per cell above.
+    notes: dict[tuple[str, str], list[str]] = {}
+    for r in summary.itertuples():
+        for note in filter(None, r.note.split("; ")):
+            if not note.startswith("diverged"):
+                notes.setdefault((r.metric, note), []).append(r.row)
+    for (metric, note), rows in notes.items():
         who = "all rows" if len(rows) == summary["row"].nunique() else ", ".join(f"`{r}`" for r in rows)
         out.append(f"`{metric}` ({who}): {note}")
     unknown = [m for m in dict.fromkeys(summary.metric) if not summary.loc[summary.metric == m, "direction"].iloc[0]]
@@ -256,7 +261,7 @@ def image_figures(runs: list[Run], order: list[str], palette: dict, out: Path, s
             if not grid_done:
                 size = int(G.meta.get("size", run.options["size"]))
                 title = row.label + (f" (seed {seed})" if len(run.seeds) > 1 else "")
-                columns.append((title, [np.asarray(colorize_image(G, im, size)) for im in originals.values()]))
+                columns.append((title, [np.asarray(im) for im in colorize_images(G, list(originals.values()), size)]))
                 grid_done = True
         if not grid_done:
             problems.append(f"`{row.label}` has no trained generator ({_cell_state(run, row.combination)}): left out of the image figures")
@@ -264,7 +269,7 @@ def image_figures(runs: list[Run], order: list[str], palette: dict, out: Path, s
     written = {}
     figures.colorfulness_figure(pd.concat(cf_rows, ignore_index=True), order, palette, out / FIGURES["colorfulness"])
     written["colorfulness"] = out / FIGURES["colorfulness"]
-    figures.sample_grid(columns, chosen, out / FIGURES["samples"])
+    figures.sample_grid(columns, chosen, out / FIGURES["samples"], settings.display_size)
     written["samples"] = out / FIGURES["samples"]
     return written, problems
 
@@ -363,7 +368,7 @@ def render(runs: list[Run], summary: pd.DataFrame, written: dict, notes: list[st
         "training": "Training losses per step, smoothed; each term unweighted as logged, "
                     "`total` is the weighted sum the generator minimised.",
         "colorfulness": "Per-image colourfulness of each combination's val predictions against the "
-                        "ground-truth photos (dashed line: ground truth's median). Washed-out, sepia "
+                        "ground-truth photos (dotted: quartiles; dashed line: ground truth's median). Washed-out, sepia "
                         "predictions sit left of it.",
         "samples": f"Fixed val photos: grayscale input | each combination | ground truth. Each model "
                    f"ran at its training size ({', '.join(sorted({str(r.options.get('size')) for r in runs}))} px); "

@@ -161,12 +161,20 @@ def markdown_table(summary: pd.DataFrame) -> str:
 
 
 def seed_values(runs: list[Run]) -> pd.DataFrame:
-    """Every seed's value under its table row label: row, metric, seed, value (for plots)."""
+    """Every seed's value under its table row label, for plots: row, metric, seed, value,
+    and ``gain``, the value's difference from its gray baseline's mean in the metric's
+    direction (positive = better; empty for gray itself and metrics of unknown direction)."""
     by_run = {r.name: r for r in runs}
     parts = []
     for row in table_rows(runs):
         frame = by_run[row.run].metrics
         part = frame[frame.combination == row.combination][["metric", "seed", "value"]].copy()
         part.insert(0, "row", row.label)
+        base = by_run[row.baseline].metrics if row.baseline else frame.iloc[:0]
+        gray = base[base.combination == GRAY].groupby("metric")["value"].mean()
+        sign = part["metric"].map(direction).map({"higher": 1.0, "lower": -1.0})
+        gain = sign * (part["value"] - part["metric"].map(gray))
+        part["gain"] = gain if row.combination != GRAY else np.nan
         parts.append(part)
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["row", "metric", "seed", "value"])
+    columns = ["row", "metric", "seed", "value", "gain"]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=columns)
