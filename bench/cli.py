@@ -140,7 +140,8 @@ def report(run_dirs, out, samples, display_size, device):
 @click.option("--seed", type=int, default=None, help="Which seed's generator.  [default: the run's first seed]")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for the colourised PNGs.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
-def colorize(inputs, run_dir, loss, seed, out, device):
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def colorize(inputs, run_dir, loss, seed, out, device, quiet):
     """Colourise photos (files or folders, any size) with a trained generator.
 
     The model runs at its training size; its colour is upsampled onto each photo's own
@@ -157,7 +158,7 @@ def colorize(inputs, run_dir, loss, seed, out, device):
         seed = run.seeds[0] if seed is None else seed
         G = load_generator(generator_path(run, combination, seed), resolve_device(device))
         jobs = plan_jobs(inputs, out)
-        done, skipped = colorize_paths(G, int(G.meta["size"]), jobs)
+        done, skipped = colorize_paths(G, int(G.meta["size"]), jobs, progress=not quiet)
     except (ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"{len(done)} photo(s) colourised by {combination} seed {seed} into {out}"

@@ -115,16 +115,27 @@ def save_png(img: Image.Image, path: Path) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def colorize_paths(G: torch.nn.Module, size: int, jobs: list[Job]) -> tuple[list[Job], list[tuple[Job, str]]]:
-    """Run every job; unreadable inputs are skipped with their reason, not fatal."""
+def colorize_paths(
+    G: torch.nn.Module, size: int, jobs: list[Job], chunk: int = 16, progress: bool = False
+) -> tuple[list[Job], list[tuple[Job, str]]]:
+    """Run every job, ``chunk`` photos per forward pass; unreadable inputs are skipped with
+    their reason, not fatal."""
+    from tqdm.auto import tqdm
+
     done, skipped = [], []
-    for job in jobs:
-        try:
-            img = load_rgb(job.source)
-        except UnreadableImage as exc:
-            log.warning("skipped %s: %s", job.source, exc)
-            skipped.append((job, str(exc)))
-            continue
-        save_png(colorize_image(G, img, size), job.target)
-        done.append(job)
+    bar = tqdm(total=len(jobs), unit="photo", disable=not progress, dynamic_ncols=True)
+    for start in range(0, len(jobs), chunk):
+        batch = []
+        for job in jobs[start : start + chunk]:
+            try:
+                batch.append((job, load_rgb(job.source)))
+            except UnreadableImage as exc:
+                log.warning("skipped %s: %s", job.source, exc)
+                skipped.append((job, str(exc)))
+        if batch:
+            for (job, _), out in zip(batch, colorize_images(G, [img for _, img in batch], size, chunk)):
+                save_png(out, job.target)
+                done.append(job)
+        bar.update(len(jobs[start : start + chunk]))
+    bar.close()
     return done, skipped

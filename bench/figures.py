@@ -113,7 +113,7 @@ def bar_figure(values: pd.DataFrame, order: list[str], palette: dict, path, desc
                 ax.set_xlabel(f"gain over gray ({_number(gray)}); positive = better", fontsize=8.5)
             else:
                 ax.set_xlabel(descriptions.get(metric, "value"), fontsize=8.5)
-            room_right = ax.get_xlim()[1] > 0  # write "no value" on the side of zero with space
+            room_right = ax.get_xlim()[1] >= -ax.get_xlim()[0]  # "no value" goes where there is room
             for r in (r for r in rows if r not in set(data.row)):
                 ax.annotate("no value", (0, rows.index(r)), xytext=(4 if room_right else -4, 0), textcoords="offset points",
                             ha="left" if room_right else "right", va="center", fontsize=8, color="0.4")
