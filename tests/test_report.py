@@ -195,11 +195,20 @@ def test_several_runs_make_one_comparison_report(tiny_run, tmp_path):
 def test_report_defaults_to_the_newest_run_under_results(tiny_run, tmp_path, monkeypatch):
     import os
 
+    import bench.report
+
     old, new = copy_run(tiny_run, tmp_path / "results" / "old"), copy_run(tiny_run, tmp_path / "results" / "new")
     os.utime(old / "metrics.csv", (1, 1))
     monkeypatch.chdir(tmp_path)
+    seen = []
+
+    def fake_build(dirs, out, settings):  # the default is what is tested, not the build again
+        seen.append([Path(d).resolve() for d in dirs])
+        return bench.report.Report(Path(dirs[0]) / "report.md", {})
+
+    monkeypatch.setattr(bench.report, "build_report", fake_build)
     make_report()
-    assert (new / "report.md").is_file() and not (old / "report.md").exists()
+    assert seen == [[new.resolve()]]
 
 
 def test_report_of_a_folder_that_is_not_a_run_names_the_file(tmp_path):
@@ -255,3 +264,17 @@ def test_colorize_errors_name_the_option(tiny_run, tmp_path, args, message):
     inputs = [] if any(a.endswith(".jpg") for a in args) else [str(write_photos(tmp_path / "p", 1)[0])]
     res = CliRunner().invoke(main, ["colorize", "--run", str(tiny_run), *args, *inputs, "--out", str(tmp_path / "o")])
     assert res.exit_code != 0 and message in res.output
+
+
+def test_missing_val_photos_leave_out_only_the_image_figures(tiny_run, tmp_path):
+    import json
+
+    run = copy_run(tiny_run, tmp_path / "moved")
+    config = json.loads((run / "config.json").read_text())
+    config["options"]["data"] = str(tmp_path / "gone")
+    (run / "config.json").write_text(json.dumps(config))
+    make_report(run)
+    md = (run / "report.md").read_text()
+    assert "the val photos could not be read" in md and str(tmp_path / "gone") in md
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
+    assert sorted(links) == sorted([FIGURES["scores"], FIGURES["training"]])
