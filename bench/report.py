@@ -137,51 +137,51 @@ def _fmt(value: float, digits: int, signed: bool = False) -> str:
     return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
 
 
-def reading(summary: pd.DataFrame) -> list[str]:
-    """Sentences built from the numbers: who wins each metric and by how much over the
-    runner-up (against the seed spread), and where each combination stands against gray."""
-    out = []
-    models = summary[summary.combination != GRAY]
+def reading(summary: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """Built from the numbers: a sentence per metric (who wins, by how much over the
+    runner-up, against the seed spread) and a line per combination (where it stands
+    against gray, at the table's precision)."""
+    winners, standing = [], []
+    digits = {m: decimals(summary.loc[summary.metric == m, "mean"].tolist()) for m in summary.metric.unique()}
     for metric, group in summary[summary.direction != ""].groupby("metric", sort=False):
         group = group.dropna(subset=["mean"])
         if group.empty:
             continue
-        digits = decimals(group["mean"].tolist())
-        higher = group["direction"].iloc[0] == "higher"
-        ranked = group.sort_values("mean", ascending=not higher)
-        best, rest = ranked.iloc[0], ranked.iloc[1:]
-        winners = ranked[ranked.best]
-        names = " and ".join(f"`{r}`" for r in winners["row"])
-        text = f"**{metric}** {arrow(metric)}: {names} {'is' if len(winners) == 1 else 'are'} best at {_fmt(best['mean'], digits)}"
-        if len(rest) and len(winners) == 1:
+        d = digits[metric]
+        ranked = group.sort_values("mean", ascending=group["direction"].iloc[0] != "higher")
+        best, rest = ranked.iloc[0], ranked[~ranked.best]
+        tied = ranked[ranked.best]
+        names = " and ".join(f"`{r}`" for r in tied["row"])
+        text = f"**{metric}** {arrow(metric)}: {names} {'is' if len(tied) == 1 else 'tie as'} best at {_fmt(best['mean'], d)}"
+        if len(rest):
             second = rest.iloc[0]
             gap = abs(best["mean"] - second["mean"])
-            text += f", {_fmt(gap, digits)} ahead of `{second['row']}`"
+            text += f", {_fmt(gap, d)} ahead of `{second['row']}`"
             spreads = [v for v in (best["std"], second["std"]) if math.isfinite(v)]
-            spread = max(spreads) if spreads else math.nan
-            if math.isfinite(spread):
-                text += (" — more than the seed spread" if gap > spread else " — within the seed spread") + f" (±{_fmt(spread, digits)})"
-        if best["combination"] == GRAY:
-            text += "; no combination beats the gray baseline here"
-        out.append(text + ".")
-    for row, group in models.groupby("row", sort=False):
+            if spreads:
+                inside = gap <= max(spreads)
+                text += f" ({'within' if inside else 'beyond'} the seed spread of ±{_fmt(max(spreads), d)})"
+        if (tied["combination"] == GRAY).any():
+            text += "; no combination beats the gray baseline on it"
+        winners.append(text + ".")
+    for row, group in summary[summary.combination != GRAY].groupby("row", sort=False):
         group = group.dropna(subset=["vs_gray"])
         if group.empty:
             continue
-        parts = [
-            f"{r.metric} {_fmt(r.vs_gray, decimals(summary.loc[summary.metric == r.metric, 'mean'].tolist()), True)}"
-            for r in group.itertuples()
-        ]
-        better = int((group["vs_gray"] > 0).sum())
-        out.append(
-            f"`{row}` beats the gray baseline on {better} of {len(group)} metrics "
-            f"(difference from gray, positive = better: {', '.join(parts)})."
-        )
+        shown = {r.metric: round(r.vs_gray, digits[r.metric]) for r in group.itertuples()}
+        verdicts = []
+        for label, test in (("better than gray on", lambda v: v > 0), ("worse on", lambda v: v < 0), ("level on", lambda v: v == 0)):
+            hits = [f"{m} ({_fmt(v, digits[m], True)})" if v else m for m, v in shown.items() if test(v)]
+            if hits:
+                verdicts.append(f"{label} {', '.join(hits)}")
+        if not any(v > 0 for v in shown.values()):
+            verdicts[0] = verdicts[0].replace("worse on", "worse than gray on").replace("level on", "level with gray on")
+        standing.append(f"`{row}`: " + "; ".join(verdicts) + ".")
     seeds = int(summary["seeds_total"].max()) if len(summary) else 0
-    if seeds <= 1:
-        out.append("One seed per combination: there is no spread to judge which differences are noise; "
-                   "rerun with `--seeds 0,1,2` before drawing conclusions.")
-    return out
+    if seeds <= 1 and winners:
+        winners.append("With one seed per combination there is no spread to tell these differences from "
+                       "noise; rerun with `--seeds 0,1,2` before drawing conclusions.")
+    return winners, standing
 
 
 # ---------------------------------------------------------------- figures
@@ -350,6 +350,7 @@ def render(runs: list[Run], summary: pd.DataFrame, written: dict, notes: list[st
         md += run_header(run) + [""]
     if notes:
         md += ["**Caveats**", ""] + [f"- {n}" for n in notes] + [""]
+    winners, standing = reading(summary)
     seeds = int(summary["seeds_total"].max()) if len(summary) else 0
     spread = "mean ± sample std over seeds" if seeds > 1 else "one seed"
     md += [
@@ -360,7 +361,8 @@ def render(runs: list[Run], summary: pd.DataFrame, written: dict, notes: list[st
         metric_legend(summary), "",
         f"The same numbers as tidy CSV: [summary.csv]({_rel(out / 'summary.csv', out)}).", "",
         "## Reading the results", "",
-        " ".join(reading(summary)), "",
+        " ".join(winners), "",
+        *(f"- {line}" for line in standing), "",
         "## Figures", "",
     ]
     captions = {

@@ -132,12 +132,22 @@ def test_summary_csv_is_tidy_and_agrees_with_metrics_csv(tiny_run, report_md):
 def test_reading_names_each_metrics_winner_and_the_distance_to_gray(tiny_run, report_md):
     reading = report_md.split("## Reading the results", 1)[1].split("##", 1)[0]
     means = pd.read_csv(tiny_run / "metrics.csv").groupby(["metric", "combination"])["value"].mean()
-    for metric in means.index.levels[0]:
+    header, rows = parse_table(report_md)
+    for col, metric in enumerate(h.split()[0] for h in header[1:]):
         m = means[metric]
-        best = m.idxmax() if METRICS[metric].higher_is_better else m.idxmin()
-        assert f"**{metric}** {'↑' if METRICS[metric].higher_is_better else '↓'}: `{best}`" in reading
-    for combo in ORDER:
-        assert f"`{combo}` beats the gray baseline on" in reading
+        higher = METRICS[metric].higher_is_better
+        best = m.idxmax() if higher else m.idxmin()
+        assert f"**{metric}** {'↑' if higher else '↓'}: `{best}`" in reading
+        decimals = number(rows["gray"][col])[2]
+        for combo in ORDER:
+            line = next(x for x in reading.splitlines() if x.startswith(f"- `{combo}`: "))
+            gain = round((1 if higher else -1) * (m[combo] - m["gray"]), decimals)
+            if gain == 0:
+                assert f"on {metric}" in line or f", {metric}" in line
+                continue
+            text = f"{metric} ({gain:+.{decimals}f})"
+            assert text in line
+            assert (line.index(text) < line.index("worse") if "worse" in line else True) == (gain > 0)
 
 
 def test_header_says_what_was_run(report_md):
