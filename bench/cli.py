@@ -129,7 +129,7 @@ def report(run_dirs, out, samples, display_size, device):
     except (ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
     for caveat in result.caveats:
-        log.info("caveat: %s", caveat)
+        log.info("caveat: %s", caveat.replace("**", ""))
     click.echo(f"Report: {result.path} ({len(result.figures)} figures, summary.csv beside it)")
 
 

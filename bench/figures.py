@@ -99,6 +99,13 @@ def bar_figure(values: pd.DataFrame, order: list[str], palette: dict, path, desc
             x = "gain" if gains else "value"
             rows = [r for r in order if r != "gray"] if gains else order
             data = data[data.row.isin(rows) & data[x].notna()]
+            ax.set_title(metric_title(metric, descriptions), fontsize=10)
+            if data.empty:  # e.g. a metric whose weights were missing: said in the caveats
+                ax.text(0.5, 0.5, "no values\n(see the report's caveats)", ha="center", va="center",
+                        transform=ax.transAxes, color="0.4")
+                ax.set_xticks([])
+                ax.set_yticks([])
+                continue
             sns.barplot(
                 data=data, x=x, y="row", hue="row", order=rows, hue_order=rows, palette=palette,
                 errorbar="sd" if several_seeds else None, capsize=0.25, err_kws={"linewidth": 1.2},
@@ -117,7 +124,6 @@ def bar_figure(values: pd.DataFrame, order: list[str], palette: dict, path, desc
             for r in (r for r in rows if r not in set(data.row)):
                 ax.annotate("no value", (0, rows.index(r)), xytext=(4 if room_right else -4, 0), textcoords="offset points",
                             ha="left" if room_right else "right", va="center", fontsize=8, color="0.4")
-            ax.set_title(metric_title(metric, descriptions), fontsize=10)
             ax.set_ylabel("")
             ax.set_yticks(range(len(rows)), [_wrap(r, 24) for r in rows], fontsize=9)
         spread = "bars: mean over seeds, ± sample std, dots: seeds" if several_seeds else "one seed: no spread to show"
@@ -198,7 +204,7 @@ def curves_figure(curves: pd.DataFrame, order: list[str], palette: dict, path, e
                 ax.set_yscale("log")
             if epoch_steps:
                 for x in range(epoch_steps, int(data["step"].max()) + 1, epoch_steps):
-                    ax.axvline(x, color="0.75", linewidth=0.7, linestyle=":", zorder=0)
+                    ax.axvline(x, color="0.4", linewidth=0.9, linestyle="--", zorder=1)
             ax.set_title(TERM_TITLES.get(term, f"{term} (unweighted)"), fontsize=10)
             ax.set_xlabel("step")
             ax.set_ylabel("")
@@ -207,7 +213,7 @@ def curves_figure(curves: pd.DataFrame, order: list[str], palette: dict, path, e
             _line_handle(palette[r]) for r in rows
         ]
         fig.legend(handles, rows, loc="outside lower center", ncols=min(len(rows), 4), frameon=False, fontsize=9)
-        fig.suptitle("Training losses per step (exponential moving average; dotted lines: epochs)", fontsize=11)
+        fig.suptitle("Training losses per step (exponential moving average; dashed lines: epoch boundaries)", fontsize=11)
         _save(fig, path)
 
 
