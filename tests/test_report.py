@@ -246,12 +246,14 @@ def test_colorize_keeps_every_photos_size_and_lightness(tiny_run, tmp_path):
         (photos / name).parent.mkdir(parents=True, exist_ok=True)
         img = Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8))
         (img.convert("L") if name.startswith("bw") else img).save(photos / name)
+    (photos / "broken.jpg").write_bytes(b"not a photo")  # skipped with its reason, not fatal
     single = write_photos(tmp_path / "one", 1, size=40)[0]
 
     out = tmp_path / "out"
     res = CliRunner().invoke(main, ["colorize", "--run", str(tiny_run), "--loss", "100*l1+gan", "--seed", "1",
                                     str(photos), str(single), "--out", str(out), "--device", "cpu"])
     assert res.exit_code == 0, res.output
+    assert "4 photo(s) colourised by 100*l1+gan seed 1" in res.output and "1 skipped" in res.output
     expected = {Path(n).with_suffix(".png").as_posix(): s for n, s in sizes.items()} | {single.stem + ".png": (40, 40)}
     written = {p.relative_to(out).as_posix(): p for p in out.rglob("*.png")}
     assert sorted(written) == sorted(expected)
