@@ -55,7 +55,20 @@ def _save(fig: Figure, path) -> None:
 
 
 def _wrap(label: str, width: int = 18) -> str:
-    return "\n".join(textwrap.wrap(label, width, break_on_hyphens=False, break_long_words=True)) or label
+    """Line breaks where a reader expects them: before a run name (`` · run``) and before a
+    ``[tag]``; words are split only when nothing else fits."""
+    lines = []
+    for i, part in enumerate(label.split(" · ")):
+        prefix = "· " if i else ""
+        if len(prefix + part) > width and "[" in part.strip("["):
+            head, tail = part.split("[", 1)
+            pieces = [head, "[" + tail]
+        else:
+            pieces = [part]
+        for piece in pieces:
+            lines += textwrap.wrap(prefix + piece, width, break_on_hyphens=False) or [prefix + piece]
+            prefix = ""
+    return "\n".join(lines)
 
 
 def _shorten(text: str, width: int) -> str:

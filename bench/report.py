@@ -379,6 +379,6 @@ def render(runs: list[Run], summary: pd.DataFrame, written: dict, notes: list[st
     }
     for key, path in written.items():
         md += [f"![{key}]({_rel(path, out)})", "", f"*{captions[key]}*", ""]
-    sources = ", ".join(f"`{_rel(r.path, out)}`" for r in runs)
+    sources = ", ".join("this folder" if r.path.resolve() == out.resolve() else f"`{_rel(r.path, out)}`" for r in runs)
     md += ["---", "", f"Made by `bench report` from {sources}.", ""]
     return "\n".join(md)
