@@ -95,12 +95,16 @@ def metric_title(metric: str, descriptions: dict[str, str]) -> str:
     return f"{metric}  ({better})"
 
 
-def bar_figure(values: pd.DataFrame, order: list[str], palette: dict, path, descriptions: dict[str, str] | None = None) -> None:
+def bar_figure(
+    values: pd.DataFrame, order: list[str], palette: dict, path,
+    descriptions: dict[str, str] | None = None, digits: dict[str, int] | None = None,
+) -> None:
     """One panel per metric. Bars show each combination's gain over the gray baseline
     (positive = better), so differences of a fraction of a dB are visible; a metric without
     a gray baseline or a known direction shows raw values. Bar = mean over seeds, error bar
-    = sample std, dots = seeds (several seeds only)."""
-    descriptions = descriptions or {}
+    = sample std, dots = seeds (several seeds only). ``digits``: decimals per metric, as
+    the table prints them."""
+    descriptions, digits = descriptions or {}, digits or {}
     metrics = list(dict.fromkeys(values["metric"]))
     several_seeds = values.groupby(["row", "metric"])["seed"].nunique().max() > 1
     height = 0.42 * len(order) + 1.3
@@ -126,7 +130,7 @@ def bar_figure(values: pd.DataFrame, order: list[str], palette: dict, path, desc
             )
             if several_seeds:
                 sns.stripplot(data=data, x=x, y="row", order=rows, color="black", size=3.5, alpha=0.7, ax=ax, jitter=0.15)
-            _label_bars(ax, data, x, rows, signed=gains)
+            _label_bars(ax, data, x, rows, signed=gains, digits=digits.get(metric))
             if gains:
                 ax.axvline(0, color="0.3", linewidth=1)
                 gray = values[(values.metric == metric) & (values.row == "gray")]["value"].mean()
@@ -144,12 +148,13 @@ def bar_figure(values: pd.DataFrame, order: list[str], palette: dict, path, desc
         _save(fig, path)
 
 
-def _label_bars(ax, data: pd.DataFrame, x: str, rows: list[str], signed: bool) -> None:
+def _label_bars(ax, data: pd.DataFrame, x: str, rows: list[str], signed: bool, digits: int | None = None) -> None:
     """Each bar's mean written just beyond its furthest seed or error bar, so the number
     never sits on top of them; the axis is widened to make room on both sides of zero."""
     stats = data.groupby("row")[x].agg(["mean", "std", "min", "max"])
     span = np.nanmax(np.abs(stats["mean"].to_numpy())) if len(stats) else 0.0
-    digits = min(5, max(0, 2 - math.floor(math.log10(span)))) if span > 0 else 2
+    if digits is None:
+        digits = min(5, max(0, 2 - math.floor(math.log10(span)))) if span > 0 else 2
     lo, hi = 0.0, 0.0
     for r, st in stats.iterrows():
         std = st["std"] if math.isfinite(st["std"]) else 0.0

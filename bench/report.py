@@ -322,7 +322,8 @@ def build_report(run_dirs: list[str | Path], out: str | Path | None = None, sett
     descriptions = {m: METRICS[m].description for m in summary.metric.unique() if m in METRICS}
 
     written = {}
-    figures.bar_figure(seed_values(runs), order, palette, out / FIGURES["scores"], descriptions)
+    digits = {m: decimals(summary.loc[summary.metric == m, "mean"].tolist()) for m in summary.metric.unique()}
+    figures.bar_figure(seed_values(runs), order, palette, out / FIGURES["scores"], descriptions, digits)
     written["scores"] = out / FIGURES["scores"]
     logs, epoch_steps = training_logs(runs)
     problems = []
@@ -366,7 +367,9 @@ def render(runs: list[Run], summary: pd.DataFrame, written: dict, notes: list[st
         "## Figures", "",
     ]
     captions = {
-        "scores": "Val score per metric and combination (bars: mean over seeds).",
+        "scores": "Each combination's val score as a gain over the gray baseline, per metric, in the "
+                  "metric's own units (right of zero = better than the input itself; the baseline's "
+                  "value is under each panel).",
         "training": "Training losses per step, smoothed; each term unweighted as logged, "
                     "`total` is the weighted sum the generator minimised.",
         "colorfulness": "Per-image colourfulness of each combination's val predictions against the "
