@@ -55,14 +55,20 @@ D = RunConfig()
 
 
 @main.command()
-@click.option("--losses", default=DEFAULT_LOSSES, show_default=True,
+@click.option("--losses", default=None,
               help="Comma-separated combinations; each a '+'-sum of optionally weighted terms, "
-                   "e.g. 'mse,l1,100*l1+gan,l1+0.1*perceptual'. See `bench losses`.")
+                   "e.g. 'mse,l1,100*l1+gan,l1+0.1*perceptual'. See `bench losses`.  "
+                   f"[default: preset's; quick: {DEFAULT_LOSSES}]")
 @click.option("--data", type=click.Path(file_okay=True), default=None,
               help="Folder of photos (recursive). Uses its train/ and val/ (or test/) subfolders "
                    "if present, else a 10% file-name-hash val split.  [default: built-in sample set]")
 @click.option("--val-data", type=click.Path(), default=None, help="Folder of val photos (then --data is all train).")
-@click.option("--dataset", default=None, help="A named dataset instead of --data (e.g. 'sample').")
+@click.option("--dataset", default=None,
+              help="A named dataset instead of --data: sample, coco-sample (the tutorial's 8000/2000 "
+                   "COCO split), cifar10, stl10, places365. Downloaded once into --data-root.")
+@click.option("--data-root", type=click.Path(file_okay=False), default=None,
+              help="Cache folder for named datasets.  [default: $COLORBENCH_DATA, else colorbench/data "
+                   "in the user cache folder, e.g. ~/.cache/colorbench/data]")
 @click.option("--preset", type=click.Choice(list(PRESETS)), default="quick", show_default=True,
               help=f"Defaults for the options below. {_preset_help()}.")
 @click.option("--generator", default=None, help=f"Generator network: unet or resunet.  [default: preset's, {D.generator}]")
@@ -81,19 +87,42 @@ D = RunConfig()
               help="Run folder; rerunning into it skips finished cells.  [default: results/run-TIMESTAMP]")
 @click.option("--overwrite", is_flag=True, help="Discard an earlier run in --out that used other options.")
 @click.option("--strict-weights", is_flag=True, help="Fail before training if pretrained weights are missing, instead of falling back.")
+@click.option("--compile", "compile_", is_flag=True,
+              help="torch.compile the generator: faster steps on GPU after a compile pause; off by default "
+                   "because on CPU the compile time outweighs short runs.")
+@click.option("--deterministic", is_flag=True,
+              help="Deterministic GPU kernels (slower); CPU runs are repeatable without it.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 def run(quiet, overwrite, **options):
-    """Train and score every loss combination x seed."""
+    """Train and score every loss combination x seed.
+
+    Rerunning the same command resumes: finished cells are kept and an unfinished one
+    continues from its last checkpoint. Ctrl-C saves and stops.
+    """
     from bench.config import make_config
-    from bench.runner import run_benchmark
+    from bench.runner import RunInterrupted, run_benchmark
 
     preset = options.pop("preset")
+    options["compile"] = options.pop("compile_")
     try:
         cfg = make_config(preset, **options)
         out = run_benchmark(cfg, progress=not quiet, overwrite=overwrite)
+    except RunInterrupted as exc:
+        click.echo(f"\nStopped; nothing is lost. Resume with:\n  {_resume_command(exc.out)}", err=True)
+        sys.exit(130)
     except (ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
     _print_summary(out)
+
+
+def _resume_command(out) -> str:
+    """The command line that was run, with --out pinned to the run folder it wrote."""
+    import shlex
+
+    args = sys.argv[1:]
+    if not any(a == "--out" or a.startswith("--out=") for a in args):
+        args += ["--out", str(out)]
+    return shlex.join(["bench", *[a for a in args if a != "--overwrite"]])
 
 
 def _print_summary(out) -> None:

@@ -9,11 +9,15 @@ import torch
 
 DEFAULT_LOSSES = "mse,l1,perceptual,gan"
 
+PAPER_LOSSES = "mse,l1,perceptual,gan,100*l1+gan"
+
 # quick: the 4-loss default finishes in minutes on 2 CPU cores. paper: the colorization
-# tutorial's setup (pix2pix U-Net n_down=8 nf=64, batch 16, 20 epochs at 256 px) for a GPU.
+# tutorial's baseline (pix2pix U-Net n_down=8 nf=64, PatchGAN n_layers 3, batch 16,
+# Adam 2e-4 beta (0.5, 0.999), 256 px); it trains `train_model(model, train_dl, 100)`,
+# i.e. 100 epochs. lambda_L1 = 100 is the `100*l1+gan` term. For a GPU.
 PRESETS: dict[str, dict] = {
-    "quick": dict(size=64, width=32, epochs=3, batch_size=32, generator="unet"),
-    "paper": dict(size=256, width=64, epochs=20, batch_size=16, generator="unet"),
+    "quick": dict(size=64, width=32, epochs=3, batch_size=32, generator="unet", losses=DEFAULT_LOSSES),
+    "paper": dict(size=256, width=64, epochs=100, batch_size=16, generator="unet", losses=PAPER_LOSSES),
 }
 
 
@@ -25,6 +29,7 @@ class RunConfig:
     data: str | None = None
     val_data: str | None = None
     dataset: str | None = None
+    data_root: str | None = None  # where named datasets are cached; None: COLORBENCH_DATA or the user cache
     preset: str = "quick"
     generator: str = "unet"
     discriminator: str = "patchgan"
@@ -39,6 +44,8 @@ class RunConfig:
     device: str = "auto"
     precision: str = "auto"
     strict_weights: bool = False
+    deterministic: bool = False
+    compile: bool = False
     eval_batch_size: int = 64
     workers: int = 2
     out: str | None = None
@@ -62,7 +69,7 @@ def make_config(preset: str = "quick", **options) -> RunConfig:
     if preset not in PRESETS:
         raise ValueError(f"unknown --preset {preset!r}; choose one of: {', '.join(PRESETS)}")
     values = {**PRESETS[preset], **{k: v for k, v in options.items() if v is not None}}
-    for key in ("data", "val_data", "out"):
+    for key in ("data", "val_data", "out", "data_root"):
         if values.get(key) is not None:
             values[key] = str(Path(values[key]))
     return RunConfig(preset=preset, **values)

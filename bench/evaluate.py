@@ -52,11 +52,24 @@ def score_predictions(
     return {name: torch.cat(v).mean().item() for name, v in per_image.items()}
 
 
+def _score_in_chunks(val: LabSplit, ab_of, batch_size: int, chunk: int = 2048) -> dict[str, float]:
+    """Per-image means over ``val``, ``chunk`` images at a time, so a val split kept on disk
+    (``MappedLabSplit``) never has to fit on the device at once: the count-weighted mean of
+    the chunk means (a split of one chunk returns its means unchanged)."""
+    parts = []
+    for i in range(0, len(val), chunk):
+        L = val.L[i : i + chunk]
+        ab = ab_of(L)
+        parts.append((len(L), score_predictions(L.to(ab.device), ab, val.rgb[i : i + chunk], batch_size)))
+    if len(parts) == 1:
+        return parts[0][1]
+    return {name: sum(n * means[name] for n, means in parts) / len(val) for name in parts[0][1]}
+
+
 def score_generator(G: nn.Module, val: LabSplit, batch_size: int = 64) -> dict[str, float]:
-    ab = predict_ab(G, val.L, batch_size)
-    return score_predictions(val.L.to(ab.device), ab, val.rgb, batch_size)
+    return _score_in_chunks(val, lambda L: predict_ab(G, L, batch_size), batch_size)
 
 
 def score_gray(val: LabSplit, batch_size: int = 64) -> dict[str, float]:
     """The floor every model is read against: ab = 0, i.e. the grayscale input itself."""
-    return score_predictions(val.L, torch.zeros_like(val.ab), val.rgb, batch_size)
+    return _score_in_chunks(val, lambda L: torch.zeros(len(L), 2, *L.shape[2:], device=L.device), batch_size)

@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import logging
+import os
 import platform
 import re
+import signal
+import threading
 import time
 from dataclasses import replace
 from datetime import datetime
@@ -16,7 +19,7 @@ from bench.config import IDENTITY_FIELDS, RunConfig, resolve_device, resolve_pre
 from bench.evaluate import generator_record, score_generator, score_gray
 from bench.metrics import METRICS
 from bench.results import metrics_frame, read_json, write_csv, write_json, atomic_torch_save
-from bench.train import TrainSettings, train_cell
+from bench.train import CorruptCheckpoint, Interrupted, TrainSettings, train_cell
 from colorbench_datasets import load_data
 from losses import LOSSES, Combination, LossOptions, parse_losses
 from models import GENERATORS, unet_depth
@@ -26,6 +29,53 @@ log = logging.getLogger("colorbench")
 
 class RunError(ValueError):
     """A run that cannot start; the message names the option and the fix."""
+
+
+class RunInterrupted(Exception):
+    """Ctrl-C: the current cell's state is saved; rerunning the same command resumes."""
+
+    def __init__(self, out: Path):
+        self.out = out
+        super().__init__(f"interrupted; finished cells and the current cell's checkpoint are in {out}")
+
+
+class StopOnSigint:
+    """First Ctrl-C asks training to stop at the next step boundary (after saving);
+    a second one aborts at once."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __call__(self) -> bool:
+        return self.requested
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        log.warning("\nCtrl-C: saving and stopping after this step (press again to abort now).")
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def set_determinism(deterministic: bool, device: torch.device) -> None:
+    """``--deterministic``: bitwise-repeatable GPU runs at some speed cost. CPU runs are
+    repeatable either way; on GPU, cuDNN autotuning and atomics-based kernels otherwise
+    make results vary in the last bits."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = not deterministic
+        torch.backends.cudnn.deterministic = deterministic
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
 
 
 def slug(name: str) -> str:
@@ -119,7 +169,7 @@ def run_benchmark(cfg: RunConfig, progress: bool = True, overwrite: bool = False
     tag_combinations(combos, options)
 
     started = time.perf_counter()
-    data = load_data(cfg.data, cfg.val_data, cfg.dataset, cfg.size, workers=cfg.workers)
+    data = load_data(cfg.data, cfg.val_data, cfg.dataset, cfg.size, workers=cfg.workers, data_root=cfg.data_root)
     data_seconds = time.perf_counter() - started
     if cfg.batch_size > len(data.train):
         raise RunError(
@@ -130,6 +180,7 @@ def run_benchmark(cfg: RunConfig, progress: bool = True, overwrite: bool = False
         "Data: %s — %d train / %d val images at %d px (%.1fs to load)",
         data.manifest["source"], len(data.train), len(data.val), cfg.size, data_seconds,
     )
+    set_determinism(cfg.deterministic, device)
     train_split = data.train.to(device)
     val_split = data.val.to(device)
 
@@ -149,20 +200,27 @@ def run_benchmark(cfg: RunConfig, progress: bool = True, overwrite: bool = False
     settings = TrainSettings(
         generator=cfg.generator, size=cfg.size, width=cfg.width, epochs=cfg.epochs,
         batch_size=cfg.batch_size, lr=cfg.lr, betas=tuple(cfg.betas), precision=precision,
+        compile=cfg.compile,
     )
     gray = score_gray(val_split, cfg.eval_batch_size)
     rows = [{"combination": "gray", "seed": s, "metric": m, "value": v, "note": ""} for s in cfg.seeds for m, v in gray.items()]
-    for seed in cfg.seeds:
-        for combo in combos:
-            cell = out / "cells" / slug(combo.name) / f"seed{seed}"
-            record_path = cell / "metrics.json"
-            if record_path.is_file():
-                record = read_json(record_path)
-                log.info("%-28s seed %d: already done, kept", combo.name, seed)
-            else:
-                record = run_cell(combo, seed, train_split, val_split, settings, options, device, cell, cfg, progress)
-            rows += _cell_rows(record)
-            write_csv(out / "metrics.csv", metrics_frame(rows))
+    with StopOnSigint() as stop:
+        for seed in cfg.seeds:
+            for combo in combos:
+                cell = out / "cells" / slug(combo.name) / f"seed{seed}"
+                record_path = cell / "metrics.json"
+                if record_path.is_file():
+                    record = read_json(record_path)
+                    log.info("%-28s seed %d: already done, kept", combo.name, seed)
+                else:
+                    try:
+                        record = run_cell(combo, seed, train_split, val_split, settings, options, device, cell, cfg, progress, stop)
+                    except Interrupted:
+                        raise RunInterrupted(out) from None
+                    except CorruptCheckpoint as exc:
+                        raise RunError(str(exc)) from None
+                rows += _cell_rows(record)
+                write_csv(out / "metrics.csv", metrics_frame(rows))
     write_csv(out / "metrics.csv", metrics_frame(rows))
     config["finished"] = datetime.now().isoformat(timespec="seconds")
     config["wall_seconds"] = round(time.perf_counter() - started, 1)
@@ -171,11 +229,14 @@ def run_benchmark(cfg: RunConfig, progress: bool = True, overwrite: bool = False
     return out
 
 
-def run_cell(combo, seed, train_split, val_split, settings, options, device, cell: Path, cfg: RunConfig, progress: bool) -> dict:
+def run_cell(combo, seed, train_split, val_split, settings, options, device, cell: Path, cfg: RunConfig, progress: bool, stop=lambda: False) -> dict:
     cell.mkdir(parents=True, exist_ok=True)
+    if (cell / "checkpoint.pt").is_file():
+        log.info("%-28s seed %d: resuming from its checkpoint", combo.name, seed)
     result = train_cell(
         combo, seed, train_split, settings, options, device,
         checkpoint=cell / "checkpoint.pt", progress=progress, desc=f"{combo.name} s{seed}",
+        should_stop=stop,
     )
     write_csv(cell / "train_log.csv", pd.DataFrame(result.log))
     record = {"combination": combo.name, "spec": combo.spec, "seed": seed, "seconds": round(result.seconds, 2)}

@@ -6,6 +6,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
@@ -31,6 +32,7 @@ class TrainSettings:
     out_channels: int = 2
     # NHWC: oneDNN and cuDNN pick faster convolution kernels (measured in benchmarks/).
     channels_last: bool = True
+    compile: bool = False  # torch.compile the generator (pays off on long GPU runs)
 
 
 @dataclass
@@ -59,6 +61,63 @@ def adam(params, settings: TrainSettings, device: torch.device) -> torch.optim.A
     return torch.optim.Adam(params, lr=settings.lr, betas=settings.betas, fused=fused)
 
 
+def train_step(G, terms, opt_G, opt_D, L, ab, autocast=contextlib.nullcontext) -> torch.Tensor:
+    """One optimisation step: the discriminator (if a term has one), then the generator.
+
+    Returns each term's value, the weighted total and the D loss as one detached tensor,
+    left on the device so the caller decides when to sync.
+    """
+    critic = next((t for _, _, t in terms if hasattr(t, "discriminator_loss")), None)
+    with autocast():
+        fake = G(L).float()
+
+    d_loss = torch.zeros((), device=L.device)
+    if critic is not None:
+        critic.discriminator.requires_grad_(True)
+        opt_D.zero_grad(set_to_none=True)
+        with autocast():
+            d_loss = critic.discriminator_loss(L, fake, ab)
+        d_loss.backward()
+        opt_D.step()
+        critic.discriminator.requires_grad_(False)  # G's step needs no D weight grads
+
+    opt_G.zero_grad(set_to_none=True)
+    with autocast():
+        values = [term(L, fake, ab).float() for _, _, term in terms]
+    total = sum(w * v for (_, w, _), v in zip(terms, values))
+    total.backward()
+    opt_G.step()
+    return torch.stack([*values, total, d_loss.float()]).detach()
+
+
+def autocast_context(precision: str, device: torch.device):
+    """A factory of autocast contexts for ``precision`` (a no-op for fp32)."""
+    dtype = autocast_dtype(precision)
+    return (lambda: torch.autocast(device.type, dtype=dtype)) if dtype else contextlib.nullcontext
+
+
+class Interrupted(Exception):
+    """Training stopped on request (Ctrl-C) after saving ``checkpoint``."""
+
+    def __init__(self, checkpoint: Path | None):
+        self.checkpoint = checkpoint
+        super().__init__(f"interrupted; state saved to {checkpoint}")
+
+
+class CorruptCheckpoint(RuntimeError):
+    pass
+
+
+def load_checkpoint(path: Path, device: torch.device) -> dict:
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # truncated, foreign or pickled-code file: never trusted
+        raise CorruptCheckpoint(
+            f"cannot resume from {path}: not a readable Colorbench checkpoint ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:200]}). Delete it to restart this cell from scratch."
+        ) from None
+
+
 def train_cell(
     combo: Combination,
     seed: int,
@@ -69,98 +128,114 @@ def train_cell(
     checkpoint: Path | None = None,
     progress: bool = True,
     desc: str = "",
+    should_stop: Callable[[], bool] = lambda: False,
+    checkpoint_seconds: float = 300.0,
 ) -> CellResult:
-    """Train a generator on ``train`` with ``combo``; resumes from ``checkpoint`` if present."""
+    """Train a generator on ``train`` with ``combo``.
+
+    State is saved to ``checkpoint`` after every epoch and every ``checkpoint_seconds``
+    within one, and training resumes from it bit for bit. When ``should_stop()`` turns
+    true the state is saved at the next step boundary and ``Interrupted`` is raised.
+    """
     memory_format = torch.channels_last if settings.channels_last else torch.contiguous_format
     G = make_generator(settings, seed).to(device, memory_format=memory_format)
+    if settings.compile:
+        G.compile()  # in place: state_dict keys stay those of the plain module
     terms = build_terms(combo, options, seed)
     for _, _, term in terms:
         term.to(device, memory_format=memory_format)
     critic = next((t for _, _, t in terms if hasattr(t, "discriminator_loss")), None)
+    D = critic.discriminator if critic is not None else None
     opt_G = adam(G.parameters(), settings, device)
-    opt_D = adam(critic.discriminator.parameters(), settings, device) if critic else None
+    opt_D = adam(D.parameters(), settings, device) if D is not None else None
 
     # The data order and crops come from their own generator, seeded alike for every
     # combination, so all combinations of a seed see identical batches.
     data_rng = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)  # dropout
     n_steps = len(train) // settings.batch_size
-    start_epoch, log, elapsed = 0, [], 0.0
+    epoch, step, order, log, elapsed = 0, 0, None, [], 0.0
     if checkpoint is not None and checkpoint.is_file():
-        state = torch.load(checkpoint, map_location=device, weights_only=True)
+        state = load_checkpoint(checkpoint, device)
         G.load_state_dict(state["G"])
         opt_G.load_state_dict(state["opt_G"])
-        if critic is not None:
-            critic.discriminator.load_state_dict(state["D"])
+        if D is not None:
+            D.load_state_dict(state["D"])
             opt_D.load_state_dict(state["opt_D"])
         data_rng.set_state(state["data_rng"])
         torch.set_rng_state(state["torch_rng"])
-        start_epoch, log, elapsed = state["epoch"], state["log"], state["seconds"]
+        if device.type == "cuda" and "cuda_rng" in state:
+            torch.cuda.set_rng_state(state["cuda_rng"], device)
+        epoch, step, order, log, elapsed = state["epoch"], state["step"], state["order"], state["log"], state["seconds"]
 
-    dtype = autocast_dtype(settings.precision)
-    autocast = (
-        (lambda: torch.autocast(device.type, dtype=dtype)) if dtype else contextlib.nullcontext
-    )
     names = [name for name, _, _ in terms]
+    pending: list[torch.Tensor] = []  # per-step losses still on the device
+
+    def flush() -> int | None:
+        """Move pending losses into ``log`` (one host sync); the first non-finite step."""
+        rows = torch.stack(pending).cpu().tolist() if pending else []
+        first = len(log)
+        for j, row in enumerate(rows):
+            entry = {"step": first + j, "epoch": epoch, **dict(zip(names, row[:-2])), "total": row[-2]}
+            entry["d_loss"] = row[-1] if D is not None else math.nan
+            log.append(entry)
+        pending.clear()
+        return next((first + j for j, row in enumerate(rows) if not all(map(math.isfinite, row))), None)
+
+    def save() -> None:
+        if checkpoint is None:
+            return
+        state = {
+            "G": G.state_dict(), "opt_G": opt_G.state_dict(), "epoch": epoch, "step": step,
+            "order": order, "log": log, "data_rng": data_rng.get_state(),
+            "torch_rng": torch.get_rng_state(), "seconds": time.perf_counter() - t0,
+        }
+        if device.type == "cuda":
+            state["cuda_rng"] = torch.cuda.get_rng_state(device)
+        if D is not None:
+            state |= {"D": D.state_dict(), "opt_D": opt_D.state_dict()}
+        atomic_torch_save(checkpoint, state)
+
+    autocast = autocast_context(settings.precision, device)
     bar = tqdm(
-        total=settings.epochs * n_steps, initial=start_epoch * n_steps, desc=desc,
+        total=settings.epochs * n_steps, initial=epoch * n_steps + step, desc=desc,
         disable=not progress, leave=True, dynamic_ncols=True, unit="step",
     )
     t0 = time.perf_counter() - elapsed
+    last_save = time.perf_counter()
     G.train()
-    for epoch in range(start_epoch, settings.epochs):
-        order = torch.randperm(len(train), generator=data_rng)
-        epoch_losses = []
-        for i in range(n_steps):
-            idx = order[i * settings.batch_size : (i + 1) * settings.batch_size].to(train.L.device)
+    while epoch < settings.epochs:
+        if order is None:
+            order = torch.randperm(len(train), generator=data_rng)
+        while step < n_steps:
+            if should_stop():
+                if flush() is None:
+                    save()
+                bar.close()
+                raise Interrupted(checkpoint)
+            idx = order[step * settings.batch_size : (step + 1) * settings.batch_size].to(train.L.device)
             L, ab = random_crop_flip(train.L[idx], train.ab[idx], settings.size, data_rng)
             L = L.to(device, non_blocking=True).contiguous(memory_format=memory_format)
             ab = ab.to(device, non_blocking=True).contiguous(memory_format=memory_format)
 
-            with autocast():
-                fake = G(L).float()
-
-            d_loss = torch.zeros((), device=device)
-            if critic is not None:
-                critic.discriminator.requires_grad_(True)
-                opt_D.zero_grad(set_to_none=True)
-                with autocast():
-                    d_loss = critic.discriminator_loss(L, fake, ab)
-                d_loss.backward()
-                opt_D.step()
-                critic.discriminator.requires_grad_(False)
-
-            opt_G.zero_grad(set_to_none=True)
-            with autocast():
-                values = [term(L, fake, ab).float() for _, _, term in terms]
-            total = sum(w * v for (_, w, _), v in zip(terms, values))
-            total.backward()
-            opt_G.step()
-            # Kept on the device; one host sync per epoch, not per step.
-            epoch_losses.append(torch.stack([*values, total, d_loss.float()]).detach())
+            pending.append(train_step(G, terms, opt_G, opt_D, L, ab, autocast))
+            step += 1
             bar.update(1)
+            if checkpoint is not None and time.perf_counter() - last_save > checkpoint_seconds and step < n_steps:
+                if (bad := flush()) is not None:
+                    bar.close()
+                    return CellResult(G, log, diverged_at=bad, seconds=time.perf_counter() - t0)
+                save()
+                last_save = time.perf_counter()
 
-        rows = torch.stack(epoch_losses).cpu().tolist() if epoch_losses else []
-        first_step = epoch * n_steps
-        for j, row in enumerate(rows):
-            entry = {"step": first_step + j, "epoch": epoch, **dict(zip(names, row[:-2]))}
-            entry["total"], entry["d_loss"] = row[-2], row[-1] if critic is not None else math.nan
-            log.append(entry)
-        bad = next((first_step + j for j, row in enumerate(rows) if not all(map(math.isfinite, row))), None)
-        if bad is not None:
+        if (bad := flush()) is not None:
             bar.close()
             return CellResult(G, log, diverged_at=bad, seconds=time.perf_counter() - t0)
-        if rows:
-            shown = names + (["d_loss"] if critic is not None else [])
+        if log:
+            shown = names + (["d_loss"] if D is not None else [])
             bar.set_postfix({k: f"{log[-1][k]:.3g}" for k in shown}, refresh=False)
-        if checkpoint is not None:
-            state = {
-                "G": G.state_dict(), "opt_G": opt_G.state_dict(), "epoch": epoch + 1, "log": log,
-                "data_rng": data_rng.get_state(), "torch_rng": torch.get_rng_state(),
-                "seconds": time.perf_counter() - t0,
-            }
-            if critic is not None:
-                state |= {"D": critic.discriminator.state_dict(), "opt_D": opt_D.state_dict()}
-            atomic_torch_save(checkpoint, state)
+        epoch, step, order = epoch + 1, 0, None
+        save()
+        last_save = time.perf_counter()
     bar.close()
     return CellResult(G, log, seconds=time.perf_counter() - t0)

@@ -43,6 +43,12 @@ class Sources:
     description: str
     is_sample: bool = False
     warnings: list[str] = field(default_factory=list)
+    # "crop" (aspect kept, centre crop, random-crop margin) or "squash" (size x size
+    # directly, as the colorization tutorial); see tensors.RESIZE_MODES.
+    resize: str = "crop"
+    # Set for sets too large for memory: splits are kept as uint8 Lab memory-mapped files
+    # in this folder (built once, see cache.py) instead of in-memory float tensors.
+    cache: Path | None = None
 
 
 @dataclass
@@ -149,14 +155,21 @@ def load_data(
     progress: Callable | None = None,
     **dataset_options,
 ) -> Data:
-    """Every photo of both splits as in-memory Lab tensors, plus a manifest for config.json."""
-    sources = resolve_sources(data, val_data, dataset, val_fraction, **dataset_options)
+    """Every photo of both splits as in-memory Lab tensors (or, for sets that name a
+    ``Sources.cache`` folder, uint8 Lab memory-mapped files), plus a manifest for config.json."""
+    sources = resolve_sources(data, val_data, dataset, val_fraction, size=size, **dataset_options)
     for w in sources.warnings:
         log.warning(w)
     if sources.is_sample:
         log.warning("Using the built-in sample set: a smoke test of the pipeline, not a benchmark.")
-    train, train_skipped = build_split(sources.train, size, True, workers, progress)
-    val, val_skipped = build_split(sources.val, size, False, workers, progress)
+    if sources.cache is not None:
+        from .cache import build_cache
+
+        train, train_skipped = build_cache(sources.train, size, True, sources.cache, sources.resize, workers, progress)
+        val, val_skipped = build_cache(sources.val, size, False, sources.cache, sources.resize, workers, progress)
+    else:
+        train, train_skipped = build_split(sources.train, size, True, workers, progress, sources.resize)
+        val, val_skipped = build_split(sources.val, size, False, workers, progress, sources.resize)
     skipped = [{"split": s, "file": n, "reason": r} for s, lst in (("train", train_skipped), ("val", val_skipped)) for n, r in lst]
     if skipped:
         grey = sum("greyscale" in s["reason"] for s in skipped)
@@ -177,6 +190,8 @@ def load_data(
     manifest = {
         "source": sources.description,
         "is_sample": sources.is_sample,
+        "resize": sources.resize,
+        "cache": None if sources.cache is None else str(sources.cache),
         "train_images": len(train),
         "val_images": len(val),
         "train_files_sha256": list_digest(train.names),
@@ -187,6 +202,10 @@ def load_data(
     return Data(train, val, manifest)
 
 
+# Named datasets register themselves on import (they need Sources and register_dataset).
+from . import coco, standard  # noqa: E402,F401
+from .download import default_data_root  # noqa: E402
+
 __all__ = [
     "DATASETS",
     "Data",
@@ -194,6 +213,7 @@ __all__ = [
     "LabSplit",
     "Sources",
     "UnreadableImage",
+    "default_data_root",
     "denormalize_lab",
     "find_images",
     "lab_to_rgb",

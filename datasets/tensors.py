@@ -53,6 +53,19 @@ def resize_and_crop(img: Image.Image, shorter: int, crop: int) -> np.ndarray:
     return np.asarray(img.crop((left, top, left + crop, top + crop)), dtype=np.uint8)
 
 
+def resize_exact(img: Image.Image, size: int) -> np.ndarray:
+    """Resize to ``size``x``size`` ignoring the aspect ratio, bicubic: exactly what the
+    colorization tutorial's ``transforms.Resize((SIZE, SIZE), BICUBIC)`` does to a PIL image
+    (no JPEG draft decoding, no reducing gap, so pixels match it)."""
+    return np.asarray(img.convert("RGB").resize((size, size), Image.BICUBIC), dtype=np.uint8)
+
+
+# How a split's photos reach the stored size: "crop" keeps the aspect ratio (shorter side,
+# centre crop; train stored with load_size's margin for random crops), "squash" resizes to
+# size x size directly (the tutorial's recipe; train gets flips only, no crop margin).
+RESIZE_MODES = ("crop", "squash")
+
+
 def rgb_uint8_to_split(rgb: torch.Tensor, names: list[str], chunk: int = 256) -> LabSplit:
     """(N,3,S,S) uint8 -> LabSplit; converted in chunks to bound the float64 memory."""
     Ls, abs_ = [], []
@@ -67,36 +80,48 @@ def rgb_uint8_to_split(rgb: torch.Tensor, names: list[str], chunk: int = 256) ->
     return LabSplit(torch.cat(Ls), torch.cat(abs_), rgb, names)
 
 
+def stored_size(size: int, train: bool, resize: str = "crop") -> int:
+    """The side length a split is kept at: train keeps a random-crop margin in "crop" mode."""
+    if resize not in RESIZE_MODES:
+        raise ValueError(f"unknown resize mode {resize!r}; use one of {RESIZE_MODES}")
+    return load_size(size) if train and resize == "crop" else size
+
+
+def prepare_image(item: tuple[str, Callable[[], Image.Image]], stored: int, resize: str = "crop"):
+    """``(name, uint8 HxWx3 array or None, skip reason or None)`` for one ``(name, opener)``."""
+    from .images import UnreadableImage, is_greyscale
+
+    name, opener = item
+    try:
+        img = opener()
+        arr = resize_exact(img, stored) if resize == "squash" else resize_and_crop(img, stored, stored)
+    except UnreadableImage as exc:
+        return name, None, str(exc)
+    if is_greyscale(arr):
+        return name, None, "greyscale photo (no colour to learn or score)"
+    return name, arr, None
+
+
 def build_split(
     images: Iterable[tuple[str, Callable[[], Image.Image]]],
     size: int,
     train: bool,
     workers: int = 2,
     progress: Callable | None = None,
+    resize: str = "crop",
 ) -> tuple[LabSplit, list[tuple[str, str]]]:
     """Decode, resize, crop and convert a split; returns it and ``(name, reason)`` skips.
 
     Train images are stored at ``load_size(size)`` for a random ``size`` crop per batch;
-    val images at ``size`` (centre crop). ``images`` yields ``(name, opener)``; an opener
+    val images at ``size`` (centre crop). With ``resize="squash"`` both are stored at
+    ``size``x``size`` (``resize_exact``). ``images`` yields ``(name, opener)``; an opener
     raising ``UnreadableImage`` skips that image with its message as the reason.
     """
-    from .images import UnreadableImage, is_greyscale
-
-    stored = load_size(size) if train else size
+    stored = stored_size(size, train, resize)
     items = list(images)
 
-    def prepare(item):
-        name, opener = item
-        try:
-            arr = resize_and_crop(opener(), stored, stored)
-        except UnreadableImage as exc:
-            return name, None, str(exc)
-        if is_greyscale(arr):
-            return name, None, "greyscale photo (no colour to learn or score)"
-        return name, arr, None
-
     with ThreadPoolExecutor(max(1, workers)) as pool:
-        results = pool.map(prepare, items)
+        results = pool.map(lambda item: prepare_image(item, stored, resize), items)
         if progress is not None:
             results = progress(results, total=len(items))
         results = list(results)

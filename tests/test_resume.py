@@ -1,0 +1,125 @@
+"""Nothing lost: a run killed (SIGKILL) or stopped (Ctrl-C) mid-cell resumes to exactly the
+numbers of an uninterrupted run."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from click.testing import CliRunner
+
+from bench.cli import main
+from losses import LOSSES, register_loss
+
+LONG = ["--losses", "l1,100*l1+gan", "--size", "32", "--width", "8", "--epochs", "12", "--batch-size", "4", "-q"]
+
+
+def _bench(*args) -> list[str]:
+    return [sys.executable, "-c", "from bench.cli import main; main()", *args]
+
+
+def _wait_for_checkpoint(proc, cell: Path, timeout: float = 900) -> None:
+    """Until the cell has saved at least one epoch (and is still running)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ckpt = cell / "checkpoint.pt"
+        if ckpt.is_file():
+            try:
+                if torch.load(ckpt, weights_only=True)["epoch"] >= 1:
+                    return
+            except Exception:
+                pass  # being replaced right now; atomic rename means the next look is whole
+        if proc.poll() is not None:
+            pytest.fail(f"run ended before it could be interrupted: {proc.stderr.read()}")
+        time.sleep(0.02)
+    pytest.fail("no checkpoint appeared")
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The uninterrupted run over the same photos."""
+    from conftest import write_photos
+
+    root = tmp_path_factory.mktemp("resume")
+    write_photos(root / "photos" / "train", 16, seed=1, prefix="tr")
+    write_photos(root / "photos" / "val", 6, seed=2, prefix="va")
+    out = root / "reference"
+    res = CliRunner().invoke(main, ["run", "--data", str(root / "photos"), "--out", str(out), *LONG])
+    assert res.exit_code == 0, res.output
+    return root / "photos", pd.read_csv(out / "metrics.csv")
+
+
+def _env():
+    return dict(os.environ, COLORBENCH_OFFLINE="1", PYTHONUNBUFFERED="1")
+
+
+def test_sigkill_mid_cell_then_rerun_gives_identical_metrics(reference, tmp_path):
+    photos, expected = reference
+    out = tmp_path / "killed"
+    args = _bench("run", "--data", str(photos), "--out", str(out), *LONG)
+    proc = subprocess.Popen(args, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    cell = out / "cells" / "100xl1+gan" / "seed0"
+    _wait_for_checkpoint(proc, cell)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (cell / "metrics.json").exists()  # it really died mid-cell
+    done = subprocess.run(args, env=_env(), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "already done, kept" in done.stderr and "resuming from its checkpoint" in done.stderr
+    pd.testing.assert_frame_equal(pd.read_csv(out / "metrics.csv"), expected)
+
+
+def test_ctrl_c_saves_prints_the_resume_command_and_resumes_exactly(reference, tmp_path):
+    photos, expected = reference
+    out = tmp_path / "stopped"
+    args = _bench("run", "--data", str(photos), "--out", str(out), *LONG)
+    proc = subprocess.Popen(args, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    cell = out / "cells" / "l1" / "seed0"
+    _wait_for_checkpoint(proc, cell)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Resume with:" in err and f"--out {out}" in err
+    state = torch.load(cell / "checkpoint.pt", weights_only=True)
+    assert len(state["log"]) == state["epoch"] * 4 + state["step"]  # saved at a step boundary
+    done = subprocess.run(args, env=_env(), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    pd.testing.assert_frame_equal(pd.read_csv(out / "metrics.csv"), expected)
+
+
+def test_diverged_cell_is_marked_and_the_grid_goes_on(photo_dir, tmp_path):
+    calls = {"n": 0}
+
+    @register_loss("test_nan_after_3", "returns NaN from the 4th step on")
+    def _nan(options):
+        class Nan(torch.nn.Module):
+            def forward(self, L, fake, real):
+                calls["n"] += 1
+                loss = (fake - real).abs().mean()
+                return loss * math.nan if calls["n"] > 3 else loss
+
+        return Nan()
+
+    try:
+        out = tmp_path / "r"
+        res = CliRunner().invoke(
+            main, ["run", "--data", str(photo_dir), "--losses", "test_nan_after_3,l1", "--out", str(out),
+                   "--size", "32", "--width", "8", "--epochs", "2", "--batch-size", "4", "-q"],
+        )
+        assert res.exit_code == 0, res.output
+    finally:
+        LOSSES.pop("test_nan_after_3")
+    frame = pd.read_csv(out / "metrics.csv", dtype={"note": str})
+    bad = frame[frame.combination == "test_nan_after_3"]
+    assert bad["value"].isna().all() and (bad["note"] == "diverged at step 3").all()
+    assert frame[frame.combination == "l1"]["value"].notna().all()
+    record = json.loads((out / "cells" / "test_nan_after_3" / "seed0" / "metrics.json").read_text())
+    assert record["status"] == "diverged" and record["diverged_at"] == 3
