@@ -216,6 +216,19 @@ def pick_samples(names: list[str], count: int) -> list[str]:
     return [names[i] for i in dict.fromkeys(idx)]
 
 
+CHUNK = 256  # val images per pass: a large val set never has to fit in memory as floats
+
+
+def prediction_colorfulness(G, val, batch_size: int) -> torch.Tensor:
+    """Per-image colourfulness of ``G``'s predictions on ``val``, in chunks."""
+    out = []
+    for i in range(0, len(val), CHUNK):
+        L = val.L[i : i + CHUNK]
+        ab = predict_ab(G, L, batch_size).cpu()
+        out.append(colorfulness(model_to_rgb(L.cpu().float(), ab)))
+    return torch.cat(out)
+
+
 def image_figures(runs: list[Run], order: list[str], palette: dict, out: Path, settings: ReportSettings) -> tuple[dict, list[str]]:
     """Colourfulness distribution and sample grid; both need the val photos and the
     generators. Returns the figures written and why any was not."""
@@ -233,7 +246,8 @@ def image_figures(runs: list[Run], order: list[str], palette: dict, out: Path, s
         s = settings.display_size
         originals[name] = _pil(resize_and_crop(photo, s, s))
 
-    cf_rows = [pd.DataFrame({"row": figures.TRUTH, "value": colorfulness(split.rgb.float() / 255).numpy()})]
+    truth = [colorfulness(split.rgb[i : i + CHUNK].float() / 255) for i in range(0, len(split), CHUNK)]
+    cf_rows = [pd.DataFrame({"row": figures.TRUTH, "value": torch.cat(truth).numpy()})]
     columns = [("grayscale input", [np.asarray(gray_image(im)) for im in originals.values()])]
     problems = []
     splits = {first.name: split}
@@ -255,9 +269,7 @@ def image_figures(runs: list[Run], order: list[str], palette: dict, out: Path, s
             if not path.is_file():
                 continue
             G = load_generator(path, device)
-            ab = predict_ab(G, val.L, settings.batch_size).cpu()
-            rgb = model_to_rgb(val.L, ab)
-            cf_rows.append(pd.DataFrame({"row": row.label, "value": colorfulness(rgb).numpy()}))
+            cf_rows.append(pd.DataFrame({"row": row.label, "value": prediction_colorfulness(G, val, settings.batch_size).numpy()}))
             if not grid_done:
                 size = int(G.meta.get("size", run.options["size"]))
                 title = row.label + (f" (seed {seed})" if len(run.seeds) > 1 else "")

@@ -99,18 +99,33 @@ def generator_path(run: Run, combination: str, seed: int) -> Path:
     return path
 
 
-def val_sources(run: Run):
-    """The run's val photos as ``(name, opener)`` items, located from config.json; the
-    openers give the original, full-resolution photos."""
+def run_sources(run: Run):
+    """The run's photo sources, located from config.json as ``bench run`` located them."""
     from colorbench_datasets import resolve_sources
 
     o = run.options
-    return resolve_sources(o.get("data"), o.get("val_data"), o.get("dataset")).val
+    return resolve_sources(
+        o.get("data"), o.get("val_data"), o.get("dataset"), size=int(o["size"]), data_root=o.get("data_root"),
+    )
+
+
+def val_sources(run: Run):
+    """The run's val photos as ``(name, opener)`` items; the openers give the original,
+    full-resolution photos."""
+    return run_sources(run).val
 
 
 def load_val_split(run: Run):
-    """The run's val split exactly as it was scored (same size, crop and skips)."""
+    """The run's val split exactly as it was scored (same size, resize mode, crop and
+    skips); a named dataset's cached split is reused, not rebuilt."""
     from colorbench_datasets.tensors import build_split
 
-    split, _ = build_split(val_sources(run), int(run.options["size"]), False, int(run.options.get("workers", 2)))
+    sources = run_sources(run)
+    size, workers = int(run.options["size"]), int(run.options.get("workers", 2))
+    if sources.cache is not None:
+        from colorbench_datasets.cache import build_cache
+
+        split, _ = build_cache(sources.val, size, False, sources.cache, sources.resize, workers)
+    else:
+        split, _ = build_split(sources.val, size, False, workers, None, sources.resize)
     return split
