@@ -1,12 +1,16 @@
 """Scoring generators (and the gray baseline) on the val split."""
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
-from bench.metrics import METRICS, score_batch
+from bench import metrics as M
+from bench.metrics import METRICS, PLAIN_METRICS, score_batch
 from colorbench_datasets import LabSplit, model_to_rgb
 from models import build_generator
+from models.metric_nets import MetricNets
 
 
 def generator_record(G: nn.Module, settings, combination: str, seed: int) -> dict:
@@ -38,38 +42,116 @@ def predict_ab(G: nn.Module, L: torch.Tensor, batch_size: int = 64) -> torch.Ten
     return torch.cat(out)
 
 
-@torch.inference_mode()
+class Scorer:
+    """Scores ab predictions against one val split, batched on the split's device.
+
+    Made once per run: it holds the metric networks (``MetricNets``, loaded once) and the
+    ground truth's Inception features and colourfulness (computed once), so scoring each
+    model only runs the networks on its own predictions. Without ``nets`` it reports the
+    metrics that need no network; with ``nets`` every metric of ``METRICS``, a missing
+    network's metrics as NaN with the missing file in ``notes``.
+    """
+
+    def __init__(self, L: torch.Tensor, target_rgb: torch.Tensor, nets: MetricNets | None = None, batch_size: int = 64):
+        self.L, self.target_rgb, self.nets, self.batch_size = L, target_rgb, nets, batch_size
+        self.names = [n for n in METRICS if nets is not None or n in PLAIN_METRICS or n == "delta_cf"]
+        cf, features = [], []
+        with torch.inference_mode():
+            for target in self._targets():
+                cf.append(M.colorfulness(target))
+                if nets is not None and nets.inception is not None:
+                    features.append(nets.inception(target).double())
+        self.target_cf = torch.cat(cf)
+        self.target_features = torch.cat(features) if features else None
+
+    @classmethod
+    def for_split(cls, val: LabSplit, nets: MetricNets | None = None, batch_size: int = 64) -> "Scorer":
+        return cls(val.L, val.rgb, nets, batch_size)
+
+    def __len__(self) -> int:
+        return len(self.L)
+
+    def _targets(self):
+        # Batches follow the L batches' device: a memory-mapped split (``MappedLabSplit``)
+        # reads rows on the host and hands them to the run's device.
+        for i in range(0, len(self.L), self.batch_size):
+            yield self.target_rgb[i : i + self.batch_size].to(self.device).float() / 255
+
+    @property
+    def device(self) -> torch.device:
+        return self.L[:1].device
+
+    @property
+    def notes(self) -> dict[str, str]:
+        """The ``note`` of each metric's rows: the image count behind FID/KID (both are
+        biased or noisy at small N), or the weights file a missing metric lacks."""
+        if self.nets is None:
+            return {}
+        notes = {m: f"missing weights file {w.filename}" for m, w in self.nets.missing.items()}
+        for m in ("fid", "kid"):
+            if m not in notes:
+                notes[m] = f"n={len(self)}" if len(self) >= 2 else f"n={len(self)}: needs 2+ val images"
+        return notes
+
+    def ground_truth(self) -> dict[str, float]:
+        """What the val photos themselves score where that is informative: their colourfulness."""
+        return {"cf": self.target_cf.double().mean().item()}
+
+    def score_ab(self, ab: torch.Tensor) -> dict[str, float]:
+        """Every metric of ``names`` for predicted ab (model scale, (N,2,H,W)): the mean over
+        images of the per-image ones, one value over the set for fid, kid and delta_cf."""
+        return self._score(lambda i, L: ab[i : i + len(L)])
+
+    @torch.inference_mode()
+    def _score(self, ab_for_batch) -> dict[str, float]:
+        # Predictions are made and scored one batch at a time, so a large val split never
+        # holds all its predictions on the device at once.
+        nets = self.nets or MetricNets()
+        per_image: dict[str, list[torch.Tensor]] = {}
+        features = []
+        for i, target in zip(range(0, len(self.L), self.batch_size), self._targets()):
+            L = self.L[i : i + self.batch_size]
+            pred = model_to_rgb(L, ab_for_batch(i, L).to(L.device))
+            values = score_batch(pred, target)
+            if nets.lpips is not None:
+                values["lpips"] = M.lpips(pred, target, nets.lpips)
+            for name, v in values.items():
+                per_image.setdefault(name, []).append(v)
+            if nets.inception is not None:
+                features.append(nets.inception(pred).double())
+        per_image = {name: torch.cat(v) for name, v in per_image.items()}
+        out = {}
+        for name in self.names:
+            if name in per_image:
+                out[name] = per_image[name].double().mean().item()
+            elif name == "delta_cf":
+                out[name] = M.delta_cf(per_image["cf"], self.target_cf).item()
+            elif name in ("fid", "kid") and features and len(self) >= 2:
+                out[name] = METRICS[name].fn(torch.cat(features), self.target_features).item()
+            else:
+                out[name] = math.nan
+        return out
+
+    def score_generator(self, G: nn.Module) -> dict[str, float]:
+        return self._score(lambda i, L: predict_ab(G, L, len(L)))
+
+    def score_gray(self) -> dict[str, float]:
+        """The floor every model is read against: ab = 0, i.e. the grayscale input itself."""
+        return self._score(lambda i, L: torch.zeros(len(L), 2, *L.shape[2:], device=L.device))
+
+
 def score_predictions(
-    L: torch.Tensor, ab: torch.Tensor, target_rgb: torch.Tensor, batch_size: int = 64
+    L: torch.Tensor, ab: torch.Tensor, target_rgb: torch.Tensor, batch_size: int = 64, nets: MetricNets | None = None
 ) -> dict[str, float]:
-    """Mean of each metric over images; ``target_rgb`` is uint8 (N,3,H,W)."""
-    per_image: dict[str, list[torch.Tensor]] = {name: [] for name in METRICS}
-    for i in range(0, len(L), batch_size):
-        pred = model_to_rgb(L[i : i + batch_size], ab[i : i + batch_size].to(L.device))
-        target = target_rgb[i : i + batch_size].to(pred.device).float() / 255
-        for name, values in score_batch(pred, target).items():
-            per_image[name].append(values)
-    return {name: torch.cat(v).mean().item() for name, v in per_image.items()}
+    """Mean of each metric over images (set metrics over the set); ``target_rgb`` is uint8
+    (N,3,H,W). Scoring several models? Make one ``Scorer`` and reuse it."""
+    return Scorer(L, target_rgb, nets, batch_size).score_ab(ab)
 
 
-def _score_in_chunks(val: LabSplit, ab_of, batch_size: int, chunk: int = 2048) -> dict[str, float]:
-    """Per-image means over ``val``, ``chunk`` images at a time, so a val split kept on disk
-    (``MappedLabSplit``) never has to fit on the device at once: the count-weighted mean of
-    the chunk means (a split of one chunk returns its means unchanged)."""
-    parts = []
-    for i in range(0, len(val), chunk):
-        L = val.L[i : i + chunk]
-        ab = ab_of(L)
-        parts.append((len(L), score_predictions(L.to(ab.device), ab, val.rgb[i : i + chunk], batch_size)))
-    if len(parts) == 1:
-        return parts[0][1]
-    return {name: sum(n * means[name] for n, means in parts) / len(val) for name in parts[0][1]}
+def score_generator(G: nn.Module, val: LabSplit, batch_size: int = 64, nets: MetricNets | None = None) -> dict[str, float]:
+    return Scorer.for_split(val, nets, batch_size).score_generator(G)
 
 
-def score_generator(G: nn.Module, val: LabSplit, batch_size: int = 64) -> dict[str, float]:
-    return _score_in_chunks(val, lambda L: predict_ab(G, L, batch_size), batch_size)
-
-
-def score_gray(val: LabSplit, batch_size: int = 64) -> dict[str, float]:
+def score_gray(val: LabSplit, batch_size: int = 64, nets: MetricNets | None = None) -> dict[str, float]:
     """The floor every model is read against: ab = 0, i.e. the grayscale input itself."""
-    return _score_in_chunks(val, lambda L: torch.zeros(len(L), 2, *L.shape[2:], device=L.device), batch_size)
+    return Scorer.for_split(val, nets, batch_size).score_gray()

@@ -1,24 +1,36 @@
 """Val metrics as pure functions over batched tensors.
 
-Each metric takes ``pred`` and ``target`` sRGB batches (N,3,H,W) in [0, 1] and returns one
-value per image; the run reports the mean over images. ``METRICS`` records each metric's
-direction for tables and plots.
+Three shapes of metric, each declared in ``METRICS`` with its direction:
+
+* per image, ``fn(pred, target) -> (N,)`` on sRGB batches (N,3,H,W) in [0, 1]; a run reports
+  the mean over images: ``psnr``, ``ssim``, ``de00``, ``cf``, ``auc``. ``lpips`` is per image
+  too but takes its network as a third argument.
+* per set, on features of the whole val split: ``fid`` and ``kid`` on Inception pool features
+  ``(N, 2048)`` of predictions and ground truth.
+* per set, on per-image colourfulness: ``delta_cf``.
+
+Nothing here loads a file or a network: ``models.metric_nets`` builds LPIPS and Inception and
+``bench.evaluate`` feeds them in, so every function is testable with small tensors.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
-from torch.nn import functional as F
+
+from colorbench_datasets.lab import rgb_to_lab
 
 
 @dataclass(frozen=True)
 class Metric:
     name: str
-    fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    fn: Callable[..., torch.Tensor]
     higher_is_better: bool
     description: str
+    per_image: bool = True  # False: one value for the whole set (fid, kid, delta_cf)
+    weights: str | None = None  # the ``known_weights()`` key it cannot be computed without
 
 
 def psnr(pred: torch.Tensor, target: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
@@ -34,6 +46,22 @@ def _gaussian_window(sigma: float, truncate: float, device, dtype) -> torch.Tens
     return w / w.sum()
 
 
+def _blur_valid(maps: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """Separable 'valid' Gaussian filter over the last two axes, as shifted, weighted sums
+    (in float64 on the CPU about twice as fast as ``conv2d``)."""
+    weights = g.tolist()  # Python floats: no device sync per tap on a GPU
+    k = len(weights)
+    w = maps.shape[-1] - k + 1
+    out = maps[..., 0:w] * weights[0]
+    for i in range(1, k):
+        out.add_(maps[..., i : i + w], alpha=weights[i])
+    h = out.shape[-2] - k + 1
+    res = out[..., 0:h, :] * weights[0]
+    for i in range(1, k):
+        res.add_(out[..., i : i + h, :], alpha=weights[i])
+    return res
+
+
 def ssim(pred: torch.Tensor, target: torch.Tensor, data_range: float = 1.0, sigma: float = 1.5) -> torch.Tensor:
     """Per-image SSIM, as ``skimage.metrics.structural_similarity(gaussian_weights=True,
     sigma=1.5, use_sample_covariance=False, channel_axis=..., data_range=1)`` (Wang et al.).
@@ -42,23 +70,13 @@ def ssim(pred: torch.Tensor, target: torch.Tensor, data_range: float = 1.0, sigm
     radius, which is exactly a 'valid' convolution: no padding mode to match.
     """
     x, y = pred.double(), target.double()
-    n, c, h, w = x.shape
     g = _gaussian_window(sigma, 3.5, x.device, x.dtype)
-    k = g.numel()
-
-    def blur(t: torch.Tensor) -> torch.Tensor:
-        t = t.reshape(n * c, 1, h, w) if t.dim() == 4 else t
-        t = F.conv2d(t, g.view(1, 1, 1, k))
-        return F.conv2d(t, g.view(1, 1, k, 1))
-
-    flat = lambda t: t.reshape(n * c, 1, h, w)  # noqa: E731
-    mx, my = blur(flat(x)), blur(flat(y))
-    vx = blur(flat(x * x)) - mx * mx
-    vy = blur(flat(y * y)) - my * my
-    cxy = blur(flat(x * y)) - mx * my
+    # the five local statistics in one pass of the filter
+    mx, my, xx, yy, xy = _blur_valid(torch.stack([x, y, x * x, y * y, x * y]), g)
+    vx, vy, cxy = xx - mx * mx, yy - my * my, xy - mx * my
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
     s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
-    return s.reshape(n, c, -1).mean(-1).mean(-1).float()
+    return s.flatten(1).mean(1).float()  # channels and pixels: equal-sized, so the mean of means
 
 
 def colorfulness(rgb: torch.Tensor) -> torch.Tensor:
@@ -73,15 +91,232 @@ def colorfulness(rgb: torch.Tensor) -> torch.Tensor:
     return (std + 0.3 * mean).float()
 
 
+def cf(pred: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-image colourfulness of the prediction (``target`` is ignored; the signature
+    matches the other per-image metrics)."""
+    return colorfulness(pred)
+
+
+def delta_cf(cf_pred: torch.Tensor, cf_target: torch.Tensor) -> torch.Tensor:
+    """|mean CF of the predictions - mean CF of the ground truth|, over the whole set.
+
+    The difference of the means, not the mean of per-image differences: like DDColor's
+    ΔCF it asks whether a model is globally washed out (regression losses) or
+    over-saturated, not whether each image got its own amount of colour (which PSNR, ΔE00
+    and AuC already measure). Lower is better.
+    """
+    return (cf_pred.double().mean() - cf_target.double().mean()).abs().float()
+
+
+def ciede2000(lab1: torch.Tensor, lab2: torch.Tensor) -> torch.Tensor:
+    """CIEDE2000 colour difference per pixel of Lab tensors (...,3,H,W) -> (...,H,W).
+
+    A line-by-line port of ``skimage.color.deltaE_ciede2000`` (kL = kC = kH = 1), including
+    its conventions for zero chroma, so the two agree to floating-point precision.
+    """
+    L1, a1, b1 = lab1.double().unbind(-3)
+    L2, a2, b2 = lab2.double().unbind(-3)
+    two_pi = 2 * math.pi
+    # Distort a by the mean chroma; everything after works in these "prime" coordinates.
+    cbar = 0.5 * (torch.hypot(a1, b1) + torch.hypot(a2, b2))
+    c7 = cbar**7
+    scale = 1 + 0.5 * (1 - torch.sqrt(c7 / (c7 + 25.0**7)))
+
+    def polar(x, y):
+        h = torch.atan2(y, x)
+        return torch.hypot(x, y), torch.where(h < 0, h + two_pi, h)
+
+    C1, h1 = polar(a1 * scale, b1)
+    C2, h2 = polar(a2 * scale, b2)
+
+    lbar = 0.5 * (L1 + L2)
+    tmp = (lbar - 50) ** 2
+    L_term = (L2 - L1) / (1 + 0.015 * tmp / torch.sqrt(20 + tmp))
+
+    cbar = 0.5 * (C1 + C2)
+    C_term = (C2 - C1) / (1 + 0.045 * cbar)
+
+    h_diff, h_sum, CC = h2 - h1, h1 + h2, C1 * C2
+    # torch.where, not `2pi * mask`: a bool mask times a Python float is float32 in torch.
+    dH = torch.where(h_diff > math.pi, h_diff - two_pi, torch.where(h_diff < -math.pi, h_diff + two_pi, h_diff))
+    dH = torch.where(CC == 0, torch.zeros_like(dH), dH)
+    dH_term = 2 * torch.sqrt(CC) * torch.sin(dH / 2)
+
+    wrap = (CC != 0) & (h_diff.abs() > math.pi)
+    hbar = torch.where(wrap, torch.where(h_sum < two_pi, h_sum + two_pi, h_sum - two_pi), h_sum)
+    hbar = torch.where(CC == 0, hbar * 2, hbar) * 0.5
+
+    T = (
+        1
+        - 0.17 * torch.cos(hbar - math.radians(30))
+        + 0.24 * torch.cos(2 * hbar)
+        + 0.32 * torch.cos(3 * hbar + math.radians(6))
+        - 0.20 * torch.cos(4 * hbar - math.radians(63))
+    )
+    H_term = dH_term / (1 + 0.015 * cbar * T)
+
+    c7 = cbar**7
+    rc = 2 * torch.sqrt(c7 / (c7 + 25.0**7))
+    dtheta = math.radians(30) * torch.exp(-(((torch.rad2deg(hbar) - 275) / 25) ** 2))
+    R_term = -torch.sin(2 * dtheta) * rc * C_term * H_term
+
+    return torch.sqrt((L_term**2 + C_term**2 + H_term**2 + R_term).clamp(min=0))
+
+
+def de00(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-image mean CIEDE2000 between the images as shown (sRGB -> Lab), as
+    ``skimage.color.deltaE_ciede2000(rgb2lab(target), rgb2lab(pred)).mean()``."""
+    return de00_lab(rgb_to_lab(pred.double()), rgb_to_lab(target.double()))
+
+
+def de00_lab(lab_pred: torch.Tensor, lab_target: torch.Tensor) -> torch.Tensor:
+    return ciede2000(lab_target, lab_pred).flatten(1).mean(1).float()
+
+
+AUC_MAX_THRESHOLD = 150
+
+
+def auc(pred: torch.Tensor, target: torch.Tensor, max_threshold: int = AUC_MAX_THRESHOLD) -> torch.Tensor:
+    """Zhang et al. (2016)'s AuC, per image, in percent.
+
+    The fraction of pixels whose ab error ``||ab_pred - ab_gt||_2`` is at most ``t``, for
+    integer thresholds t = 0..150, integrated over t (trapezoid rule) and divided by 150.
+    ab comes from the sRGB images as shown, so out-of-gamut predictions count as the colour
+    they clip to. All val images have the same size, so the mean over images equals the
+    AuC of all val pixels pooled.
+    """
+    return auc_lab(rgb_to_lab(pred.double()), rgb_to_lab(target.double()), max_threshold)
+
+
+def auc_lab(lab_pred: torch.Tensor, lab_target: torch.Tensor, max_threshold: int = AUC_MAX_THRESHOLD) -> torch.Tensor:
+    err = (lab_pred[:, 1:] - lab_target[:, 1:]).pow(2).sum(1).sqrt().flatten(1)  # (N, pixels)
+    # err <= t  <=>  ceil(err) <= t for integer t: one histogram of ceil(err) gives the
+    # whole cumulative curve (bin max_threshold + 1 collects everything beyond).
+    bins = err.ceil().clamp(max=max_threshold + 1).long()
+    counts = torch.zeros(err.shape[0], max_threshold + 2, dtype=torch.float64, device=err.device)
+    counts.scatter_add_(1, bins, torch.ones_like(err))
+    cdf = counts.cumsum(1)[:, : max_threshold + 1] / err.shape[1]
+    area = 0.5 * (cdf[:, :-1] + cdf[:, 1:]).sum(1)
+    return (100 * area / max_threshold).float()
+
+
+def lpips(pred: torch.Tensor, target: torch.Tensor, net: torch.nn.Module) -> torch.Tensor:
+    """Per-image LPIPS (Zhang et al. 2018) with the ``lpips`` package's network, which takes
+    images in [-1, 1]."""
+    return net(pred * 2 - 1, target * 2 - 1).flatten().float()
+
+
+def _centered(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    x = x.double().flatten(1)
+    if x.shape[0] < 2:
+        raise ValueError(f"FID/KID need at least 2 images per set, got {x.shape[0]}")
+    mu = x.mean(0)
+    return mu, (x - mu) / math.sqrt(x.shape[0] - 1)
+
+
+def _trace_sqrt_product(sigma1: torch.Tensor, sigma2: torch.Tensor) -> torch.Tensor:
+    """tr sqrt(S1 S2) for symmetric PSD S1, S2 = tr sqrt(S1^1/2 S2 S1^1/2): symmetric
+    eigendecompositions only, so no complex round-off and no scipy.linalg.sqrtm."""
+    w, v = torch.linalg.eigh(sigma1)
+    root1 = (v * w.clamp(min=0).sqrt()) @ v.T
+    return torch.linalg.eigvalsh(root1 @ sigma2 @ root1).clamp(min=0).sqrt().sum()
+
+
+def frechet_distance(mu1, sigma1, mu2, sigma2) -> torch.Tensor:
+    """||mu1 - mu2||^2 + tr(S1 + S2 - 2 sqrt(S1 S2)): the Fréchet distance of two Gaussians
+    (what ``pytorch_fid.fid_score.calculate_frechet_distance`` computes, without its
+    scipy ``sqrtm(disp=...)`` call that SciPy 1.18 removes)."""
+    mu1, mu2, sigma1, sigma2 = (torch.as_tensor(t).double() for t in (mu1, mu2, sigma1, sigma2))
+    return (mu1 - mu2).pow(2).sum() + sigma1.trace() + sigma2.trace() - 2 * _trace_sqrt_product(sigma1, sigma2)
+
+
+def fid(features_pred: torch.Tensor, features_real: torch.Tensor) -> torch.Tensor:
+    """FID between two sets of Inception features (N, D), sample covariances (N-1).
+
+    With fewer images than dimensions (242 val images, 2048 features) the covariances are
+    low rank: writing S1 = A^T A, S2 = B^T B with A, B the centred, scaled features,
+    tr sqrt(S1 S2) is the nuclear norm of A B^T, an N1 x N2 SVD instead of two D x D
+    eigendecompositions -- exact, and much faster.
+    """
+    mu1, A = _centered(features_pred)
+    mu2, B = _centered(features_real)
+    if A.shape[0] * B.shape[0] <= A.shape[1] ** 2:
+        tr_sqrt = torch.linalg.svdvals(A @ B.T).sum()
+    else:
+        tr_sqrt = _trace_sqrt_product(A.T @ A, B.T @ B)
+    return ((mu1 - mu2).pow(2).sum() + A.pow(2).sum() + B.pow(2).sum() - 2 * tr_sqrt).float()
+
+
+def polynomial_mmd2(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Unbiased MMD^2 with the kernel k(a, b) = (a.b / D + 1)^3 (Bińkowski et al. 2018)."""
+    x, y = x.double(), y.double()
+    m, n, d = x.shape[0], y.shape[0], x.shape[1]
+    if m < 2 or n < 2:
+        raise ValueError(f"KID needs at least 2 images per set, got {m} and {n}")
+    kxx = (x @ x.T / d + 1) ** 3
+    kyy = (y @ y.T / d + 1) ** 3
+    kxy = (x @ y.T / d + 1) ** 3
+    return (
+        (kxx.sum() - kxx.diagonal().sum()) / (m * (m - 1))
+        + (kyy.sum() - kyy.diagonal().sum()) / (n * (n - 1))
+        - 2 * kxy.mean()
+    )
+
+
+def kid(
+    features_pred: torch.Tensor, features_real: torch.Tensor, subset_size: int = 1000, subsets: int = 100, seed: int = 0
+) -> torch.Tensor:
+    """KID: the unbiased polynomial-kernel MMD^2 between two feature sets.
+
+    Sets no larger than ``subset_size`` (every val split here) are compared whole, so the
+    value is deterministic; larger ones average ``subsets`` random subsets of that size, as
+    Bińkowski et al. do, with a fixed seed.
+    """
+    x, y = features_pred.flatten(1), features_real.flatten(1)
+    if max(len(x), len(y)) <= subset_size:
+        return polynomial_mmd2(x, y).float()
+    gen = torch.Generator().manual_seed(seed)
+    size = min(len(x), len(y), subset_size)
+    total = torch.zeros((), dtype=torch.float64, device=x.device)
+    for _ in range(subsets):
+        ix = torch.randperm(len(x), generator=gen)[:size].to(x.device)
+        iy = torch.randperm(len(y), generator=gen)[:size].to(y.device)
+        total += polynomial_mmd2(x[ix], y[iy])
+    return (total / subsets).float()
+
+
 METRICS: dict[str, Metric] = {
     m.name: m
     for m in (
         Metric("psnr", psnr, True, "peak signal-to-noise ratio on sRGB, dB"),
         Metric("ssim", ssim, True, "structural similarity on sRGB (Gaussian, sigma 1.5)"),
+        Metric("lpips", lpips, False, "LPIPS distance (AlexNet, v0.1), mean over images", weights="alexnet"),
+        Metric("fid", fid, False, "Fréchet Inception distance to the val photos (biased below a few thousand images)",
+               per_image=False, weights="inception"),
+        Metric("kid", kid, False, "kernel Inception distance (unbiased cubic-kernel MMD^2) to the val photos",
+               per_image=False, weights="inception"),
+        Metric("de00", de00, False, "mean CIEDE2000 colour difference to the ground truth"),
+        Metric("cf", cf, True, "Hasler-Suesstrunk colourfulness of the predictions (compare with ground truth's)"),
+        Metric("delta_cf", delta_cf, False, "|mean CF of predictions - mean CF of ground truth|", per_image=False),
+        Metric("auc", auc, True, "Zhang et al.'s AuC of the per-pixel ab error, thresholds 0..150, percent"),
     )
 }
 
+# The per-image metrics that need no network: what ``score_batch`` computes by default.
+PLAIN_METRICS = tuple(n for n, m in METRICS.items() if m.per_image and m.weights is None)
+
+
+# Metrics computed in Lab: ``score_batch`` converts a batch once for all of them.
+LAB_METRICS = {"de00": de00_lab, "auc": auc_lab}
+
 
 def score_batch(pred: torch.Tensor, target: torch.Tensor, names=None) -> dict[str, torch.Tensor]:
-    """Every per-image metric for one batch: name -> (N,) tensor."""
-    return {name: METRICS[name].fn(pred, target) for name in (names or METRICS)}
+    """Every per-image metric that needs no network, for one batch: name -> (N,) tensor."""
+    out, lab = {}, None
+    for name in names or PLAIN_METRICS:
+        if name in LAB_METRICS:
+            lab = lab or (rgb_to_lab(pred.double()), rgb_to_lab(target.double()))
+            out[name] = LAB_METRICS[name](*lab)
+        else:
+            out[name] = METRICS[name].fn(pred, target)
+    return out

@@ -16,13 +16,15 @@ import pandas as pd
 import torch
 
 from bench.config import IDENTITY_FIELDS, RunConfig, resolve_device, resolve_precision
-from bench.evaluate import generator_record, score_generator, score_gray
+from bench.evaluate import Scorer, generator_record
 from bench.metrics import METRICS
 from bench.results import metrics_frame, read_json, write_csv, write_json, atomic_torch_save
 from bench.train import CorruptCheckpoint, Interrupted, TrainSettings, train_cell
 from colorbench_datasets import load_data
 from losses import LOSSES, Combination, LossOptions, parse_losses
 from models import GENERATORS, unet_depth
+from models.metric_nets import load_metric_nets
+from models.pretrained import WeightsUnavailable
 
 log = logging.getLogger("colorbench")
 
@@ -142,11 +144,12 @@ def check_reuse(out: Path, cfg: RunConfig, overwrite: bool) -> None:
 def _cell_rows(record: dict) -> list[dict]:
     """A diverged cell still gets one row per metric, empty, with the reason as its note."""
     if record["status"] == "ok":
-        values, note = record["metrics"], ""
+        values, notes = record["metrics"], record.get("notes", {})
     else:
-        values, note = dict.fromkeys(METRICS, float("nan")), f"diverged at step {record['diverged_at']}"
+        values = dict.fromkeys(METRICS, float("nan"))
+        notes = dict.fromkeys(METRICS, f"diverged at step {record['diverged_at']}")
     return [
-        {"combination": record["combination"], "seed": record["seed"], "metric": m, "value": v, "note": note}
+        {"combination": record["combination"], "seed": record["seed"], "metric": m, "value": v, "note": notes.get(m, "")}
         for m, v in values.items()
     ]
 
@@ -166,7 +169,13 @@ def run_benchmark(cfg: RunConfig, progress: bool = True, overwrite: bool = False
             old.unlink(missing_ok=True)
 
     options = LossOptions(str(device), cfg.gan_mode, cfg.discriminator, cfg.strict_weights)
-    tag_combinations(combos, options)
+    try:
+        tag_combinations(combos, options)
+        # LPIPS's and FID's networks: loaded once per run, and before training so that
+        # --strict-weights fails in seconds, not after the last cell.
+        nets = load_metric_nets(device, strict=cfg.strict_weights)
+    except WeightsUnavailable as exc:
+        raise RunError(f"--strict-weights: {exc}") from None
 
     started = time.perf_counter()
     data = load_data(cfg.data, cfg.val_data, cfg.dataset, cfg.size, workers=cfg.workers, data_root=cfg.data_root)
@@ -202,8 +211,20 @@ def run_benchmark(cfg: RunConfig, progress: bool = True, overwrite: bool = False
         batch_size=cfg.batch_size, lr=cfg.lr, betas=tuple(cfg.betas), precision=precision,
         compile=cfg.compile,
     )
-    gray = score_gray(val_split, cfg.eval_batch_size)
-    rows = [{"combination": "gray", "seed": s, "metric": m, "value": v, "note": ""} for s in cfg.seeds for m, v in gray.items()]
+    scorer = Scorer.for_split(val_split, nets, cfg.eval_batch_size)
+    config["ground_truth"] = scorer.ground_truth()
+    write_json(out / "config.json", config)
+    gray = scorer.score_gray()
+    rows = [
+        {"combination": "gray", "seed": s, "metric": m, "value": v, "note": scorer.notes.get(m, "")}
+        for s in cfg.seeds for m, v in gray.items()
+    ]
+    # The val photos' own colourfulness, the value `cf` is read against (one row per seed,
+    # like `gray`, so means over seeds line up).
+    rows += [
+        {"combination": "ground-truth", "seed": s, "metric": m, "value": v, "note": "the val photos themselves"}
+        for s in cfg.seeds for m, v in scorer.ground_truth().items()
+    ]
     with StopOnSigint() as stop:
         for seed in cfg.seeds:
             for combo in combos:
@@ -214,7 +235,7 @@ def run_benchmark(cfg: RunConfig, progress: bool = True, overwrite: bool = False
                     log.info("%-28s seed %d: already done, kept", combo.name, seed)
                 else:
                     try:
-                        record = run_cell(combo, seed, train_split, val_split, settings, options, device, cell, cfg, progress, stop)
+                        record = run_cell(combo, seed, train_split, scorer, settings, options, device, cell, cfg, progress, stop)
                     except Interrupted:
                         raise RunInterrupted(out) from None
                     except CorruptCheckpoint as exc:
@@ -229,7 +250,7 @@ def run_benchmark(cfg: RunConfig, progress: bool = True, overwrite: bool = False
     return out
 
 
-def run_cell(combo, seed, train_split, val_split, settings, options, device, cell: Path, cfg: RunConfig, progress: bool, stop=lambda: False) -> dict:
+def run_cell(combo, seed, train_split, scorer: Scorer, settings, options, device, cell: Path, cfg: RunConfig, progress: bool, stop=lambda: False) -> dict:
     cell.mkdir(parents=True, exist_ok=True)
     if (cell / "checkpoint.pt").is_file():
         log.info("%-28s seed %d: resuming from its checkpoint", combo.name, seed)
@@ -245,8 +266,8 @@ def run_cell(combo, seed, train_split, val_split, settings, options, device, cel
         record |= {"status": "diverged", "diverged_at": result.diverged_at, "metrics": {}}
     else:
         atomic_torch_save(cell / "generator.pt", generator_record(result.generator, settings, combo.name, seed))
-        metrics = score_generator(result.generator, val_split, cfg.eval_batch_size)
-        record |= {"status": "ok", "diverged_at": None, "metrics": metrics}
+        metrics = scorer.score_generator(result.generator)
+        record |= {"status": "ok", "diverged_at": None, "metrics": metrics, "notes": scorer.notes}
         log.info(
             "%-28s seed %d: %s (%.0fs)", combo.name, seed,
             ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()), result.seconds,

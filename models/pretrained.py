@@ -6,7 +6,9 @@ imported with ``bench weights import``, is found by both.
 """
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,18 +21,32 @@ class WeightsFile:
     filename: str
     url: str
     used_for: str
+    approx_mb: int | None = None  # the download's size, for `bench weights` before it is there
+
+    @property
+    def hash_prefix(self) -> str | None:
+        """The leading hex digits of the file's SHA-256, which torchvision and pytorch-fid
+        put in the name (``-<hex>.pth``), as ``torch.hub`` reads them."""
+        match = HASH_IN_NAME.search(self.filename)
+        return match.group(1) if match else None
+
+
+# torch.hub's own rule (torch.hub.HASH_REGEX): the first "-<hex>." in the file name.
+HASH_IN_NAME = re.compile(r"-([a-f0-9]*)\.")
 
 
 class WeightsUnavailable(RuntimeError):
     """A pretrained file is neither cached nor downloadable; the message says how to fix it."""
 
-    def __init__(self, weights: WeightsFile, reason: str):
+    def __init__(self, weights: WeightsFile, reason: str, fix: str | None = None):
         self.weights = weights
+        fix = fix or (
+            f"Fetch {weights.url} on a machine with internet and run "
+            f"`bench weights import {weights.filename}` here (or set TORCH_HOME to a cache that has it)."
+        )
         super().__init__(
             f"{weights.used_for} needs {weights.filename}, which is not in {checkpoint_dir()} "
-            f"and could not be downloaded ({reason}). Fetch {weights.url} on a machine with "
-            f"internet and run `bench weights import {weights.filename}` here "
-            "(or set TORCH_HOME to a cache that has it)."
+            f"and could not be downloaded ({reason}). {fix}"
         )
 
 
@@ -38,11 +54,27 @@ def _vgg16() -> WeightsFile:
     from torchvision.models import VGG16_Weights
 
     url = VGG16_Weights.IMAGENET1K_V1.url
-    return WeightsFile("vgg16", url.rsplit("/", 1)[-1], url, "the perceptual loss (VGG16)")
+    return WeightsFile("vgg16", url.rsplit("/", 1)[-1], url, "the perceptual loss (VGG16)", 528)
+
+
+def _alexnet() -> WeightsFile:
+    from torchvision.models import AlexNet_Weights
+
+    # lpips' AlexNet trunk is torchvision's alexnet(pretrained=True): these ImageNet weights.
+    url = AlexNet_Weights.IMAGENET1K_V1.url
+    return WeightsFile("alexnet", url.rsplit("/", 1)[-1], url, "LPIPS's AlexNet trunk", 233)
+
+
+def _inception() -> WeightsFile:
+    from pytorch_fid.inception import FID_WEIGHTS_URL
+
+    url = FID_WEIGHTS_URL
+    return WeightsFile("inception", url.rsplit("/", 1)[-1], url, "pytorch-fid's InceptionV3 (for FID and KID)", 92)
 
 
 def known_weights() -> dict[str, WeightsFile]:
-    return {w.key: w for w in (_vgg16(),)}
+    """Every pretrained file the harness may download, by key: vgg16, alexnet, inception."""
+    return {w.key: w for w in (_vgg16(), _alexnet(), _inception())}
 
 
 def checkpoint_dir() -> Path:
@@ -74,3 +106,85 @@ def load_state_dict(weights: WeightsFile) -> dict:
         )
     except Exception as exc:
         raise WeightsUnavailable(weights, f"{type(exc).__name__}: {exc}") from exc
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def lpips_linear_path(net: str = "alex", version: str = "0.1") -> Path:
+    """LPIPS' learned linear layers: not a download, they ship inside the lpips package."""
+    import lpips
+
+    return Path(lpips.__file__).parent / "weights" / f"v{version}" / f"{net}.pth"
+
+
+def load_lpips_linear(net: str = "alex", version: str = "0.1") -> dict:
+    path = lpips_linear_path(net, version)
+    if not path.is_file():
+        entry = WeightsFile("lpips-linear", path.name, str(path), f"LPIPS (its v{version} linear layers)")
+        raise WeightsUnavailable(
+            entry, f"the installed lpips package has no {path}",
+            "Reinstall it: pip install --force-reinstall lpips.",
+        )
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+class WeightsImportError(ValueError):
+    """A file `bench weights import` refuses; the message says why and what to fetch."""
+
+
+def identify(path: Path) -> WeightsFile:
+    """Which known weights file ``path`` is: by its name, checked against the SHA-256 prefix
+    the name carries; a renamed download is recognised by its hash alone."""
+    known = list(known_weights().values())
+    digest = sha256(path)
+    entry = next((w for w in known if w.filename == path.name), None)
+    if entry is None:
+        entry = next((w for w in known if w.hash_prefix and digest.startswith(w.hash_prefix)), None)
+        if entry is None:
+            raise WeightsImportError(
+                f"{path}: not a file Colorbench uses (expected one of: "
+                f"{', '.join(w.filename for w in known)}), and its SHA-256 {digest[:12]}... matches "
+                "none of them. `bench weights` lists each file and its URL."
+            )
+    elif entry.hash_prefix and not digest.startswith(entry.hash_prefix):
+        raise WeightsImportError(
+            f"{path}: refused, its SHA-256 starts {digest[:len(entry.hash_prefix)]} but "
+            f"{entry.filename} must start {entry.hash_prefix} (the hash in its name): a truncated "
+            f"or different download. Fetch {entry.url} again."
+        )
+    return entry
+
+
+def import_weights(path: str | Path) -> tuple[WeightsFile, Path, bool]:
+    """Put a downloaded weights file where it is looked for, after checking its hash.
+
+    Returns the entry, the destination, and whether it was copied (False: an identical file
+    was already there). The copy goes through a temp file and a rename, so an interrupted
+    import never leaves a truncated file under the real name.
+    """
+    import shutil
+    import tempfile
+
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsImportError(f"{path}: no such file")
+    entry = identify(path)
+    dest = cached_path(entry)
+    if dest.is_file() and (dest.resolve() == path.resolve() or sha256(dest) == sha256(path)):
+        return entry, dest, False
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        shutil.copyfile(path, tmp)
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return entry, dest, True

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from bench.evaluate import _score_in_chunks, score_generator, score_gray
+from bench.evaluate import score_generator, score_gray
 from bench.train import TrainSettings, train_cell
 from colorbench_datasets import resolve_sources
 from colorbench_datasets.cache import MappedLabSplit, build_cache, dequantize_L, dequantize_ab, quantize_lab
@@ -55,15 +55,6 @@ def test_training_and_scoring_run_on_a_mapped_split(splits):
     for k in mapped:
         assert mapped[k] == pytest.approx(memory[k], rel=0.05, abs=0.02), k
     assert score_gray(map_val).keys() == memory.keys()
-
-
-def test_chunked_scoring_is_the_mean_over_all_images(splits):
-    _, mem_val, _, _ = splits
-    zeros = lambda L: torch.zeros(len(L), 2, *L.shape[2:])  # noqa: E731
-    whole = _score_in_chunks(mem_val, zeros, batch_size=4)
-    chunked = _score_in_chunks(mem_val, zeros, batch_size=4, chunk=4)  # chunks of 4 and 2 images
-    for k in whole:
-        assert chunked[k] == pytest.approx(whole[k], rel=1e-6, abs=1e-9), k
 
 
 def test_an_interrupted_build_is_redone(photo_dir, tmp_path, monkeypatch):

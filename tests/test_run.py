@@ -8,6 +8,7 @@ from click.testing import CliRunner
 
 from bench.cli import main
 from bench.config import make_config
+from bench.metrics import METRICS
 from bench.train import TrainSettings, build_terms, make_generator
 from colorbench_datasets import load_data, random_crop_flip
 from losses import LossOptions, parse_losses
@@ -56,19 +57,34 @@ def test_tiny_run_end_to_end_writes_config_metrics_and_cells(photo_dir, tmp_path
         main, ["run", "--data", str(photo_dir), "--losses", "mse,l1,100*l1+gan,perceptual", "--out", str(out), *TINY]
     )
     assert res.exit_code == 0, res.output
-    frame = pd.read_csv(out / "metrics.csv")
+    frame = pd.read_csv(out / "metrics.csv", dtype={"note": str}).fillna({"note": ""})
     assert list(frame.columns) == ["combination", "seed", "metric", "value", "note"]
-    assert list(frame["combination"].unique()) == ["gray", "mse", "l1", "100*l1+gan", "perceptual[random-vgg]"]
-    assert set(frame["metric"]) == {"psnr", "ssim"} and frame["value"].notna().all()
+    assert list(frame["combination"].unique()) == ["gray", "ground-truth", "mse", "l1", "100*l1+gan", "perceptual[random-vgg]"]
+    models = frame[frame.combination != "ground-truth"]
+    assert (models.groupby("combination")["metric"].apply(list) == [list(METRICS)] * 5).all()
+    # offline: the metrics that need no weights have values in every row ...
+    plain = models[~models.metric.isin(["lpips", "fid", "kid"])]
+    assert plain["value"].notna().all() and (plain["note"] == "").all()
+    # ... and LPIPS/FID/KID are empty, the note naming the missing file
+    missing = models[models.metric.isin(["lpips", "fid", "kid"])].set_index(["combination", "metric"])
+    assert missing["value"].isna().all()
+    assert (missing.xs("lpips", level="metric")["note"] == "missing weights file alexnet-owt-7be5be79.pth").all()
+    assert (missing.xs("fid", level="metric")["note"] == "missing weights file pt_inception-2015-12-05-6726825d.pth").all()
+    truth = frame[frame.combination == "ground-truth"]
+    assert list(truth["metric"]) == ["cf"] and truth["value"].item() > 0
+    gray = models[models.combination == "gray"].set_index("metric")["value"]
+    assert gray["cf"] < 1 and gray["delta_cf"] == pytest.approx(truth["value"].item() - gray["cf"], abs=1e-4)
     config = json.loads((out / "config.json").read_text())
     assert config["options"]["size"] == 32 and config["data"]["train_images"] == 16
     assert config["precision"] in ("fp32", "bf16") and "torch" in config["versions"]
+    assert config["ground_truth"]["cf"] == pytest.approx(truth["value"].item())
     cell = out / "cells" / "100xl1+gan" / "seed0"
     log = pd.read_csv(cell / "train_log.csv")
     assert len(log) == 8 and {"l1", "gan", "total", "d_loss"} <= set(log.columns)
     assert log["total"].iloc[0] == pytest.approx(100 * log["l1"].iloc[0] + log["gan"].iloc[0], rel=1e-5)
     assert (cell / "generator.pt").is_file() and not (cell / "checkpoint.pt").exists()
     assert "perceptual[random-vgg]" in res.output
+    assert "lpips: missing weights file alexnet-owt-7be5be79.pth" in res.output  # under the summary table
 
 
 def test_same_seed_same_config_gives_identical_metrics(photo_dir, tmp_path):
