@@ -21,7 +21,7 @@ from bench.colorize import colorize_images, gray_image
 from bench.evaluate import load_generator, predict_ab
 from bench.metrics import METRICS, colorfulness
 from bench.results import atomic_write_text, read_json, write_csv
-from bench.runs import GRAY, Run, RunFolderError, load_run, load_val_split, val_sources
+from bench.runs import BASELINES, GRAY, TRUTH, Run, RunFolderError, load_run, load_val_split, val_sources
 from bench.summary import arrow, decimals, markdown_table, seed_values, summarize, table_rows
 from colorbench_datasets import model_to_rgb
 from colorbench_datasets.tensors import resize_and_crop
@@ -143,7 +143,8 @@ def reading(summary: pd.DataFrame) -> tuple[list[str], list[str]]:
     against gray, at the table's precision)."""
     winners, standing = [], []
     digits = {m: decimals(summary.loc[summary.metric == m, "mean"].tolist()) for m in summary.metric.unique()}
-    for metric, group in summary[summary.direction != ""].groupby("metric", sort=False):
+    ranked_rows = summary[(summary.direction != "") & (summary.combination != TRUTH)]
+    for metric, group in ranked_rows.groupby("metric", sort=False):
         group = group.dropna(subset=["mean"])
         if group.empty:
             continue
@@ -164,7 +165,7 @@ def reading(summary: pd.DataFrame) -> tuple[list[str], list[str]]:
         if (tied["combination"] == GRAY).any():
             text += "; no combination beats the gray baseline on it"
         winners.append(text + ".")
-    for row, group in summary[summary.combination != GRAY].groupby("row", sort=False):
+    for row, group in summary[~summary.combination.isin(BASELINES)].groupby("row", sort=False):
         group = group.dropna(subset=["vs_gray"])
         if group.empty:
             continue
@@ -193,7 +194,7 @@ def training_logs(runs: list[Run]) -> tuple[dict, int | None]:
     logs, epoch_steps = {}, set()
     by_run = {r.name: r for r in runs}
     for row in table_rows(runs):
-        if row.combination == GRAY:
+        if row.combination in BASELINES:
             continue
         run = by_run[row.run]
         for seed in run.seeds:
@@ -253,7 +254,7 @@ def image_figures(runs: list[Run], order: list[str], palette: dict, out: Path, s
     splits = {first.name: split}
     by_run = {r.name: r for r in runs}
     for row in table_rows(runs):
-        if row.combination == GRAY:
+        if row.combination in BASELINES:
             continue
         run = by_run[row.run]
         if run.name not in splits:
@@ -329,13 +330,15 @@ def build_report(run_dirs: list[str | Path], out: str | Path | None = None, sett
 
     summary = summarize(runs)
     write_csv(out / "summary.csv", summary)
-    order = list(dict.fromkeys(summary["row"]))
+    # Figures show the models and gray; the ground-truth reference rows are table-only.
+    order = [r.label for r in table_rows(runs) if r.combination != TRUTH]
     palette = figures.make_palette(order)
     descriptions = {m: METRICS[m].description for m in summary.metric.unique() if m in METRICS}
 
     written = {}
     digits = {m: decimals(summary.loc[summary.metric == m, "mean"].tolist()) for m in summary.metric.unique()}
-    figures.bar_figure(seed_values(runs), order, palette, out / FIGURES["scores"], descriptions, digits)
+    values = seed_values(runs)
+    figures.bar_figure(values[values.row.isin(order)], order, palette, out / FIGURES["scores"], descriptions, digits)
     written["scores"] = out / FIGURES["scores"]
     logs, epoch_steps = training_logs(runs)
     problems = []
@@ -369,7 +372,9 @@ def render(runs: list[Run], summary: pd.DataFrame, written: dict, notes: list[st
     md += [
         "## Results", "",
         f"Val scores ({spread}); ↑ higher is better, ↓ lower is better; **bold**: best in the column. "
-        "`gray` is the input itself (ab = 0), the floor every model should clear.", "",
+        "`gray` is the input itself (ab = 0), the floor every model should clear."
+        + (f" `{TRUTH}` scores the val photos themselves: a reference, never ranked."
+           if (summary.combination == TRUTH).any() else ""), "",
         markdown_table(summary), "",
         metric_legend(summary), "",
         f"The same numbers as tidy CSV: [summary.csv]({_rel(out / 'summary.csv', out)}).", "",

@@ -14,6 +14,10 @@ from bench.results import read_json, read_metrics
 from bench.runner import slug
 
 GRAY = "gray"
+# Rows ``bench run`` writes for the val photos themselves (a reference such as their own
+# colourfulness): shown in the table, never ranked or plotted as a model.
+TRUTH = "ground-truth"
+BASELINES = (GRAY, TRUTH)
 
 
 class RunFolderError(ValueError):

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from bench.metrics import METRICS
-from bench.runs import GRAY, Run
+from bench.runs import BASELINES, GRAY, TRUTH, Run
 
 SUMMARY_COLUMNS = [
     "run", "row", "combination", "metric", "direction", "mean", "std", "seeds", "seeds_total",
@@ -45,10 +45,11 @@ def _val_key(run: Run):
 
 
 def table_rows(runs: list[Run]) -> list[Row]:
-    """Rows in command-line order, each run's gray baseline before its combinations. With
-    several runs, rows carry the run name, and runs with the same val set share one gray
-    row."""
-    rows, gray_of = [], {}
+    """Rows in command-line order, each run's gray baseline before its combinations and the
+    ground-truth reference rows (if the run scored the val photos themselves) after all.
+    With several runs, rows carry the run name, and runs with the same val set share one
+    gray and one ground-truth row."""
+    rows, gray_of, truth_rows, truth_of = [], {}, [], {}
     for run in runs:
         suffix = f" · {run.name}" if len(runs) > 1 else ""
         key = _val_key(run)
@@ -56,9 +57,13 @@ def table_rows(runs: list[Run]) -> list[Row]:
             gray_of[key] = run.name
             shared = sum(_val_key(r) == key for r in runs) > 1
             rows.append(Row(run.name, GRAY, GRAY if shared else GRAY + suffix, run.name))
-        names = run.combination_names or [c for c in run.metrics["combination"].unique() if c != GRAY]
+        names = run.combination_names or [c for c in run.metrics["combination"].unique() if c not in BASELINES]
         rows += [Row(run.name, c, c + suffix, gray_of.get(key, "")) for c in names]
-    return rows
+        if key not in truth_of and TRUTH in set(run.metrics["combination"]):
+            truth_of[key] = run.name
+            shared = sum(_val_key(r) == key for r in runs) > 1
+            truth_rows.append(Row(run.name, TRUTH, TRUTH if shared else TRUTH + suffix, ""))
+    return rows + truth_rows  # the reference rows last, under the models
 
 
 def metric_order(runs: list[Run]) -> list[str]:
@@ -111,7 +116,8 @@ def _best_flags(summary: pd.DataFrame) -> pd.Series:
     """The best mean per metric, as the table prints it: values that round to the same
     printed number are all best (a tie the reader could not tell apart)."""
     best = pd.Series(False, index=summary.index)
-    for metric, group in summary.groupby("metric", sort=False):
+    # The ground truth is the target, not a contender: it never takes the bold.
+    for metric, group in summary[summary.combination != TRUTH].groupby("metric", sort=False):
         d = group["direction"].iloc[0]
         means = group["mean"].dropna()
         if not d or means.empty:
@@ -127,7 +133,7 @@ def _vs_gray(summary: pd.DataFrame) -> pd.Series:
     sign = summary["direction"].map({"higher": 1.0, "lower": -1.0})
     base = [gray.get((b, m), np.nan) for b, m in zip(summary["baseline"], summary["metric"])]
     out = sign * (summary["mean"] - np.asarray(base, dtype=float))
-    return out.where(summary.combination != GRAY)
+    return out.where(~summary.combination.isin(BASELINES))
 
 
 def format_cell(mean: float, std: float, seeds: int, seeds_total: int, digits: int) -> str:
@@ -174,7 +180,7 @@ def seed_values(runs: list[Run]) -> pd.DataFrame:
         gray = base[base.combination == GRAY].groupby("metric")["value"].mean()
         sign = part["metric"].map(direction).map({"higher": 1.0, "lower": -1.0})
         gain = sign * (part["value"] - part["metric"].map(gray))
-        part["gain"] = gain if row.combination != GRAY else np.nan
+        part["gain"] = gain if row.combination not in BASELINES else np.nan
         parts.append(part)
     columns = ["row", "metric", "seed", "value", "gain"]
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=columns)

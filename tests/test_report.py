@@ -20,6 +20,11 @@ from conftest import write_photos
 TINY = ["--size", "32", "--width", "8", "--epochs", "1", "--batch-size", "4", "-q"]
 ORDER = ["l1", "mse", "100*l1+gan"]  # deliberately not alphabetical: rows follow --losses
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+TRUTH = "ground-truth"  # bench run's rows for the val photos themselves: a reference, not ranked
+
+
+def expected_rows(metrics: pd.DataFrame, combos: list[str]) -> list[str]:
+    return ["gray", *combos] + ([TRUTH] if TRUTH in set(metrics.combination) else [])
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +34,10 @@ def tiny_run(tmp_path_factory):
     write_photos(root / "photos" / "train", 16, seed=1, prefix="tr")
     write_photos(root / "photos" / "val", 6, seed=2, prefix="va")
     out = root / "run"
-    with pytest.MonkeyPatch.context() as mp:
+    with pytest.MonkeyPatch.context() as mp:  # conftest's no-network, private-cache rules
         mp.setenv("COLORBENCH_OFFLINE", "1")
+        mp.setenv("TORCH_HOME", str(root / "torch_home"))
+        mp.setattr(torch.hub, "_hub_dir", None, raising=False)
         res = CliRunner().invoke(main, [
             "run", "--data", str(root / "photos"), "--losses", ",".join(ORDER),
             "--seeds", "0,1", "--out", str(out), *TINY,
@@ -76,7 +83,7 @@ def report_md(tiny_run) -> str:
 def test_table_matches_metrics_csv_with_arrows_and_bold_on_the_best(tiny_run, report_md):
     metrics = pd.read_csv(tiny_run / "metrics.csv")
     header, rows = parse_table(report_md)
-    assert list(rows) == ["gray", *ORDER]
+    assert list(rows) == expected_rows(metrics, ORDER)
     names = sorted(metrics.metric.unique())
     assert sorted(h.split()[0] for h in header[1:]) == names
     for col, head in enumerate(header[1:]):
@@ -85,11 +92,19 @@ def test_table_matches_metrics_csv_with_arrows_and_bold_on_the_best(tiny_run, re
         assert mark == ["↑" if higher else "↓"]
         stats = metrics[metrics.metric == metric].groupby("combination")["value"].agg(["mean", "std"])
         for row, cells in rows.items():
+            if row not in stats.index or np.isnan(stats.loc[row, "mean"]):  # e.g. missing weights
+                assert cells[col] == "—"
+                continue
             mean, std, decimals = number(cells[col])
             assert mean == pytest.approx(stats.loc[row, "mean"], abs=0.6 * 10**-decimals)
             assert std == pytest.approx(stats.loc[row, "std"], abs=0.6 * 10**-decimals)
-        best = stats["mean"].idxmax() if higher else stats["mean"].idxmin()
         bold = [row for row, cells in rows.items() if cells[col].startswith("**")]
+        stats = stats.drop(TRUTH, errors="ignore")
+        assert TRUTH not in bold
+        if stats["mean"].isna().all():
+            assert not bold
+            continue
+        best = stats["mean"].idxmax() if higher else stats["mean"].idxmin()
         assert best in bold
         assert all(number(rows[b][col])[0] == number(rows[best][col])[0] for b in bold)
 
@@ -120,21 +135,25 @@ def test_summary_csv_is_tidy_and_agrees_with_metrics_csv(tiny_run, report_md):
     expect = metrics.groupby(["combination", "metric"])["value"].agg(["mean", "std", "count"])
     got = summary.set_index(["combination", "metric"])
     for key, row in expect.iterrows():
-        assert got.loc[key, "mean"] == pytest.approx(row["mean"])
-        assert got.loc[key, "std"] == pytest.approx(row["std"])
+        assert got.loc[key, "mean"] == pytest.approx(row["mean"], nan_ok=True)
+        assert got.loc[key, "std"] == pytest.approx(row["std"], nan_ok=True)
         assert got.loc[key, "seeds"] == row["count"]
     gray = got.xs("gray", level="combination")["mean"]
-    for (combo, metric), r in got.drop("gray", level="combination").iterrows():
+    for (combo, metric), r in got.drop(["gray", TRUTH], level="combination", errors="ignore").iterrows():
         sign = 1 if METRICS[metric].higher_is_better else -1
-        assert r["vs_gray"] == pytest.approx(sign * (r["mean"] - gray[metric]))
+        assert r["vs_gray"] == pytest.approx(sign * (r["mean"] - gray[metric]), nan_ok=True)
 
 
 def test_reading_names_each_metrics_winner_and_the_distance_to_gray(tiny_run, report_md):
     reading = report_md.split("## Reading the results", 1)[1].split("##", 1)[0]
-    means = pd.read_csv(tiny_run / "metrics.csv").groupby(["metric", "combination"])["value"].mean()
+    metrics = pd.read_csv(tiny_run / "metrics.csv")
+    means = metrics[metrics.combination != TRUTH].groupby(["metric", "combination"])["value"].mean()
     header, rows = parse_table(report_md)
     for col, metric in enumerate(h.split()[0] for h in header[1:]):
         m = means[metric]
+        if m.isna().all():
+            assert f"**{metric}**" not in reading
+            continue
         higher = METRICS[metric].higher_is_better
         best = m.idxmax() if higher else m.idxmin()
         assert f"**{metric}** {'↑' if higher else '↓'}: `{best}`" in reading
@@ -196,7 +215,8 @@ def test_several_runs_make_one_comparison_report(tiny_run, tmp_path):
     md = (tmp_path / "cmp" / "report.md").read_text()
     _, rows = parse_table(md)
     # the two runs share val photos and size, hence one gray row
-    assert list(rows) == ["gray", *(f"{c} · a" for c in ORDER), *(f"{c} · b" for c in ORDER)]
+    metrics = pd.read_csv(tiny_run / "metrics.csv")
+    assert list(rows) == expected_rows(metrics, [*(f"{c} · a" for c in ORDER), *(f"{c} · b" for c in ORDER)])
     assert "[metrics.csv](../a/metrics.csv)" in md
     for name in FIGURES.values():
         assert (tmp_path / "cmp" / name).read_bytes()[:8] == PNG_SIGNATURE
