@@ -113,14 +113,20 @@ def caveats(runs: list[Run], summary: pd.DataFrame) -> list[str]:
             out.append(prefix + f"`{r.combination}` seed {r.seed} {r.note}: its scores are missing and left out of the mean")
     # Metric notes (sample sizes, missing weights), each said once with the rows it concerns;
     # divergence is already reported per cell above.
+    # The ground-truth rows' notes only say what they are. Metrics sharing a note and rows
+    # (fid and kid lacking the same weights file) are named together.
+    scored = summary[summary.combination != TRUTH]
     notes: dict[tuple[str, str], list[str]] = {}
-    for r in summary.itertuples():
+    for r in scored.itertuples():
         for note in filter(None, r.note.split("; ")):
             if not note.startswith("diverged"):
                 notes.setdefault((r.metric, note), []).append(r.row)
+    grouped: dict[tuple[str, tuple], list[str]] = {}
     for (metric, note), rows in notes.items():
-        who = "all rows" if len(rows) == summary["row"].nunique() else ", ".join(f"`{r}`" for r in rows)
-        out.append(f"`{metric}` ({who}): {note}")
+        grouped.setdefault((note, tuple(rows)), []).append(metric)
+    for (note, rows), metrics in grouped.items():
+        who = "all rows" if len(rows) == scored["row"].nunique() else ", ".join(f"`{r}`" for r in rows)
+        out.append(f"{', '.join(f'`{m}`' for m in metrics)} ({who}): {note}")
     unknown = [m for m in dict.fromkeys(summary.metric) if not summary.loc[summary.metric == m, "direction"].iloc[0]]
     if unknown:
         out.append(f"direction unknown to this version for {', '.join(f'`{m}`' for m in unknown)}: no arrow, no bold")
@@ -131,6 +137,10 @@ def caveats(runs: list[Run], summary: pd.DataFrame) -> list[str]:
 
 
 # ---------------------------------------------------------------- reading the results
+
+
+def _and(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
 def _fmt(value: float, digits: int, signed: bool = False) -> str:
@@ -152,7 +162,7 @@ def reading(summary: pd.DataFrame) -> tuple[list[str], list[str]]:
         ranked = group.sort_values("mean", ascending=group["direction"].iloc[0] != "higher")
         best, rest = ranked.iloc[0], ranked[~ranked.best]
         tied = ranked[ranked.best]
-        names = " and ".join(f"`{r}`" for r in tied["row"])
+        names = _and([f"`{r}`" for r in tied["row"]])
         text = f"**{metric}** {arrow(metric)}: {names} {'is' if len(tied) == 1 else 'tie as'} best at {_fmt(best['mean'], d)}"
         if len(rest):
             second = rest.iloc[0]

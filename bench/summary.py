@@ -160,7 +160,9 @@ def markdown_table(summary: pd.DataFrame) -> str:
         out = [f"`{row}`"]
         for m in metrics:
             r = cells.loc[(row, m)]
-            text = format_cell(r["mean"], r["std"], r["seeds"], r["seeds_total"], digits[m])
+            # gray and the ground truth do not depend on the seed: no ± 0 to read past
+            std = np.nan if r["combination"] in BASELINES else r["std"]
+            text = format_cell(r["mean"], std, r["seeds"], r["seeds_total"], digits[m])
             out.append(f"**{text}**" if r["best"] and text != "—" else text)
         lines.append("| " + " | ".join(out) + " |")
     return "\n".join(lines)
