@@ -141,6 +141,68 @@ def _print_summary(out) -> None:
         click.echo(f"{metric}: {note} (see `bench weights`)")
 
 
+@main.command()
+@click.argument("run_dirs", nargs=-1, type=click.Path(file_okay=False))
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Folder for report.md, summary.csv and the figures.  [default: the first RUN_DIR]")
+@click.option("--samples", type=click.IntRange(1, 24), default=6, show_default=True, help="Val photos in the sample grid.")
+@click.option("--display-size", type=click.IntRange(32, 1024), default=256, show_default=True,
+              help="Pixels per photo in the sample grid.")
+@click.option("--device", default="auto", show_default=True, help="Where to rerun the generators: auto, cpu or cuda[:N].")
+def report(run_dirs, out, samples, display_size, device):
+    """Write report.md (table, figures, reading) for RUN_DIR(s).  [default: newest run under results/]
+
+    Several RUN_DIRs give one report comparing them, written into the first.
+    """
+    from bench.config import resolve_device
+    from bench.report import ReportSettings, build_report
+    from bench.runs import newest_run
+
+    try:
+        dirs = list(run_dirs) or [newest_run()]
+        settings = ReportSettings(samples=samples, display_size=display_size, device=str(resolve_device(device)))
+        result = build_report(dirs, out, settings)
+    except (ValueError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+    for caveat in result.caveats:
+        log.info("caveat: %s", caveat.replace("**", ""))
+    click.echo(f"Report: {result.path} ({len(result.figures)} figures, summary.csv beside it)")
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path())
+@click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False), help="A finished `bench run` folder.")
+@click.option("--loss", required=True, help="Which combination's generator, by name or --losses spec (e.g. l1, 100*l1+gan).")
+@click.option("--seed", type=int, default=None, help="Which seed's generator.  [default: the run's first seed]")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for the colourised PNGs.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def colorize(inputs, run_dir, loss, seed, out, device, quiet):
+    """Colourise photos (files or folders, any size) with a trained generator.
+
+    The model runs at its training size; its colour is upsampled onto each photo's own
+    full-resolution lightness, so the output keeps the photo's size and detail.
+    """
+    from bench.colorize import colorize_paths, plan_jobs
+    from bench.config import resolve_device
+    from bench.evaluate import load_generator
+    from bench.runs import generator_path, load_run, resolve_combination
+
+    try:
+        run = load_run(run_dir)
+        combination = resolve_combination(run, loss)
+        seed = run.seeds[0] if seed is None else seed
+        G = load_generator(generator_path(run, combination, seed), resolve_device(device))
+        jobs = plan_jobs(inputs, out)
+        done, skipped = colorize_paths(G, int(G.meta["size"]), jobs, progress=not quiet)
+    except (ValueError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"{len(done)} photo(s) colourised by {combination} seed {seed} into {out}"
+               + (f"; {len(skipped)} skipped (see warnings)" if skipped else ""))
+    if not done:
+        raise click.ClickException("no photo could be read; nothing written")
+
+
 @main.command("losses")
 def list_losses():
     """List the registered loss terms."""

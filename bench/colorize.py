@@ -1,0 +1,141 @@
+"""Colourising the user's own photos with a trained generator, at full resolution.
+
+The generator runs at its training resolution; only its ab (colour) is upsampled to the
+photo's size and combined with the photo's own full-resolution L, so every detail of the
+original survives (colour is low-frequency, lightness is where the detail is).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.nn import functional as F
+
+from bench.evaluate import predict_ab
+from colorbench_datasets import IMAGE_EXTENSIONS, UnreadableImage, find_images, lab_to_rgb, load_rgb, normalize_lab, rgb_to_lab
+from colorbench_datasets.lab import AB_SCALE
+
+log = logging.getLogger("colorbench")
+
+
+class ColorizeError(ValueError):
+    """Inputs or outputs that cannot be used; the message names the path and the fix."""
+
+
+@dataclass(frozen=True)
+class Job:
+    source: Path
+    target: Path
+
+
+def _lab(img: Image.Image) -> torch.Tensor:
+    """(1,3,H,W) Lab of a PIL RGB image."""
+    rgb = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255).permute(2, 0, 1)[None]
+    return rgb_to_lab(rgb)
+
+
+def model_input(img: Image.Image, size: int) -> torch.Tensor:
+    """The model's L at its training resolution: the whole photo resized (bicubic, as the
+    training data) to ``size``², aspect ratio squashed rather than cropped so the predicted
+    colour covers every pixel of the original."""
+    small = img.resize((size, size), Image.BICUBIC, reducing_gap=3.0)
+    L, _ = normalize_lab(_lab(small))
+    return L
+
+
+def colorize_image(G: torch.nn.Module, img: Image.Image, size: int) -> Image.Image:
+    """``img`` (any size, colour or black-and-white) recoloured by ``G``, at ``img``'s size."""
+    return colorize_images(G, [img], size)[0]
+
+
+def colorize_images(G: torch.nn.Module, images: list[Image.Image], size: int, batch_size: int = 16) -> list[Image.Image]:
+    """Several photos at once: one batched forward pass instead of one per photo."""
+    L = torch.cat([model_input(img, size) for img in images])
+    ab_small = predict_ab(G, L, batch_size).cpu().float()
+    return [_combine(img, ab_small[i : i + 1]) for i, img in enumerate(images)]
+
+
+def _combine(img: Image.Image, ab_small: torch.Tensor) -> Image.Image:
+    """The photo's own full-resolution L with the model's ab upsampled to its size."""
+    lab = _lab(img)
+    h, w = lab.shape[-2:]
+    # Bilinear with antialias: smooth when enlarging, no aliasing if the photo is smaller
+    # than the training size.
+    ab = F.interpolate(ab_small, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
+    out = lab_to_rgb(torch.cat([lab[:, :1], ab * AB_SCALE], 1))[0]
+    return Image.fromarray((out.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8))
+
+
+def gray_image(img: Image.Image) -> Image.Image:
+    """What the model sees: the photo's lightness with no colour (ab = 0)."""
+    lab = _lab(img)
+    out = lab_to_rgb(torch.cat([lab[:, :1], torch.zeros_like(lab[:, 1:])], 1))[0]
+    return Image.fromarray((out.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8))
+
+
+def plan_jobs(inputs: list[str | Path], out: str | Path) -> list[Job]:
+    """One output PNG per input photo. A folder is walked; its photos keep their relative
+    path under ``out``, so equal file names in subfolders never overwrite each other."""
+    out = Path(out)
+    jobs: list[Job] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            jobs += [Job(p, out / p.relative_to(item).with_suffix(".png")) for p in find_images(item)]
+        elif item.is_file():
+            jobs.append(Job(item, out / f"{item.stem}.png"))
+        else:
+            raise ColorizeError(f"input {item} does not exist; pass photo files or folders of photos")
+    if not jobs:
+        raise ColorizeError(
+            f"no photos ({', '.join(IMAGE_EXTENSIONS)}) found in {', '.join(map(str, inputs))}"
+        )
+    seen: dict[Path, Path] = {}
+    for job in jobs:
+        if job.target in seen:
+            raise ColorizeError(
+                f"{seen[job.target]} and {job.source} would both be written to {job.target}; "
+                "colourise them into separate --out folders or rename one"
+            )
+        seen[job.target] = job.source
+    return jobs
+
+
+def save_png(img: Image.Image, path: Path) -> None:
+    """Atomic: a crash never leaves a truncated PNG under the final name."""
+    import io
+
+    from bench.results import atomic_write_bytes
+
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def colorize_paths(
+    G: torch.nn.Module, size: int, jobs: list[Job], chunk: int = 16, progress: bool = False
+) -> tuple[list[Job], list[tuple[Job, str]]]:
+    """Run every job, ``chunk`` photos per forward pass; unreadable inputs are skipped with
+    their reason, not fatal."""
+    from tqdm.auto import tqdm
+
+    done, skipped = [], []
+    bar = tqdm(total=len(jobs), unit="photo", disable=not progress, dynamic_ncols=True)
+    for start in range(0, len(jobs), chunk):
+        batch = []
+        for job in jobs[start : start + chunk]:
+            try:
+                batch.append((job, load_rgb(job.source)))
+            except UnreadableImage as exc:
+                log.warning("skipped %s: %s", job.source, exc)
+                skipped.append((job, str(exc)))
+        if batch:
+            for (job, _), out in zip(batch, colorize_images(G, [img for _, img in batch], size, chunk)):
+                save_png(out, job.target)
+                done.append(job)
+        bar.update(len(jobs[start : start + chunk]))
+    bar.close()
+    return done, skipped

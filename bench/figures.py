@@ -1,0 +1,290 @@
+"""The report's figures. Each function takes tidy data and writes one PNG atomically.
+
+Figures are built on ``matplotlib.figure.Figure`` with the Agg canvas, never through
+pyplot: no GUI backend, no global figure state, nothing left open between calls. Styles are
+applied in a context manager so a report never changes the caller's matplotlib settings.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+import textwrap
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from bench.results import atomic_write_bytes
+from bench.summary import arrow, direction
+
+GRAY_COLOR = "#9a9a9a"
+TRUTH_COLOR = "#c4c4c4"
+TRUTH = "ground truth"
+DPI = 110
+
+
+def make_palette(labels: list[str], gray: str = "gray") -> dict[str, tuple]:
+    """One colour per table row, the same in every figure: the gray baseline is grey,
+    ground truth dark, every combination a colour-blind-safe hue in row order."""
+    combos = [label for label in labels if label != gray]
+    hues = sns.color_palette("colorblind", max(len(combos), 1)) if len(combos) <= 10 else sns.color_palette("husl", len(combos))
+    palette = dict(zip(combos, hues))
+    palette[gray] = GRAY_COLOR
+    palette[TRUTH] = TRUTH_COLOR
+    return palette
+
+
+@contextlib.contextmanager
+def _style():
+    with sns.axes_style("whitegrid"), sns.plotting_context("notebook", font_scale=0.95), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # seaborn/pandas deprecation chatter is not the reader's concern
+        yield
+
+
+def _save(fig: Figure, path) -> None:
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight", facecolor="white")
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _wrap(label: str, width: int = 18) -> str:
+    """Line breaks where a reader expects them: before a run name (`` · run``) and before a
+    ``[tag]``; words are split only when nothing else fits."""
+    lines = []
+    for i, part in enumerate(label.split(" · ")):
+        prefix = "· " if i else ""
+        if len(prefix + part) > width and "[" in part.strip("["):
+            head, tail = part.split("[", 1)
+            pieces = [head, "[" + tail]
+        else:
+            pieces = [part]
+        for piece in pieces:
+            lines += textwrap.wrap(prefix + piece, width, break_on_hyphens=False) or [prefix + piece]
+            prefix = ""
+    return "\n".join(lines)
+
+
+def _shorten(text: str, width: int) -> str:
+    """Long file names keep their start and end, which is where they differ."""
+    if len(text) <= width:
+        return text
+    keep = (width - 1) // 2
+    return text[:keep] + "…" + text[-keep:]
+
+
+def _grid(n: int, ncols: int, w: float, h: float) -> tuple[Figure, list]:
+    ncols = max(1, min(ncols, n))
+    nrows = math.ceil(n / ncols)
+    fig = Figure(figsize=(w * ncols, h * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel().tolist()
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    return fig, axes[:n]
+
+
+def metric_title(metric: str, descriptions: dict[str, str]) -> str:
+    d = direction(metric)
+    better = f"{arrow(metric)} {d} is better" if d else "direction unknown"
+    return f"{metric}  ({better})"
+
+
+def bar_figure(
+    values: pd.DataFrame, order: list[str], palette: dict, path,
+    descriptions: dict[str, str] | None = None, digits: dict[str, int] | None = None,
+) -> None:
+    """One panel per metric. Bars show each combination's gain over the gray baseline
+    (positive = better), so differences of a fraction of a dB are visible; a metric without
+    a gray baseline or a known direction shows raw values. Bar = mean over seeds, error bar
+    = sample std, dots = seeds (several seeds only). ``digits``: decimals per metric, as
+    the table prints them."""
+    descriptions, digits = descriptions or {}, digits or {}
+    metrics = list(dict.fromkeys(values["metric"]))
+    several_seeds = values.groupby(["row", "metric"])["seed"].nunique().max() > 1
+    height = 0.42 * len(order) + 1.3
+    with _style():
+        fig, axes = _grid(len(metrics), 3, 4.8, height)
+        for ax, metric in zip(axes, metrics):
+            data = values[(values.metric == metric) & values.value.notna()]
+            gains = "gain" in data and data["gain"].notna().any()
+            x = "gain" if gains else "value"
+            rows = [r for r in order if r != "gray"] if gains else order
+            data = data[data.row.isin(rows) & data[x].notna()]
+            ax.set_title(metric_title(metric, descriptions), fontsize=10)
+            if data.empty:  # e.g. a metric whose weights were missing: said in the caveats
+                ax.text(0.5, 0.5, "no values\n(see the report's caveats)", ha="center", va="center",
+                        transform=ax.transAxes, color="0.4")
+                ax.set_xticks([])
+                ax.set_yticks([])
+                continue
+            sns.barplot(
+                data=data, x=x, y="row", hue="row", order=rows, hue_order=rows, palette=palette,
+                errorbar="sd" if several_seeds else None, capsize=0.25, err_kws={"linewidth": 1.2},
+                legend=False, ax=ax, saturation=0.9,
+            )
+            if several_seeds:
+                sns.stripplot(data=data, x=x, y="row", order=rows, color="black", size=3.5, alpha=0.7, ax=ax, jitter=0.15)
+            _label_bars(ax, data, x, rows, signed=gains, digits=digits.get(metric))
+            if gains:
+                ax.axvline(0, color="0.3", linewidth=1)
+                gray = values[(values.metric == metric) & (values.row == "gray")]["value"].mean()
+                ax.set_xlabel(f"gain over gray ({_number(gray)}); positive = better", fontsize=8.5)
+            else:
+                ax.set_xlabel(descriptions.get(metric, "value"), fontsize=8.5)
+            room_right = ax.get_xlim()[1] >= -ax.get_xlim()[0]  # "no value" goes where there is room
+            for r in (r for r in rows if r not in set(data.row)):
+                ax.annotate("no value", (0, rows.index(r)), xytext=(4 if room_right else -4, 0), textcoords="offset points",
+                            ha="left" if room_right else "right", va="center", fontsize=8, color="0.4")
+            ax.set_ylabel("")
+            ax.set_yticks(range(len(rows)), [_wrap(r, 24) for r in rows], fontsize=9)
+        spread = "bars: mean over seeds, ± sample std, dots: seeds" if several_seeds else "one seed: no spread to show"
+        fig.suptitle(f"Val scores against the gray baseline (the input itself); {spread}", fontsize=11)
+        _save(fig, path)
+
+
+def _label_bars(ax, data: pd.DataFrame, x: str, rows: list[str], signed: bool, digits: int | None = None) -> None:
+    """Each bar's mean written just beyond its furthest seed or error bar, so the number
+    never sits on top of them; the axis is widened to make room on both sides of zero."""
+    stats = data.groupby("row")[x].agg(["mean", "std", "min", "max"])
+    span = np.nanmax(np.abs(stats["mean"].to_numpy())) if len(stats) else 0.0
+    if digits is None:
+        digits = min(5, max(0, 2 - math.floor(math.log10(span)))) if span > 0 else 2
+    lo, hi = 0.0, 0.0
+    for r, st in stats.iterrows():
+        std = st["std"] if math.isfinite(st["std"]) else 0.0
+        right = st["mean"] >= 0
+        end = max(st["mean"] + std, st["max"]) if right else min(st["mean"] - std, st["min"])
+        lo, hi = min(lo, end), max(hi, end)
+        ax.annotate(f"{st['mean']:{'+' if signed else ''}.{digits}f}", (end, rows.index(r)), xytext=(4 if right else -4, 0),
+                    textcoords="offset points", ha="left" if right else "right", va="center", fontsize=8)
+    width = (hi - lo) or 1.0
+    # Room for the labels: about a third of the data range on each side that has bars.
+    ax.set_xlim(lo - (0.35 * width if lo < 0 else 0.05 * width), hi + (0.35 * width if hi > 0 else 0.05 * width))
+
+
+def _number(v: float) -> str:
+    if not math.isfinite(v):
+        return "n/a"
+    digits = max(0, 3 - math.floor(math.log10(abs(v)))) if v else 2
+    return f"{v:.{min(digits, 5)}f}"
+
+
+def smooth(series: pd.Series, steps: int) -> pd.Series:
+    """An exponential moving average spanning ~5% of training: enough to read the trend
+    through batch noise, short enough to keep each epoch's shape."""
+    span = max(1, round(steps / 20))
+    return series.ewm(span=span, adjust=True).mean()
+
+
+def curve_frame(logs: dict[tuple[str, int], pd.DataFrame]) -> pd.DataFrame:
+    """Tidy, smoothed training curves from ``{(row, seed): train_log}``: row, seed, step,
+    term, value. Each loss term is unweighted, as logged; ``total`` is the weighted sum."""
+    parts = []
+    for (row, seed), log in logs.items():
+        terms = [c for c in log.columns if c not in ("step", "epoch") and log[c].notna().any()]
+        for term in terms:
+            parts.append(pd.DataFrame({
+                "row": row, "seed": seed, "step": log["step"], "term": term,
+                "value": smooth(log[term].astype(float), len(log)),
+            }))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["row", "seed", "step", "term", "value"])
+
+
+def term_order(terms) -> list[str]:
+    terms = list(dict.fromkeys(terms))
+    tail = [t for t in ("total", "d_loss") if t in terms]
+    return [t for t in terms if t not in tail] + tail
+
+
+TERM_TITLES = {"total": "total (weighted sum, G)", "d_loss": "discriminator loss (D)"}
+
+
+def curves_figure(curves: pd.DataFrame, order: list[str], palette: dict, path, epoch_steps: int | None = None) -> None:
+    """One panel per loss term, a line per combination (mean over seeds, band = std)."""
+    terms = term_order(curves["term"])
+    rows = [r for r in order if r in set(curves.row)]
+    with _style():
+        fig, axes = _grid(len(terms), 3, 4.4, 3.0)
+        for ax, term in zip(axes, terms):
+            data = curves[curves.term == term]
+            sns.lineplot(
+                data=data, x="step", y="value", hue="row", hue_order=[r for r in rows if r in set(data.row)],
+                palette=palette, errorbar="sd", ax=ax, linewidth=1.4, legend=False,
+            )
+            positive = (data["value"] > 0).all()
+            if positive and len(data) and data["value"].max() / data["value"].min() > 30:
+                ax.set_yscale("log")
+            if epoch_steps:
+                for x in range(epoch_steps, int(data["step"].max()) + 1, epoch_steps):
+                    ax.axvline(x, color="0.4", linewidth=0.9, linestyle="--", zorder=1)
+            ax.set_title(TERM_TITLES.get(term, f"{term} (unweighted)"), fontsize=10)
+            ax.set_xlabel("step")
+            ax.set_ylabel("")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        handles = [
+            _line_handle(palette[r]) for r in rows
+        ]
+        fig.legend(handles, rows, loc="outside lower center", ncols=min(len(rows), 4), frameon=False, fontsize=9)
+        fig.suptitle("Training losses per step (exponential moving average; dashed lines: epoch boundaries)", fontsize=11)
+        _save(fig, path)
+
+
+def _line_handle(color):
+    from matplotlib.lines import Line2D
+
+    return Line2D([], [], color=color, linewidth=2.5)
+
+
+def colorfulness_figure(values: pd.DataFrame, order: list[str], palette: dict, path) -> None:
+    """The distribution of per-image colourfulness of each combination's val predictions
+    against the ground-truth photos (dashed: ground truth's median)."""
+    rows = [r for r in order if r in set(values.row)] + [TRUTH]
+    with _style():
+        fig = Figure(figsize=(7.5, 0.55 * len(rows) + 1.4), layout="constrained")
+        ax = fig.subplots()
+        sns.violinplot(
+            data=values, x="value", y="row", hue="row", order=rows, hue_order=rows, palette=palette,
+            cut=0, inner="quart", density_norm="width", linewidth=0.9, legend=False, ax=ax,
+        )
+        truth = values.loc[values.row == TRUTH, "value"]
+        if len(truth):
+            ax.axvline(truth.median(), color="0.25", linestyle="--", linewidth=1)
+        ax.set_yticks(range(len(rows)), [_wrap(r, 24) for r in rows])
+        ax.set_ylabel("")
+        ax.set_xlabel("Hasler–Süsstrunk colourfulness per val image (higher = more vivid)")
+        ax.set_title("Colourfulness of the predictions against the ground truth", fontsize=11)
+        _save(fig, path)
+
+
+def sample_grid(columns: list[tuple[str, list[np.ndarray]]], row_names: list[str], path, pixels: int = 256) -> None:
+    """Images side by side: one column per (title, images), one row per val photo. Each
+    cell is ``pixels`` wide at the saved DPI, so photos are shown 1:1, never resampled."""
+    ncols, nrows = len(columns), len(row_names)
+    cell = max(pixels, 96) / DPI
+    pad = 0.06
+    fig = Figure(figsize=(ncols * (cell + pad) + 0.45, nrows * (cell + pad) + 0.6))
+    left, top = 0.3, 0.55  # inches for row names and column titles
+    width, height = fig.get_size_inches()
+    for j, (title, images) in enumerate(columns):
+        for i, img in enumerate(images):
+            x0 = (left + j * (cell + pad)) / width
+            y0 = 1 - (top + (i + 1) * (cell + pad) - pad) / height
+            ax = fig.add_axes((x0, y0, cell / width, cell / height))
+            ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=255, interpolation="none", aspect="auto")
+            ax.set_axis_off()
+            if i == 0:
+                fig.text(x0 + cell / width / 2, 1 - (top - 0.06) / height, _wrap(title, 20 if pixels >= 160 else 12),
+                         ha="center", va="bottom", fontsize=9.5)
+            if j == 0:
+                fig.text(x0 - 0.06 / width, y0 + cell / height / 2, _shorten(Path(row_names[i]).stem, 34),
+                         rotation=90, ha="right", va="center", fontsize=7.5)
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, facecolor="white")  # no tight bbox: keep 1:1 pixels
+    atomic_write_bytes(path, buf.getvalue())

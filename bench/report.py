@@ -1,0 +1,414 @@
+"""``bench report`` as a library call: report.md, its figures and summary.csv for one run
+or a comparison of several.
+
+Numbers come from each run's metrics.csv; figures that need images (colourfulness, sample
+grid) rerun the saved generators on the run's val photos, which is cheap next to training.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from bench import figures
+from bench.colorize import colorize_images, gray_image
+from bench.evaluate import load_generator, predict_ab
+from bench.metrics import METRICS, colorfulness
+from bench.results import atomic_write_text, read_json, write_csv
+from bench.runs import BASELINES, GRAY, TRUTH, Run, RunFolderError, load_run, load_val_split, val_sources
+from bench.summary import arrow, decimals, markdown_table, seed_values, summarize, table_rows
+from colorbench_datasets import model_to_rgb
+from colorbench_datasets.tensors import resize_and_crop
+
+log = logging.getLogger("colorbench")
+
+FIGURES = {
+    "scores": "fig_scores.png",
+    "training": "fig_training.png",
+    "colorfulness": "fig_colorfulness.png",
+    "samples": "fig_samples.png",
+}
+
+
+@dataclass
+class ReportSettings:
+    samples: int = 6          # val photos in the sample grid
+    display_size: int = 256   # px per photo in the sample grid
+    device: str = "cpu"
+    batch_size: int = 64
+
+
+@dataclass
+class Report:
+    path: Path
+    figures: dict[str, Path]
+    caveats: list[str] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------- header and caveats
+
+
+def _duration(seconds) -> str:
+    if seconds is None:
+        return "unfinished"
+    seconds = float(seconds)
+    h, rem = divmod(int(round(seconds)), 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h {m:02d}m" if h else (f"{m}m {s:02d}s" if m else f"{seconds:.1f}s")
+
+
+def run_header(run: Run) -> list[str]:
+    """What was run, one bullet per fact, from config.json."""
+    o, c, d = run.options, run.config, run.config.get("data", {})
+    combos = ", ".join(f"`{n}`" for n in run.combination_names) or "none"
+    width = f" (width {o['width']})" if "width" in o else ""
+    lines = [
+        f"- **Combinations** ({len(run.combination_names)}): {combos}; `--losses {o.get('losses', '?')}`",
+        f"- **Seeds**: {', '.join(map(str, run.seeds))} · **epochs** {o.get('epochs', '?')} · "
+        f"**batch** {o.get('batch_size', '?')} · **lr** {o.get('lr', '?')} · **size** {o.get('size', '?')} px · "
+        f"**generator** `{o.get('generator', '?')}`{width} · **preset** {o.get('preset', '?')}",
+        f"- **Data**: {d.get('source', '?')} — {d.get('train_images', '?')} train / "
+        f"{d.get('val_images', '?')} val images",
+        f"- **Device**: {c.get('device', '?')} ({c.get('device_name', '?')}), {c.get('precision', '?')}, "
+        f"{c.get('threads', '?')} threads · **wall time** {_duration(c.get('wall_seconds'))}"
+        + (f" · started {c['started']}" if c.get("started") else ""),
+    ]
+    versions = c.get("versions", {})
+    if versions:
+        lines.append("- **Versions**: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
+    return lines
+
+
+def caveats(runs: list[Run], summary: pd.DataFrame) -> list[str]:
+    """Everything that limits how far the numbers can be trusted, each said once."""
+    out = []
+    for run in runs:
+        prefix = f"`{run.name}`: " if len(runs) > 1 else ""
+        d = run.config.get("data", {})
+        if "finished" not in run.config:
+            out.append(prefix + "the run has not finished (config.json has no `finished` time); missing cells are absent from the table")
+        if d.get("is_sample"):
+            out.append(prefix + "trained and scored on the built-in **sample** photos: a smoke test of the pipeline, not a benchmark")
+        for c in run.combinations:
+            for term, tag in c.get("tags", {}).items():
+                out.append(
+                    prefix + f"`{c['name']}`: the `{term}` term used **{tag}** weights (pretrained weights were "
+                    "not available), so it is not the loss the literature means"
+                )
+        skipped = d.get("skipped", [])
+        if skipped:
+            by_split = {s: sum(x["split"] == s for x in skipped) for s in ("train", "val")}
+            out.append(prefix + f"{len(skipped)} photo(s) skipped ({by_split['train']} train, {by_split['val']} val; "
+                       "greyscale or unreadable), listed in config.json")
+        out += [prefix + w for w in d.get("warnings", [])]
+        frame = run.metrics
+        diverged = frame[frame.note.str.startswith("diverged")][["combination", "seed", "note"]].drop_duplicates()
+        for r in diverged.itertuples():
+            out.append(prefix + f"`{r.combination}` seed {r.seed} {r.note}: its scores are missing and left out of the mean")
+    # Metric notes (sample sizes, missing weights), each said once with the rows it concerns;
+    # divergence is already reported per cell above.
+    # The ground-truth rows' notes only say what they are. Metrics sharing a note and rows
+    # (fid and kid lacking the same weights file) are named together.
+    scored = summary[summary.combination != TRUTH]
+    notes: dict[tuple[str, str], list[str]] = {}
+    for r in scored.itertuples():
+        for note in filter(None, r.note.split("; ")):
+            if not note.startswith("diverged"):
+                notes.setdefault((r.metric, note), []).append(r.row)
+    grouped: dict[tuple[str, tuple], list[str]] = {}
+    for (metric, note), rows in notes.items():
+        grouped.setdefault((note, tuple(rows)), []).append(metric)
+    for (note, rows), metrics in grouped.items():
+        who = "all rows" if len(rows) == scored["row"].nunique() else ", ".join(f"`{r}`" for r in rows)
+        out.append(f"{', '.join(f'`{m}`' for m in metrics)} ({who}): {note}")
+    unknown = [m for m in dict.fromkeys(summary.metric) if not summary.loc[summary.metric == m, "direction"].iloc[0]]
+    if unknown:
+        out.append(f"direction unknown to this version for {', '.join(f'`{m}`' for m in unknown)}: no arrow, no bold")
+    keys = {(r.config.get("data", {}).get("val_files_sha256"), r.options.get("size")) for r in runs}
+    if len(runs) > 1 and len(keys) > 1:
+        out.append("the runs were scored on **different val photos or sizes**: compare rows of different runs with care")
+    return out
+
+
+# ---------------------------------------------------------------- reading the results
+
+
+def _and(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _fmt(value: float, digits: int, signed: bool = False) -> str:
+    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
+
+
+def reading(summary: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """Built from the numbers: a sentence per metric (who wins, by how much over the
+    runner-up, against the seed spread) and a line per combination (where it stands
+    against gray, at the table's precision)."""
+    winners, standing = [], []
+    digits = {m: decimals(summary.loc[summary.metric == m, "mean"].tolist()) for m in summary.metric.unique()}
+    ranked_rows = summary[(summary.direction != "") & (summary.combination != TRUTH)]
+    for metric, group in ranked_rows.groupby("metric", sort=False):
+        group = group.dropna(subset=["mean"])
+        if group.empty:
+            continue
+        d = digits[metric]
+        ranked = group.sort_values("mean", ascending=group["direction"].iloc[0] != "higher")
+        best, rest = ranked.iloc[0], ranked[~ranked.best]
+        tied = ranked[ranked.best]
+        names = _and([f"`{r}`" for r in tied["row"]])
+        text = f"**{metric}** {arrow(metric)}: {names} {'is' if len(tied) == 1 else 'tie as'} best at {_fmt(best['mean'], d)}"
+        if len(rest):
+            second = rest.iloc[0]
+            gap = abs(best["mean"] - second["mean"])
+            text += f", {_fmt(gap, d)} ahead of `{second['row']}`"
+            spreads = [v for v in (best["std"], second["std"]) if math.isfinite(v)]
+            if spreads:
+                inside = gap <= max(spreads)
+                text += f" ({'within' if inside else 'beyond'} the seed spread of ±{_fmt(max(spreads), d)})"
+        if (tied["combination"] == GRAY).any():
+            text += "; no combination beats the gray baseline on it"
+        winners.append(text + ".")
+    for row, group in summary[~summary.combination.isin(BASELINES)].groupby("row", sort=False):
+        group = group.dropna(subset=["vs_gray"])
+        if group.empty:
+            continue
+        shown = {r.metric: round(r.vs_gray, digits[r.metric]) for r in group.itertuples()}
+        verdicts = []
+        for label, test in (("better than gray on", lambda v: v > 0), ("worse on", lambda v: v < 0), ("level on", lambda v: v == 0)):
+            hits = [f"{m} ({_fmt(v, digits[m], True)})" if v else m for m, v in shown.items() if test(v)]
+            if hits:
+                verdicts.append(f"{label} {', '.join(hits)}")
+        if not any(v > 0 for v in shown.values()):
+            verdicts[0] = verdicts[0].replace("worse on", "worse than gray on").replace("level on", "level with gray on")
+        standing.append(f"`{row}`: " + "; ".join(verdicts) + ".")
+    seeds = int(summary["seeds_total"].max()) if len(summary) else 0
+    if seeds <= 1 and winners:
+        winners.append("With one seed per combination there is no spread to tell these differences from "
+                       "noise; rerun with `--seeds 0,1,2` before drawing conclusions.")
+    return winners, standing
+
+
+# ---------------------------------------------------------------- figures
+
+
+def training_logs(runs: list[Run]) -> tuple[dict, int | None]:
+    """``{(row label, seed): train_log}`` for every cell with a log, and the steps per epoch
+    (if every run has the same)."""
+    logs, epoch_steps = {}, set()
+    by_run = {r.name: r for r in runs}
+    for row in table_rows(runs):
+        if row.combination in BASELINES:
+            continue
+        run = by_run[row.run]
+        for seed in run.seeds:
+            path = run.cell(row.combination, seed) / "train_log.csv"
+            if path.is_file():
+                frame = pd.read_csv(path)
+                if len(frame):
+                    logs[(row.label, seed)] = frame
+                    epoch_steps.add(int((frame["epoch"] == frame["epoch"].iloc[0]).sum()))
+    return logs, (epoch_steps.pop() if len(epoch_steps) == 1 else None)
+
+
+def pick_samples(names: list[str], count: int) -> list[str]:
+    """Fixed val photos, evenly spread over the sorted names so every source of a mixed val
+    set shows up; the same photos in every report of the same val set."""
+    names = sorted(names)
+    if count >= len(names):
+        return names
+    idx = np.linspace(0, len(names) - 1, count).round().astype(int)
+    return [names[i] for i in dict.fromkeys(idx)]
+
+
+CHUNK = 256  # val images per pass: a large val set never has to fit in memory as floats
+
+
+def prediction_colorfulness(G, val, batch_size: int) -> torch.Tensor:
+    """Per-image colourfulness of ``G``'s predictions on ``val``, in chunks."""
+    out = []
+    for i in range(0, len(val), CHUNK):
+        L = val.L[i : i + CHUNK]
+        ab = predict_ab(G, L, batch_size).cpu()
+        out.append(colorfulness(model_to_rgb(L.cpu().float(), ab)))
+    return torch.cat(out)
+
+
+def image_figures(runs: list[Run], order: list[str], palette: dict, out: Path, settings: ReportSettings) -> tuple[dict, list[str]]:
+    """Colourfulness distribution and sample grid; both need the val photos and the
+    generators. Returns the figures written and why any was not."""
+    device = torch.device(settings.device)
+    first = runs[0]
+    try:
+        split = load_val_split(first)
+        items = dict(val_sources(first))
+    except (OSError, ValueError) as exc:
+        return {}, [f"colourfulness and sample figures skipped: the val photos could not be read ({exc})"]
+    chosen = pick_samples(split.names, settings.samples)
+    originals = {}
+    for name in chosen:
+        photo = items[name]()
+        s = settings.display_size
+        originals[name] = _pil(resize_and_crop(photo, s, s))
+
+    truth = [colorfulness(split.rgb[i : i + CHUNK].float() / 255) for i in range(0, len(split), CHUNK)]
+    cf_rows = [pd.DataFrame({"row": figures.TRUTH, "value": torch.cat(truth).numpy()})]
+    columns = [("grayscale input", [np.asarray(gray_image(im)) for im in originals.values()])]
+    problems = []
+    splits = {first.name: split}
+    by_run = {r.name: r for r in runs}
+    for row in table_rows(runs):
+        if row.combination in BASELINES:
+            continue
+        run = by_run[row.run]
+        if run.name not in splits:
+            try:
+                splits[run.name] = load_val_split(run)
+            except (OSError, ValueError) as exc:
+                problems.append(f"`{row.label}` left out of the image figures: its val photos could not be read ({exc})")
+                continue
+        val = splits[run.name]
+        grid_done = False
+        for seed in run.seeds:
+            path = run.cell(row.combination, seed) / "generator.pt"
+            if not path.is_file():
+                continue
+            G = load_generator(path, device)
+            cf_rows.append(pd.DataFrame({"row": row.label, "value": prediction_colorfulness(G, val, settings.batch_size).numpy()}))
+            if not grid_done:
+                size = int(G.meta.get("size", run.options["size"]))
+                title = row.label + (f" (seed {seed})" if len(run.seeds) > 1 else "")
+                columns.append((title, [np.asarray(im) for im in colorize_images(G, list(originals.values()), size)]))
+                grid_done = True
+        if not grid_done:
+            problems.append(f"`{row.label}` has no trained generator ({_cell_state(run, row.combination)}): left out of the image figures")
+    columns.append(("ground truth", [np.asarray(im) for im in originals.values()]))
+    written = {}
+    figures.colorfulness_figure(pd.concat(cf_rows, ignore_index=True), order, palette, out / FIGURES["colorfulness"])
+    written["colorfulness"] = out / FIGURES["colorfulness"]
+    figures.sample_grid(columns, chosen, out / FIGURES["samples"], settings.display_size)
+    written["samples"] = out / FIGURES["samples"]
+    return written, problems
+
+
+def _cell_state(run: Run, combination: str) -> str:
+    states = []
+    for seed in run.seeds:
+        record = run.cell(combination, seed) / "metrics.json"
+        states.append(read_json(record).get("status", "unfinished") if record.is_file() else "not trained yet")
+    return ", ".join(dict.fromkeys(states))
+
+
+def _pil(arr: np.ndarray):
+    from PIL import Image
+
+    return Image.fromarray(arr)
+
+
+# ---------------------------------------------------------------- the report
+
+
+def _rel(path: Path, start: Path) -> str:
+    return Path(os.path.relpath(path, start)).as_posix()
+
+
+def metric_legend(summary: pd.DataFrame) -> str:
+    lines = []
+    for m in dict.fromkeys(summary.metric):
+        info = METRICS.get(m)
+        lines.append(f"`{m}` {arrow(m)} {info.description}" if info else f"`{m}`: not in this version's metric registry")
+    return " · ".join(lines)
+
+
+def build_report(run_dirs: list[str | Path], out: str | Path | None = None, settings: ReportSettings | None = None) -> Report:
+    """Write report.md, summary.csv and the figures into ``out`` (default: the first run)."""
+    settings = settings or ReportSettings()
+    if not run_dirs:
+        raise RunFolderError("no run folder given")
+    runs = [load_run(p) for p in run_dirs]
+    names = [r.name for r in runs]
+    if len(set(names)) != len(names):
+        raise RunFolderError(f"run folders must have distinct names to label the rows; got {', '.join(names)}")
+    out = Path(out) if out is not None else runs[0].path
+    out.mkdir(parents=True, exist_ok=True)
+
+    summary = summarize(runs)
+    write_csv(out / "summary.csv", summary)
+    # Figures show the models and gray; the ground-truth reference rows are table-only.
+    order = [r.label for r in table_rows(runs) if r.combination != TRUTH]
+    palette = figures.make_palette(order)
+    descriptions = {m: METRICS[m].description for m in summary.metric.unique() if m in METRICS}
+
+    written = {}
+    digits = {m: decimals(summary.loc[summary.metric == m, "mean"].tolist()) for m in summary.metric.unique()}
+    values = seed_values(runs)
+    figures.bar_figure(values[values.row.isin(order)], order, palette, out / FIGURES["scores"], descriptions, digits)
+    written["scores"] = out / FIGURES["scores"]
+    logs, epoch_steps = training_logs(runs)
+    problems = []
+    if logs:
+        figures.curves_figure(figures.curve_frame(logs), order, palette, out / FIGURES["training"], epoch_steps)
+        written["training"] = out / FIGURES["training"]
+    else:
+        problems.append("training curves skipped: no cell has a train_log.csv")
+    image_written, image_problems = image_figures(runs, order, palette, out, settings)
+    written |= image_written
+    problems += image_problems
+
+    notes = caveats(runs, summary) + problems
+    text = render(runs, summary, written, notes, out, settings)
+    atomic_write_text(out / "report.md", text)
+    return Report(out / "report.md", written, notes)
+
+
+def render(runs: list[Run], summary: pd.DataFrame, written: dict, notes: list[str], out: Path, settings: ReportSettings) -> str:
+    title = runs[0].name if len(runs) == 1 else " vs ".join(r.name for r in runs)
+    md = [f"# Colorbench report: {title}", ""]
+    for run in runs:
+        if len(runs) > 1:
+            md += [f"### Run `{run.name}` ([metrics.csv]({_rel(run.path / 'metrics.csv', out)}))", ""]
+        md += run_header(run) + [""]
+    if notes:
+        md += ["**Caveats**", ""] + [f"- {n}" for n in notes] + [""]
+    winners, standing = reading(summary)
+    seeds = int(summary["seeds_total"].max()) if len(summary) else 0
+    spread = "mean ± sample std over seeds" if seeds > 1 else "one seed"
+    md += [
+        "## Results", "",
+        f"Val scores ({spread}); ↑ higher is better, ↓ lower is better; **bold**: best in the column. "
+        "`gray` is the input itself (ab = 0), the floor every model should clear."
+        + (f" `{TRUTH}` scores the val photos themselves: a reference, never ranked."
+           if (summary.combination == TRUTH).any() else ""), "",
+        markdown_table(summary), "",
+        metric_legend(summary), "",
+        f"The same numbers as tidy CSV: [summary.csv]({_rel(out / 'summary.csv', out)}).", "",
+        "## Reading the results", "",
+        " ".join(winners), "",
+        *(f"- {line}" for line in standing), "",
+        "## Figures", "",
+    ]
+    captions = {
+        "scores": "Each combination's val score as a gain over the gray baseline, per metric, in the "
+                  "metric's own units (right of zero = better than the input itself; the baseline's "
+                  "value is under each panel).",
+        "training": "Training losses per step, smoothed; each term unweighted as logged, "
+                    "`total` is the weighted sum the generator minimised.",
+        "colorfulness": "Per-image colourfulness of each combination's val predictions against the "
+                        "ground-truth photos (dotted: quartiles; dashed line: ground truth's median). Washed-out, sepia "
+                        "predictions sit left of it.",
+        "samples": f"Fixed val photos: grayscale input | each combination | ground truth. Each model "
+                   f"ran at its training size ({', '.join(sorted({str(r.options.get('size')) for r in runs}))} px); "
+                   f"its colour was upsampled onto the photo's own {settings.display_size}-px lightness, "
+                   "as `bench colorize` does.",
+    }
+    for key, path in written.items():
+        md += [f"![{key}]({_rel(path, out)})", "", f"*{captions[key]}*", ""]
+    sources = ", ".join("this folder" if r.path.resolve() == out.resolve() else f"`{_rel(r.path, out)}`" for r in runs)
+    md += ["---", "", f"Made by `bench report` from {sources}.", ""]
+    return "\n".join(md)

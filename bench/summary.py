@@ -1,0 +1,188 @@
+"""From tidy ``metrics.csv`` rows to the report's numbers: mean ± std per row and metric,
+the best per metric, the distance to the gray baseline. Pure pandas, no plotting."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from bench.metrics import METRICS
+from bench.runs import BASELINES, GRAY, TRUTH, Run
+
+SUMMARY_COLUMNS = [
+    "run", "row", "combination", "metric", "direction", "mean", "std", "seeds", "seeds_total",
+    "best", "vs_gray", "note",
+]
+
+
+@dataclass(frozen=True)
+class Row:
+    """One table row: a combination (or the gray baseline) of one run. ``baseline`` is the
+    run whose gray row this row is compared against."""
+
+    run: str
+    combination: str
+    label: str
+    baseline: str
+
+
+def direction(metric: str) -> str:
+    """``higher``, ``lower``, or ``""`` for a metric this version does not know."""
+    m = METRICS.get(metric)
+    return "" if m is None else ("higher" if m.higher_is_better else "lower")
+
+
+def arrow(metric: str) -> str:
+    return {"higher": "↑", "lower": "↓"}.get(direction(metric), "")
+
+
+def _val_key(run: Run):
+    """Runs scored on the same val photos at the same size have the same gray scores."""
+    digest = run.config.get("data", {}).get("val_files_sha256")
+    return (digest, run.options.get("size")) if digest else (run.name,)
+
+
+def table_rows(runs: list[Run]) -> list[Row]:
+    """Rows in command-line order, each run's gray baseline before its combinations and the
+    ground-truth reference rows (if the run scored the val photos themselves) after all.
+    With several runs, rows carry the run name, and runs with the same val set share one
+    gray and one ground-truth row."""
+    rows, gray_of, truth_rows, truth_of = [], {}, [], {}
+    for run in runs:
+        suffix = f" · {run.name}" if len(runs) > 1 else ""
+        key = _val_key(run)
+        if key not in gray_of and GRAY in set(run.metrics["combination"]):
+            gray_of[key] = run.name
+            shared = sum(_val_key(r) == key for r in runs) > 1
+            rows.append(Row(run.name, GRAY, GRAY if shared else GRAY + suffix, run.name))
+        names = run.combination_names or [c for c in run.metrics["combination"].unique() if c not in BASELINES]
+        rows += [Row(run.name, c, c + suffix, gray_of.get(key, "")) for c in names]
+        if key not in truth_of and TRUTH in set(run.metrics["combination"]):
+            truth_of[key] = run.name
+            shared = sum(_val_key(r) == key for r in runs) > 1
+            truth_rows.append(Row(run.name, TRUTH, TRUTH if shared else TRUTH + suffix, ""))
+    return rows + truth_rows  # the reference rows last, under the models
+
+
+def metric_order(runs: list[Run]) -> list[str]:
+    """Metrics in the order the registry lists them, unknown ones after, as first seen."""
+    seen = list(dict.fromkeys(m for run in runs for m in run.metrics["metric"]))
+    known = [m for m in METRICS if m in seen]
+    return known + [m for m in seen if m not in known]
+
+
+def _join_notes(notes: pd.Series) -> str:
+    return "; ".join(dict.fromkeys(n for n in notes if isinstance(n, str) and n))
+
+
+def summarize(runs: list[Run]) -> pd.DataFrame:
+    """One tidy row per (table row, metric): mean and sample std over the seeds that
+    produced a value, how many did, whether it is the column's best, and its difference
+    from the gray baseline of its run (positive = better, in the metric's direction)."""
+    rows = table_rows(runs)
+    metrics = metric_order(runs)
+    records = []
+    by_run = {r.name: r for r in runs}
+    for row in rows:
+        frame = by_run[row.run].metrics
+        for metric in metrics:
+            cells = frame[(frame.combination == row.combination) & (frame.metric == metric)]
+            values = cells["value"].dropna()
+            records.append({
+                "run": row.run, "baseline": row.baseline, "row": row.label, "combination": row.combination, "metric": metric,
+                "direction": direction(metric),
+                "mean": values.mean() if len(values) else np.nan,
+                "std": values.std(ddof=1) if len(values) > 1 else np.nan,
+                "seeds": len(values), "seeds_total": cells["seed"].nunique(),
+                "note": _join_notes(cells["note"]),
+            })
+    summary = pd.DataFrame.from_records(records)
+    summary["best"] = _best_flags(summary)
+    summary["vs_gray"] = _vs_gray(summary)
+    return summary[SUMMARY_COLUMNS]
+
+
+def decimals(values) -> int:
+    """Digits after the point that show about four significant figures of a column."""
+    finite = [abs(v) for v in values if isinstance(v, (int, float)) and math.isfinite(v) and v != 0]
+    if not finite:
+        return 2
+    return int(min(6, max(0, 3 - math.floor(math.log10(max(finite))))))
+
+
+def _best_flags(summary: pd.DataFrame) -> pd.Series:
+    """The best mean per metric, as the table prints it: values that round to the same
+    printed number are all best (a tie the reader could not tell apart)."""
+    best = pd.Series(False, index=summary.index)
+    # The ground truth is the target, not a contender: it never takes the bold.
+    for metric, group in summary[summary.combination != TRUTH].groupby("metric", sort=False):
+        d = group["direction"].iloc[0]
+        means = group["mean"].dropna()
+        if not d or means.empty:
+            continue
+        shown = means.round(decimals(means.tolist()))
+        target = shown.max() if d == "higher" else shown.min()
+        best[shown.index[shown == target]] = True
+    return best
+
+
+def _vs_gray(summary: pd.DataFrame) -> pd.Series:
+    gray = summary[summary.combination == GRAY].set_index(["run", "metric"])["mean"]
+    sign = summary["direction"].map({"higher": 1.0, "lower": -1.0})
+    base = [gray.get((b, m), np.nan) for b, m in zip(summary["baseline"], summary["metric"])]
+    out = sign * (summary["mean"] - np.asarray(base, dtype=float))
+    return out.where(~summary.combination.isin(BASELINES))
+
+
+def format_cell(mean: float, std: float, seeds: int, seeds_total: int, digits: int) -> str:
+    """``mean ± std`` (just the mean for one seed); ``—`` where no seed gave a value."""
+    if seeds == 0 or not math.isfinite(mean):
+        return "—"
+    text = f"{mean:.{digits}f}"
+    if seeds > 1 and math.isfinite(std):
+        text += f" ± {std:.{digits}f}"
+    if seeds < seeds_total:
+        text += f" ({seeds}/{seeds_total} seeds)"
+    return text
+
+
+def markdown_table(summary: pd.DataFrame) -> str:
+    """The main table: rows in order, one column per metric with its arrow, best in bold."""
+    metrics = list(dict.fromkeys(summary["metric"]))
+    rows = list(dict.fromkeys(summary["row"]))
+    digits = {m: decimals(summary.loc[summary.metric == m, "mean"].tolist()) for m in metrics}
+    head = ["combination"] + [f"{m} {arrow(m)}".rstrip() for m in metrics]
+    lines = ["| " + " | ".join(head) + " |", "| --- |" + " ---: |" * len(metrics)]
+    cells = summary.set_index(["row", "metric"])
+    for row in rows:
+        out = [f"`{row}`"]
+        for m in metrics:
+            r = cells.loc[(row, m)]
+            # gray and the ground truth do not depend on the seed: no ± 0 to read past
+            std = np.nan if r["combination"] in BASELINES else r["std"]
+            text = format_cell(r["mean"], std, r["seeds"], r["seeds_total"], digits[m])
+            out.append(f"**{text}**" if r["best"] and text != "—" else text)
+        lines.append("| " + " | ".join(out) + " |")
+    return "\n".join(lines)
+
+
+def seed_values(runs: list[Run]) -> pd.DataFrame:
+    """Every seed's value under its table row label, for plots: row, metric, seed, value,
+    and ``gain``, the value's difference from its gray baseline's mean in the metric's
+    direction (positive = better; empty for gray itself and metrics of unknown direction)."""
+    by_run = {r.name: r for r in runs}
+    parts = []
+    for row in table_rows(runs):
+        frame = by_run[row.run].metrics
+        part = frame[frame.combination == row.combination][["metric", "seed", "value"]].copy()
+        part.insert(0, "row", row.label)
+        base = by_run[row.baseline].metrics if row.baseline else frame.iloc[:0]
+        gray = base[base.combination == GRAY].groupby("metric")["value"].mean()
+        sign = part["metric"].map(direction).map({"higher": 1.0, "lower": -1.0})
+        gain = sign * (part["value"] - part["metric"].map(gray))
+        part["gain"] = gain if row.combination not in BASELINES else np.nan
+        parts.append(part)
+    columns = ["row", "metric", "seed", "value", "gain"]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=columns)

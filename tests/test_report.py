@@ -1,0 +1,315 @@
+"""`bench report` and `bench colorize` on a tiny real run (seconds on a CPU)."""
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from bench.cli import main
+from bench.metrics import METRICS, Metric
+from bench.report import FIGURES, pick_samples
+from conftest import write_photos
+
+TINY = ["--size", "32", "--width", "8", "--epochs", "1", "--batch-size", "4", "-q"]
+ORDER = ["l1", "mse", "100*l1+gan"]  # deliberately not alphabetical: rows follow --losses
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+TRUTH = "ground-truth"  # bench run's rows for the val photos themselves: a reference, not ranked
+
+
+def expected_rows(metrics: pd.DataFrame, combos: list[str]) -> list[str]:
+    return ["gray", *combos] + ([TRUTH] if TRUTH in set(metrics.combination) else [])
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """Two seeds of three combinations, trained once for the whole module."""
+    root = tmp_path_factory.mktemp("tiny")
+    write_photos(root / "photos" / "train", 16, seed=1, prefix="tr")
+    write_photos(root / "photos" / "val", 6, seed=2, prefix="va")
+    out = root / "run"
+    with pytest.MonkeyPatch.context() as mp:  # conftest's no-network, private-cache rules
+        mp.setenv("COLORBENCH_OFFLINE", "1")
+        mp.setenv("TORCH_HOME", str(root / "torch_home"))
+        mp.setattr(torch.hub, "_hub_dir", None, raising=False)
+        res = CliRunner().invoke(main, [
+            "run", "--data", str(root / "photos"), "--losses", ",".join(ORDER),
+            "--seeds", "0,1", "--out", str(out), *TINY,
+        ])
+    assert res.exit_code == 0, res.output
+    return out
+
+
+def copy_run(run: Path, dest: Path) -> Path:
+    shutil.copytree(run, dest, ignore=shutil.ignore_patterns("report.md", "summary.csv", "fig_*.png"))
+    return dest
+
+
+def make_report(*run_dirs, args=()) -> str:
+    res = CliRunner().invoke(main, ["report", *map(str, run_dirs), "--samples", "3", "--display-size", "48", "--device", "cpu", *args])
+    assert res.exit_code == 0, res.output
+    return res.output
+
+
+def parse_table(md: str) -> tuple[list[str], dict[str, list[str]]]:
+    """The main table of report.md: its header cells and {row: cells}."""
+    lines = [line for line in md.split("## Results", 1)[1].splitlines() if line.startswith("|")]
+    split = lambda line: [c.strip() for c in line.strip("|").split("|")]  # noqa: E731
+    header = split(lines[0])
+    rows = {split(line)[0].strip("`"): split(line)[1:] for line in lines[2:]}
+    return header, rows
+
+
+def number(cell: str) -> tuple[float, float | None, int]:
+    """'**22.27 ± 0.13**' -> (22.27, 0.13, 2 decimals)."""
+    m = re.match(r"\**(-?[\d.]+)(?: ± ([\d.]+))?", cell)
+    assert m, cell
+    decimals = len(m.group(1).split(".")[1]) if "." in m.group(1) else 0
+    return float(m.group(1)), (float(m.group(2)) if m.group(2) else None), decimals
+
+
+@pytest.fixture(scope="module")
+def report_md(tiny_run) -> str:
+    make_report(tiny_run)
+    return (tiny_run / "report.md").read_text()
+
+
+def test_table_matches_metrics_csv_with_arrows_and_bold_on_the_best(tiny_run, report_md):
+    metrics = pd.read_csv(tiny_run / "metrics.csv")
+    header, rows = parse_table(report_md)
+    assert list(rows) == expected_rows(metrics, ORDER)
+    names = sorted(metrics.metric.unique())
+    assert sorted(h.split()[0] for h in header[1:]) == names
+    for col, head in enumerate(header[1:]):
+        metric, *mark = head.split()
+        higher = METRICS[metric].higher_is_better
+        assert mark == ["↑" if higher else "↓"]
+        stats = metrics[metrics.metric == metric].groupby("combination")["value"].agg(["mean", "std"])
+        for row, cells in rows.items():
+            if row not in stats.index or np.isnan(stats.loc[row, "mean"]):  # e.g. missing weights
+                assert cells[col] == "—"
+                continue
+            mean, std, decimals = number(cells[col])
+            assert mean == pytest.approx(stats.loc[row, "mean"], abs=0.6 * 10**-decimals)
+            if row in ("gray", TRUTH):  # seed-independent rows print no "± 0"
+                assert std is None
+            else:
+                assert std == pytest.approx(stats.loc[row, "std"], abs=0.6 * 10**-decimals)
+        bold = [row for row, cells in rows.items() if cells[col].startswith("**")]
+        stats = stats.drop(TRUTH, errors="ignore")
+        assert TRUTH not in bold
+        if stats["mean"].isna().all():
+            assert not bold
+            continue
+        best = stats["mean"].idxmax() if higher else stats["mean"].idxmin()
+        assert best in bold
+        assert all(number(rows[b][col])[0] == number(rows[best][col])[0] for b in bold)
+
+
+def test_every_figure_is_a_valid_png_linked_from_the_report(tiny_run, report_md):
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report_md)
+    assert sorted(links) == sorted(FIGURES.values())
+    for name in links:
+        path = tiny_run / name
+        assert path.read_bytes()[:8] == PNG_SIGNATURE
+        with Image.open(path) as img:
+            img.verify()
+        with Image.open(path) as img:
+            assert min(img.size) >= 200  # a figure someone can read, not a thumbnail
+
+
+def test_sample_grid_has_a_column_per_combination_plus_input_and_truth(tiny_run, report_md):
+    """3 photos x (grayscale + 3 combinations + ground truth) cells of 48 px at least."""
+    with Image.open(tiny_run / FIGURES["samples"]) as img:
+        w, h = img.size
+    assert w > h  # 5 columns, 3 rows
+    assert w >= 5 * 48 and h >= 3 * 48
+
+
+def test_summary_csv_is_tidy_and_agrees_with_metrics_csv(tiny_run, report_md):
+    summary = pd.read_csv(tiny_run / "summary.csv", keep_default_na=False, na_values=[""])
+    metrics = pd.read_csv(tiny_run / "metrics.csv")
+    expect = metrics.groupby(["combination", "metric"])["value"].agg(["mean", "std", "count"])
+    got = summary.set_index(["combination", "metric"])
+    for key, row in expect.iterrows():
+        assert got.loc[key, "mean"] == pytest.approx(row["mean"], nan_ok=True)
+        assert got.loc[key, "std"] == pytest.approx(row["std"], nan_ok=True)
+        assert got.loc[key, "seeds"] == row["count"]
+    gray = got.xs("gray", level="combination")["mean"]
+    for (combo, metric), r in got.drop(["gray", TRUTH], level="combination", errors="ignore").iterrows():
+        sign = 1 if METRICS[metric].higher_is_better else -1
+        assert r["vs_gray"] == pytest.approx(sign * (r["mean"] - gray[metric]), nan_ok=True)
+
+
+def test_reading_names_each_metrics_winner_and_the_distance_to_gray(tiny_run, report_md):
+    reading = report_md.split("## Reading the results", 1)[1].split("##", 1)[0]
+    metrics = pd.read_csv(tiny_run / "metrics.csv")
+    means = metrics[metrics.combination != TRUTH].groupby(["metric", "combination"])["value"].mean()
+    header, rows = parse_table(report_md)
+    for col, metric in enumerate(h.split()[0] for h in header[1:]):
+        m = means[metric]
+        if m.isna().all():
+            assert f"**{metric}**" not in reading
+            continue
+        higher = METRICS[metric].higher_is_better
+        best = m.idxmax() if higher else m.idxmin()
+        assert f"**{metric}** {'↑' if higher else '↓'}: `{best}`" in reading
+        decimals = number(rows["gray"][col])[2]
+        for combo in ORDER:
+            line = next(x for x in reading.splitlines() if x.startswith(f"- `{combo}`: "))
+            gain = round((1 if higher else -1) * (m[combo] - m["gray"]), decimals)
+            if gain == 0:
+                assert f"on {metric}" in line or f", {metric}" in line
+                continue
+            text = f"{metric} ({gain:+.{decimals}f})"
+            assert text in line
+            assert (line.index(text) < line.index("worse") if "worse" in line else True) == (gain > 0)
+
+
+def test_header_says_what_was_run(report_md):
+    head = report_md.split("## Results")[0]
+    for fact in ("`l1`, `mse`, `100*l1+gan`", "**Seeds**: 0, 1", "**size** 32 px", "16 train / 6 val", "torch"):
+        assert fact in head
+
+
+def test_notes_diverged_cells_and_unknown_metrics_show_up(tiny_run, tmp_path, monkeypatch):
+    """Edit a copy's metrics.csv: seed 1 of mse diverged, a metric with a sample-size note,
+    a lower-is-better metric and one this version does not know."""
+    run = copy_run(tiny_run, tmp_path / "edited")
+    frame = pd.read_csv(run / "metrics.csv", dtype={"note": str}).fillna({"note": ""})
+    hit = (frame.combination == "mse") & (frame.seed == 1)
+    frame.loc[hit, "value"] = np.nan
+    frame.loc[hit, "note"] = "diverged at step 3"
+    rng = np.random.default_rng(0)
+    extra = []
+    for (combo, seed), _ in frame.groupby(["combination", "seed"], sort=False):
+        diverged = combo == "mse" and seed == 1
+        for metric, note in (("err", ""), ("mystery", ""), ("fidish", "n=6")):
+            value = np.nan if diverged else rng.uniform(1, 2)
+            extra.append({"combination": combo, "seed": seed, "metric": metric, "value": value,
+                          "note": "diverged at step 3" if diverged else note})
+    pd.concat([frame, pd.DataFrame(extra)]).to_csv(run / "metrics.csv", index=False)
+    monkeypatch.setitem(METRICS, "err", Metric("err", None, False, "an error, lower is better"))
+    monkeypatch.setitem(METRICS, "fidish", Metric("fidish", None, False, "a distance to the val set"))
+
+    make_report(run)
+    md = (run / "report.md").read_text()
+    header, rows = parse_table(md)
+    col = {h.split()[0]: i for i, h in enumerate(header[1:])}
+    assert header[1 + col["err"]] == "err ↓" and header[1 + col["mystery"]] == "mystery"
+    assert not any(cells[col["mystery"]].startswith("**") for cells in rows.values())
+    errs = {r: number(c[col["err"]])[0] for r, c in rows.items()}
+    assert rows[min(errs, key=errs.get)][col["err"]].startswith("**")
+    assert "(1/2 seeds)" in rows["mse"][col["psnr"]]
+    assert "`mse` seed 1 diverged at step 3" in md
+    assert "`fidish` (all rows): n=6" in md
+    assert "direction unknown to this version for `mystery`" in md
+
+
+def test_several_runs_make_one_comparison_report(tiny_run, tmp_path):
+    a, b = copy_run(tiny_run, tmp_path / "a"), copy_run(tiny_run, tmp_path / "b")
+    make_report(a, b, args=["--out", str(tmp_path / "cmp")])
+    md = (tmp_path / "cmp" / "report.md").read_text()
+    _, rows = parse_table(md)
+    # the two runs share val photos and size, hence one gray row
+    metrics = pd.read_csv(tiny_run / "metrics.csv")
+    assert list(rows) == expected_rows(metrics, [*(f"{c} · a" for c in ORDER), *(f"{c} · b" for c in ORDER)])
+    assert "[metrics.csv](../a/metrics.csv)" in md
+    for name in FIGURES.values():
+        assert (tmp_path / "cmp" / name).read_bytes()[:8] == PNG_SIGNATURE
+
+
+def test_report_defaults_to_the_newest_run_under_results(tiny_run, tmp_path, monkeypatch):
+    import os
+
+    import bench.report
+
+    old, new = copy_run(tiny_run, tmp_path / "results" / "old"), copy_run(tiny_run, tmp_path / "results" / "new")
+    os.utime(old / "metrics.csv", (1, 1))
+    monkeypatch.chdir(tmp_path)
+    seen = []
+
+    def fake_build(dirs, out, settings):  # the default is what is tested, not the build again
+        seen.append([Path(d).resolve() for d in dirs])
+        return bench.report.Report(Path(dirs[0]) / "report.md", {})
+
+    monkeypatch.setattr(bench.report, "build_report", fake_build)
+    make_report()
+    assert seen == [[new.resolve()]]
+
+
+def test_report_of_a_folder_that_is_not_a_run_names_the_file(tmp_path):
+    res = CliRunner().invoke(main, ["report", str(tmp_path)])
+    assert res.exit_code != 0 and "config.json not found" in res.output
+
+
+def test_sample_photos_are_fixed_and_spread_over_the_val_set():
+    names = [f"{src}_{i:02d}.jpg" for src in ("bsds", "inet", "kodak") for i in range(10)]
+    picked = pick_samples(list(reversed(names)), 3)
+    assert picked == pick_samples(names, 3)
+    assert {p.split("_")[0] for p in picked} == {"bsds", "inet", "kodak"}
+
+
+# ---------------------------------------------------------------- colorize
+
+
+def test_colorize_keeps_every_photos_size_and_lightness(tiny_run, tmp_path):
+    from colorbench_datasets import rgb_to_lab
+
+    photos = tmp_path / "in"
+    sizes = {"wide.jpg": (90, 40), "sub/tall.png": (30, 70), "bw.png": (64, 64)}
+    rng = np.random.default_rng(0)
+    for name, (w, h) in sizes.items():
+        (photos / name).parent.mkdir(parents=True, exist_ok=True)
+        img = Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8))
+        (img.convert("L") if name.startswith("bw") else img).save(photos / name)
+    (photos / "broken.jpg").write_bytes(b"not a photo")  # skipped with its reason, not fatal
+    single = write_photos(tmp_path / "one", 1, size=40)[0]
+
+    out = tmp_path / "out"
+    res = CliRunner().invoke(main, ["colorize", "--run", str(tiny_run), "--loss", "100*l1+gan", "--seed", "1",
+                                    str(photos), str(single), "--out", str(out), "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    assert "4 photo(s) colourised by 100*l1+gan seed 1" in res.output and "1 skipped" in res.output
+    expected = {Path(n).with_suffix(".png").as_posix(): s for n, s in sizes.items()} | {single.stem + ".png": (40, 40)}
+    written = {p.relative_to(out).as_posix(): p for p in out.rglob("*.png")}
+    assert sorted(written) == sorted(expected)
+    for name, path in written.items():
+        with Image.open(path) as img:
+            assert img.size == expected[name] and img.mode == "RGB"
+    # the full-resolution lightness is the input's own, not an upsampled one
+    src = Image.open(photos / "wide.jpg").convert("RGB")
+    lab_in, lab_out = (rgb_to_lab(torch.from_numpy(np.asarray(im, dtype=np.float32) / 255).permute(2, 0, 1))
+                       for im in (src, Image.open(written["wide.png"])))
+    assert (lab_in[0] - lab_out[0]).abs().mean() < 1.5
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--loss", "perceptual"], "choose one of: l1, mse, 100*l1+gan"),
+    (["--loss", "l1", "--seed", "7"], "--seed 7 was not trained"),
+    (["--loss", "l1", "nowhere.jpg"], "nowhere.jpg does not exist"),
+])
+def test_colorize_errors_name_the_option(tiny_run, tmp_path, args, message):
+    inputs = [] if any(a.endswith(".jpg") for a in args) else [str(write_photos(tmp_path / "p", 1)[0])]
+    res = CliRunner().invoke(main, ["colorize", "--run", str(tiny_run), *args, *inputs, "--out", str(tmp_path / "o")])
+    assert res.exit_code != 0 and message in res.output
+
+
+def test_missing_val_photos_leave_out_only_the_image_figures(tiny_run, tmp_path):
+    import json
+
+    run = copy_run(tiny_run, tmp_path / "moved")
+    config = json.loads((run / "config.json").read_text())
+    config["options"]["data"] = str(tmp_path / "gone")
+    (run / "config.json").write_text(json.dumps(config))
+    make_report(run)
+    md = (run / "report.md").read_text()
+    assert "the val photos could not be read" in md and str(tmp_path / "gone") in md
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
+    assert sorted(links) == sorted([FIGURES["scores"], FIGURES["training"]])
