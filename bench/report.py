@@ -390,6 +390,8 @@ def render(runs: list[Run], summary: pd.DataFrame, written: dict, notes: list[st
         f"The same numbers as tidy CSV: [summary.csv]({_rel(out / 'summary.csv', out)}).", "",
         "## Reading the results", "",
         " ".join(winners), "",
+        *(["Each combination against gray, as gains in each metric's own direction (positive = "
+           "better, so a lower ↓ metric shows as +):", ""] if standing else []),
         *(f"- {line}" for line in standing), "",
         "## Figures", "",
     ]
