@@ -272,7 +272,7 @@ def run_cell(combo, seed, train_split, scorer: Scorer, settings, options, device
         record |= {"status": "ok", "diverged_at": None, "metrics": metrics, "notes": scorer.notes}
         log.info(
             "%-28s seed %d: %s (%.0fs)", combo.name, seed,
-            ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()), result.seconds,
+            ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if v == v), result.seconds,  # v == v: not NaN
         )
     write_json(cell / "metrics.json", record)
     (cell / "checkpoint.pt").unlink(missing_ok=True)
