@@ -61,38 +61,43 @@ def _env():
     return dict(os.environ, COLORBENCH_OFFLINE="1", PYTHONUNBUFFERED="1")
 
 
+def _interrupt(photos: Path, out: Path, cell_name: str, sig: int):
+    """Start the long run, send ``sig`` once ``cell_name`` has a checkpoint; returns the
+    command (to rerun), the process, its cell folder and its stderr."""
+    args = _bench("run", "--data", str(photos), "--out", str(out), *LONG)
+    proc = subprocess.Popen(args, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    cell = out / "cells" / cell_name / "seed0"
+    _wait_for_checkpoint(proc, cell)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    return args, proc, cell, err
+
+
+def _rerun_matches(args, out: Path, expected: pd.DataFrame) -> str:
+    done = subprocess.run(args, env=_env(), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    pd.testing.assert_frame_equal(pd.read_csv(out / "metrics.csv"), expected)
+    return done.stderr
+
+
 def test_sigkill_mid_cell_then_rerun_gives_identical_metrics(reference, tmp_path):
     photos, expected = reference
     out = tmp_path / "killed"
-    args = _bench("run", "--data", str(photos), "--out", str(out), *LONG)
-    proc = subprocess.Popen(args, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    cell = out / "cells" / "100xl1+gan" / "seed0"
-    _wait_for_checkpoint(proc, cell)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    args, _, cell, _ = _interrupt(photos, out, "100xl1+gan", signal.SIGKILL)
     assert not (cell / "metrics.json").exists()  # it really died mid-cell
-    done = subprocess.run(args, env=_env(), capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    assert "already done, kept" in done.stderr and "resuming from its checkpoint" in done.stderr
-    pd.testing.assert_frame_equal(pd.read_csv(out / "metrics.csv"), expected)
+    log = _rerun_matches(args, out, expected)
+    assert "already done, kept" in log and "resuming from its checkpoint" in log
 
 
 def test_ctrl_c_saves_prints_the_resume_command_and_resumes_exactly(reference, tmp_path):
     photos, expected = reference
     out = tmp_path / "stopped"
-    args = _bench("run", "--data", str(photos), "--out", str(out), *LONG)
-    proc = subprocess.Popen(args, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    cell = out / "cells" / "l1" / "seed0"
-    _wait_for_checkpoint(proc, cell)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
+    args, proc, cell, err = _interrupt(photos, out, "l1", signal.SIGINT)
     assert proc.returncode == 130, err
     assert "Resume with:" in err and f"--out {out}" in err
     state = torch.load(cell / "checkpoint.pt", weights_only=True)
     assert len(state["log"]) == state["epoch"] * 4 + state["step"]  # saved at a step boundary
-    done = subprocess.run(args, env=_env(), capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    pd.testing.assert_frame_equal(pd.read_csv(out / "metrics.csv"), expected)
+    _rerun_matches(args, out, expected)
 
 
 def test_diverged_cell_is_marked_and_the_grid_goes_on(photo_dir, tmp_path):
