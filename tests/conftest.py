@@ -21,6 +21,22 @@ def _offline(monkeypatch, tmp_path_factory):
     lpips_network.cache_clear()
 
 
+def place_in_cache(key: str, content) -> "Path":
+    """Put a weights file where Colorbench looks for ``key`` (torch hub's checkpoint cache
+    under the test's TORCH_HOME): a state dict is saved with torch, bytes written as is."""
+    import torch
+
+    from models.pretrained import cached_path, known_weights
+
+    path = cached_path(known_weights()[key])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        torch.save(content, path)
+    return path
+
+
 def real_photos() -> list[np.ndarray]:
     """Colour photos bundled with scikit-image (no network)."""
     from skimage import data

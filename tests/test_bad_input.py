@@ -13,7 +13,7 @@ from PIL import Image
 
 from bench.cli import main
 from colorbench_datasets import DataError, load_data, load_rgb
-from conftest import real_photos, write_photos
+from conftest import place_in_cache, real_photos, write_photos
 
 TINY = ["--size", "32", "--width", "8", "--epochs", "1", "--batch-size", "4", "-q"]
 
@@ -214,14 +214,11 @@ def test_pickled_code_in_a_checkpoint_is_never_executed(photo_dir, tmp_path):
 
 
 def test_truncated_weights_file_is_refused_with_the_fix(tmp_path):
-    from models.pretrained import WeightsUnavailable, cached_path, known_weights, load_state_dict
+    from models.pretrained import WeightsUnavailable, known_weights, load_state_dict
 
-    w = known_weights()["vgg16"]
-    path = cached_path(w)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(b"PK\x03\x04 truncated")
+    place_in_cache("vgg16", b"PK\x03\x04 truncated")
     with pytest.raises(WeightsUnavailable, match="is unreadable.*delete it"):
-        load_state_dict(w)
+        load_state_dict(known_weights()["vgg16"])
 
 
 def test_reusing_out_with_other_options_names_them(photo_dir, tmp_path):

@@ -94,13 +94,11 @@ def test_perceptual_uses_cached_imagenet_weights_when_present(tmp_path):
     """A file in the hub cache under the real name is loaded (no fallback tag)."""
     from torchvision.models import vgg16
 
+    from conftest import place_in_cache
     from losses.perceptual import vgg16_features
-    from models.pretrained import cached_path, known_weights
 
     net = vgg16(weights=None)
-    path = cached_path(known_weights()["vgg16"])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(net.state_dict(), path)
+    place_in_cache("vgg16", net.state_dict())
     vgg16_features.cache_clear()
     term = LOSSES["perceptual"].factory(LossOptions())
     assert term.weights_tag is None

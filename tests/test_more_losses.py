@@ -142,13 +142,11 @@ def test_lpips_offline_falls_back_loudly_or_fails_when_strict():
 def test_lpips_uses_cached_imagenet_alexnet_when_present():
     from torchvision.models import alexnet
 
+    from conftest import place_in_cache
     from losses.lpips_loss import lpips_network
-    from models.pretrained import cached_path, known_weights
 
     net = alexnet(weights=None)
-    path = cached_path(known_weights()["alexnet"])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(net.state_dict(), path)
+    place_in_cache("alexnet", net.state_dict())
     lpips_network.cache_clear()
     term = LOSSES["lpips"].factory(LossOptions())
     assert term.weights_tag is None

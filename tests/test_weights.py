@@ -9,6 +9,7 @@ from click.testing import CliRunner
 from torch import nn
 
 from bench.cli import main
+from conftest import place_in_cache
 from models import metric_nets, pretrained
 from models.pretrained import WeightsFile, WeightsUnavailable, known_weights
 
@@ -125,9 +126,7 @@ def test_lpips_is_built_from_the_alexnet_file_and_equals_the_lpips_package(monke
 
     alex = torchvision.models.alexnet()
     features = {k: v for k, v in alex.state_dict().items() if k.startswith("features.")}
-    path = pretrained.cached_path(known_weights()["alexnet"])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(features, path)  # what a real (features-only here) file holds, at the real name
+    place_in_cache("alexnet", features)  # what a real (features-only here) file holds, at the real name
     calls = _spy_loads(monkeypatch)
     with pytest.warns(UserWarning):  # the inception file is still missing
         nets = metric_nets.load_metric_nets("cpu")
