@@ -73,6 +73,8 @@ D = RunConfig()
               help=f"Defaults for the options below. {_preset_help()}.")
 @click.option("--generator", default=None, help=f"Generator network: unet or resunet.  [default: preset's, {D.generator}]")
 @click.option("--discriminator", default=D.discriminator, show_default=True, help="Discriminator for GAN terms.")
+@click.option("--disc-width", type=int, default=None,
+              help="Discriminator base channels (pix2pix's ndf).  [default: --width, as pix2pix's ndf = ngf]")
 @click.option("--size", type=int, default=None, help="Training/val crop size in px (a multiple of 32).  [default: preset's]")
 @click.option("--width", type=int, default=None, help="Generator base channels.  [default: preset's]")
 @click.option("--epochs", type=int, default=None, help="Training epochs per cell.  [default: preset's]")

@@ -68,6 +68,9 @@ def run_header(run: Run) -> list[str]:
     o, c, d = run.options, run.config, run.config.get("data", {})
     combos = ", ".join(f"`{n}`" for n in run.combination_names) or "none"
     width = f" (width {o['width']})" if "width" in o else ""
+    adversarial = any(term.split("*")[-1] == "gan" for c in run.combinations for term in c["spec"].split("+"))
+    if o.get("disc_width") and adversarial:
+        width += f" · **discriminator** `{o.get('discriminator', 'patchgan')}` (width {o['disc_width']})"
     lines = [
         f"- **Combinations** ({len(run.combination_names)}): {combos}; `--losses {o.get('losses', '?')}`",
         f"- **Seeds**: {', '.join(map(str, run.seeds))} · **epochs** {o.get('epochs', '?')} · "

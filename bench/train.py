@@ -30,8 +30,9 @@ class TrainSettings:
     betas: tuple[float, float] = (0.5, 0.999)
     precision: str = "fp32"
     out_channels: int = 2
-    # NHWC: oneDNN and cuDNN pick faster convolution kernels (measured in benchmarks/).
-    channels_last: bool = True
+    # None: per device. cuDNN's tensor-core kernels want NHWC; on CPU, oneDNN gained
+    # nothing consistent from it and lost ~10% in some steps (benchmarks/README.md).
+    channels_last: bool | None = None
     compile: bool = False  # torch.compile the generator (pays off on long GPU runs)
 
 
@@ -138,7 +139,8 @@ def train_cell(
     within one, and training resumes from it bit for bit. When ``should_stop()`` turns
     true the state is saved at the next step boundary and ``Interrupted`` is raised.
     """
-    memory_format = torch.channels_last if settings.channels_last else torch.contiguous_format
+    channels_last = settings.channels_last if settings.channels_last is not None else device.type == "cuda"
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
     G = make_generator(settings, seed, generator_head(combo)).to(device, memory_format=memory_format)
     if settings.compile:
         G.compile()  # in place: state_dict keys stay those of the plain module

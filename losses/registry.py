@@ -28,6 +28,7 @@ class LossOptions:
     # VGG16 layers of the perceptual loss, optionally weighted: "relu2_2,relu3_3:0.5"
     # (see losses/perceptual.py).
     perceptual_layers: str = "relu1_2,relu2_2,relu3_3,relu4_3"
+    disc_width: int = 64  # the discriminator's base channels (pix2pix's ndf)
 
 
 @dataclass(frozen=True)

@@ -116,6 +116,7 @@ def test_rerun_into_the_same_out_keeps_finished_cells_and_refuses_other_options(
         (["--seeds", "0,x"], "not a comma-separated list of integers"),
         (["--batch-size", "64"], "larger than the 16 training images"),
         (["--generator", "vit"], "choose one of: resunet, unet"),
+        (["--disc-width", "0"], "--disc-width must be at least 1"),
         (["--device", "cuda"] if not torch.cuda.is_available() else ["--device", "tpu"], "--device"),
     ],
 )
@@ -129,6 +130,18 @@ def test_presets_fill_defaults_and_options_override():
     cfg = make_config("paper", epochs=1)
     assert (cfg.size, cfg.width, cfg.batch_size, cfg.epochs) == (256, 64, 16, 1)
     assert make_config("quick").size == 64
+
+
+def test_discriminator_width_follows_the_generator_width_unless_given():
+    from losses import LOSSES, LossOptions
+
+    assert make_config("paper").disc_width == 64  # pix2pix: ndf = ngf = 64
+    assert make_config("quick").disc_width == make_config("quick").width == 32
+    assert make_config("quick", width=48).disc_width == 48
+    assert make_config("quick", disc_width=16).disc_width == 16
+    term = LOSSES["gan"].factory(LossOptions(disc_width=16))
+    first = next(m for m in term.discriminator.modules() if isinstance(m, torch.nn.Conv2d))
+    assert first.out_channels == 16
 
 
 def test_saved_generator_reloads_and_predicts_like_the_trained_one(photo_dir, tmp_path):
