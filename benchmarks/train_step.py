@@ -11,7 +11,7 @@ pix2pix U-Net + 70x70 PatchGAN, L1 for G-only, 100*L1 + vanilla GAN for the GAN 
 
 Prints a markdown table: images/s, GFLOP per step (torch.utils.flop_counter), achieved
 GFLOP/s, and the ratio to the reference on this machine (median of --steps timed steps
-after --warmup untimed ones).
+after --warmup untimed ones; the variants of a row group take turns step by step).
 """
 from __future__ import annotations
 
@@ -104,9 +104,11 @@ def reference_step_fn(cfg: Config, gan: bool, device):
     return step, torch.contiguous_format
 
 
-def colorbench_step_fn(cfg: Config, gan: bool, device, precision: str, channels_last: bool):
+def colorbench_step_fn(cfg: Config, gan: bool, device, precision: str, channels_last: bool, compile: bool = False):
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     G, D = networks(cfg, gan, device, memory_format)
+    if compile:
+        G.compile()  # as `bench run --compile` does
     terms = [("l1", 100.0 if gan else 1.0, PixelLoss(F.l1_loss))]
     if gan:
         terms.append(("gan", 1.0, AdversarialLoss(D, GANLoss("vanilla"))))
@@ -121,24 +123,41 @@ def colorbench_step_fn(cfg: Config, gan: bool, device, precision: str, channels_
     return step, memory_format
 
 
-def measure(step, memory_format, cfg: Config, device, steps: int, warmup: int) -> tuple[float, float]:
-    """(median seconds per step, GFLOP per step)."""
+def measure(variants, cfg: Config, device, steps: int, warmup: int) -> list[tuple[float, float, float]]:
+    """(median seconds per step, GFLOP per step, seconds of the first step) of each
+    ``(step, memory_format)``; the first step includes autotuning and compilation.
+
+    The variants take turns, one step each per round, so a slow spell of a shared machine
+    (turbo, a neighbour's job) hits all of them alike instead of whichever ran then.
+    """
     g = torch.Generator().manual_seed(0)
-    L = (torch.rand(cfg.batch, 1, cfg.size, cfg.size, generator=g) * 2 - 1).to(device, memory_format=memory_format)
-    ab = ((torch.rand(cfg.batch, 2, cfg.size, cfg.size, generator=g) - 0.5) * 0.5).to(device, memory_format=memory_format)
-    for _ in range(warmup):
-        step(L, ab)
-    times = []
+    L = (torch.rand(cfg.batch, 1, cfg.size, cfg.size, generator=g) * 2 - 1).to(device)
+    ab = ((torch.rand(cfg.batch, 2, cfg.size, cfg.size, generator=g) - 0.5) * 0.5).to(device)
+    inputs = [(L.contiguous(memory_format=mf), ab.contiguous(memory_format=mf)) for _, mf in variants]
+    first = []
+    for (step, _), x in zip(variants, inputs):
+        sync(device)
+        start = time.perf_counter()
+        step(*x)
+        sync(device)
+        first.append(time.perf_counter() - start)
+        for _ in range(warmup - 1):
+            step(*x)
+    times: list[list[float]] = [[] for _ in variants]
     for _ in range(steps):
-        sync(device)
-        t = time.perf_counter()
-        step(L, ab)
-        sync(device)
-        times.append(time.perf_counter() - t)
-    counter = FlopCounterMode(display=False)
-    with counter:
-        step(L, ab)
-    return statistics.median(times), counter.get_total_flops() / 1e9
+        for (step, _), x, t in zip(variants, inputs, times):
+            sync(device)
+            start = time.perf_counter()
+            step(*x)
+            sync(device)
+            t.append(time.perf_counter() - start)
+    flops = []
+    for (step, _), x in zip(variants, inputs):
+        counter = FlopCounterMode(display=False)
+        with counter:
+            step(*x)
+        flops.append(counter.get_total_flops() / 1e9)
+    return [(statistics.median(t), f, s) for t, f, s in zip(times, flops, first)]
 
 
 def main() -> None:
@@ -149,6 +168,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=2, help="torch threads on the CPU (the issue's machine: 2)")
     parser.add_argument("--precisions", default=None, help="default: fp32 plus bf16 where it runs natively")
+    parser.add_argument("--compile", action="store_true", help="also time `bench run --compile` (torch.compile of G)")
     args = parser.parse_args()
     device = torch.device(args.device)
     if device.type == "cpu":
@@ -159,8 +179,8 @@ def main() -> None:
     precisions = args.precisions.split(",") if args.precisions else ["fp32"] + (["bf16"] if native_bf16 else [])
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"device: {where}; torch {torch.__version__}; native bf16: {native_bf16}; median of {args.steps} steps\n")
-    print("| config | step | variant | img/s | GFLOP/step | GFLOP/s | vs reference |")
-    print("| --- | --- | --- | ---: | ---: | ---: | ---: |")
+    print("| config | step | variant | img/s | GFLOP/step | GFLOP/s | vs reference | first step s |")
+    print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |")
     for name in args.configs.split(","):
         cfg = CONFIGS[name]
         for gan in (False, True):
@@ -170,14 +190,16 @@ def main() -> None:
                 for cl in (False, True):
                     label = f"colorbench {precision} {'channels_last' if cl else 'NCHW'}"
                     variants.append((label, lambda p=precision, c=cl: colorbench_step_fn(cfg, gan, device, p, c)))
-            ref = None
-            for label, make in variants:
-                step, memory_format = make()
-                seconds, gflop = measure(step, memory_format, cfg, device, args.steps, args.warmup)
-                ref = ref or seconds
+                if args.compile:
+                    cl = device.type == "cuda"  # what `bench run` uses on this device
+                    label = f"colorbench {precision} {'channels_last' if cl else 'NCHW'} --compile"
+                    variants.append((label, lambda p=precision, c=cl: colorbench_step_fn(cfg, gan, device, p, c, True)))
+            results = measure([make() for _, make in variants], cfg, device, args.steps, args.warmup)
+            ref = results[0][0]
+            for (label, _), (seconds, gflop, first) in zip(variants, results):
                 print(
                     f"| {cfg.size} px nf{cfg.width} b{cfg.batch} | {kind} | {label} | {cfg.batch / seconds:.1f} | "
-                    f"{gflop:.0f} | {gflop / seconds:.0f} | {ref / seconds:.2f}× |",
+                    f"{gflop:.0f} | {gflop / seconds:.0f} | {ref / seconds:.2f}× | {first:.1f} |",
                     flush=True,
                 )
 
