@@ -163,10 +163,6 @@ def run_benchmark(cfg: RunConfig, progress: bool = True, overwrite: bool = False
     out = Path(cfg.out or Path("results") / datetime.now().strftime("run-%Y%m%d-%H%M%S"))
     cfg = replace(cfg, out=str(out))
     check_reuse(out, cfg, overwrite)
-    out.mkdir(parents=True, exist_ok=True)
-    if overwrite:
-        for old in list(out.glob("cells/*/seed*/*")) + [out / "metrics.csv"]:
-            old.unlink(missing_ok=True)
 
     options = LossOptions(
         device=str(device), gan_mode=cfg.gan_mode, discriminator=cfg.discriminator, disc_width=cfg.disc_width or cfg.width,
@@ -192,6 +188,12 @@ def run_benchmark(cfg: RunConfig, progress: bool = True, overwrite: bool = False
         "Data: %s — %d train / %d val images at %d px (%.1fs to load)",
         data.manifest["source"], len(data.train), len(data.val), cfg.size, data_seconds,
     )
+    # Only now, with options, weights and data known good, is anything written: a run that
+    # fails before training leaves no empty run folder behind.
+    out.mkdir(parents=True, exist_ok=True)
+    if overwrite:
+        for old in list(out.glob("cells/*/seed*/*")) + [out / "metrics.csv"]:
+            old.unlink(missing_ok=True)
     set_determinism(cfg.deterministic, device)
     train_split = data.train.to(device)
     val_split = data.val.to(device)

@@ -134,6 +134,14 @@ def test_empty_folder(tmp_path):
         load_data(tmp_path / "e")
 
 
+def test_a_run_that_fails_on_its_data_leaves_no_run_folder(tmp_path):
+    (tmp_path / "e").mkdir()
+    out = tmp_path / "run"
+    res = CliRunner().invoke(main, ["run", "--data", str(tmp_path / "e"), "--out", str(out), "-q"])
+    assert res.exit_code != 0 and "no photos" in res.output
+    assert not out.exists()
+
+
 def test_file_instead_of_folder(tmp_path):
     f = tmp_path / "photo.jpg"
     _photo().save(f)
