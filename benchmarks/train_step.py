@@ -169,6 +169,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch threads on the CPU (the issue's machine: 2)")
     parser.add_argument("--precisions", default=None, help="default: fp32 plus bf16 where it runs natively")
     parser.add_argument("--compile", action="store_true", help="also time `bench run --compile` (torch.compile of G)")
+    parser.add_argument("--peak-tflops", type=float, default=None,
+                        help="the device's dense peak for the precision measured (H100 SXM bf16: 989), "
+                             "to add a %% of peak column")
     args = parser.parse_args()
     device = torch.device(args.device)
     if device.type == "cpu":
@@ -179,8 +182,9 @@ def main() -> None:
     precisions = args.precisions.split(",") if args.precisions else ["fp32"] + (["bf16"] if native_bf16 else [])
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"device: {where}; torch {torch.__version__}; native bf16: {native_bf16}; median of {args.steps} steps\n")
-    print("| config | step | variant | img/s | GFLOP/step | GFLOP/s | vs reference | first step s |")
-    print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |")
+    peak = f" % of {args.peak_tflops:g} TFLOP/s |" if args.peak_tflops else ""
+    print(f"| config | step | variant | img/s | GFLOP/step | GFLOP/s | vs reference | first step s |{peak}")
+    print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |" + (" ---: |" if peak else ""))
     for name in args.configs.split(","):
         cfg = CONFIGS[name]
         for gan in (False, True):
@@ -199,7 +203,8 @@ def main() -> None:
             for (label, _), (seconds, gflop, first) in zip(variants, results):
                 print(
                     f"| {cfg.size} px nf{cfg.width} b{cfg.batch} | {kind} | {label} | {cfg.batch / seconds:.1f} | "
-                    f"{gflop:.0f} | {gflop / seconds:.0f} | {ref / seconds:.2f}× | {first:.1f} |",
+                    f"{gflop:.0f} | {gflop / seconds:.0f} | {ref / seconds:.2f}× | {first:.1f} |"
+                    + (f" {100 * gflop / seconds / 1e3 / args.peak_tflops:.0f} % |" if peak else ""),
                     flush=True,
                 )
 
