@@ -34,7 +34,7 @@ class RunConfig:
     generator: str = "unet"
     discriminator: str = "patchgan"
     # PatchGAN base channels; None: --width, as pix2pix's ndf = ngf, so the quick preset's
-    # half-width G meets a half-width D (and its GAN step costs 2.2x less, benchmarks/README).
+    # half-width G meets a half-width D (and its GAN step costs ~2x less, benchmarks/README).
     disc_width: int | None = None
     size: int = 64
     width: int = 32
@@ -55,6 +55,10 @@ class RunConfig:
     out: str | None = None
     extra: dict = field(default_factory=dict)
 
+    def __post_init__(self):
+        if self.disc_width is None:
+            self.disc_width = self.width
+
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["seeds"], d["betas"] = list(self.seeds), list(self.betas)
@@ -73,8 +77,6 @@ def make_config(preset: str = "quick", **options) -> RunConfig:
     if preset not in PRESETS:
         raise ValueError(f"unknown --preset {preset!r}; choose one of: {', '.join(PRESETS)}")
     values = {**PRESETS[preset], **{k: v for k, v in options.items() if v is not None}}
-    if values.get("disc_width") is None:
-        values["disc_width"] = values.get("width", RunConfig.width)
     for key in ("data", "val_data", "out", "data_root"):
         if values.get(key) is not None:
             values[key] = str(Path(values[key]))

@@ -118,7 +118,7 @@ def check_options(cfg: RunConfig) -> list[Combination]:
     except ValueError as exc:
         raise RunError(str(exc)) from None
     for opt in ("epochs", "batch_size", "width", "disc_width"):
-        if getattr(cfg, opt) is not None and getattr(cfg, opt) < 1:
+        if getattr(cfg, opt) < 1:
             raise RunError(f"--{opt.replace('_', '-')} must be at least 1, got {getattr(cfg, opt)}")
     if not cfg.seeds:
         raise RunError("--seeds is empty; give comma-separated integers such as 0,1,2")
@@ -165,7 +165,7 @@ def run_benchmark(cfg: RunConfig, progress: bool = True, overwrite: bool = False
     check_reuse(out, cfg, overwrite)
 
     options = LossOptions(
-        device=str(device), gan_mode=cfg.gan_mode, discriminator=cfg.discriminator, disc_width=cfg.disc_width or cfg.width,
+        device=str(device), gan_mode=cfg.gan_mode, discriminator=cfg.discriminator, disc_width=cfg.disc_width,
         strict_weights=cfg.strict_weights, perceptual_layers=cfg.perceptual_layers,
     )
     try:

@@ -85,7 +85,8 @@ class AdversarialLoss(nn.Module):
         "Miyato et al., ICLR 2018; wgangp: Gulrajani et al., NeurIPS 2017"
     ),
     defaults=(
-        "PatchGAN n_layers=3, base channels --disc-width (default: --width; pix2pix: 64), Adam 2e-4 betas (0.5, 0.999), D loss halved, --gan-mode vanilla; "
+        "PatchGAN n_layers=3, base channels --disc-width (default: --width; pix2pix: 64), "
+        "Adam 2e-4 betas (0.5, 0.999), D loss halved, --gan-mode vanilla; "
         f"wgangp adds a gradient penalty of weight {GP_WEIGHT:g} on interpolated ab"
     ),
 )

@@ -139,6 +139,9 @@ def test_discriminator_width_follows_the_generator_width_unless_given():
     assert make_config("quick").disc_width == make_config("quick").width == 32
     assert make_config("quick", width=48).disc_width == 48
     assert make_config("quick", disc_width=16).disc_width == 16
+    from bench.config import RunConfig
+
+    assert RunConfig(width=24).disc_width == 24  # the Python API resolves it alike
     term = LOSSES["gan"].factory(LossOptions(disc_width=16))
     first = next(m for m in term.discriminator.modules() if isinstance(m, torch.nn.Conv2d))
     assert first.out_channels == 16
