@@ -30,8 +30,9 @@ class TrainSettings:
     betas: tuple[float, float] = (0.5, 0.999)
     precision: str = "fp32"
     out_channels: int = 2
-    # None: per device. cuDNN's tensor-core kernels want NHWC; on CPU, oneDNN gained
-    # nothing consistent from it and lost ~10% in some steps (benchmarks/README.md).
+    # None: by device and precision. cuDNN's tensor-core kernels and oneDNN's bf16 ones want
+    # NHWC (a CPU bf16 step ran 1.8x faster in it); fp32 on a CPU gained nothing consistent
+    # and lost ~10% in some steps (benchmarks/README.md).
     channels_last: bool | None = None
     compile: bool = False  # torch.compile the generator (pays off on long GPU runs)
 
@@ -139,7 +140,9 @@ def train_cell(
     within one, and training resumes from it bit for bit. When ``should_stop()`` turns
     true the state is saved at the next step boundary and ``Interrupted`` is raised.
     """
-    channels_last = settings.channels_last if settings.channels_last is not None else device.type == "cuda"
+    channels_last = settings.channels_last
+    if channels_last is None:
+        channels_last = device.type == "cuda" or settings.precision != "fp32"
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     G = make_generator(settings, seed, generator_head(combo)).to(device, memory_format=memory_format)
     if settings.compile:

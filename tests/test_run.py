@@ -1,5 +1,6 @@
 """The runner end to end on tiny data, and the same-seed promises."""
 import json
+import math
 
 import pandas as pd
 import pytest
@@ -156,3 +157,21 @@ def test_saved_generator_reloads_and_predicts_like_the_trained_one(photo_dir, tm
     data = load_data(photo_dir, size=32)
     ab = predict_ab(G, data.val.L)
     assert ab.shape == data.val.ab.shape and G.meta["combination"] == "l1"
+
+
+def test_bf16_training_keeps_weights_batchnorm_and_optimizer_state_in_fp32(photo_dir):
+    from bench.train import train_cell
+    from colorbench_datasets import resolve_sources
+    from colorbench_datasets.tensors import build_split
+    from losses import LossOptions, parse_losses
+
+    split, _ = build_split(resolve_sources(photo_dir).train[:4], 32, True)
+    settings = TrainSettings(size=32, width=8, epochs=1, batch_size=2, precision="bf16")
+    (combo,) = parse_losses("100*l1+gan")
+    result = train_cell(combo, 0, split, settings, LossOptions(disc_width=8), torch.device("cpu"), progress=False)
+    assert result.diverged_at is None and len(result.log) == 2
+    assert all(math.isfinite(v) for row in result.log for k, v in row.items() if k not in ("step", "epoch"))
+    state = result.generator.state_dict()
+    assert all(t.dtype == torch.float32 for k, t in state.items() if t.is_floating_point()), "weights/BN stats left fp32"
+    conv = next(m for m in result.generator.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)  # oneDNN's bf16 kernels want NHWC
