@@ -300,6 +300,32 @@ def image_figures(runs: list[Run], order: list[str], palette: dict, out: Path, s
     return written, problems
 
 
+def training_cost(runs: list[Run]) -> list[str]:
+    """A markdown table of each combination's training time per cell (mean over the seeds
+    that finished), per step, and against the run's cheapest combination: the price of a loss."""
+    lines = []
+    for run in runs:
+        o, d = run.options, run.config.get("data", {})
+        steps = o.get("epochs", 0) * (d.get("train_images", 0) // max(o.get("batch_size", 1), 1))
+        times = {}
+        for row in table_rows([run]):
+            records = [run.cell(row.combination, s) / "metrics.json" for s in run.seeds]
+            seconds = [read_json(r).get("seconds") for r in records if r.is_file()]
+            seconds = [x for x in seconds if x is not None]
+            if row.combination not in BASELINES and seconds:
+                times[row.combination] = sum(seconds) / len(seconds)
+        if not times:
+            continue
+        cheapest = min(times.values())
+        suffix = f" · {run.name}" if len(runs) > 1 else ""
+        for name, seconds in times.items():
+            per_step = f"{seconds / steps:.2f}s" if steps else "—"
+            lines.append(f"| `{name}{suffix}` | {_duration(seconds)} | {per_step} | {seconds / cheapest:.1f}× |")
+    if not lines:
+        return []
+    return ["| combination | training time per cell | per step | × cheapest |", "| --- | ---: | ---: | ---: |", *lines]
+
+
 def _cell_state(run: Run, combination: str) -> str:
     states = []
     for seed in run.seeds:
@@ -396,8 +422,17 @@ def render(runs: list[Run], summary: pd.DataFrame, written: dict, notes: list[st
         *(["Each combination against gray, as gains in each metric's own direction (positive = "
            "better, so a lower ↓ metric shows as +):", ""] if standing else []),
         *(f"- {line}" for line in standing), "",
-        "## Figures", "",
     ]
+    cost = training_cost(runs)
+    if cost:
+        devices = "; ".join(sorted({f"{r.config.get('device', '?')}, {r.config.get('precision', '?')}" for r in runs}))
+        md += [
+            "## Cost", "",
+            f"Training time of each combination ({devices}; mean over seeds; scoring not included). "
+            "Wall-clock time: compare combinations of one run, on one machine.", "",
+            *cost, "",
+        ]
+    md += ["## Figures", ""]
     captions = {
         "scores": "Each combination's val score as a gain over the gray baseline, per metric, in the "
                   "metric's own units (right of zero = better than the input itself; the baseline's "

@@ -1,6 +1,7 @@
 """`bench report` and `bench colorize` on a tiny real run (seconds on a CPU)."""
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from pathlib import Path
@@ -15,6 +16,7 @@ from PIL import Image
 from bench.cli import main
 from bench.metrics import METRICS, Metric
 from bench.report import FIGURES, pick_samples
+from bench.runner import slug
 from conftest import write_photos
 
 TINY = ["--size", "32", "--width", "8", "--epochs", "1", "--batch-size", "4", "-q"]
@@ -59,7 +61,8 @@ def make_report(*run_dirs, args=()) -> str:
 
 def parse_table(md: str) -> tuple[list[str], dict[str, list[str]]]:
     """The main table of report.md: its header cells and {row: cells}."""
-    lines = [line for line in md.split("## Results", 1)[1].splitlines() if line.startswith("|")]
+    section = md.split("## Results", 1)[1].split("\n## ", 1)[0]
+    lines = [line for line in section.splitlines() if line.startswith("|")]
     split = lambda line: [c.strip() for c in line.strip("|").split("|")]  # noqa: E731
     header = split(lines[0])
     rows = {split(line)[0].strip("`"): split(line)[1:] for line in lines[2:]}
@@ -176,6 +179,20 @@ def test_header_says_what_was_run(report_md):
     head = report_md.split("## Results")[0]
     for fact in ("`l1`, `mse`, `100*l1+gan`", "**Seeds**: 0, 1", "**size** 32 px", "16 train / 6 val", "torch"):
         assert fact in head
+
+
+def test_cost_section_gives_each_combinations_training_time(tiny_run, report_md):
+    cost = report_md.split("## Cost", 1)[1].split("\n## ", 1)[0]
+    rows = {line.split("|")[1].strip().strip("`"): line for line in cost.splitlines() if line.startswith("| `")}
+    assert list(rows) == ORDER
+    seconds = {
+        c: sum(json.loads((tiny_run / "cells" / slug(c) / f"seed{s}" / "metrics.json").read_text())["seconds"] for s in (0, 1)) / 2
+        for c in ORDER
+    }
+    cheapest = min(seconds, key=seconds.get)
+    assert "| 1.0× |" in rows[cheapest]
+    for c in ORDER:
+        assert f"| {seconds[c] / seconds[cheapest]:.1f}× |" in rows[c]
 
 
 def test_notes_diverged_cells_and_unknown_metrics_show_up(tiny_run, tmp_path, monkeypatch):
