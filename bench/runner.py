@@ -9,11 +9,13 @@ import signal
 import threading
 import time
 from dataclasses import replace
+from functools import partial
 from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
 import torch
+from tqdm.auto import tqdm
 
 from bench.config import IDENTITY_FIELDS, RunConfig, resolve_device, resolve_precision
 from bench.evaluate import Scorer, generator_record
@@ -177,7 +179,10 @@ def run_benchmark(cfg: RunConfig, progress: bool = True, overwrite: bool = False
         raise RunError(f"--strict-weights: {exc}") from None
 
     started = time.perf_counter()
-    data = load_data(cfg.data, cfg.val_data, cfg.dataset, cfg.size, workers=cfg.workers, data_root=cfg.data_root)
+    bar = partial(tqdm, desc="Loading photos", unit="img", leave=False, dynamic_ncols=True) if progress else None
+    data = load_data(
+        cfg.data, cfg.val_data, cfg.dataset, cfg.size, workers=cfg.workers, progress=bar, data_root=cfg.data_root
+    )
     data_seconds = time.perf_counter() - started
     if cfg.batch_size > len(data.train):
         raise RunError(

@@ -156,7 +156,11 @@ def load_data(
     **dataset_options,
 ) -> Data:
     """Every photo of both splits as in-memory Lab tensors (or, for sets that name a
-    ``Sources.cache`` folder, uint8 Lab memory-mapped files), plus a manifest for config.json."""
+    ``Sources.cache`` folder, uint8 Lab memory-mapped files), plus a manifest for config.json.
+
+    ``progress``: a tqdm-like ``wrapper(iterable, total=n)`` for decoding and caching; without
+    one, loading is quiet, downloads of named datasets included."""
+    dataset_options.setdefault("progress", progress is not None)
     sources = resolve_sources(data, val_data, dataset, val_fraction, size=size, **dataset_options)
     for w in sources.warnings:
         log.warning(w)

@@ -262,3 +262,21 @@ def test_bench_run_trains_and_scores_from_the_memory_mapped_cache(stl_archive, t
     assert config["data"]["cache"].endswith("lab-cache") and config["data"]["train_images"] == 7
     metrics = (out / "metrics.csv").read_text()
     assert "100*l1+gan" in metrics and "nan" not in metrics.lower()
+
+
+def test_loading_is_quiet_without_a_progress_wrapper_downloads_included(monkeypatch):
+    from colorbench_datasets import DATASETS, DataError, load_data
+
+    seen = {}
+
+    def fake_dataset(**options):
+        seen.update(options)
+        raise DataError("stop here")
+
+    monkeypatch.setitem(DATASETS, "fake", fake_dataset)
+    with pytest.raises(DataError):
+        load_data(dataset="fake")
+    assert seen["progress"] is False
+    with pytest.raises(DataError):
+        load_data(dataset="fake", progress=lambda items, total: items)
+    assert seen["progress"] is True
