@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# The one prepared GPU check: does the CUDA path work end to end, and how fast is the step?
+# Fits a 10-minute device call on an H100. From the repo root, on the GPU machine:
+#
+#   bash benchmarks/gpu_check.sh            # results under $OUT (device tool) or results/gpu-check
+#
+# That machine has torch and most dependencies but no network: carry lpips and pytorch-fid
+# as wheels in .whl/ (made here with `pip download --no-deps --only-binary=:all: -d .whl
+# lpips==0.1.4 pytorch-fid==0.3.0`, .whl/ git-ignored). DEVICE=cpu STEP_CONFIGS=64-nf32
+# STEPS=2 runs the same script on a CPU, to check the script itself.
+set -uo pipefail
+OUT=${OUT:-results/gpu-check}
+DEVICE=${DEVICE:-cuda}
+STEP_CONFIGS=${STEP_CONFIGS:-256,64-nf64,64-nf32}
+STEPS=${STEPS:-20}
+PEAK=${PEAK_TFLOPS:-989}  # H100 SXM dense bf16
+PY=${PYTHON:-python3}
+WORK=$(mktemp -d)
+mkdir -p "$OUT"
+exec > >(tee "$OUT/gpu_check.log") 2>&1
+
+step() { echo; echo "=== $* ($(date +%T))"; }
+
+step "set-up"
+if [ -d .whl ]; then
+  $PY -m pip install -q --no-index --no-deps --no-compile --target "$WORK/site" .whl/*.whl || exit 1
+fi
+$PY -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --target "$WORK/site" . || exit 1
+export PYTHONPATH="$WORK/site${PYTHONPATH:+:$PYTHONPATH}" COLORBENCH_OFFLINE=1 PYTHONUNBUFFERED=1
+cd "$WORK"  # run the installed copy, as a user would
+BENCH="$PY -m bench.cli"
+$PY -c "import torch; print('torch', torch.__version__, '| cuda', torch.cuda.is_available(),
+      torch.cuda.get_device_name() if torch.cuda.is_available() else '', '| bf16', torch.cuda.is_available() and torch.cuda.is_bf16_supported())"
+command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv
+
+step "every loss trains and scores on $DEVICE (sample set, auto precision), then the report"
+$BENCH run --device "$DEVICE" --losses mse,l1,perceptual,gan,100*l1+gan,classification,lpips \
+  --epochs 2 --out "$WORK/run" -q && $BENCH report "$WORK/run" --device "$DEVICE" \
+  && cp "$WORK/run/report.md" "$OUT/report.md" && cp "$WORK/run/config.json" "$OUT/config.json"
+
+step "--deterministic: two identical runs give identical metrics"
+for i in 1 2; do
+  $BENCH run --device "$DEVICE" --deterministic --losses l1,100*l1+gan --epochs 2 --out "$WORK/det$i" -q >/dev/null 2>&1
+done
+cmp "$WORK/det1/metrics.csv" "$WORK/det2/metrics.csv" && echo "deterministic: metrics.csv identical" \
+  || { echo "deterministic: metrics.csv DIFFER"; diff "$WORK/det1/metrics.csv" "$WORK/det2/metrics.csv" | head; }
+
+step "training-step throughput (reference vs colorbench, fp32/bf16, NCHW/NHWC)"
+cd - >/dev/null
+$PY benchmarks/train_step.py --device "$DEVICE" --configs "$STEP_CONFIGS" --steps "$STEPS" --warmup 3 \
+  --peak-tflops "$PEAK" | tee "$OUT/train_step.md"
+step "torch.compile rows (256 px, or the first config)"
+$PY benchmarks/train_step.py --device "$DEVICE" --configs "${STEP_CONFIGS%%,*}" --steps "$STEPS" --warmup 3 \
+  --compile --peak-tflops "$PEAK" | tee "$OUT/train_step_compile.md"
+
+step "bf16 against fp32 scores (sample set; a smoke test of the numerics)"
+$PY benchmarks/precision_check.py --device "$DEVICE" --losses l1,100*l1+gan --epochs "${PREC_EPOCHS:-20}" \
+  --out "$WORK/precision" | tail -12 | tee "$OUT/precision.md"
+step "done"
