@@ -9,8 +9,8 @@ import signal
 import threading
 import time
 from dataclasses import replace
-from functools import partial
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
