@@ -1,6 +1,8 @@
 """Shared fixtures: no network, a private torch hub cache, small photos made on the fly."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -62,9 +64,14 @@ def write_photos(folder, count: int, size: int = 48, seed: int = 0, prefix: str 
     return paths
 
 
+def write_photo_folder(root) -> Path:
+    """``root/photos`` with train/ (16) and val/ (6) photos: the layout most tests train on."""
+    write_photos(root / "photos" / "train", 16, seed=1, prefix="tr")
+    write_photos(root / "photos" / "val", 6, seed=2, prefix="va")
+    return root / "photos"
+
+
 @pytest.fixture
 def photo_dir(tmp_path):
     """A folder with train/ (16) and val/ (6) photos."""
-    write_photos(tmp_path / "photos" / "train", 16, seed=1, prefix="tr")
-    write_photos(tmp_path / "photos" / "val", 6, seed=2, prefix="va")
-    return tmp_path / "photos"
+    return write_photo_folder(tmp_path)

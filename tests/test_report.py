@@ -17,7 +17,7 @@ from bench.cli import main
 from bench.metrics import METRICS, Metric
 from bench.report import FIGURES, pick_samples
 from bench.runner import slug
-from conftest import write_photos
+from conftest import write_photo_folder, write_photos
 
 TINY = ["--size", "32", "--width", "8", "--epochs", "1", "--batch-size", "4", "-q"]
 ORDER = ["l1", "mse", "100*l1+gan"]  # deliberately not alphabetical: rows follow --losses
@@ -33,15 +33,14 @@ def expected_rows(metrics: pd.DataFrame, combos: list[str]) -> list[str]:
 def tiny_run(tmp_path_factory):
     """Two seeds of three combinations, trained once for the whole module."""
     root = tmp_path_factory.mktemp("tiny")
-    write_photos(root / "photos" / "train", 16, seed=1, prefix="tr")
-    write_photos(root / "photos" / "val", 6, seed=2, prefix="va")
+    photos = write_photo_folder(root)
     out = root / "run"
     with pytest.MonkeyPatch.context() as mp:  # conftest's no-network, private-cache rules
         mp.setenv("COLORBENCH_OFFLINE", "1")
         mp.setenv("TORCH_HOME", str(root / "torch_home"))
         mp.setattr(torch.hub, "_hub_dir", None, raising=False)
         res = CliRunner().invoke(main, [
-            "run", "--data", str(root / "photos"), "--losses", ",".join(ORDER),
+            "run", "--data", str(photos), "--losses", ",".join(ORDER),
             "--seeds", "0,1", "--out", str(out), *TINY,
         ])
     assert res.exit_code == 0, res.output

@@ -46,15 +46,14 @@ def _wait_for_checkpoint(proc, cell: Path, timeout: float = 900) -> None:
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     """The uninterrupted run over the same photos."""
-    from conftest import write_photos
+    from conftest import write_photo_folder
 
     root = tmp_path_factory.mktemp("resume")
-    write_photos(root / "photos" / "train", 16, seed=1, prefix="tr")
-    write_photos(root / "photos" / "val", 6, seed=2, prefix="va")
+    photos = write_photo_folder(root)
     out = root / "reference"
-    res = CliRunner().invoke(main, ["run", "--data", str(root / "photos"), "--out", str(out), *LONG])
+    res = CliRunner().invoke(main, ["run", "--data", str(photos), "--out", str(out), *LONG])
     assert res.exit_code == 0, res.output
-    return root / "photos", pd.read_csv(out / "metrics.csv")
+    return photos, pd.read_csv(out / "metrics.csv")
 
 
 def _env():
