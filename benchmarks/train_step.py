@@ -30,6 +30,7 @@ from bench.train import autocast_context, train_step
 from losses.adversarial import AdversarialLoss, GANLoss
 from losses.pixel import PixelLoss
 from models import build_discriminator, build_generator
+from models.gemm_conv import GemmConv2d, GemmConvTranspose2d
 
 
 @dataclass(frozen=True)
@@ -62,9 +63,20 @@ def networks(cfg: Config, gan: bool, device, memory_format):
     return G, D
 
 
+def torch_layers(net: nn.Module | None) -> nn.Module | None:
+    """``net`` with torch's own convolution classes, as the tutorial builds it (Colorbench's
+    subclasses run tiny maps as GEMMs on the CPU; models/gemm_conv.py)."""
+    for module in net.modules() if net is not None else ():
+        if isinstance(module, GemmConvTranspose2d):
+            module.__class__ = nn.ConvTranspose2d
+        elif isinstance(module, GemmConv2d):
+            module.__class__ = nn.Conv2d
+    return net
+
+
 def reference_step_fn(cfg: Config, gan: bool, device):
     """The tutorial's ``MainModel.optimize`` / ``pretrain_generator`` step, as published."""
-    G, D = networks(cfg, gan, device, torch.contiguous_format)
+    G, D = map(torch_layers, networks(cfg, gan, device, torch.contiguous_format))
     opt_G = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
     opt_D = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999)) if gan else None
     bce = nn.BCEWithLogitsLoss()
