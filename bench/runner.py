@@ -127,16 +127,25 @@ def check_options(cfg: RunConfig) -> list[Combination]:
     return combos
 
 
+# Identity options added after runs were made, with the value those runs used.
+OPTIONS_ADDED_LATER = {"disc_width": 64}
+
+
 def check_reuse(out: Path, cfg: RunConfig, overwrite: bool) -> None:
     """Refuse to mix results of two different configurations in one --out."""
     path = out / "config.json"
     if overwrite or not path.is_file():
         return
-    old = read_json(path).get("options", {})
+    recorded = read_json(path).get("options", {})
+    old = {**OPTIONS_ADDED_LATER, **recorded}
     new = cfg.to_dict()
     diff = [k for k in IDENTITY_FIELDS if old.get(k) != new.get(k)]
     if diff:
-        changes = ", ".join(f"--{k.replace('_', '-')}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff)
+        changes = ", ".join(
+            f"--{k.replace('_', '-')}: {old.get(k)!r}{'' if k in recorded else ' (before the option existed)'} "
+            f"-> {new.get(k)!r}"
+            for k in diff
+        )
         raise RunError(
             f"{out} holds a run with other options ({changes}); use another --out, "
             "or --overwrite to discard it"

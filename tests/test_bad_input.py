@@ -3,6 +3,7 @@ documented, safe handling."""
 from __future__ import annotations
 
 import io
+import json
 import os
 
 import numpy as np
@@ -235,3 +236,15 @@ def test_reusing_out_with_other_options_names_them(photo_dir, tmp_path):
     res = CliRunner().invoke(main, [*args, "--width", "16"])
     assert res.exit_code != 0 and "--width: 8 -> 16" in res.output and "--overwrite" in res.output
     assert CliRunner().invoke(main, [*args, "--width", "16", "--overwrite"]).exit_code == 0
+
+
+def test_a_run_from_before_disc_width_existed_is_read_as_a_64_wide_D(photo_dir, tmp_path):
+    out = tmp_path / "r"
+    args = ["run", "--data", str(photo_dir), "--losses", "l1", "--out", str(out), *TINY]
+    assert CliRunner().invoke(main, args).exit_code == 0
+    config = json.loads((out / "config.json").read_text())
+    del config["options"]["disc_width"]  # as written before the option existed
+    (out / "config.json").write_text(json.dumps(config))
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code != 0 and "--disc-width: 64 (before the option existed) -> 8" in res.output
+    assert CliRunner().invoke(main, [*args, "--disc-width", "64"]).exit_code == 0
