@@ -90,6 +90,23 @@ def test_perceptual_offline_falls_back_loudly_or_fails_when_strict():
         LOSSES["perceptual"].factory(LossOptions(strict_weights=True))
 
 
+def test_perceptual_runs_vgg_channels_last_and_computes_what_nchw_does():
+    import copy
+
+    with pytest.warns(UserWarning, match="RANDOMLY INITIALISED VGG16"):
+        term = LOSSES["perceptual"].factory(LossOptions())
+    assert term.features.slices[0][0].weight.is_contiguous(memory_format=torch.channels_last)
+    rgb = torch.rand(2, 3, 32, 32)
+    features = term.features(rgb)
+    assert all(f.is_contiguous(memory_format=torch.channels_last) and f.shape[1] > 1 for f in features)
+    nchw = copy.deepcopy(term.features).to(memory_format=torch.contiguous_format)
+    x = (rgb - nchw.mean) / nchw.std
+    for layers, f in zip(nchw.slices, features):
+        x = layers(x)
+        assert x.is_contiguous()
+        torch.testing.assert_close(f, x, rtol=1e-4, atol=1e-5)
+
+
 def test_perceptual_uses_cached_imagenet_weights_when_present(tmp_path):
     """A file in the hub cache under the real name is loaded (no fallback tag)."""
     from torchvision.models import vgg16
