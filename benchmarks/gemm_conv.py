@@ -11,6 +11,7 @@ sends the layer down the GEMM path.
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import time
 
@@ -18,7 +19,7 @@ import torch
 from torch import nn
 
 from models import gemm_conv
-from models.gemm_conv import GemmConv2d, GemmConvTranspose2d
+from models.gemm_conv import GemmConv2d, GemmConvTranspose2d, with_torch_layers
 
 
 def seconds(layer: nn.Module, shape: tuple[int, ...], repeats: int) -> float:
@@ -29,13 +30,6 @@ def seconds(layer: nn.Module, shape: tuple[int, ...], repeats: int) -> float:
         layer(x).sum().backward()
         times.append(time.perf_counter() - start)
     return statistics.median(times[1:])
-
-
-def torch_twin(layer: nn.Module) -> nn.Module:
-    """The same parameters in torch's own class."""
-    twin = layer.__class__.__bases__[0].__new__(layer.__class__.__bases__[0])
-    twin.__dict__ = dict(layer.__dict__)
-    return twin
 
 
 def main() -> None:
@@ -54,7 +48,7 @@ def main() -> None:
     cases += [(GemmConvTranspose2d(c, c // 2, 4, 2, 1, bias=False), c, px, px * px) for c in (128, 256, 512, 1024) for px in (1, 2, 4, 8)]
     for layer, c, px, positions in cases:
         shape = (args.batch, c, px, px)
-        stock = torch_twin(layer)
+        stock = with_torch_layers(copy.copy(layer))  # the same parameters, torch's class
         onednn = min(seconds(stock, shape, args.repeats), seconds(stock, shape, args.repeats))
         gemm = seconds(layer, shape, args.repeats)
         kind = "transposed conv" if isinstance(layer, nn.ConvTranspose2d) else "conv"

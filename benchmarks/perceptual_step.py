@@ -18,20 +18,8 @@ import warnings
 import torch
 
 from bench.train import train_step
-from losses.perceptual import PerceptualLoss, VGGFeatures, vgg16_features
+from losses.perceptual import PerceptualLoss, vgg16_features
 from models import build_generator
-
-
-class NCHWFeatures(VGGFeatures):
-    """VGGFeatures as it was before channels_last."""
-
-    def forward(self, rgb: torch.Tensor) -> list[torch.Tensor]:
-        x = (rgb - self.mean) / self.std
-        out = []
-        for s in self.slices:
-            x = s(x)
-            out.append(x)
-        return out
 
 
 def main() -> None:
@@ -47,7 +35,7 @@ def main() -> None:
         warnings.simplefilter("ignore")  # the random-VGG fallback's banner
         features, tag = vgg16_features("cpu", False)
     nchw = copy.deepcopy(features).to(memory_format=torch.contiguous_format)
-    nchw.__class__ = NCHWFeatures
+    nchw.memory_format = torch.contiguous_format  # as VGGFeatures ran before channels_last
     variants = {}
     for name, feats in (("VGG16 NCHW", nchw), ("VGG16 channels_last (bench run)", features)):
         torch.manual_seed(0)

@@ -30,7 +30,7 @@ from bench.train import autocast_context, train_step
 from losses.adversarial import AdversarialLoss, GANLoss
 from losses.pixel import PixelLoss
 from models import build_discriminator, build_generator
-from models.gemm_conv import GemmConv2d, GemmConvTranspose2d
+from models.gemm_conv import with_torch_layers
 
 
 @dataclass(frozen=True)
@@ -63,20 +63,11 @@ def networks(cfg: Config, gan: bool, device, memory_format):
     return G, D
 
 
-def torch_layers(net: nn.Module | None) -> nn.Module | None:
-    """``net`` with torch's own convolution classes, as the tutorial builds it (Colorbench's
-    subclasses run tiny maps as GEMMs on the CPU; models/gemm_conv.py)."""
-    for module in net.modules() if net is not None else ():
-        if isinstance(module, GemmConvTranspose2d):
-            module.__class__ = nn.ConvTranspose2d
-        elif isinstance(module, GemmConv2d):
-            module.__class__ = nn.Conv2d
-    return net
-
-
 def reference_step_fn(cfg: Config, gan: bool, device):
-    """The tutorial's ``MainModel.optimize`` / ``pretrain_generator`` step, as published."""
-    G, D = map(torch_layers, networks(cfg, gan, device, torch.contiguous_format))
+    """The tutorial's ``MainModel.optimize`` / ``pretrain_generator`` step, as published, on
+    torch's own convolution layers (Colorbench's run tiny maps as GEMMs on a CPU)."""
+    G, D = networks(cfg, gan, device, torch.contiguous_format)
+    G, D = with_torch_layers(G), with_torch_layers(D) if gan else None
     opt_G = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
     opt_D = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999)) if gan else None
     bce = nn.BCEWithLogitsLoss()

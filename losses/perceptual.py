@@ -57,22 +57,25 @@ def parse_layer_weights(text: str) -> tuple[tuple[str, float], ...]:
 class VGGFeatures(nn.Module):
     """Frozen VGG16 slices ending at each of ``layers`` (names of ``VGG_LAYERS``)."""
 
-    def __init__(self, features: nn.Sequential, layers=tuple(DEFAULT_LAYERS.split(","))):
+    def __init__(
+        self, features: nn.Sequential, layers=tuple(DEFAULT_LAYERS.split(",")), memory_format=torch.channels_last
+    ):
         super().__init__()
+        # channels_last: the perceptual step ran 1.07-1.16x faster so on a CPU
+        # (benchmarks/perceptual_step.py), and cuDNN's tensor-core kernels are NHWC.
+        self.memory_format = memory_format
         ends = sorted(VGG_LAYERS[name] for name in layers)
         starts = [0] + [e + 1 for e in ends[:-1]]
         self.slices = nn.ModuleList(features[s : e + 1] for s, e in zip(starts, ends))
         self.register_buffer("mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1))
-        self.requires_grad_(False).eval()
+        self.requires_grad_(False).eval().to(memory_format=memory_format)
 
     def train(self, mode: bool = True) -> "VGGFeatures":
         return super().train(False)  # frozen: never leaves eval mode
 
     def forward(self, rgb: torch.Tensor) -> list[torch.Tensor]:
-        # channels_last: the perceptual step ran 1.07-1.16x faster so on a CPU
-        # (benchmarks/perceptual_step.py), and cuDNN's tensor-core kernels are NHWC.
-        x = ((rgb - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
+        x = ((rgb - self.mean) / self.std).contiguous(memory_format=self.memory_format)
         out = []
         for s in self.slices:
             x = s(x)
@@ -108,8 +111,7 @@ def vgg16_features(
             f"to make this an error.\n{'!' * 78}",
             stacklevel=2,
         )
-    features = VGGFeatures(net.features[: max(VGG_LAYERS[n] for n in layers) + 1], layers)
-    return features.to(device, memory_format=torch.channels_last), tag
+    return VGGFeatures(net.features[: max(VGG_LAYERS[n] for n in layers) + 1], layers).to(device), tag
 
 
 class PerceptualLoss(nn.Module):

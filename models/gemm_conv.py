@@ -1,7 +1,7 @@
 """Convolutions that run as one matrix product over the batch when the map is tiny.
 
 On a CPU, oneDNN's convolution kernels are built for maps of many positions. Around a
-U-Net's bottleneck, where 512-channel maps are 4x4 to 1x1, they ran 1.3-5x slower
+U-Net's bottleneck, where 512-channel maps are 4x4 to 1x1, they ran 1.3-7x slower
 (forward + backward) than the same convolution written as ``unfold`` + one matrix product
 over the whole batch (benchmarks/README.md, "Tiny maps"). These drop-in subclasses take
 that path on the CPU where a map has few positions for its channels -- at least
@@ -16,8 +16,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-# Measured per layer (batch 32 and 16, 64-1024 channels, 1x1-8x8 maps): above this the
-# GEMM won 1.3-5x; near it the two were even (0.9-1.15x); far below it oneDNN won.
+# Measured per layer (benchmarks/gemm_conv.py; batch 32 and 16, 64-1024 channels, 1x1-8x8
+# maps): well above this the GEMM won 1.3-7x, at it the two were even (0.9-1.15x), below it
+# oneDNN won but for two modest GEMM wins (1.2-1.3x) left to it.
 GEMM_CHANNELS_PER_POSITION = 64
 
 
@@ -40,6 +41,8 @@ def _like(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 
 class GemmConv2d(nn.Conv2d):
+    """``nn.Conv2d``; on the CPU, a map with few positions for its channels is one GEMM."""
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out_hw = [
             (x.shape[-2 + d] + 2 * self.padding[d] - self.kernel_size[d]) // self.stride[d] + 1 for d in (0, 1)
@@ -52,6 +55,8 @@ class GemmConv2d(nn.Conv2d):
 
 
 class GemmConvTranspose2d(nn.ConvTranspose2d):
+    """``nn.ConvTranspose2d``; on the CPU, a small input map is one GEMM and a ``fold``."""
+
     def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
         if output_size is not None or self.output_padding != (0, 0) or not _gemm_applies(self, x, x.shape[-2] * x.shape[-1]):
             return super().forward(x, output_size)
@@ -61,3 +66,14 @@ class GemmConvTranspose2d(nn.ConvTranspose2d):
         if self.bias is not None:
             out = out + self.bias.to(out.dtype).view(1, -1, 1, 1)  # autocast: keep the product's dtype
         return _like(out, x)
+
+
+def with_torch_layers(net: nn.Module) -> nn.Module:
+    """``net``, in place, with torch's own convolution classes instead of these (the same
+    parameters): the network as torch alone would run it, e.g. to compare against."""
+    for module in net.modules():
+        if isinstance(module, GemmConvTranspose2d):
+            module.__class__ = nn.ConvTranspose2d
+        elif isinstance(module, GemmConv2d):
+            module.__class__ = nn.Conv2d
+    return net

@@ -1,11 +1,13 @@
 """The tiny-map GEMM convolutions compute what torch's own layers compute."""
+import copy
+
 import pytest
 import torch
 from torch import nn
 
 import models.gemm_conv as gemm_conv
 from models import build_generator
-from models.gemm_conv import GEMM_CHANNELS_PER_POSITION, GemmConv2d, GemmConvTranspose2d
+from models.gemm_conv import GEMM_CHANNELS_PER_POSITION, GemmConv2d, GemmConvTranspose2d, with_torch_layers
 
 
 @pytest.fixture
@@ -19,10 +21,7 @@ def unfold_calls(monkeypatch):
 
 
 def _stock(layer: nn.Module) -> nn.Module:
-    base = nn.ConvTranspose2d if isinstance(layer, nn.ConvTranspose2d) else nn.Conv2d
-    twin = base.__new__(base)
-    twin.__dict__ = dict(layer.__dict__)  # shares the parameters
-    return twin
+    return with_torch_layers(copy.copy(layer))  # shares the parameters
 
 
 C = 4 * GEMM_CHANNELS_PER_POSITION  # enough channels for a 2x2 map to take the GEMM path
@@ -95,9 +94,8 @@ def test_a_generator_matches_its_stock_twin(name, unfold_calls):
     G = build_generator(name, 64, width=8).eval()
     twin = build_generator(name, 64, width=8).eval()
     twin.load_state_dict(G.state_dict())  # the state_dict is torch's layers'
-    for module in twin.modules():
-        if isinstance(module, (GemmConv2d, GemmConvTranspose2d)):
-            module.__class__ = nn.ConvTranspose2d if isinstance(module, nn.ConvTranspose2d) else nn.Conv2d
+    with_torch_layers(twin)
+    assert not any(isinstance(m, (GemmConv2d, GemmConvTranspose2d)) for m in twin.modules())
     x = torch.randn(3, 1, 64, 64)
     out = G(x)
     assert unfold_calls  # the bottleneck ran as GEMMs
