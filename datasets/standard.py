@@ -4,7 +4,8 @@ The archives (URLs and md5 sums are the ones torchvision's classes publish) go t
 ``download.fetch``, which resumes, verifies and says where to put a file by hand when
 offline, and ``download.extract``, which refuses members escaping the folder. torchvision's
 class then reads the unpacked files (``download=False``: it checks them itself) and its
-images feed the same Lab pipeline as a folder of photos. STL-10 (train + 100k unlabeled)
+images feed the same Lab pipeline as a folder of photos -- except STL-10's binaries, which
+are memory-mapped here rather than read whole on every load. STL-10 (train + 100k unlabeled)
 and Places365 are too large for memory as float tensors, so they are kept as uint8 Lab
 memory-mapped files (``cache.py``), built once.
 """
@@ -48,14 +49,31 @@ def prepare(layout: Layout, archives: list[Archive], data_root, progress: bool) 
     return folder
 
 
-def _array_items(prefix: str, images: np.ndarray, channels_first: bool) -> list:
-    """``(name, opener)`` per row of a uint8 image array (torchvision keeps these in RAM)."""
+def _array_items(prefix: str, images: np.ndarray, channels_first: bool, start: int = 0) -> list:
+    """``(name, opener)`` per row of a uint8 image array, numbered from ``start``."""
 
     def opener(i: int) -> Image.Image:
         a = images[i]
         return Image.fromarray(np.ascontiguousarray(a.transpose(1, 2, 0) if channels_first else a))
 
-    return [(f"{prefix}/{i:06d}", partial(opener, i)) for i in range(len(images))]
+    return [(f"{prefix}/{start + i:06d}", partial(opener, i)) for i in range(len(images))]
+
+
+def _stl10_images(folder: Path, filename: str) -> np.ndarray:
+    """An STL-10 ``*_X.bin`` as an (N, 3, 96, 96) uint8 array, memory-mapped.
+
+    torchvision's STL10 class md5-checks and reads all ~2.9 GB of train + unlabeled on every
+    load, even when only the names are needed because the Lab cache exists; a memory map
+    reads an image only when it is opened. The file is stored column-major per channel,
+    as torchvision's reader (reshape, then swap the last two axes) also takes it.
+    """
+    path = folder / filename
+    if not path.is_file() or path.stat().st_size % (3 * 96 * 96):
+        raise DataError(
+            f"stl10: {path} is missing or truncated; delete {folder.parent} (or its .extracted "
+            "marker) to download and unpack the archive again"
+        )
+    return np.memmap(path, dtype=np.uint8, mode="r").reshape(-1, 3, 96, 96).transpose(0, 1, 3, 2)
 
 
 def _upsampling_warning(name: str, layout: Layout, size: int | None) -> list[str]:
@@ -92,13 +110,16 @@ def stl10_sources(data_root=None, progress: bool = True, size: int | None = None
     tvd = _torchvision()
     cls = tvd.STL10
     root = prepare(STL10, [_archive("stl10", cls.url, cls.filename, cls.tgz_md5)], data_root, progress)
-    train = cls(str(root), split="train+unlabeled", download=False)
-    test = cls(str(root), split="test", download=False)
+    folder = root / cls.base_folder
+    train, unlabeled, test = (_stl10_images(folder, f) for f in ("train_X.bin", "unlabeled_X.bin", "test_X.bin"))
+    # Named as torchvision's split="train+unlabeled" numbers them: train first, then unlabeled.
+    train_items = _array_items("stl10/train+unlabeled", train, True)
+    train_items += _array_items("stl10/train+unlabeled", unlabeled, True, start=len(train))
     return Sources(
-        _array_items("stl10/train+unlabeled", train.data, True),
-        _array_items("stl10/test", test.data, True),
-        f"stl10: torchvision STL10 at {root} (train + unlabeled {len(train.data):,} / test "
-        f"{len(test.data):,} as val, 96 px), uint8 Lab cache",
+        train_items,
+        _array_items("stl10/test", test, True),
+        f"stl10: torchvision's STL-10 archive at {root} (train + unlabeled {len(train_items):,} / test "
+        f"{len(test):,} as val, 96 px), uint8 Lab cache",
         warnings=_upsampling_warning("stl10", STL10, size),
         cache=root / "lab-cache",
     )

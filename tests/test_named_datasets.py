@@ -204,6 +204,37 @@ def test_stl10_streams_from_a_uint8_lab_cache_built_once(stl_archive, tmp_path, 
     assert torch.equal(again.val.ab[0:2], data.val.ab[0:2])
 
 
+def test_stl10_images_are_torchvisions_in_its_order_without_reading_them_all(stl_archive, tmp_path, monkeypatch):
+    import torchvision.datasets as tvd
+
+    from colorbench_datasets import DATASETS
+
+    sources = DATASETS["stl10"](data_root=tmp_path / "root", progress=False)
+    root = tmp_path / "root" / "stl10"
+    expected = {
+        "stl10/train+unlabeled": tvd.STL10(str(root), split="train+unlabeled").data,
+        "stl10/test": tvd.STL10(str(root), split="test").data,
+    }
+    for items, prefix in ((sources.train, "stl10/train+unlabeled"), (sources.val, "stl10/test")):
+        assert [name for name, _ in items] == [f"{prefix}/{i:06d}" for i in range(len(expected[prefix]))]
+        for (_, open_image), chw in zip(items, expected[prefix]):
+            assert np.array_equal(np.asarray(open_image()), chw.transpose(1, 2, 0))
+    # Listing the images reads none of them (torchvision's class reads and md5s every file).
+    monkeypatch.setattr(tvd.STL10, "__init__", lambda *a, **k: pytest.fail("read through torchvision's STL10"))
+    monkeypatch.setattr(np, "fromfile", lambda *a, **k: pytest.fail("read a whole file"))
+    assert len(DATASETS["stl10"](data_root=tmp_path / "root", progress=False).train) == 7
+
+
+def test_a_truncated_stl10_binary_names_the_file_and_the_fix(stl_archive, tmp_path):
+    from colorbench_datasets import DATASETS
+
+    DATASETS["stl10"](data_root=tmp_path / "root", progress=False)
+    binary = tmp_path / "root" / "stl10" / "stl10_binary" / "unlabeled_X.bin"
+    binary.write_bytes(binary.read_bytes()[:1000])
+    with pytest.raises(DataError, match="unlabeled_X.bin is missing or truncated; delete"):
+        DATASETS["stl10"](data_root=tmp_path / "root", progress=False)
+
+
 @pytest.fixture
 def places_archives(tmp_path, monkeypatch):
     import torchvision.datasets as tvd
