@@ -20,7 +20,7 @@ from bench import figures
 from bench.colorize import colorize_images, gray_image
 from bench.evaluate import load_generator, predict_ab
 from bench.metrics import METRICS, colorfulness
-from bench.results import atomic_write_text, read_json, write_csv
+from bench.results import atomic_write_text, write_csv
 from bench.runs import BASELINES, GRAY, TRUTH, Run, RunFolderError, load_run, load_val_split, val_sources
 from bench.summary import arrow, decimals, markdown_table, seed_values, summarize, table_rows
 from colorbench_datasets import model_to_rgb
@@ -309,9 +309,8 @@ def training_cost(runs: list[Run]) -> list[str]:
         steps = o.get("epochs", 0) * (d.get("train_images", 0) // max(o.get("batch_size", 1), 1))
         times = {}
         for row in table_rows([run]):
-            records = [run.cell(row.combination, s) / "metrics.json" for s in run.seeds]
-            seconds = [read_json(r).get("seconds") for r in records if r.is_file()]
-            seconds = [x for x in seconds if x is not None]
+            records = [run.cell_record(row.combination, s) or {} for s in run.seeds]
+            seconds = [r["seconds"] for r in records if r.get("seconds") is not None]
             if row.combination not in BASELINES and seconds:
                 times[row.combination] = sum(seconds) / len(seconds)
         if not times:
@@ -329,8 +328,8 @@ def training_cost(runs: list[Run]) -> list[str]:
 def _cell_state(run: Run, combination: str) -> str:
     states = []
     for seed in run.seeds:
-        record = run.cell(combination, seed) / "metrics.json"
-        states.append(read_json(record).get("status", "unfinished") if record.is_file() else "not trained yet")
+        record = run.cell_record(combination, seed)
+        states.append(record.get("status", "unfinished") if record is not None else "not trained yet")
     return ", ".join(dict.fromkeys(states))
 
 

@@ -54,6 +54,11 @@ class Run:
     def cell(self, combination: str, seed: int) -> Path:
         return self.path / "cells" / slug(combination) / f"seed{seed}"
 
+    def cell_record(self, combination: str, seed: int) -> dict | None:
+        """The cell's metrics.json (status, scores, training seconds); None until it finished."""
+        record = self.cell(combination, seed) / "metrics.json"
+        return read_json(record) if record.is_file() else None
+
 
 def load_run(path: str | Path) -> Run:
     path = Path(path)
@@ -94,8 +99,7 @@ def generator_path(run: Run, combination: str, seed: int) -> Path:
         )
     path = run.cell(combination, seed) / "generator.pt"
     if not path.is_file():
-        record = run.cell(combination, seed) / "metrics.json"
-        why = read_json(record).get("status", "unfinished") if record.is_file() else "unfinished"
+        why = (run.cell_record(combination, seed) or {}).get("status", "unfinished")
         raise RunFolderError(
             f"{path} not found ({combination} seed {seed} is {why}); pick another --loss/--seed, "
             "or finish the run by rerunning `bench run` with the same --out"

@@ -93,6 +93,11 @@ def train_step(G, terms, opt_G, opt_D, L, ab, autocast=contextlib.nullcontext) -
     return torch.stack([*values, total, d_loss.float()]).detach()
 
 
+def default_channels_last(device: torch.device, precision: str) -> bool:
+    """The memory format ``bench run`` trains in when not told (see TrainSettings)."""
+    return device.type == "cuda" or precision != "fp32"
+
+
 def autocast_context(precision: str, device: torch.device):
     """A factory of autocast contexts for ``precision`` (a no-op for fp32)."""
     dtype = autocast_dtype(precision)
@@ -142,7 +147,7 @@ def train_cell(
     """
     channels_last = settings.channels_last
     if channels_last is None:
-        channels_last = device.type == "cuda" or settings.precision != "fp32"
+        channels_last = default_channels_last(device, settings.precision)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     G = make_generator(settings, seed, generator_head(combo)).to(device, memory_format=memory_format)
     if settings.compile:

@@ -4,22 +4,22 @@
 
 ``bench.train.train_step`` with the ``perceptual`` term as ``bench run`` builds it (VGG16 in
 channels_last, losses/perceptual.py), and the same with VGG16 kept in NCHW; the two take
-turns step by step, median of --steps after 2 warm-up steps. VGG16's weights are the
-ImageNet ones if cached, else random (the speed is the same).
+turns step by step (train_step.py's ``measure``), median of --steps after 2 warm-up steps.
+VGG16's weights are the ImageNet ones if cached, else random (the speed is the same).
 """
 from __future__ import annotations
 
 import argparse
 import copy
-import statistics
-import time
 import warnings
+from functools import partial
 
 import torch
 
 from bench.train import train_step
 from losses.perceptual import PerceptualLoss, vgg16_features
 from models import build_generator
+from train_step import Config, measure  # this folder's: the same interleaved timing
 
 
 def main() -> None:
@@ -36,32 +36,20 @@ def main() -> None:
         features, tag = vgg16_features("cpu", False)
     nchw = copy.deepcopy(features).to(memory_format=torch.contiguous_format)
     nchw.memory_format = torch.contiguous_format  # as VGGFeatures ran before channels_last
-    variants = {}
-    for name, feats in (("VGG16 NCHW", nchw), ("VGG16 channels_last (bench run)", features)):
+    cfg = Config("perceptual", args.size, args.width, args.batch)
+    variants = []
+    for feats in (nchw, features):
         torch.manual_seed(0)
         G = build_generator("unet", args.size, args.width)
         opt = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999), fused=True)
-        variants[name] = (G, [("perceptual", 1.0, PerceptualLoss(feats, tag))], opt)
-    g = torch.Generator().manual_seed(0)
-    L = torch.rand(args.batch, 1, args.size, args.size, generator=g) * 2 - 1
-    ab = (torch.rand(args.batch, 2, args.size, args.size, generator=g) - 0.5) * 0.5
-
-    def step(G, terms, opt) -> float:
-        start = time.perf_counter()
-        train_step(G, terms, opt, None, L, ab)
-        return time.perf_counter() - start
-
-    for v in variants.values():
-        step(*v), step(*v)
-    times = {name: [] for name in variants}
-    for _ in range(args.steps):
-        for name, v in variants.items():
-            times[name].append(step(*v))
-    base = statistics.median(times["VGG16 NCHW"])
+        terms = [("perceptual", 1.0, PerceptualLoss(feats, tag))]
+        variants.append((partial(train_step, G, terms, opt, None), torch.contiguous_format))
+    results = measure(variants, cfg, torch.device("cpu"), args.steps, warmup=2)
     print(f"{args.size} px, nf {args.width}, batch {args.batch}, {torch.get_num_threads()} threads, weights: {tag or 'ImageNet'}\n")
-    print("| variant | s/step | vs NCHW |\n| --- | ---: | ---: |")
-    for name, t in times.items():
-        print(f"| {name} | {statistics.median(t):.3f} | {base / statistics.median(t):.2f}× |")
+    print("| variant | s/step | GFLOP/s | vs NCHW |\n| --- | ---: | ---: | ---: |")
+    base = results[0][0]
+    for name, (seconds, gflop, _) in zip(("VGG16 NCHW", "VGG16 channels_last (bench run)"), results):
+        print(f"| {name} | {seconds:.3f} | {gflop / seconds:.0f} | {base / seconds:.2f}× |")
 
 
 if __name__ == "__main__":

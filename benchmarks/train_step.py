@@ -26,7 +26,7 @@ from torch.nn import functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from bench.config import cpu_has_native_bf16
-from bench.train import autocast_context, train_step
+from bench.train import autocast_context, default_channels_last, train_step
 from losses.adversarial import AdversarialLoss, GANLoss
 from losses.pixel import PixelLoss
 from models import build_discriminator, build_generator
@@ -198,7 +198,7 @@ def main() -> None:
                     label = f"colorbench {precision} {'channels_last' if cl else 'NCHW'}"
                     variants.append((label, lambda p=precision, c=cl: colorbench_step_fn(cfg, gan, device, p, c)))
                 if args.compile:
-                    cl = device.type == "cuda"  # what `bench run` uses on this device
+                    cl = default_channels_last(device, precision)  # what `bench run` uses
                     label = f"colorbench {precision} {'channels_last' if cl else 'NCHW'} --compile"
                     variants.append((label, lambda p=precision, c=cl: colorbench_step_fn(cfg, gan, device, p, c, True)))
             results = measure([make() for _, make in variants], cfg, device, args.steps, args.warmup)

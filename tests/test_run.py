@@ -159,7 +159,7 @@ def test_saved_generator_reloads_and_predicts_like_the_trained_one(photo_dir, tm
     assert ab.shape == data.val.ab.shape and G.meta["combination"] == "l1"
 
 
-def test_bf16_training_keeps_weights_batchnorm_and_optimizer_state_in_fp32(photo_dir):
+def test_bf16_training_keeps_weights_and_batchnorm_in_fp32_and_runs_channels_last(photo_dir):
     from bench.train import train_cell
     from colorbench_datasets import resolve_sources
     from colorbench_datasets.tensors import build_split
