@@ -27,7 +27,9 @@ from colorbench_datasets.lab import rgb_to_lab
 class Metric:
     name: str
     fn: Callable[..., torch.Tensor]
-    higher_is_better: bool
+    # True or False ranks the metric; None makes it descriptive: read against the ground
+    # truth's value, never ranked (more colour is not better colour, see ``cf``).
+    higher_is_better: bool | None
     description: str
     per_image: bool = True  # False: one value for the whole set (fid, kid, delta_cf)
     weights: str | None = None  # the ``known_weights()`` key it cannot be computed without
@@ -296,7 +298,8 @@ METRICS: dict[str, Metric] = {
         Metric("kid", kid, False, "kernel Inception distance (unbiased cubic-kernel MMD^2) to the val photos",
                per_image=False, weights="inception"),
         Metric("de00", de00, False, "mean CIEDE2000 colour difference to the ground truth"),
-        Metric("cf", cf, True, "Hasler-Suesstrunk colourfulness of the predictions (compare with ground truth's)"),
+        Metric("cf", cf, None, "Hasler-Suesstrunk colourfulness of the predictions (descriptive: compare with "
+               "the ground truth's; delta_cf ranks the distance)"),
         Metric("delta_cf", delta_cf, False, "|mean CF of predictions - mean CF of ground truth|", per_image=False),
         Metric("auc", auc, True, "Zhang et al.'s AuC of the per-pixel ab error, thresholds 0..150, percent"),
     )

@@ -22,7 +22,7 @@ from bench.evaluate import load_generator, predict_ab
 from bench.metrics import METRICS, colorfulness
 from bench.results import atomic_write_text, write_csv
 from bench.runs import BASELINES, GRAY, TRUTH, Run, RunFolderError, load_run, load_val_split, val_sources
-from bench.summary import arrow, decimals, markdown_table, seed_values, summarize, table_rows
+from bench.summary import RANKED, arrow, decimals, markdown_table, seed_values, summarize, table_rows
 from colorbench_datasets import model_to_rgb
 from colorbench_datasets.tensors import resize_and_crop
 
@@ -150,13 +150,32 @@ def _fmt(value: float, digits: int, signed: bool = False) -> str:
     return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
 
 
+def _descriptive_sentences(summary: pd.DataFrame, digits: dict[str, int]) -> list[str]:
+    """A descriptive metric (``cf``) is stated against the val photos' own value, never ranked."""
+    out = []
+    for metric, group in summary[summary.direction == "descriptive"].groupby("metric", sort=False):
+        d = digits[metric]
+        models = group[~group.combination.isin(BASELINES)].dropna(subset=["mean"]).sort_values("mean")
+        truth = group[group.combination == TRUTH].dropna(subset=["mean"])
+        if models.empty:
+            continue
+        text = f"**{metric}** (descriptive, not ranked): "
+        if len(truth):
+            text += f"the val photos themselves score {_fmt(truth['mean'].iloc[0], d)}; "
+        low, high = models.iloc[0], models.iloc[-1]
+        text += (f"the models range from {_fmt(low['mean'], d)} (`{low['row']}`) to {_fmt(high['mean'], d)} (`{high['row']}`)"
+                 if len(models) > 1 else f"`{low['row']}` scores {_fmt(low['mean'], d)}")
+        out.append(text + (" — `delta_cf` ranks the distance to the photos." if metric == "cf" else "."))
+    return out
+
+
 def reading(summary: pd.DataFrame) -> tuple[list[str], list[str]]:
     """Built from the numbers: a sentence per metric (who wins, by how much over the
     runner-up, against the seed spread) and a line per combination (where it stands
     against gray, at the table's precision)."""
     winners, standing = [], []
     digits = {m: decimals(summary.loc[summary.metric == m, "mean"].tolist()) for m in summary.metric.unique()}
-    ranked_rows = summary[(summary.direction != "") & (summary.combination != TRUTH)]
+    ranked_rows = summary[summary.direction.isin(RANKED) & (summary.combination != TRUTH)]
     for metric, group in ranked_rows.groupby("metric", sort=False):
         group = group.dropna(subset=["mean"])
         if group.empty:
@@ -178,6 +197,7 @@ def reading(summary: pd.DataFrame) -> tuple[list[str], list[str]]:
         if (tied["combination"] == GRAY).any():
             text += "; no combination beats the gray baseline on it"
         winners.append(text + ".")
+    winners += _descriptive_sentences(summary, digits)
     for row, group in summary[~summary.combination.isin(BASELINES)].groupby("row", sort=False):
         group = group.dropna(subset=["vs_gray"])
         if group.empty:
@@ -376,7 +396,11 @@ def build_report(run_dirs: list[str | Path], out: str | Path | None = None, sett
     written = {}
     digits = {m: decimals(summary.loc[summary.metric == m, "mean"].tolist()) for m in summary.metric.unique()}
     values = seed_values(runs)
-    figures.bar_figure(values[values.row.isin(order)], order, palette, out / FIGURES["scores"], descriptions, digits)
+    plotted, left_out = scored_metrics(summary)
+    figures.bar_figure(
+        values[values.row.isin(order) & values.metric.isin(plotted)], order, palette, out / FIGURES["scores"],
+        descriptions, digits,
+    )
     written["scores"] = out / FIGURES["scores"]
     logs, epoch_steps = training_logs(runs)
     problems = []
@@ -390,12 +414,33 @@ def build_report(run_dirs: list[str | Path], out: str | Path | None = None, sett
     problems += image_problems
 
     notes = caveats(runs, summary) + problems
-    text = render(runs, summary, written, notes, out, settings)
+    text = render(runs, summary, written, notes, out, settings, left_out)
     atomic_write_text(out / "report.md", text)
     return Report(out / "report.md", written, notes)
 
 
-def render(runs: list[Run], summary: pd.DataFrame, written: dict, notes: list[str], out: Path, settings: ReportSettings) -> str:
+def scored_metrics(summary: pd.DataFrame) -> tuple[list[str], dict[str, str]]:
+    """The metrics the scores figure plots as gains over gray (ranked ones with a value),
+    and why each other metric is left out of it."""
+    plotted, left_out = [], {}
+    for metric, group in summary.groupby("metric", sort=False):
+        d = group["direction"].iloc[0]
+        models = group[~group.combination.isin(BASELINES)]
+        if d == "descriptive":
+            left_out[metric] = "descriptive, read against the ground truth (see the colourfulness figure)"
+        elif d not in RANKED:
+            left_out[metric] = "direction unknown to this version"
+        elif models["mean"].isna().all():
+            left_out[metric] = "no values (see the caveats)"
+        else:
+            plotted.append(metric)
+    return plotted, left_out
+
+
+def render(
+    runs: list[Run], summary: pd.DataFrame, written: dict, notes: list[str], out: Path, settings: ReportSettings,
+    left_out: dict[str, str] | None = None,
+) -> str:
     title = runs[0].name if len(runs) == 1 else " vs ".join(r.name for r in runs)
     md = [f"# Colorbench report: {title}", ""]
     for run in runs:
@@ -409,7 +454,8 @@ def render(runs: list[Run], summary: pd.DataFrame, written: dict, notes: list[st
     spread = "mean ± sample std over seeds" if seeds > 1 else "one seed"
     md += [
         "## Results", "",
-        f"Val scores ({spread}); ↑ higher is better, ↓ lower is better; **bold**: best in the column. "
+        f"Val scores ({spread}); ↑ higher is better, ↓ lower is better, no arrow: descriptive (read it against "
+        f"`{TRUTH}`'s, never ranked); **bold**: best in the column. "
         "`gray` is the input itself (ab = 0), the floor every model should clear."
         + (f" `{TRUTH}` scores the val photos themselves: a reference, never ranked."
            if (summary.combination == TRUTH).any() else ""), "",
@@ -435,7 +481,9 @@ def render(runs: list[Run], summary: pd.DataFrame, written: dict, notes: list[st
     captions = {
         "scores": "Each combination's val score as a gain over the gray baseline, per metric, in the "
                   "metric's own units (right of zero = better than the input itself; the baseline's "
-                  "value is under each panel).",
+                  "value is under each panel)."
+                  + (" Not plotted: " + "; ".join(f"`{m}` ({why})" for m, why in (left_out or {}).items()) + "."
+                     if left_out else ""),
         "training": "Training losses per step, smoothed; each term unweighted as logged, "
                     "`total` is the weighted sum the generator minimised.",
         "colorfulness": "Per-image colourfulness of each combination's val predictions against the "

@@ -28,10 +28,16 @@ class Row:
     baseline: str
 
 
+RANKED = ("higher", "lower")
+
+
 def direction(metric: str) -> str:
-    """``higher``, ``lower``, or ``""`` for a metric this version does not know."""
+    """``higher`` or ``lower`` for a ranked metric, ``descriptive`` for one read against the
+    ground truth (``cf``), ``""`` for a metric this version does not know."""
     m = METRICS.get(metric)
-    return "" if m is None else ("higher" if m.higher_is_better else "lower")
+    if m is None:
+        return ""
+    return "descriptive" if m.higher_is_better is None else ("higher" if m.higher_is_better else "lower")
 
 
 def arrow(metric: str) -> str:
@@ -120,7 +126,7 @@ def _best_flags(summary: pd.DataFrame) -> pd.Series:
     for metric, group in summary[summary.combination != TRUTH].groupby("metric", sort=False):
         d = group["direction"].iloc[0]
         means = group["mean"].dropna()
-        if not d or means.empty:
+        if d not in RANKED or means.empty:
             continue
         shown = means.round(decimals(means.tolist()))
         target = shown.max() if d == "higher" else shown.min()

@@ -91,7 +91,7 @@ def test_table_matches_metrics_csv_with_arrows_and_bold_on_the_best(tiny_run, re
     for col, head in enumerate(header[1:]):
         metric, *mark = head.split()
         higher = METRICS[metric].higher_is_better
-        assert mark == ["↑" if higher else "↓"]
+        assert mark == ([] if higher is None else ["↑" if higher else "↓"])
         stats = metrics[metrics.metric == metric].groupby("combination")["value"].agg(["mean", "std"])
         for row, cells in rows.items():
             if row not in stats.index or np.isnan(stats.loc[row, "mean"]):  # e.g. missing weights
@@ -106,7 +106,7 @@ def test_table_matches_metrics_csv_with_arrows_and_bold_on_the_best(tiny_run, re
         bold = [row for row, cells in rows.items() if cells[col].startswith("**")]
         stats = stats.drop(TRUTH, errors="ignore")
         assert TRUTH not in bold
-        if stats["mean"].isna().all():
+        if stats["mean"].isna().all() or higher is None:  # no values, or descriptive (cf): never bold
             assert not bold
             continue
         best = stats["mean"].idxmax() if higher else stats["mean"].idxmin()
@@ -145,7 +145,11 @@ def test_summary_csv_is_tidy_and_agrees_with_metrics_csv(tiny_run, report_md):
         assert got.loc[key, "seeds"] == row["count"]
     gray = got.xs("gray", level="combination")["mean"]
     for (combo, metric), r in got.drop(["gray", TRUTH], level="combination", errors="ignore").iterrows():
-        sign = 1 if METRICS[metric].higher_is_better else -1
+        higher = METRICS[metric].higher_is_better
+        if higher is None:  # descriptive: no gain over gray, no "higher" in summary.csv
+            assert np.isnan(r["vs_gray"]) and r["direction"] == "descriptive" and not r["best"]
+            continue
+        sign = 1 if higher else -1
         assert r["vs_gray"] == pytest.approx(sign * (r["mean"] - gray[metric]), nan_ok=True)
 
 
@@ -160,6 +164,10 @@ def test_reading_names_each_metrics_winner_and_the_distance_to_gray(tiny_run, re
             assert f"**{metric}**" not in reading
             continue
         higher = METRICS[metric].higher_is_better
+        if higher is None:  # descriptive: stated against the photos' own value, never ranked or gained
+            assert f"**{metric}** (descriptive, not ranked)" in reading
+            assert not re.search(rf"(?<![\w]){metric} \(", reading.split("Each combination against gray", 1)[1])
+            continue
         best = m.idxmax() if higher else m.idxmin()
         assert f"**{metric}** {'↑' if higher else '↓'}: `{best}`" in reading
         decimals = number(rows["gray"][col])[2]
