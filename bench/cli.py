@@ -77,7 +77,10 @@ D = RunConfig()
               help="Discriminator base channels (pix2pix's ndf).  [default: --width, as pix2pix's ndf = ngf]")
 @click.option("--size", type=int, default=None, help="Training/val crop size in px (a multiple of 32).  [default: preset's]")
 @click.option("--width", type=int, default=None, help="Generator base channels.  [default: preset's]")
-@click.option("--epochs", type=int, default=None, help="Training epochs per cell.  [default: preset's]")
+@click.option("--steps", type=int, default=None,
+              help="Optimizer steps per cell (replaces --epochs).  [default: preset's; quick: 300]")
+@click.option("--epochs", type=int, default=None,
+              help="Passes over the train photos per cell (replaces --steps).  [default: preset's; paper: 100]")
 @click.option("--batch-size", type=int, default=None, help="Batch size.  [default: preset's]")
 @click.option("--seeds", callback=_seeds, default="0", show_default=True, help="Comma-separated seeds; each is a cell per combination.")
 @click.option("--lr", type=float, default=D.lr, show_default=True, help="Adam learning rate for G and D.")
@@ -98,6 +101,9 @@ D = RunConfig()
                    "because on CPU the compile time outweighs short runs.")
 @click.option("--deterministic", is_flag=True,
               help="Deterministic GPU kernels (slower); CPU runs are repeatable without it.")
+@click.option("--checkpoint-seconds", type=click.FloatRange(min=0), default=None,
+              help="Save a cell's training state at least this often, so a kill loses no more; also at "
+                   "the end of a pass over the photos once a fifth of it has gone by.  [default: 300]")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 def run(quiet, overwrite, **options):
     """Train and score every loss combination x seed.
@@ -132,12 +138,20 @@ def _resume_command(out) -> str:
 
 
 def _print_summary(out) -> None:
+    """The run's table as the report prints it: mean over seeds, the report's digits per
+    metric, "—" where a metric has no value."""
     from bench.results import read_metrics
+    from bench.summary import arrow, decimals
 
     frame = read_metrics(out)
     table = frame.pivot_table(index="combination", columns="metric", values="value", aggfunc="mean", sort=False, dropna=False)
-    click.echo(f"\nResults in {out} (mean over seeds):")
-    click.echo(table.to_string(float_format=lambda v: f"{v:.4f}"))
+    for metric in table.columns:
+        digits = decimals(table[metric].tolist())
+        table[metric] = [f"{v:.{digits}f}" if v == v else "—" for v in table[metric]]  # v == v: not NaN
+    table.columns = [f"{m} {arrow(m)}".rstrip() for m in table.columns]
+    table.index.name = None
+    click.echo(f"\nResults in {out} (mean over seeds; `bench report` writes the report):")
+    click.echo(table.to_string())
     missing = frame[frame["value"].isna() & frame["note"].str.startswith("missing")][["metric", "note"]].drop_duplicates()
     for metric, note in missing.itertuples(index=False):
         click.echo(f"{metric}: {note} (see `bench weights`)")

@@ -187,7 +187,7 @@ def curve_frame(logs: dict[tuple[str, int], pd.DataFrame]) -> pd.DataFrame:
     term, value. Each loss term is unweighted, as logged; ``total`` is the weighted sum."""
     parts = []
     for (row, seed), log in logs.items():
-        terms = [c for c in log.columns if c not in ("step", "epoch") and log[c].notna().any()]
+        terms = [c for c in log.columns if c not in ("step", "epoch", "seconds") and log[c].notna().any()]
         for term in terms:
             parts.append(pd.DataFrame({
                 "row": row, "seed": seed, "step": log["step"], "term": term,
@@ -205,10 +205,16 @@ def term_order(terms) -> list[str]:
 TERM_TITLES = {"total": "total (weighted sum, G)", "d_loss": "discriminator loss (D)"}
 
 
+# Beyond this many passes over the photos (a step-budgeted run on a small set) epoch
+# boundaries would hatch the panel: they are left out.
+MAX_EPOCH_LINES = 20
+
+
 def curves_figure(curves: pd.DataFrame, order: list[str], palette: dict, path, epoch_steps: int | None = None) -> None:
     """One panel per loss term, a line per combination (mean over seeds, band = std)."""
     terms = term_order(curves["term"])
     rows = [r for r in order if r in set(curves.row)]
+    drawn = False
     with _style():
         fig, axes = _grid(len(terms), 3, 4.4, 3.0)
         for ax, term in zip(axes, terms):
@@ -220,18 +226,24 @@ def curves_figure(curves: pd.DataFrame, order: list[str], palette: dict, path, e
             positive = (data["value"] > 0).all()
             if positive and len(data) and data["value"].max() / data["value"].min() > 30:
                 ax.set_yscale("log")
-            if epoch_steps:
-                for x in range(epoch_steps, int(data["step"].max()) + 1, epoch_steps):
+            last = int(data["step"].max()) if len(data) else 0
+            if epoch_steps and last // epoch_steps <= MAX_EPOCH_LINES:
+                drawn = True
+                for x in range(epoch_steps, last + 1, epoch_steps):
                     ax.axvline(x, color="0.4", linewidth=0.9, linestyle="--", zorder=1)
             ax.set_title(TERM_TITLES.get(term, f"{term} (unweighted)"), fontsize=10)
             ax.set_xlabel("step")
             ax.set_ylabel("")
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            if last < 5:  # a few steps: one tick per step, not fractions of one
+                ax.set_xticks(range(last + 1))
+                ax.set_xlim(-0.5, last + 0.5)
         handles = [
             _line_handle(palette[r]) for r in rows
         ]
         fig.legend(handles, rows, loc="outside lower center", ncols=min(len(rows), 4), frameon=False, fontsize=9)
-        fig.suptitle("Training losses per step (exponential moving average; dashed lines: epoch boundaries)", fontsize=11)
+        fig.suptitle("Training losses per step (exponential moving average"
+                     + ("; dashed lines: epoch boundaries)" if drawn else ")"), fontsize=11)
         _save(fig, path)
 
 

@@ -22,7 +22,7 @@ from bench.evaluate import load_generator, predict_ab
 from bench.metrics import METRICS, colorfulness
 from bench.results import atomic_write_text, write_csv
 from bench.runs import BASELINES, GRAY, TRUTH, Run, RunFolderError, load_run, load_val_split, val_sources
-from bench.summary import RANKED, arrow, decimals, markdown_table, seed_values, summarize, table_rows
+from bench.summary import RANKED, arrow, decimals, markdown_table, seed_values, summarize, table_rows, unranked
 from colorbench_datasets import model_to_rgb
 from colorbench_datasets.tensors import resize_and_crop
 
@@ -63,6 +63,17 @@ def _duration(seconds) -> str:
     return f"{h}h {m:02d}m" if h else (f"{m}m {s:02d}s" if m else f"{seconds:.1f}s")
 
 
+def _budget(run: Run) -> str:
+    """How long each cell trained: a step budget, or epochs (runs made before --steps)."""
+    o, steps = run.options, run.config.get("steps_per_cell")
+    train = run.config.get("data", {}).get("train_images")
+    if o.get("steps") is not None or (steps and o.get("epochs") is None):
+        n = o.get("steps") or steps
+        passes = f" ({n * o.get('batch_size', 0) / train:.1f} passes over the photos)" if train else ""
+        return f"**steps** {n}{passes}"
+    return f"**epochs** {o.get('epochs', '?')}" + (f" ({steps} steps)" if steps else "")
+
+
 def run_header(run: Run) -> list[str]:
     """What was run, one bullet per fact, from config.json."""
     o, c, d = run.options, run.config, run.config.get("data", {})
@@ -73,7 +84,7 @@ def run_header(run: Run) -> list[str]:
         width += f" · **discriminator** `{o.get('discriminator', 'patchgan')}` (width {o['disc_width']})"
     lines = [
         f"- **Combinations** ({len(run.combination_names)}): {combos}; `--losses {o.get('losses', '?')}`",
-        f"- **Seeds**: {', '.join(map(str, run.seeds))} · **epochs** {o.get('epochs', '?')} · "
+        f"- **Seeds**: {', '.join(map(str, run.seeds))} · {_budget(run)} · "
         f"**batch** {o.get('batch_size', '?')} · **lr** {o.get('lr', '?')} · **size** {o.get('size', '?')} px · "
         f"**generator** `{o.get('generator', '?')}`{width} · **preset** {o.get('preset', '?')}",
         f"- **Data**: {d.get('source', '?')} — {d.get('train_images', '?')} train / "
@@ -130,9 +141,18 @@ def caveats(runs: list[Run], summary: pd.DataFrame) -> list[str]:
     for (note, rows), metrics in grouped.items():
         who = "all rows" if len(rows) == scored["row"].nunique() else ", ".join(f"`{r}`" for r in rows)
         out.append(f"{', '.join(f'`{m}`' for m in metrics)} ({who}): {note}")
+    by_run = {r.name: r for r in runs}
+    for (run_name, combination), why in unranked(runs, summary).items():
+        prefix = f"`{run_name}`: " if len(runs) > 1 else ""
+        out.append(prefix + f"`{combination}` is **not ranked**: {why}")
     unknown = [m for m in dict.fromkeys(summary.metric) if not summary.loc[summary.metric == m, "direction"].iloc[0]]
     if unknown:
         out.append(f"direction unknown to this version for {', '.join(f'`{m}`' for m in unknown)}: no arrow, no bold")
+    numerics = {f"{r.config.get('precision', '?')} on {str(r.config.get('device', '?')).split(':')[0]}" for r in runs}
+    if len(numerics) > 1:
+        out.append("the runs were trained in **different precisions or devices** ("
+                   + ", ".join(f"`{r.name}`: {r.config.get('precision', '?')} on {r.config.get('device', '?')}" for r in runs)
+                   + "): their differences include numerics, not only losses")
     keys = {(r.config.get("data", {}).get("val_files_sha256"), r.options.get("size")) for r in runs}
     if len(runs) > 1 and len(keys) > 1:
         out.append("the runs were scored on **different val photos or sizes**: compare rows of different runs with care")
@@ -175,7 +195,7 @@ def reading(summary: pd.DataFrame) -> tuple[list[str], list[str]]:
     against gray, at the table's precision)."""
     winners, standing = [], []
     digits = {m: decimals(summary.loc[summary.metric == m, "mean"].tolist()) for m in summary.metric.unique()}
-    ranked_rows = summary[summary.direction.isin(RANKED) & (summary.combination != TRUTH)]
+    ranked_rows = summary[summary.direction.isin(RANKED) & ((summary.combination == GRAY) | summary.ranked)]
     for metric, group in ranked_rows.groupby("metric", sort=False):
         group = group.dropna(subset=["mean"])
         if group.empty:
@@ -320,29 +340,43 @@ def image_figures(runs: list[Run], order: list[str], palette: dict, out: Path, s
     return written, problems
 
 
-def training_cost(runs: list[Run]) -> list[str]:
-    """A markdown table of each combination's training time per cell (mean over the seeds
-    that finished), per step, and against the run's cheapest combination: the price of a loss."""
-    lines = []
+# Fewer timed steps than this (after the warm-up) and a median step time is noise.
+MIN_TIMED_STEPS = 20
+
+
+def training_cost(runs: list[Run]) -> tuple[list[str], list[str]]:
+    """A markdown table of each combination's median step time (after warm-up; median over
+    the seeds' medians), its training time per cell, and its step time against the run's
+    cheapest combination: the price of a loss. Also the caveats on those timings."""
+    lines, notes = [], []
     for run in runs:
-        o, d = run.options, run.config.get("data", {})
-        steps = o.get("epochs", 0) * (d.get("train_images", 0) // max(o.get("batch_size", 1), 1))
+        suffix = f" · {run.name}" if len(runs) > 1 else ""
         times = {}
         for row in table_rows([run]):
-            records = [run.cell_record(row.combination, s) or {} for s in run.seeds]
-            seconds = [r["seconds"] for r in records if r.get("seconds") is not None]
-            if row.combination not in BASELINES and seconds:
-                times[row.combination] = sum(seconds) / len(seconds)
+            if row.combination in BASELINES:
+                continue
+            records = [r for r in (run.cell_record(row.combination, s) for s in run.seeds) if r]
+            step = [r["step_seconds"] for r in records if r.get("step_seconds") is not None]
+            cell = [r["seconds"] for r in records if r.get("seconds") is not None]
+            timed = min((r.get("timed_steps", 0) for r in records), default=0)
+            if step:
+                times[row.combination] = (float(np.median(step)), float(np.mean(cell)) if cell else None, timed)
         if not times:
             continue
-        cheapest = min(times.values())
-        suffix = f" · {run.name}" if len(runs) > 1 else ""
-        for name, seconds in times.items():
-            per_step = f"{seconds / steps:.2f}s" if steps else "—"
-            lines.append(f"| `{name}{suffix}` | {_duration(seconds)} | {per_step} | {seconds / cheapest:.1f}× |")
+        cheapest = min(t for t, _, _ in times.values())
+        for name, (step, cell, timed) in times.items():
+            lines.append(f"| `{name}{suffix}` | {step * 1000:.0f} ms | {_duration(cell)} | {step / cheapest:.1f}× |")
+        short = [n for n, (_, _, timed) in times.items() if timed < MIN_TIMED_STEPS]
+        if short:
+            notes.append(
+                (f"`{run.name}`: " if len(runs) > 1 else "")
+                + f"step times of {', '.join(f'`{n}`' for n in short)} rest on fewer than {MIN_TIMED_STEPS} "
+                "steps after warm-up: too few to compare costs"
+            )
     if not lines:
-        return []
-    return ["| combination | training time per cell | per step | × cheapest |", "| --- | ---: | ---: | ---: |", *lines]
+        return [], notes
+    head = ["| combination | median step | training per cell | × cheapest step |", "| --- | ---: | ---: | ---: |"]
+    return head + lines, notes
 
 
 def _cell_state(run: Run, combination: str) -> str:
@@ -468,14 +502,16 @@ def render(
            "better, so a lower ↓ metric shows as +):", ""] if standing else []),
         *(f"- {line}" for line in standing), "",
     ]
-    cost = training_cost(runs)
+    cost, cost_notes = training_cost(runs)
     if cost:
         devices = "; ".join(sorted({f"{r.config.get('device', '?')}, {r.config.get('precision', '?')}" for r in runs}))
         md += [
             "## Cost", "",
-            f"Training time of each combination ({devices}; mean over seeds; scoring not included). "
-            "Wall-clock time: compare combinations of one run, on one machine.", "",
+            f"What each combination's training costs ({devices}): the median wall time of a step after "
+            "warm-up, and the whole cell's training (mean over seeds; scoring not "
+            "included). Compare combinations of one run, on one machine.", "",
             *cost, "",
+            *(f"*{n}.*" for n in cost_notes), *([""] if cost_notes else []),
         ]
     md += ["## Figures", ""]
     captions = {

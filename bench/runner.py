@@ -6,6 +6,7 @@ import os
 import platform
 import re
 import signal
+import statistics
 import threading
 import time
 from dataclasses import replace
@@ -21,7 +22,7 @@ from bench.config import IDENTITY_FIELDS, RunConfig, resolve_device, resolve_pre
 from bench.evaluate import Scorer, generator_record
 from bench.metrics import METRICS
 from bench.results import metrics_frame, read_json, write_csv, write_json, atomic_torch_save
-from bench.train import CorruptCheckpoint, Interrupted, TrainSettings, train_cell
+from bench.train import CorruptCheckpoint, Interrupted, TrainSettings, total_steps, train_cell
 from colorbench_datasets import load_data
 from losses import LOSSES, Combination, LossOptions, parse_losses
 from models import GENERATORS, unet_depth
@@ -119,8 +120,8 @@ def check_options(cfg: RunConfig) -> list[Combination]:
         unet_depth(cfg.size)
     except ValueError as exc:
         raise RunError(str(exc)) from None
-    for opt in ("epochs", "batch_size", "width", "disc_width"):
-        if getattr(cfg, opt) < 1:
+    for opt in ("epochs", "steps", "batch_size", "width", "disc_width"):
+        if getattr(cfg, opt) is not None and getattr(cfg, opt) < 1:
             raise RunError(f"--{opt.replace('_', '-')} must be at least 1, got {getattr(cfg, opt)}")
     if not cfg.seeds:
         raise RunError("--seeds is empty; give comma-separated integers such as 0,1,2")
@@ -128,7 +129,7 @@ def check_options(cfg: RunConfig) -> list[Combination]:
 
 
 # Identity options added after runs were made, with the value those runs used.
-OPTIONS_ADDED_LATER = {"disc_width": 64}
+OPTIONS_ADDED_LATER = {"disc_width": 64, "steps": None}
 
 
 def check_reuse(out: Path, cfg: RunConfig, overwrite: bool) -> None:
@@ -139,7 +140,7 @@ def check_reuse(out: Path, cfg: RunConfig, overwrite: bool) -> None:
     recorded = read_json(path).get("options", {})
     old = {**OPTIONS_ADDED_LATER, **recorded}
     new = cfg.to_dict()
-    diff = [k for k in IDENTITY_FIELDS if old.get(k) != new.get(k)]
+    diff = [k for k in IDENTITY_FIELDS if k != "precision" and old.get(k) != new.get(k)]
     if diff:
         changes = ", ".join(
             f"--{k.replace('_', '-')}: {old.get(k)!r}{'' if k in recorded else ' (before the option existed)'} "
@@ -152,6 +153,36 @@ def check_reuse(out: Path, cfg: RunConfig, overwrite: bool) -> None:
         )
 
 
+def check_numerics(out: Path, precision: str, device: torch.device, overwrite: bool) -> None:
+    """Refuse to add cells trained in another precision or on another kind of device to a
+    run: ``--precision auto`` resolves per machine (bf16 on a CPU with AVX512-BF16, fp32 on
+    one without), and a table mixing the two compares numerics, not losses."""
+    path = out / "config.json"
+    if overwrite or not path.is_file():
+        return
+    recorded = read_json(path)
+    was = (recorded.get("precision"), str(recorded.get("device", "")).split(":")[0])
+    now = (precision, device.type)
+    if was[0] is not None and was != now:
+        raise RunError(
+            f"{out} was trained in {was[0]} on {was[1] or '?'}, and this run would train in {now[0]} on {now[1]} "
+            f"(--precision {'auto resolves differently on this machine' if was[0] != now[0] else 'is the same'}); "
+            f"one table must not mix them. Rerun with --precision {was[0]}"
+            + (f" --device {was[1]}" if was[1] != now[1] else "") + " to continue it, or use another --out"
+        )
+
+
+def check_cell_numerics(path: Path, record: dict, precision: str, device: torch.device) -> None:
+    """A finished cell kept in the table must have been trained as the rest will be."""
+    was = (record.get("precision", precision), record.get("device", device.type))
+    if was != (precision, device.type):
+        raise RunError(
+            f"{path} was trained in {was[0]} on {was[1]}, this run trains in {precision} on {device.type}; "
+            f"one table must not mix them. Rerun with --precision {was[0]} --device {was[1]}, or delete that "
+            "cell's folder to retrain it"
+        )
+
+
 def _cell_rows(record: dict) -> list[dict]:
     """A diverged cell still gets one row per metric, empty, with the reason as its note."""
     if record["status"] == "ok":
@@ -160,9 +191,20 @@ def _cell_rows(record: dict) -> list[dict]:
         values = dict.fromkeys(METRICS, float("nan"))
         notes = dict.fromkeys(METRICS, f"diverged at step {record['diverged_at']}")
     return [
-        {"combination": record["combination"], "seed": record["seed"], "metric": m, "value": v, "note": notes.get(m, "")}
+        {"combination": record["combination"], "seed": record["seed"], "metric": m,
+         "value": float("nan") if v is None else v, "note": notes.get(m, "")}
         for m, v in values.items()
     ]
+
+
+def load_weights(combos: list[Combination], options: LossOptions, device: torch.device, strict: bool):
+    """The losses' and metrics' pretrained networks, each missing file said in one line."""
+    try:
+        tag_combinations(combos, options)
+        # LPIPS's and FID's networks: loaded once per run, not once per cell.
+        return load_metric_nets(device, strict=strict)
+    except WeightsUnavailable as exc:
+        raise RunError(f"--strict-weights: {exc}") from None
 
 
 def run_benchmark(cfg: RunConfig, progress: bool = True, overwrite: bool = False) -> Path:
@@ -174,18 +216,14 @@ def run_benchmark(cfg: RunConfig, progress: bool = True, overwrite: bool = False
     out = Path(cfg.out or Path("results") / datetime.now().strftime("run-%Y%m%d-%H%M%S"))
     cfg = replace(cfg, out=str(out))
     check_reuse(out, cfg, overwrite)
-
+    check_numerics(out, precision, device, overwrite)
     options = LossOptions(
         device=str(device), gan_mode=cfg.gan_mode, discriminator=cfg.discriminator, disc_width=cfg.disc_width,
         strict_weights=cfg.strict_weights, perceptual_layers=cfg.perceptual_layers,
     )
-    try:
-        tag_combinations(combos, options)
-        # LPIPS's and FID's networks: loaded once per run, and before training so that
-        # --strict-weights fails in seconds, not after the last cell.
-        nets = load_metric_nets(device, strict=cfg.strict_weights)
-    except WeightsUnavailable as exc:
-        raise RunError(f"--strict-weights: {exc}") from None
+    # --strict-weights fails in seconds, before the photos load; otherwise the options and
+    # the photos are checked first, so a typo is not buried under weights warnings.
+    nets = load_weights(combos, options, device, strict=True) if cfg.strict_weights else None
 
     started = time.perf_counter()
     bar = partial(tqdm, desc="Loading photos", unit="img", leave=False, dynamic_ncols=True) if progress else None
@@ -198,10 +236,19 @@ def run_benchmark(cfg: RunConfig, progress: bool = True, overwrite: bool = False
             f"--batch-size {cfg.batch_size} is larger than the {len(data.train)} training images; "
             f"use --batch-size {len(data.train)} or less, or add photos"
         )
-    log.info(
-        "Data: %s — %d train / %d val images at %d px (%.1fs to load)",
-        data.manifest["source"], len(data.train), len(data.val), cfg.size, data_seconds,
+    settings = TrainSettings(
+        generator=cfg.generator, size=cfg.size, width=cfg.width, epochs=cfg.epochs or 0, steps=cfg.steps,
+        batch_size=cfg.batch_size, lr=cfg.lr, betas=tuple(cfg.betas), precision=precision,
+        compile=cfg.compile, checkpoint_seconds=cfg.checkpoint_seconds,
     )
+    steps = total_steps(settings, len(data.train))
+    log.info(
+        "Data: %s — %d train / %d val images at %d px (%.1fs to load); %d steps of %d per cell (%.1f passes)",
+        data.manifest["source"], len(data.train), len(data.val), cfg.size, data_seconds,
+        steps, cfg.batch_size, steps * cfg.batch_size / len(data.train),
+    )
+    if nets is None:
+        nets = load_weights(combos, options, device, strict=False)
     # Only now, with options, weights and data known good, is anything written: a run that
     # fails before training leaves no empty run folder behind.
     out.mkdir(parents=True, exist_ok=True)
@@ -221,15 +268,9 @@ def run_benchmark(cfg: RunConfig, progress: bool = True, overwrite: bool = False
         "threads": torch.get_num_threads(),
         "versions": package_versions(),
         "data": data.manifest,
+        "steps_per_cell": steps,
         "started": datetime.now().isoformat(timespec="seconds"),
     }
-    write_json(out / "config.json", config)
-
-    settings = TrainSettings(
-        generator=cfg.generator, size=cfg.size, width=cfg.width, epochs=cfg.epochs,
-        batch_size=cfg.batch_size, lr=cfg.lr, betas=tuple(cfg.betas), precision=precision,
-        compile=cfg.compile,
-    )
     scorer = Scorer.for_split(val_split, nets, cfg.eval_batch_size)
     config["ground_truth"] = scorer.ground_truth()
     write_json(out / "config.json", config)
@@ -251,10 +292,11 @@ def run_benchmark(cfg: RunConfig, progress: bool = True, overwrite: bool = False
                 record_path = cell / "metrics.json"
                 if record_path.is_file():
                     record = read_json(record_path)
+                    check_cell_numerics(record_path, record, precision, device)
                     log.info("%-28s seed %d: already done, kept", combo.name, seed)
                 else:
                     try:
-                        record = run_cell(combo, seed, train_split, scorer, settings, options, device, cell, cfg, progress, stop)
+                        record = run_cell(combo, seed, train_split, scorer, settings, options, device, cell, progress, stop)
                     except Interrupted:
                         raise RunInterrupted(out) from None
                     except CorruptCheckpoint as exc:
@@ -269,7 +311,19 @@ def run_benchmark(cfg: RunConfig, progress: bool = True, overwrite: bool = False
     return out
 
 
-def run_cell(combo, seed, train_split, scorer: Scorer, settings, options, device, cell: Path, cfg: RunConfig, progress: bool, stop=lambda: False) -> dict:
+# Steps timed before the median: the first steps pay for allocation, oneDNN's kernel choice
+# and cuDNN's autotuning, and are not what a step costs.
+WARMUP_STEPS = 5
+
+
+def step_time(log: list[dict]) -> dict:
+    """The median step time after warm-up (at most half the steps), and how many steps it
+    is over."""
+    timed = [r["seconds"] for r in log[min(WARMUP_STEPS, len(log) // 2):] if r.get("seconds") is not None]
+    return {"step_seconds": round(statistics.median(timed), 4) if timed else None, "timed_steps": len(timed)}
+
+
+def run_cell(combo, seed, train_split, scorer: Scorer, settings, options, device, cell: Path, progress: bool, stop=lambda: False) -> dict:
     cell.mkdir(parents=True, exist_ok=True)
     if (cell / "checkpoint.pt").is_file():
         log.info("%-28s seed %d: resuming from its checkpoint", combo.name, seed)
@@ -279,7 +333,12 @@ def run_cell(combo, seed, train_split, scorer: Scorer, settings, options, device
         should_stop=stop,
     )
     write_csv(cell / "train_log.csv", pd.DataFrame(result.log))
-    record = {"combination": combo.name, "spec": combo.spec, "seed": seed, "seconds": round(result.seconds, 2)}
+    record = {
+        "combination": combo.name, "spec": combo.spec, "seed": seed, "seconds": round(result.seconds, 2),
+        "steps": len(result.log), **step_time(result.log),
+        # what the numbers were computed in: one table never mixes them (check_numerics)
+        "precision": settings.precision, "device": device.type,
+    }
     if result.diverged_at is not None:
         log.warning("%s seed %d diverged at step %d (non-finite loss); moving on", combo.name, seed, result.diverged_at)
         record |= {"status": "diverged", "diverged_at": result.diverged_at, "metrics": {}}

@@ -13,8 +13,15 @@ from bench.runs import BASELINES, GRAY, TRUTH, Run
 
 SUMMARY_COLUMNS = [
     "run", "row", "combination", "metric", "direction", "mean", "std", "seeds", "seeds_total",
-    "best", "vs_gray", "note",
+    "best", "vs_gray", "ranked", "note",
 ]
+
+# A model is not ranked (never bold, never named a winner) while it has not learnt to
+# colour: trained fewer steps than this, or with less than this fraction of the val
+# photos' own colourfulness. Below either, its scores say how far it got, not which loss
+# is better (a 3-step model "wins" cf-like metrics by staying gray).
+MIN_RANKED_STEPS = 200
+MIN_CF_FRACTION = 0.1
 
 
 @dataclass(frozen=True)
@@ -105,9 +112,48 @@ def summarize(runs: list[Run]) -> pd.DataFrame:
                 "note": _join_notes(cells["note"]),
             })
     summary = pd.DataFrame.from_records(records)
+    not_ranked = unranked(runs, summary)
+    summary["ranked"] = [
+        r.combination not in BASELINES and (r.run, r.combination) not in not_ranked for r in summary.itertuples()
+    ]
     summary["best"] = _best_flags(summary)
     summary["vs_gray"] = _vs_gray(summary)
     return summary[SUMMARY_COLUMNS]
+
+
+def cell_steps(run: Run, combination: str, seed: int) -> int | None:
+    """Optimizer steps the cell trained: its record's, or its log's length for runs made
+    before records counted them; None if neither is there."""
+    record = run.cell_record(combination, seed) or {}
+    if record.get("steps") is not None:
+        return int(record["steps"])
+    path = run.cell(combination, seed) / "train_log.csv"
+    return sum(1 for _ in path.open()) - 1 if path.is_file() else None
+
+
+def unranked(runs: list[Run], summary: pd.DataFrame) -> dict[tuple[str, str], str]:
+    """``{(run, combination): why}`` for each model that has not learnt to colour yet."""
+    out = {}
+    by_run = {r.name: r for r in runs}
+    cf = summary[summary.metric == "cf"].set_index(["run", "combination"])["mean"]
+    for r in summary.drop_duplicates(["run", "combination"]).itertuples():
+        if r.combination in BASELINES:
+            continue
+        run = by_run[r.run]
+        steps = [n for n in (cell_steps(run, r.combination, s) for s in run.seeds) if n is not None]
+        truth_cf = cf.get((run.name, TRUTH), np.nan)
+        model_cf = cf.get((r.run, r.combination), np.nan)
+        if steps and min(steps) < MIN_RANKED_STEPS:
+            out[(r.run, r.combination)] = (
+                f"trained only {min(steps)} step{'s' * (min(steps) != 1)} (fewer than {MIN_RANKED_STEPS}); "
+                "train longer with --steps"
+            )
+        elif math.isfinite(truth_cf) and math.isfinite(model_cf) and model_cf < MIN_CF_FRACTION * truth_cf:
+            out[(r.run, r.combination)] = (
+                f"still ≈ gray after {max(steps) if steps else '?'} steps: colourfulness {model_cf:.1f} against the "
+                f"photos' {truth_cf:.1f} (under {MIN_CF_FRACTION:.0%})"
+            )
+    return out
 
 
 def decimals(values) -> int:
@@ -123,7 +169,8 @@ def _best_flags(summary: pd.DataFrame) -> pd.Series:
     printed number are all best (a tie the reader could not tell apart)."""
     best = pd.Series(False, index=summary.index)
     # The ground truth is the target, not a contender: it never takes the bold.
-    for metric, group in summary[summary.combination != TRUTH].groupby("metric", sort=False):
+    contenders = summary[(summary.combination == GRAY) | summary.ranked]
+    for metric, group in contenders.groupby("metric", sort=False):
         d = group["direction"].iloc[0]
         means = group["mean"].dropna()
         if d not in RANKED or means.empty:
@@ -162,8 +209,10 @@ def markdown_table(summary: pd.DataFrame) -> str:
     head = ["combination"] + [f"{m} {arrow(m)}".rstrip() for m in metrics]
     lines = ["| " + " | ".join(head) + " |", "| --- |" + " ---: |" * len(metrics)]
     cells = summary.set_index(["row", "metric"])
+    ranked = summary.groupby("row", sort=False).agg(ranked=("ranked", "all"), combination=("combination", "first"))
     for row in rows:
-        out = [f"`{row}`"]
+        out = [f"`{row}`" + ("" if ranked.loc[row, "ranked"] or ranked.loc[row, "combination"] in BASELINES
+                             else " (not ranked)")]
         for m in metrics:
             r = cells.loc[(row, m)]
             # gray and the ground truth do not depend on the seed: no ± 0 to read past

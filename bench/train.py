@@ -25,6 +25,9 @@ class TrainSettings:
     size: int = 64
     width: int = 32
     epochs: int = 3
+    # Optimizer steps per cell; when set it replaces ``epochs`` (the quick preset budgets
+    # steps, so a small photo set trains long enough and a large one stays quick).
+    steps: int | None = None
     batch_size: int = 32
     lr: float = 2e-4
     betas: tuple[float, float] = (0.5, 0.999)
@@ -35,6 +38,7 @@ class TrainSettings:
     # and lost ~10% in some steps (benchmarks/README.md).
     channels_last: bool | None = None
     compile: bool = False  # torch.compile the generator (pays off on long GPU runs)
+    checkpoint_seconds: float = 300.0  # how much training a kill may cost at most
 
 
 @dataclass
@@ -118,12 +122,141 @@ class CorruptCheckpoint(RuntimeError):
 
 def load_checkpoint(path: Path, device: torch.device) -> dict:
     try:
-        return torch.load(path, map_location=device, weights_only=True)
+        state = torch.load(path, map_location=device, weights_only=True)
     except Exception as exc:  # truncated, foreign or pickled-code file: never trusted
         raise CorruptCheckpoint(
             f"cannot resume from {path}: not a readable Colorbench checkpoint ({type(exc).__name__}: "
             f"{str(exc).splitlines()[0][:200]}). Delete it to restart this cell from scratch."
         ) from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise CorruptCheckpoint(
+            f"cannot resume from {path}: it was written by an older Colorbench (epoch-based batches). "
+            "Delete it to restart this cell from scratch."
+        )
+    return state
+
+
+# Checkpoints of the step-budgeted loop with its batch stream; older ones are refused by name.
+CHECKPOINT_FORMAT = 2
+
+
+def total_steps(settings: TrainSettings, n_images: int) -> int:
+    """The cell's optimizer steps: ``steps`` if set, else enough for ``epochs`` passes over
+    the photos (rounded up: every photo is seen ``epochs`` times)."""
+    if settings.steps is not None:
+        return settings.steps
+    return math.ceil(settings.epochs * n_images / settings.batch_size)
+
+
+class BatchStream:
+    """Batches drawn from back-to-back random permutations of the split.
+
+    A batch may span two permutations, so no photo is ever dropped at the end of an epoch
+    and every photo is seen equally often (to within one pass), whatever the batch size.
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int):
+        self.n, self.batch_size = n, batch_size
+        self.rng = torch.Generator().manual_seed(seed)  # also draws the crops and flips
+        self.queue = torch.empty(0, dtype=torch.long)
+
+    def next(self) -> torch.Tensor:
+        while len(self.queue) < self.batch_size:
+            self.queue = torch.cat([self.queue, torch.randperm(self.n, generator=self.rng)])
+        idx, self.queue = self.queue[: self.batch_size], self.queue[self.batch_size :]
+        return idx
+
+    def state_dict(self) -> dict:
+        return {"rng": self.rng.get_state(), "queue": self.queue, "n": self.n}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rng.set_state(state["rng"])
+        self.queue = state["queue"]
+
+
+@dataclass
+class Cell:
+    """Everything a cell's training changes, saved and restored as one checkpoint."""
+
+    G: nn.Module
+    terms: list[tuple[str, float, nn.Module]]
+    opt_G: torch.optim.Optimizer
+    D: nn.Module | None
+    opt_D: torch.optim.Optimizer | None
+    stream: BatchStream
+    step: int = 0
+    log: list[dict] = field(default_factory=list)
+    seconds: float = 0.0  # training time before this process resumed it
+
+    def save(self, path: Path | None, device: torch.device, seconds: float) -> None:
+        if path is None:
+            return
+        state = {
+            "format": CHECKPOINT_FORMAT, "G": self.G.state_dict(), "opt_G": self.opt_G.state_dict(),
+            "step": self.step, "log": self.log, "stream": self.stream.state_dict(),
+            "torch_rng": torch.get_rng_state(), "seconds": seconds,
+        }
+        if device.type == "cuda":
+            state["cuda_rng"] = torch.cuda.get_rng_state(device)
+        if self.D is not None:
+            state |= {"D": self.D.state_dict(), "opt_D": self.opt_D.state_dict()}
+        atomic_torch_save(path, state)
+
+    def restore(self, path: Path, device: torch.device) -> None:
+        state = load_checkpoint(path, device)
+        try:
+            if state["stream"]["n"] != self.stream.n:
+                raise ValueError(f"it was trained on {state['stream']['n']} photos, the data now has {self.stream.n}")
+            self.G.load_state_dict(state["G"])
+            self.opt_G.load_state_dict(state["opt_G"])
+            if self.D is not None:
+                self.D.load_state_dict(state["D"])
+                self.opt_D.load_state_dict(state["opt_D"])
+        except (KeyError, RuntimeError, ValueError) as exc:  # other options or data than it was made with
+            raise CorruptCheckpoint(
+                f"cannot resume from {path}: it does not match this run ({str(exc).splitlines()[0][:200]}). "
+                "Delete it to restart this cell from scratch."
+            ) from None
+        self.stream.load_state_dict(state["stream"])
+        torch.set_rng_state(state["torch_rng"])
+        if device.type == "cuda" and "cuda_rng" in state:
+            torch.cuda.set_rng_state(state["cuda_rng"], device)
+        self.step, self.log, self.seconds = state["step"], state["log"], state["seconds"]
+
+
+def build_cell(combo: Combination, seed: int, train: LabSplit, settings: TrainSettings, options: LossOptions,
+               device: torch.device, memory_format) -> Cell:
+    G = make_generator(settings, seed, generator_head(combo)).to(device, memory_format=memory_format)
+    if settings.compile:
+        G.compile()  # in place: state_dict keys stay those of the plain module
+    terms = build_terms(combo, options, seed)
+    for _, _, term in terms:
+        term.to(device, memory_format=memory_format)
+        if hasattr(term, "prepare"):  # needs the training data or G (classification: class prior, logits)
+            term.prepare(G, train)
+    critic = next((t for _, _, t in terms if hasattr(t, "discriminator_loss")), None)
+    D = critic.discriminator if critic is not None else None
+    # The data order and crops come from their own generator, seeded alike for every
+    # combination, so all combinations of a seed see identical batches.
+    stream = BatchStream(len(train), settings.batch_size, seed)
+    torch.manual_seed(seed)  # dropout
+    return Cell(G, terms, adam(G.parameters(), settings, device), D,
+                adam(D.parameters(), settings, device) if D is not None else None, stream)
+
+
+def log_rows(cell: Cell, losses: list[torch.Tensor], seconds: list[float], n_images: int, batch_size: int) -> int | None:
+    """Append the pending steps' losses (one host sync) to ``cell.log``; returns the first
+    step whose loss is not finite, if any."""
+    names = [name for name, _, _ in cell.terms]
+    rows = torch.stack(losses).cpu().tolist() if losses else []
+    first = len(cell.log)
+    for j, (row, sec) in enumerate(zip(rows, seconds)):
+        step = first + j
+        entry = {"step": step, "epoch": step * batch_size // n_images, **dict(zip(names, row[:-2])), "total": row[-2]}
+        entry["d_loss"] = row[-1] if cell.D is not None else math.nan
+        entry["seconds"] = sec
+        cell.log.append(entry)
+    return next((first + j for j, row in enumerate(rows) if not all(map(math.isfinite, row))), None)
 
 
 def train_cell(
@@ -137,118 +270,68 @@ def train_cell(
     progress: bool = True,
     desc: str = "",
     should_stop: Callable[[], bool] = lambda: False,
-    checkpoint_seconds: float = 300.0,
 ) -> CellResult:
-    """Train a generator on ``train`` with ``combo``.
+    """Train a generator on ``train`` with ``combo`` for ``total_steps`` optimizer steps.
 
-    State is saved to ``checkpoint`` after every epoch and every ``checkpoint_seconds``
-    within one, and training resumes from it bit for bit. When ``should_stop()`` turns
-    true the state is saved at the next step boundary and ``Interrupted`` is raised.
+    State is saved to ``checkpoint`` every ``settings.checkpoint_seconds`` (and at the end of a pass
+    once a fifth of that has passed), and training resumes from it bit for bit. When ``should_stop()``
+    turns true the state is saved at the next step boundary and ``Interrupted`` is raised.
+    Each step's wall time is logged (``seconds``): on a GPU it is the host's, which tracks the
+    device's once its queue is full.
     """
     channels_last = settings.channels_last
     if channels_last is None:
         channels_last = default_channels_last(device, settings.precision)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    G = make_generator(settings, seed, generator_head(combo)).to(device, memory_format=memory_format)
-    if settings.compile:
-        G.compile()  # in place: state_dict keys stay those of the plain module
-    terms = build_terms(combo, options, seed)
-    for _, _, term in terms:
-        term.to(device, memory_format=memory_format)
-        if hasattr(term, "prepare"):  # needs the training data or G (classification: class prior, logits)
-            term.prepare(G, train)
-    critic = next((t for _, _, t in terms if hasattr(t, "discriminator_loss")), None)
-    D = critic.discriminator if critic is not None else None
-    opt_G = adam(G.parameters(), settings, device)
-    opt_D = adam(D.parameters(), settings, device) if D is not None else None
-
-    # The data order and crops come from their own generator, seeded alike for every
-    # combination, so all combinations of a seed see identical batches.
-    data_rng = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)  # dropout
-    n_steps = len(train) // settings.batch_size
-    epoch, step, order, log, elapsed = 0, 0, None, [], 0.0
+    cell = build_cell(combo, seed, train, settings, options, device, memory_format)
     if checkpoint is not None and checkpoint.is_file():
-        state = load_checkpoint(checkpoint, device)
-        G.load_state_dict(state["G"])
-        opt_G.load_state_dict(state["opt_G"])
-        if D is not None:
-            D.load_state_dict(state["D"])
-            opt_D.load_state_dict(state["opt_D"])
-        data_rng.set_state(state["data_rng"])
-        torch.set_rng_state(state["torch_rng"])
-        if device.type == "cuda" and "cuda_rng" in state:
-            torch.cuda.set_rng_state(state["cuda_rng"], device)
-        epoch, step, order, log, elapsed = state["epoch"], state["step"], state["order"], state["log"], state["seconds"]
-
-    names = [name for name, _, _ in terms]
-    pending: list[torch.Tensor] = []  # per-step losses still on the device
-
-    def flush() -> int | None:
-        """Move pending losses into ``log`` (one host sync); the first non-finite step."""
-        rows = torch.stack(pending).cpu().tolist() if pending else []
-        first = len(log)
-        for j, row in enumerate(rows):
-            entry = {"step": first + j, "epoch": epoch, **dict(zip(names, row[:-2])), "total": row[-2]}
-            entry["d_loss"] = row[-1] if D is not None else math.nan
-            log.append(entry)
-        pending.clear()
-        return next((first + j for j, row in enumerate(rows) if not all(map(math.isfinite, row))), None)
-
-    def save() -> None:
-        if checkpoint is None:
-            return
-        state = {
-            "G": G.state_dict(), "opt_G": opt_G.state_dict(), "epoch": epoch, "step": step,
-            "order": order, "log": log, "data_rng": data_rng.get_state(),
-            "torch_rng": torch.get_rng_state(), "seconds": time.perf_counter() - t0,
-        }
-        if device.type == "cuda":
-            state["cuda_rng"] = torch.cuda.get_rng_state(device)
-        if D is not None:
-            state |= {"D": D.state_dict(), "opt_D": opt_D.state_dict()}
-        atomic_torch_save(checkpoint, state)
-
+        cell.restore(checkpoint, device)
+    total = total_steps(settings, len(train))
+    pass_steps = math.ceil(len(train) / settings.batch_size)  # one pass over the photos
     autocast = autocast_context(settings.precision, device)
-    bar = tqdm(
-        total=settings.epochs * n_steps, initial=epoch * n_steps + step, desc=desc,
-        disable=not progress, leave=True, dynamic_ncols=True, unit="step",
-    )
-    t0 = time.perf_counter() - elapsed
-    last_save = time.perf_counter()
-    G.train()
-    while epoch < settings.epochs:
-        if order is None:
-            order = torch.randperm(len(train), generator=data_rng)
-        while step < n_steps:
-            if should_stop():
-                if flush() is None:
-                    save()
-                bar.close()
-                raise Interrupted(checkpoint)
-            idx = order[step * settings.batch_size : (step + 1) * settings.batch_size].to(train.L.device)
-            L, ab = random_crop_flip(train.L[idx], train.ab[idx], settings.size, data_rng)
-            L = L.to(device, non_blocking=True).contiguous(memory_format=memory_format)
-            ab = ab.to(device, non_blocking=True).contiguous(memory_format=memory_format)
+    bar = tqdm(total=total, initial=cell.step, desc=desc, disable=not progress, leave=True, dynamic_ncols=True, unit="step")
+    t0, last_save = time.perf_counter() - cell.seconds, time.perf_counter()
+    checkpoint_seconds = settings.checkpoint_seconds
+    losses, seconds = [], []  # per-step values still on the device, synced at each save
 
-            pending.append(train_step(G, terms, opt_G, opt_D, L, ab, autocast))
-            step += 1
-            bar.update(1)
-            if checkpoint is not None and time.perf_counter() - last_save > checkpoint_seconds and step < n_steps:
-                if (bad := flush()) is not None:
-                    bar.close()
-                    return CellResult(G, log, diverged_at=bad, seconds=time.perf_counter() - t0)
-                save()
-                last_save = time.perf_counter()
+    def sync(save: bool) -> int | None:
+        nonlocal last_save
+        bad = log_rows(cell, losses, seconds, len(train), settings.batch_size)
+        losses.clear(), seconds.clear()
+        if bad is None and save:
+            cell.save(checkpoint, device, time.perf_counter() - t0)
+            last_save = time.perf_counter()
+        return bad
 
-        if (bad := flush()) is not None:
+    cell.G.train()
+    while cell.step < total:
+        if should_stop():
+            sync(save=True)
             bar.close()
-            return CellResult(G, log, diverged_at=bad, seconds=time.perf_counter() - t0)
-        if log:
-            shown = names + (["d_loss"] if D is not None else [])
-            bar.set_postfix({k: f"{log[-1][k]:.3g}" for k in shown}, refresh=False)
-        epoch, step, order = epoch + 1, 0, None
-        save()
-        last_save = time.perf_counter()
+            raise Interrupted(checkpoint)
+        started = time.perf_counter()
+        idx = cell.stream.next().to(train.L.device)
+        L, ab = random_crop_flip(train.L[idx], train.ab[idx], settings.size, cell.stream.rng)
+        L = L.to(device, non_blocking=True).contiguous(memory_format=memory_format)
+        ab = ab.to(device, non_blocking=True).contiguous(memory_format=memory_format)
+        losses.append(train_step(cell.G, cell.terms, cell.opt_G, cell.opt_D, L, ab, autocast))
+        seconds.append(time.perf_counter() - started)
+        cell.step += 1
+        bar.update(1)
+        # The losses are synced (and checked for divergence) after every pass and at the end.
+        # The state is saved every ``checkpoint_seconds``, and at the end of a pass once a
+        # fifth of that has gone by: a small set's passes take seconds, and saving G, D and
+        # both Adams after each would cost more than the training.
+        since_save = time.perf_counter() - last_save
+        pass_end = cell.step % pass_steps == 0 or cell.step == total
+        save = checkpoint is not None and cell.step < total and (
+            since_save >= checkpoint_seconds or (pass_end and since_save >= checkpoint_seconds / 5)
+        )
+        if pass_end or save:
+            if (bad := sync(save)) is not None:
+                bar.close()
+                return CellResult(cell.G, cell.log, diverged_at=bad, seconds=time.perf_counter() - t0)
+            shown = [name for name, _, _ in cell.terms] + (["d_loss"] if cell.D is not None else [])
+            bar.set_postfix({k: f"{cell.log[-1][k]:.3g}" for k in shown}, refresh=False)
     bar.close()
-    return CellResult(G, log, seconds=time.perf_counter() - t0)
+    return CellResult(cell.G, cell.log, seconds=time.perf_counter() - t0)

@@ -49,9 +49,8 @@ def lpips_network(device: str, strict: bool) -> tuple[FrozenLPIPS, str | None]:
             torch.manual_seed(0)
             trunk = alexnet(weights=None).state_dict()
         warnings.warn(
-            f"\n{'!' * 78}\n{exc}\nFalling back to a RANDOMLY INITIALISED AlexNet under LPIPS's learned "
-            f"linear layers: the loss is reported as 'lpips[{RANDOM_TAG}]', not as LPIPS. Use "
-            f"--strict-weights to make this an error.\n{'!' * 78}",
+            exc.one_line(f"the lpips loss runs on a RANDOMLY INITIALISED AlexNet under LPIPS's linear layers and is "
+                         f"named 'lpips[{RANDOM_TAG}]' (--strict-weights: an error instead)"),
             stacklevel=2,
         )
     return FrozenLPIPS(lpips_alex(trunk, load_lpips_linear())).to(device), tag

@@ -106,9 +106,8 @@ def vgg16_features(
             raise
         tag = RANDOM_TAG
         warnings.warn(
-            f"\n{'!' * 78}\n{exc}\nFalling back to a RANDOMLY INITIALISED VGG16: the loss is reported as "
-            f"'perceptual[{RANDOM_TAG}]', not as the ImageNet perceptual loss. Use --strict-weights "
-            f"to make this an error.\n{'!' * 78}",
+            exc.one_line(f"the perceptual loss runs on a RANDOMLY INITIALISED VGG16 and is named "
+                         f"'perceptual[{RANDOM_TAG}]' (--strict-weights: an error instead)"),
             stacklevel=2,
         )
     return VGGFeatures(net.features[: max(VGG_LAYERS[n] for n in layers) + 1], layers).to(device), tag

@@ -100,9 +100,7 @@ def load_metric_nets(device="cpu", strict: bool = False) -> MetricNets:
             for m in metrics:
                 nets.missing[m], nets.reasons[m] = exc.weights, str(exc)
             warnings.warn(
-                f"{exc}\n{' and '.join(m.upper() for m in metrics)} will be recorded as missing "
-                "(empty value, the file named in the note); the other metrics are computed. "
-                "Use --strict-weights to make this an error.",
+                exc.one_line(f"{' and '.join(m.upper() for m in metrics)} recorded as missing, the other metrics computed"),
                 stacklevel=2,
             )
     return nets

@@ -38,8 +38,13 @@ HASH_IN_NAME = re.compile(r"-([a-f0-9]*)\.")
 class WeightsUnavailable(RuntimeError):
     """A pretrained file is neither cached nor downloadable; the message says how to fix it."""
 
+    def one_line(self, consequence: str) -> str:
+        """The warning a run prints for it: the file, why, what the run does instead."""
+        return (f"{self.weights.filename} is missing ({self.reason}): {consequence}. "
+                "`bench weights` says how to get it.")
+
     def __init__(self, weights: WeightsFile, reason: str, fix: str | None = None):
-        self.weights = weights
+        self.weights, self.reason = weights, reason
         fix = fix or (
             f"Fetch {weights.url} on a machine with internet and run "
             f"`bench weights import {weights.filename}` here (or set TORCH_HOME to a cache that has it)."
@@ -101,11 +106,13 @@ def load_state_dict(weights: WeightsFile) -> dict:
     if offline():
         raise WeightsUnavailable(weights, "COLORBENCH_OFFLINE is set")
     try:
-        return torch.hub.load_state_dict_from_url(
-            weights.url, map_location="cpu", progress=True, check_hash=True, weights_only=True
-        )
+        # download_url_to_file, not load_state_dict_from_url: the latter prints its own
+        # "Downloading: ..." line before it knows whether there is a network at all.
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.hub.download_url_to_file(weights.url, str(path), hash_prefix=weights.hash_prefix, progress=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise WeightsUnavailable(weights, f"{type(exc).__name__}: {exc}") from exc
+        raise WeightsUnavailable(weights, f"download failed: {type(exc).__name__}: {str(exc)[:200]}") from exc
 
 
 def sha256(path: Path) -> str:

@@ -16,7 +16,8 @@ from PIL import Image
 from bench.cli import main
 from bench.metrics import METRICS, Metric
 from bench.report import FIGURES, pick_samples
-from bench.runner import slug
+from bench import summary as summary_mod
+from bench.runner import WARMUP_STEPS, slug
 from conftest import write_photo_folder, write_photos
 
 TINY = ["--size", "32", "--width", "8", "--epochs", "1", "--batch-size", "4", "-q"]
@@ -76,9 +77,27 @@ def number(cell: str) -> tuple[float, float | None, int]:
     return float(m.group(1)), (float(m.group(2)) if m.group(2) else None), decimals
 
 
+RANKING_THRESHOLDS = {"MIN_RANKED_STEPS": summary_mod.MIN_RANKED_STEPS, "MIN_CF_FRACTION": summary_mod.MIN_CF_FRACTION}
+
+
+def _rank_every_model(mp) -> None:
+    mp.setattr(summary_mod, "MIN_RANKED_STEPS", 0)
+    mp.setattr(summary_mod, "MIN_CF_FRACTION", 0.0)
+
+
+@pytest.fixture(autouse=True)
+def rank_every_model(monkeypatch):
+    """The tiny run's 4-step models are still ≈ gray, so the report would rank none of them;
+    the tests of the table and the reading rank them anyway.
+    ``test_models_that_have_not_learnt_to_colour_are_not_ranked`` restores the thresholds."""
+    _rank_every_model(monkeypatch)
+
+
 @pytest.fixture(scope="module")
 def report_md(tiny_run) -> str:
-    make_report(tiny_run)
+    with pytest.MonkeyPatch.context() as mp:
+        _rank_every_model(mp)
+        make_report(tiny_run)
     return (tiny_run / "report.md").read_text()
 
 
@@ -188,18 +207,44 @@ def test_header_says_what_was_run(report_md):
         assert fact in head
 
 
-def test_cost_section_gives_each_combinations_training_time(tiny_run, report_md):
+def test_cost_section_gives_each_combinations_median_step_time(tiny_run, report_md):
     cost = report_md.split("## Cost", 1)[1].split("\n## ", 1)[0]
     rows = {line.split("|")[1].strip().strip("`"): line for line in cost.splitlines() if line.startswith("| `")}
     assert list(rows) == ORDER
-    seconds = {
-        c: sum(json.loads((tiny_run / "cells" / slug(c) / f"seed{s}" / "metrics.json").read_text())["seconds"] for s in (0, 1)) / 2
-        for c in ORDER
-    }
-    cheapest = min(seconds, key=seconds.get)
+    records = {c: [json.loads((tiny_run / "cells" / slug(c) / f"seed{s}" / "metrics.json").read_text()) for s in (0, 1)]
+               for c in ORDER}
+    step = {c: float(np.median([r["step_seconds"] for r in rs])) for c, rs in records.items()}
+    cheapest = min(step, key=step.get)
     assert "| 1.0× |" in rows[cheapest]
     for c in ORDER:
-        assert f"| {seconds[c] / seconds[cheapest]:.1f}× |" in rows[c]
+        assert f"| {step[c] * 1000:.0f} ms |" in rows[c]
+        assert f"| {step[c] / step[cheapest]:.1f}× |" in rows[c]
+        # the median is over the steps after warm-up, which the cell's log times one by one
+        log = pd.read_csv(tiny_run / "cells" / slug(c) / "seed0" / "train_log.csv")
+        timed = log["seconds"].iloc[min(WARMUP_STEPS, len(log) // 2):]
+        assert records[c][0]["step_seconds"] == pytest.approx(timed.median(), abs=1e-4)
+        assert records[c][0]["timed_steps"] == len(timed) < 20
+    # 16 photos, batch 4, 1 epoch: 4 steps, 2 of them warm-up: too few to compare costs, and said so
+    assert "fewer than 20 steps after warm-up: too few to compare costs" in cost
+
+
+def test_models_that_have_not_learnt_to_colour_are_not_ranked(tiny_run, tmp_path):
+    """A 4-step model "wins" by staying gray; the report says so instead of ranking it."""
+    for name, value in RANKING_THRESHOLDS.items():
+        setattr(summary_mod, name, value)  # the autouse fixture's monkeypatch undoes it after the test
+    out = tmp_path / "report"
+    make_report(tiny_run, args=["--out", str(out)])
+    md = (out / "report.md").read_text()
+    header, rows = parse_table(md)
+    for combo in ORDER:
+        assert f"{combo}` (not ranked)" in rows
+        assert not any(cell.startswith("**") for cell in rows[f"{combo}` (not ranked)"])
+        assert f"`{combo}` is **not ranked**: trained only" in md
+    reading = md.split("## Reading the results", 1)[1].split("##", 1)[0]
+    assert not any(f": `{combo}` is best" in reading or f": `{combo}` tie" in reading for combo in ORDER)
+    summary = pd.read_csv(out / "summary.csv")
+    assert not summary.loc[summary.combination.isin(ORDER), "ranked"].any()
+    assert not summary.loc[summary.combination.isin(ORDER), "best"].any()
 
 
 def test_notes_diverged_cells_and_unknown_metrics_show_up(tiny_run, tmp_path, monkeypatch):

@@ -130,7 +130,7 @@ def test_bad_options_fail_with_a_clear_message(photo_dir, tmp_path, args, messag
 def test_presets_fill_defaults_and_options_override():
     cfg = make_config("paper", epochs=1)
     assert (cfg.size, cfg.width, cfg.batch_size, cfg.epochs) == (256, 64, 16, 1)
-    assert make_config("quick").size == 64
+    assert (make_config("quick").size, make_config("quick").steps) == (32, 300)
 
 
 def test_discriminator_width_follows_the_generator_width_unless_given():
