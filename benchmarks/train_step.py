@@ -26,11 +26,10 @@ from torch.nn import functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from bench.config import cpu_has_native_bf16
-from bench.train import autocast_context, default_channels_last, train_step
+from bench.train import autocast_context, default_channels_last, for_device, train_step
 from losses.adversarial import AdversarialLoss, GANLoss
 from losses.pixel import PixelLoss
 from models import build_discriminator, build_generator
-from models.gemm_conv import with_torch_layers
 
 
 @dataclass(frozen=True)
@@ -65,9 +64,8 @@ def networks(cfg: Config, gan: bool, device, memory_format):
 
 def reference_step_fn(cfg: Config, gan: bool, device):
     """The tutorial's ``MainModel.optimize`` / ``pretrain_generator`` step, as published, on
-    torch's own convolution layers (Colorbench's run tiny maps as GEMMs on a CPU)."""
-    G, D = networks(cfg, gan, device, torch.contiguous_format)
-    G, D = with_torch_layers(G), with_torch_layers(D) if gan else None
+    torch's own convolution layers (Colorbench's cells run tiny maps as GEMMs on a CPU)."""
+    G, D = networks(cfg, gan, device, torch.contiguous_format)  # torch's own layers
     opt_G = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
     opt_D = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999)) if gan else None
     bce = nn.BCEWithLogitsLoss()
@@ -110,6 +108,7 @@ def reference_step_fn(cfg: Config, gan: bool, device):
 def colorbench_step_fn(cfg: Config, gan: bool, device, precision: str, channels_last: bool, compile: bool = False):
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     G, D = networks(cfg, gan, device, memory_format)
+    G, D = for_device(G, device, memory_format), for_device(D, device, memory_format) if gan else None
     if compile:
         G.compile()  # as `bench run --compile` does
     terms = [("l1", 100.0 if gan else 1.0, PixelLoss(F.l1_loss))]

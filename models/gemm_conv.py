@@ -8,7 +8,8 @@ that path on the CPU where a map has few positions for its channels -- at least
 ``GEMM_CHANNELS_PER_POSITION`` input channels per position of a convolution's output or a
 transposed convolution's input -- and are plain ``nn.Conv2d`` / ``nn.ConvTranspose2d``
 everywhere else: the same parameters and state_dict, the same math (only the order of the
-sums differs), and cuDNN untouched on a GPU.
+sums differs), and cuDNN untouched on a GPU. The networks in models/networks.py are
+defined with torch's layers; ``with_gemm_convs`` swaps them in where a cell is built.
 """
 from __future__ import annotations
 
@@ -68,12 +69,22 @@ class GemmConvTranspose2d(nn.ConvTranspose2d):
         return _like(out, x)
 
 
-def with_torch_layers(net: nn.Module) -> nn.Module:
-    """``net``, in place, with torch's own convolution classes instead of these (the same
-    parameters): the network as torch alone would run it, e.g. to compare against."""
+def _swap_classes(net: nn.Module, classes: dict[type, type]) -> nn.Module:
+    # Only the class changes: parameters, buffers, hooks and state_dict keys stay.
     for module in net.modules():
-        if isinstance(module, GemmConvTranspose2d):
-            module.__class__ = nn.ConvTranspose2d
-        elif isinstance(module, GemmConv2d):
-            module.__class__ = nn.Conv2d
+        if type(module) in classes:
+            module.__class__ = classes[type(module)]
     return net
+
+
+def with_gemm_convs(net: nn.Module) -> nn.Module:
+    """``net``, in place, with its torch convolutions as these (the same parameters), so its
+    tiny-map layers run as GEMMs on a CPU. The networks are defined with torch's layers;
+    ``bench.train`` applies this where a cell's generator and discriminator are built."""
+    return _swap_classes(net, {nn.Conv2d: GemmConv2d, nn.ConvTranspose2d: GemmConvTranspose2d})
+
+
+def with_torch_layers(net: nn.Module) -> nn.Module:
+    """The inverse of ``with_gemm_convs``: torch's own convolution classes again (the same
+    parameters), the network as torch alone would run it, e.g. to compare against."""
+    return _swap_classes(net, {GemmConv2d: nn.Conv2d, GemmConvTranspose2d: nn.ConvTranspose2d})

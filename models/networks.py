@@ -11,7 +11,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from models.gemm_conv import GemmConv2d, GemmConvTranspose2d
+from models.classifier import build_head
 
 GeneratorBuilder = Callable[..., nn.Module]
 GENERATORS: dict[str, GeneratorBuilder] = {}
@@ -87,15 +87,15 @@ class UnetSkipConnectionBlock(nn.Module):
         super().__init__()
         self.outermost = outermost
         input_nc = outer_nc if input_nc is None else input_nc
-        down_conv = GemmConv2d(input_nc, inner_nc, 4, 2, 1, bias=False)
+        down_conv = nn.Conv2d(input_nc, inner_nc, 4, 2, 1, bias=False)
         if outermost:
-            up_conv = GemmConvTranspose2d(inner_nc * 2, outer_nc, 4, 2, 1)
+            up_conv = nn.ConvTranspose2d(inner_nc * 2, outer_nc, 4, 2, 1)
             layers = [down_conv, submodule, nn.ReLU(True), up_conv] + ([nn.Tanh()] if tanh else [])
         elif innermost:
-            up_conv = GemmConvTranspose2d(inner_nc, outer_nc, 4, 2, 1, bias=False)
+            up_conv = nn.ConvTranspose2d(inner_nc, outer_nc, 4, 2, 1, bias=False)
             layers = [nn.LeakyReLU(0.2, True), down_conv, nn.ReLU(True), up_conv, nn.BatchNorm2d(outer_nc)]
         else:
-            up_conv = GemmConvTranspose2d(inner_nc * 2, outer_nc, 4, 2, 1, bias=False)
+            up_conv = nn.ConvTranspose2d(inner_nc * 2, outer_nc, 4, 2, 1, bias=False)
             layers = [
                 nn.LeakyReLU(0.2, True), down_conv, nn.BatchNorm2d(inner_nc),
                 submodule,
@@ -139,11 +139,11 @@ class _ResDown(nn.Module):
     def __init__(self, cin: int, cout: int, norm: bool = True):
         super().__init__()
         self.body = nn.Sequential(
-            GemmConv2d(cin, cout, 4, 2, 1, bias=not norm),
+            nn.Conv2d(cin, cout, 4, 2, 1, bias=not norm),
             nn.BatchNorm2d(cout) if norm else nn.Identity(),
             nn.LeakyReLU(0.2, True),
         )
-        self.shortcut = GemmConv2d(cin, cout, 1, 2, 0, bias=False)
+        self.shortcut = nn.Conv2d(cin, cout, 1, 2, 0, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x) + self.shortcut(x)
@@ -167,13 +167,13 @@ class ResUnetGenerator(nn.Module):
             cin = chans[i] if i == n_down - 1 else chans[i] * 2
             ups.append(
                 nn.Sequential(
-                    GemmConvTranspose2d(cin, chans[i - 1], 4, 2, 1, bias=False),
+                    nn.ConvTranspose2d(cin, chans[i - 1], 4, 2, 1, bias=False),
                     nn.BatchNorm2d(chans[i - 1]),
                     nn.ReLU(True),
                 )
             )
         self.ups = nn.ModuleList(ups)
-        self.head = GemmConvTranspose2d(chans[0] * 2 if n_down > 1 else chans[0], output_c, 4, 2, 1)
+        self.head = nn.ConvTranspose2d(chans[0] * 2 if n_down > 1 else chans[0], output_c, 4, 2, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         skips = []
@@ -192,17 +192,17 @@ class NLayerDiscriminator(nn.Module):
 
     def __init__(self, input_nc: int = 3, ndf: int = 64, n_layers: int = 3):
         super().__init__()
-        layers: list[nn.Module] = [GemmConv2d(input_nc, ndf, 4, 2, 1), nn.LeakyReLU(0.2, True)]
+        layers: list[nn.Module] = [nn.Conv2d(input_nc, ndf, 4, 2, 1), nn.LeakyReLU(0.2, True)]
         mult = 1
         for n in range(1, n_layers + 1):
             prev, mult = mult, min(2**n, 8)
             stride = 2 if n < n_layers else 1
             layers += [
-                GemmConv2d(ndf * prev, ndf * mult, 4, stride, 1, bias=False),
+                nn.Conv2d(ndf * prev, ndf * mult, 4, stride, 1, bias=False),
                 nn.BatchNorm2d(ndf * mult),
                 nn.LeakyReLU(0.2, True),
             ]
-        layers.append(GemmConv2d(ndf * mult, 1, 4, 1, 1))
+        layers.append(nn.Conv2d(ndf * mult, 1, 4, 1, 1))
         self.model = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -240,8 +240,6 @@ def build_generator(name: str, size: int, width: int = 64, out_channels: int = 2
     builder = _pick(GENERATORS, "generator", name)
     if head is None:
         return builder(size=size, width=width, out_channels=out_channels)
-    from models.classifier import build_head  # imported here: it builds on this module
-
     return build_head(head, lambda **kw: builder(size=size, width=width, **kw))
 
 

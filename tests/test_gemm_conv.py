@@ -7,7 +7,7 @@ from torch import nn
 
 import models.gemm_conv as gemm_conv
 from models import build_generator
-from models.gemm_conv import GEMM_CHANNELS_PER_POSITION, GemmConv2d, GemmConvTranspose2d, with_torch_layers
+from models.gemm_conv import GEMM_CHANNELS_PER_POSITION, GemmConv2d, GemmConvTranspose2d, with_gemm_convs, with_torch_layers
 
 
 @pytest.fixture
@@ -91,12 +91,27 @@ def test_bf16_autocast_gives_the_dtype_torchs_layer_gives(unfold_calls):
 @pytest.mark.parametrize("name", ["unet", "resunet"])
 def test_a_generator_matches_its_stock_twin(name, unfold_calls):
     torch.manual_seed(0)
-    G = build_generator(name, 64, width=8).eval()
     twin = build_generator(name, 64, width=8).eval()
-    twin.load_state_dict(G.state_dict())  # the state_dict is torch's layers'
-    with_torch_layers(twin)
+    # the networks are defined with torch's own layers ...
     assert not any(isinstance(m, (GemmConv2d, GemmConvTranspose2d)) for m in twin.modules())
+    G = with_gemm_convs(copy.deepcopy(twin))  # ... and take the GEMM path only when swapped
+    assert G.state_dict().keys() == twin.state_dict().keys()
     x = torch.randn(3, 1, 64, 64)
     out = G(x)
     assert unfold_calls  # the bottleneck ran as GEMMs
     torch.testing.assert_close(out, twin(x), rtol=1e-4, atol=1e-5)
+
+
+def test_a_cells_networks_take_the_gemm_path_on_the_cpu_only():
+    """The swap happens in one place, where a cell is built for its device."""
+    from bench.train import TrainSettings, build_cell
+    from colorbench_datasets import LabSplit
+    from losses import LossOptions, parse_losses
+
+    split = LabSplit(torch.zeros(4, 1, 36, 36), torch.zeros(4, 2, 36, 36), torch.zeros(4, 3, 32, 32, dtype=torch.uint8), list("abcd"))
+    (combo,) = parse_losses("100*l1+gan")
+    cell = build_cell(combo, 0, split, TrainSettings(size=32, width=8, batch_size=2), LossOptions(disc_width=8),
+                      torch.device("cpu"), torch.contiguous_format)
+    for net in (cell.G, cell.D):
+        convs = [m for m in net.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
+        assert convs and all(isinstance(m, (GemmConv2d, GemmConvTranspose2d)) for m in convs)
