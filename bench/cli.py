@@ -177,9 +177,11 @@ def report(run_dirs, out, samples, display_size, device):
 @click.option("--loss", required=True, help="Which combination's generator, by name or --losses spec (e.g. l1, 100*l1+gan).")
 @click.option("--seed", type=int, default=None, help="Which seed's generator.  [default: the run's first seed]")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for the colourised PNGs.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace output PNGs that already exist in --out (input photos are never overwritten).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def colorize(inputs, run_dir, loss, seed, out, device, quiet):
+def colorize(inputs, run_dir, loss, seed, out, overwrite, device, quiet):
     """Colourise photos (files or folders, any size) with a trained generator.
 
     The model runs at its training size; its colour is upsampled onto each photo's own
@@ -194,8 +196,8 @@ def colorize(inputs, run_dir, loss, seed, out, device, quiet):
         run = load_run(run_dir)
         combination = resolve_combination(run, loss)
         seed = run.seeds[0] if seed is None else seed
+        jobs = plan_jobs(inputs, out, overwrite)  # before loading anything: nothing to write over
         G = load_generator(generator_path(run, combination, seed), resolve_device(device))
-        jobs = plan_jobs(inputs, out)
         done, skipped = colorize_paths(G, int(G.meta["size"]), jobs, progress=not quiet)
     except (ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
