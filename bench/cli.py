@@ -241,8 +241,8 @@ def _list_weights() -> None:
     rows = []
     for w in pretrained.known_weights().values():
         path = pretrained.cached_path(w)
-        if path.is_file():
-            size, status = f"{path.stat().st_size / 2**20:.0f} MB", "present"
+        if path.is_file():  # hashed once against the name's SHA-256 prefix, then remembered
+            size, status = f"{path.stat().st_size / 2**20:.0f} MB", pretrained.cache_status(w)
         else:
             size, status = (f"~{w.approx_mb} MB" if w.approx_mb else "?"), "MISSING"
         rows.append((w.key, w.filename, size, status, w.used_for, w.url))
@@ -254,7 +254,7 @@ def _list_weights() -> None:
     for r in rows:
         click.echo(("  " + "  ".join(v.ljust(n) for v, n in zip(r[:5], widths))).rstrip())
         click.echo(f"  {'':<{widths[0]}}  {r[5]}")
-    if any(r[3] == "MISSING" for r in rows):
+    if any(r[3] != "present" for r in rows):
         click.echo("Without internet: fetch the URLs on another machine, then `bench weights import FILE...`.")
 
 

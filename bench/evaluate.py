@@ -90,7 +90,7 @@ class Scorer:
         biased or noisy at small N), or the weights file a missing metric lacks."""
         if self.nets is None:
             return {}
-        notes = {m: f"missing weights file {w.filename}" for m, w in self.nets.missing.items()}
+        notes = {m: self.nets.notes.get(m, f"missing weights file {w.filename}") for m, w in self.nets.missing.items()}
         for m in ("fid", "kid"):
             if m not in notes:
                 notes[m] = f"n={len(self)}" if len(self) >= 2 else f"n={len(self)}: needs 2+ val images"
