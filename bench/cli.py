@@ -151,7 +151,8 @@ def _print_summary(out) -> None:
 @click.option("--display-size", type=click.IntRange(32, 1024), default=256, show_default=True,
               help="Pixels per photo in the sample grid.")
 @click.option("--device", default="auto", show_default=True, help="Where to rerun the generators: auto, cpu or cuda[:N].")
-def report(run_dirs, out, samples, display_size, device):
+@click.option("--overwrite", is_flag=True, help="Write into --out even if it is another run's folder or holds a report on other runs.")
+def report(run_dirs, out, samples, display_size, device, overwrite):
     """Write report.md (table, figures, reading) for RUN_DIR(s).  [default: newest run under results/]
 
     Several RUN_DIRs give one report comparing them, written into the first.
@@ -163,7 +164,7 @@ def report(run_dirs, out, samples, display_size, device):
     try:
         dirs = list(run_dirs) or [newest_run()]
         settings = ReportSettings(samples=samples, display_size=display_size, device=str(resolve_device(device)))
-        result = build_report(dirs, out, settings)
+        result = build_report(dirs, out, settings, overwrite=overwrite)
     except (ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
     for caveat in result.caveats:
