@@ -30,7 +30,8 @@ class RunFolderBusy(ValueError):
 
 
 def lock_path(out: Path) -> Path:
-    out = Path(os.path.abspath(out))
+    # Resolved: `results/run`, its absolute path and a symlink to it are one folder, one lock.
+    out = Path(os.path.realpath(out))
     return out.parent / f".{out.name}.lock"
 
 

@@ -17,9 +17,12 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from bench.config import IDENTITY_FIELDS, RunConfig, resolve_device, resolve_precision
+from bench.cells import check_cells, discard_run
+from bench.config import IDENTITY_FIELDS, RunConfig, changed_options, resolve_device, resolve_precision, validate
 from bench.evaluate import Scorer, generator_record
+from bench.lock import holds_run_lock
 from bench.metrics import METRICS
+from bench.records import read_config
 from bench.results import metrics_frame, read_json, write_csv, write_json, atomic_torch_save
 from bench.train import CorruptCheckpoint, Interrupted, TrainSettings, train_cell
 from colorbench_datasets import load_data
@@ -136,10 +139,10 @@ def check_reuse(out: Path, cfg: RunConfig, overwrite: bool) -> None:
     path = out / "config.json"
     if overwrite or not path.is_file():
         return
-    recorded = read_json(path).get("options", {})
+    recorded = read_config(path)["options"]  # a damaged config.json: RecordError naming the fix
     old = {**OPTIONS_ADDED_LATER, **recorded}
     new = cfg.to_dict()
-    diff = [k for k in IDENTITY_FIELDS if old.get(k) != new.get(k)]
+    diff = changed_options(old, new, IDENTITY_FIELDS)  # paths resolved, combinations canonical
     if diff:
         changes = ", ".join(
             f"--{k.replace('_', '-')}: {old.get(k)!r}{'' if k in recorded else ' (before the option existed)'} "
@@ -165,9 +168,11 @@ def _cell_rows(record: dict) -> list[dict]:
     ]
 
 
+@holds_run_lock  # one process writes a run folder at a time (bench/lock.py)
 def run_benchmark(cfg: RunConfig, progress: bool = True, overwrite: bool = False) -> Path:
     """Train and score every cell of ``cfg``; returns the run folder. Finished cells of an
     earlier run in the same ``--out`` are kept, an unfinished one resumes."""
+    validate(cfg)
     combos = check_options(cfg)
     device = resolve_device(cfg.device)
     precision = resolve_precision(cfg.precision, device)
@@ -202,12 +207,12 @@ def run_benchmark(cfg: RunConfig, progress: bool = True, overwrite: bool = False
         "Data: %s — %d train / %d val images at %d px (%.1fs to load)",
         data.manifest["source"], len(data.train), len(data.val), cfg.size, data_seconds,
     )
+    check_cells(out, combos, cfg.seeds, data.manifest, overwrite)  # kept cells: same photos, readable
     # Only now, with options, weights and data known good, is anything written: a run that
     # fails before training leaves no empty run folder behind.
     out.mkdir(parents=True, exist_ok=True)
     if overwrite:
-        for old in list(out.glob("cells/*/seed*/*")) + [out / "metrics.csv"]:
-            old.unlink(missing_ok=True)
+        discard_run(out)  # every file of the old run, report and figures included
     set_determinism(cfg.deterministic, device)
     train_split = data.train.to(device)
     val_split = data.val.to(device)
@@ -254,7 +259,8 @@ def run_benchmark(cfg: RunConfig, progress: bool = True, overwrite: bool = False
                     log.info("%-28s seed %d: already done, kept", combo.name, seed)
                 else:
                     try:
-                        record = run_cell(combo, seed, train_split, scorer, settings, options, device, cell, cfg, progress, stop)
+                        record = run_cell(combo, seed, train_split, scorer, settings, options, device, cell, cfg, progress, stop,
+                                          data=data.manifest["fingerprint"])
                     except Interrupted:
                         raise RunInterrupted(out) from None
                     except CorruptCheckpoint as exc:
@@ -269,7 +275,7 @@ def run_benchmark(cfg: RunConfig, progress: bool = True, overwrite: bool = False
     return out
 
 
-def run_cell(combo, seed, train_split, scorer: Scorer, settings, options, device, cell: Path, cfg: RunConfig, progress: bool, stop=lambda: False) -> dict:
+def run_cell(combo, seed, train_split, scorer: Scorer, settings, options, device, cell: Path, cfg: RunConfig, progress: bool, stop=lambda: False, data: dict | None = None) -> dict:
     cell.mkdir(parents=True, exist_ok=True)
     if (cell / "checkpoint.pt").is_file():
         log.info("%-28s seed %d: resuming from its checkpoint", combo.name, seed)
@@ -280,6 +286,7 @@ def run_cell(combo, seed, train_split, scorer: Scorer, settings, options, device
     )
     write_csv(cell / "train_log.csv", pd.DataFrame(result.log))
     record = {"combination": combo.name, "spec": combo.spec, "seed": seed, "seconds": round(result.seconds, 2)}
+    record["data"] = data  # the photos it was trained and scored on: a rerun keeps the cell only for the same
     if result.diverged_at is not None:
         log.warning("%s seed %d diverged at step %d (non-finite loss); moving on", combo.name, seed, result.diverged_at)
         record |= {"status": "diverged", "diverged_at": result.diverged_at, "metrics": {}}

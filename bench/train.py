@@ -12,9 +12,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from bench.cells import checkpoint_problem
 from bench.config import autocast_dtype
 from bench.results import atomic_torch_save
 from colorbench_datasets import LabSplit, random_crop_flip
+from colorbench_datasets.manifest import split_print
 from losses import LOSSES, Combination, LossOptions, generator_head
 from models import build_generator
 
@@ -170,6 +172,8 @@ def train_cell(
     epoch, step, order, log, elapsed = 0, 0, None, [], 0.0
     if checkpoint is not None and checkpoint.is_file():
         state = load_checkpoint(checkpoint, device)
+        if (problem := checkpoint_problem(state, G, D, train, settings.batch_size)) is not None:
+            raise CorruptCheckpoint(f"cannot resume from {checkpoint}: {problem}. Delete it to restart this cell from scratch.")
         G.load_state_dict(state["G"])
         opt_G.load_state_dict(state["opt_G"])
         if D is not None:
@@ -202,6 +206,7 @@ def train_cell(
             "G": G.state_dict(), "opt_G": opt_G.state_dict(), "epoch": epoch, "step": step,
             "order": order, "log": log, "data_rng": data_rng.get_state(),
             "torch_rng": torch.get_rng_state(), "seconds": time.perf_counter() - t0,
+            "data": split_print(train),  # resumed only on the same train photos (bench/cells.py)
         }
         if device.type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state(device)
