@@ -198,10 +198,12 @@ def reconcile_metrics(
     (lists of "combination seed N" labels)."""
     fixed = {"missing": [], "differing": [], "orphaned": []}
     keep = frame.combination.isin(baselines)
-    pieces = []
+    pieces, dropped = [], False
     for (combo, seed), group in frame[~keep].groupby(["combination", "seed"], sort=False):
         if (combo, seed) not in records:
-            fixed["orphaned"].append(f"`{combo}` seed {seed}")
+            dropped = True
+            if (combo, seed) not in unreadable:  # those are reported with their file's problem
+                fixed["orphaned"].append(f"`{combo}` seed {seed}")
             continue
         known = set(records[(combo, seed)]["metrics"]) if records[(combo, seed)]["status"] == "ok" else set(group.metric)
         pieces.append(group[~group.metric.isin(known)])  # metrics the record does not have: kept
@@ -218,7 +220,7 @@ def reconcile_metrics(
         elif any(not _same(csv[r.metric][0], r.value) or csv[r.metric][1] != r.note for r in rows.itertuples()):
             fixed["differing"].append(label)
         pieces.append(rows)
-    if not any(fixed.values()):
+    if not any(fixed.values()) and not dropped:
         return frame, fixed  # nothing to fix: the table exactly as written
     out = pd.concat([frame[keep], *pieces], ignore_index=True) if pieces else frame[keep].reset_index(drop=True)
     out["note"] = out["note"].fillna("")

@@ -279,7 +279,7 @@ def image_figures(runs: list[Run], order: list[str], palette: dict, out: Path, s
                 problems.append(f"`{row.label}` left out of the image figures: its val photos could not be read ({exc})")
                 continue
         val = splits[run.name]
-        grid_done = False
+        grid_done = damaged = False
         for seed in run.seeds:
             path = run.cell(row.combination, seed) / "generator.pt"
             if not path.is_file():
@@ -288,6 +288,7 @@ def image_figures(runs: list[Run], order: list[str], palette: dict, out: Path, s
                 G = load_generator(path, device)
             except ValueError as exc:  # a damaged generator.pt: named, and left out
                 problems.append(f"`{row.label}` seed {seed} left out of the image figures: {exc}")
+                damaged = True
                 continue
             cf_rows.append(pd.DataFrame({"row": row.label, "value": prediction_colorfulness(G, val, settings.batch_size).numpy()}))
             if not grid_done:
@@ -295,7 +296,7 @@ def image_figures(runs: list[Run], order: list[str], palette: dict, out: Path, s
                 title = row.label + (f" (seed {seed})" if len(run.seeds) > 1 else "")
                 columns.append((title, [np.asarray(im) for im in colorize_images(G, list(originals.values()), size)]))
                 grid_done = True
-        if not grid_done:
+        if not grid_done and not damaged:
             problems.append(f"`{row.label}` has no trained generator ({_cell_state(run, row.combination)}): left out of the image figures")
     columns.append(("ground truth", [np.asarray(im) for im in originals.values()]))
     written = {}

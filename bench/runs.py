@@ -115,7 +115,8 @@ def _check_table(run: Run, csv_problems: list[str]) -> tuple[pd.DataFrame, list[
         problems.append(f"{where} has rows for {', '.join(fixed['orphaned'])}, which have no readable "
                         "metrics.json (not finished, or deleted to retrain): left out")
     if GRAY not in set(frame.combination) and records:
-        problems.append(f"the `gray` baseline is missing: its rows live only in {where}; {rerun} to score it again")
+        problems.append(f"the `gray` baseline is missing: its rows live only in {where}; rerun `bench run` with the "
+                        "same options and --out to score it again (finished cells are kept)")
     return frame, problems
 
 
