@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from bench.records import RecordError, read_cell_record, read_json_file
+from bench.records import RecordError, read_cell_record, read_config, read_json_file
 from colorbench_datasets.manifest import describe_change, describe_split_change, split_print
 
 log = logging.getLogger("colorbench")
@@ -143,6 +143,7 @@ def check_cells(out: Path, combos, seeds, manifest: dict, overwrite: bool = Fals
     a checkpoint to resume is unreadable or was saved on other train photos. Raises
     ``RecordError`` (a ValueError) with the fix."""
     out = Path(out)
+    check_is_run_folder(out, overwrite)
     if overwrite or not (out / "cells").is_dir():
         return
     from bench.runner import slug
@@ -195,6 +196,28 @@ def check_cells(out: Path, combos, seeds, manifest: dict, overwrite: bool = Fals
 
 
 # ---------------------------------------------------------------- --overwrite
+
+def check_is_run_folder(out: Path, overwrite: bool) -> None:
+    """Refuse an existing --out that holds files by Colorbench's names but is not a run
+    folder (no cells, and a config.json that is not a run's): a run would write over its
+    metrics.csv, and --overwrite would delete its config.json and report.md."""
+    if not out.is_dir() or (out / "cells").is_dir():
+        return
+    config = out / "config.json"
+    if config.is_file():
+        try:
+            read_config(config)
+            return
+        except RecordError:
+            if not overwrite:
+                return  # the rerun's option check names the damaged config.json and its fix
+    ours = [name for name in RUN_FILES if (out / name).exists()]
+    if ours and (overwrite or "metrics.csv" in ours):
+        raise RecordError(
+            f"--out {out} holds {', '.join(ours)} but is not a `bench run` folder (no cells/, no run config.json); "
+            f"a run would write over {'them' if overwrite else 'metrics.csv'}. Choose another --out."
+        )
+
 
 # What `bench run` and `bench report` write into a run folder; nothing else is deleted.
 RUN_FILES = ("config.json", "metrics.csv", "report.md", "summary.csv")

@@ -164,7 +164,9 @@ def check_report_out(runs: list[Run], out: Path, overwrite: bool = False) -> Non
             previous = set(pd.read_csv(out / "summary.csv", usecols=["run"])["run"].astype(str))
         except (ValueError, pd.errors.ParserError, pd.errors.EmptyDataError):
             previous = set()
-        if previous != {r.name for r in runs}:
+        from colorbench_datasets.images import display_name
+
+        if previous != {display_name(r.name) for r in runs}:  # as summary.csv writes names
             raise RunFolderError(f"--out {out} holds a report on other runs ({', '.join(sorted(previous)) or 'unknown'}), "
                                  f"not on {names}; {fix}")
     elif (out / "report.md").is_file():

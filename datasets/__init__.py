@@ -159,6 +159,38 @@ def resolve_sources(
     return DATASETS[name](**dataset_options)
 
 
+# Bytes a stored pixel takes while a split is built and kept: uint8 RGB twice (the decoded
+# crops, then their stack) and float32 L and ab.
+BYTES_PER_STORED_PIXEL = 3 + 3 + 4 + 8
+
+
+def available_memory() -> int | None:
+    """MemAvailable from /proc/meminfo, in bytes; None where it cannot be read."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def check_memory(n_train: int, n_val: int, size: int, resize: str = "crop") -> None:
+    """Refuse, before decoding anything, splits that cannot fit in memory once decoded: a
+    valid --size times many photos (1,400 photos at --size 2048 need ~110 GB) ends in a
+    MemoryError an hour into loading otherwise."""
+    from .tensors import stored_size
+
+    needed = (n_train * stored_size(size, True, resize) ** 2 + n_val * stored_size(size, False, resize) ** 2) * BYTES_PER_STORED_PIXEL
+    free = available_memory()
+    if free is not None and needed > free:
+        raise DataError(
+            f"{n_train} train and {n_val} val photos at --size {size} need about {needed / 2**30:.1f} GiB of memory "
+            f"once decoded (kept as float32 Lab), and {free / 2**30:.1f} GiB are available; use a smaller --size "
+            "or fewer photos"
+        )
+
+
 def load_data(
     data: str | Path | None = None,
     val_data: str | Path | None = None,
@@ -186,6 +218,7 @@ def load_data(
         train, train_skipped = build_cache(sources.train, size, True, sources.cache, sources.resize, workers, progress)
         val, val_skipped = build_cache(sources.val, size, False, sources.cache, sources.resize, workers, progress)
     else:
+        check_memory(len(sources.train), len(sources.val), size, sources.resize)
         train, train_skipped = build_split(sources.train, size, True, workers, progress, sources.resize)
         val, val_skipped = build_split(sources.val, size, False, workers, progress, sources.resize)
     skipped = [{"split": s, "file": n, "reason": r} for s, lst in (("train", train_skipped), ("val", val_skipped)) for n, r in lst]

@@ -164,7 +164,7 @@ def build_cache(
     meta_path = where / "meta.json"
     if not meta_path.is_file():
         _build(items, stored, train, where, resize, workers, progress)
-    meta = json.loads(meta_path.read_text())
+    meta = _read_meta(where, stored, train)
     n = len(meta["names"])
     shape = (n, 3, stored, stored)
     lab = np.memmap(where / "lab.u8", np.uint8, "r", shape=shape) if n else np.zeros(shape, np.uint8)
@@ -172,6 +172,30 @@ def build_cache(
     if not train:
         rgb = np.memmap(where / "rgb.u8", np.uint8, "r", shape=shape) if n else np.zeros(shape, np.uint8)
     return MappedLabSplit(lab, rgb, meta["names"], digests=meta.get("digests")), [tuple(s) for s in meta["skipped"]]
+
+
+def _read_meta(where: Path, stored: int, train: bool) -> dict:
+    """A built cache's meta.json, checked against its files: a damaged cache is named with
+    the fix instead of a JSON or mmap traceback (or rows read past a cut file)."""
+    try:
+        meta = json.loads((where / "meta.json").read_text())
+        names, skipped = meta["names"], meta["skipped"]
+        if not isinstance(names, list) or not isinstance(skipped, list):
+            raise ValueError("names or skipped is not a list")
+        digests = meta.get("digests")
+        if digests is not None and (not isinstance(digests, list) or len(digests) != len(names)):
+            raise ValueError("its digests do not match its names")
+        expected = len(names) * 3 * stored * stored
+        for name in ("lab.u8",) + (() if train else ("rgb.u8",)):
+            size = (where / name).stat().st_size if len(names) else expected
+            if size != expected:
+                raise ValueError(f"{name} has {size:,} bytes, {expected:,} expected")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DataError(
+            f"the uint8 Lab cache in {where} is damaged ({exc}); delete that folder to rebuild it "
+            "(its photos are converted once more)"
+        ) from None
+    return meta
 
 
 def _build(items, stored, train, where: Path, resize, workers, progress) -> None:

@@ -489,6 +489,60 @@ def test_the_same_run_given_other_spellings_resumes(copied, monkeypatch):
     assert res.exit_code == 0 and res.output.count("already done, kept") == 2
 
 
+def test_options_are_compared_as_what_they_mean(tmp_path, monkeypatch):
+    from bench.config import changed_options
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "photos").mkdir()
+    os.symlink(tmp_path / "photos", tmp_path / "link")
+    old = {"data": "photos", "losses": "l1,100*l1+gan", "lr": 0.0002, "betas": [0.5, 0.999],
+           "perceptual_layers": "relu1_2,relu2_2", "dataset": None}
+    same = {"data": str(tmp_path / "link") + "/", "losses": "gan+1e2*l1, l1", "lr": 2e-4, "betas": (0.5, 0.999),
+            "perceptual_layers": "relu2_2:1, relu1_2", "dataset": None}
+    assert changed_options(old, same) == []
+    assert changed_options({"dataset": None}, {"dataset": "sample"}) == []  # the default set, named
+    assert changed_options(old, {**same, "losses": "l1,10*l1+gan", "lr": 1e-3}) == ["losses", "lr"]
+
+
+def test_a_folder_that_is_not_a_run_is_never_written_over(photo_dir, tmp_path):
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"my": "settings"}')
+    (folder / "report.md").write_text("# my notes")
+    before = snapshot(folder)
+    res = cli(*run_args(photo_dir, folder, "l1", "--overwrite"))
+    assert res.exit_code != 0 and "is not a `bench run` folder" in res.output and "Choose another --out" in res.output
+    (folder / "config.json").unlink()
+    (folder / "metrics.csv").write_text("a,b\n1,2\n")
+    res = cli(*run_args(photo_dir, folder, "l1"))
+    assert res.exit_code != 0 and "a run would write over metrics.csv" in res.output
+    assert snapshot(folder) == {k: v for k, v in before.items() if k != "config.json"} | {"metrics.csv": b"a,b\n1,2\n"}
+
+
+def test_a_run_folder_whose_name_is_not_utf8_reports(photo_dir, tmp_path):
+    # (The library calls: click's test runner, unlike a terminal, cannot print such a name.)
+    from bench.config import make_config
+    from bench.report import ReportSettings, build_report
+    from bench.runner import run_benchmark
+
+    out = Path(os.fsdecode(os.fsencode(tmp_path) + b"/r\xe9"))
+    run_benchmark(make_config("quick", data=str(photo_dir), losses="l1", out=str(out), size=32, width=4, epochs=1,
+                              batch_size=4), progress=False)
+    build_report([out], settings=ReportSettings(samples=2, display_size=32))
+    text = (out / "report.md").read_bytes().decode("utf-8")  # valid UTF-8 ...
+    assert "r\\xe9" in text  # ... the byte shown escaped
+
+
+def test_photos_that_cannot_fit_in_memory_are_refused_before_decoding(photo_dir, monkeypatch):
+    import colorbench_datasets
+    from colorbench_datasets import DataError, load_data
+
+    monkeypatch.setattr(colorbench_datasets, "available_memory", lambda: 2**20)  # 1 MiB free
+    monkeypatch.setattr(colorbench_datasets, "build_split", lambda *a, **k: pytest.fail("decoded anyway"))
+    with pytest.raises(DataError, match=r"16 train and 6 val photos at --size 64 need about 0.0 GiB .*use a smaller --size"):
+        load_data(photo_dir, size=64)
+
+
 def test_colorize_finds_a_combination_by_any_order_of_its_terms(copied, tmp_path):
     from bench.runs import load_run, resolve_combination
 
