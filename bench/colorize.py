@@ -184,7 +184,19 @@ def colorize_paths(
                 log.warning("skipped %s: %s", job.source, exc)
                 skipped.append((job, str(exc)))
         if batch:
-            for (job, _), out in zip(batch, colorize_images(G, [img for _, img in batch], size, chunk)):
+            try:
+                outs = colorize_images(G, [img for _, img in batch], size, chunk)
+            except MemoryError:  # one photo too large at full resolution: find it, keep the rest
+                outs = None
+            for i, (job, img) in enumerate(batch):
+                try:
+                    out = outs[i] if outs is not None else colorize_image(G, img, size)
+                except MemoryError:
+                    reason = (f"{img.size[0]}x{img.size[1]} px is too large to colourise at full resolution in "
+                              "this machine's memory; downscale it first")
+                    log.warning("skipped %s: %s", job.source, reason)
+                    skipped.append((job, reason))
+                    continue
                 save_png(out, job.target)
                 done.append(job)
         bar.update(len(jobs[start : start + chunk]))

@@ -598,3 +598,24 @@ def test_the_lpips_loss_falls_back_loudly_for_a_foreign_alexnet(tmp_path):
     with pytest.warns(UserWarning, match="SHA-256 starts"):
         term = LOSSES["lpips"].factory(LossOptions())
     assert term.weights_tag == "random-alexnet"
+
+
+def test_colorize_skips_a_photo_too_large_for_memory_and_does_the_rest(tmp_path, monkeypatch):
+    from bench import colorize as col
+    from models import build_generator
+
+    album = _album(tmp_path / "album")
+    Image.new("RGB", (300, 200), "blue").save(album / "huge.png")  # stands in for a 150-megapixel scan
+    real = col._combine
+
+    def combine(img, ab):
+        if img.size == (300, 200):
+            raise MemoryError
+        return real(img, ab)
+
+    monkeypatch.setattr(col, "_combine", combine)
+    G = build_generator("unet", 32, 4).eval()
+    done, skipped = col.colorize_paths(G, 32, col.plan_jobs([album], tmp_path / "out"))
+    assert sorted(j.source.name for j in done) == ["p0.png", "p1.jpg"]
+    assert [(j.source.name, "too large to colourise" in r) for j, r in skipped] == [("huge.png", True)]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["p0.png", "p1.png"]
