@@ -26,7 +26,8 @@ except ImportError:  # not POSIX (Windows): no lock, as before
 
 
 class RunFolderBusy(ValueError):
-    """Another process is writing the run folder; the message says who and what to do."""
+    """The run folder cannot be taken: another process writes it (the message says who), or
+    its lock file cannot be made there."""
 
 
 def lock_path(out: Path) -> Path:
@@ -58,10 +59,19 @@ class RunLock:
         if fcntl is None:
             return self
         missing = [p for p in [self.path.parent, *self.path.parent.parents] if not p.exists()]
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RunFolderBusy(f"--out {self.out}: cannot create its parent folder ({exc.strerror}); "
+                                "choose an --out in a folder you can write") from None
         self.made = missing
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            except OSError as exc:
+                self._cleanup_parents()
+                raise RunFolderBusy(f"--out {self.out}: cannot create the lock file {self.path} ({exc.strerror}); "
+                                    "choose an --out in a folder you can write") from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

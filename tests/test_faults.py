@@ -619,3 +619,10 @@ def test_colorize_skips_a_photo_too_large_for_memory_and_does_the_rest(tmp_path,
     assert sorted(j.source.name for j in done) == ["p0.png", "p1.jpg"]
     assert [(j.source.name, "too large to colourise" in r) for j, r in skipped] == [("huge.png", True)]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["p0.png", "p1.png"]
+
+
+def test_an_out_where_no_lock_can_be_made_is_named():
+    from bench.lock import RunFolderBusy, RunLock
+
+    with pytest.raises(RunFolderBusy, match="--out /proc/nope/run: cannot create its parent folder.*choose an --out"):
+        RunLock("/proc/nope/run").acquire()  # /proc refuses new folders, even to root
