@@ -165,7 +165,8 @@ def _print_summary(out) -> None:
 @click.option("--display-size", type=click.IntRange(32, 1024), default=256, show_default=True,
               help="Pixels per photo in the sample grid.")
 @click.option("--device", default="auto", show_default=True, help="Where to rerun the generators: auto, cpu or cuda[:N].")
-def report(run_dirs, out, samples, display_size, device):
+@click.option("--overwrite", is_flag=True, help="Write into --out even if it is another run's folder or holds a report on other runs.")
+def report(run_dirs, out, samples, display_size, device, overwrite):
     """Write report.md (table, figures, reading) for RUN_DIR(s).  [default: newest run under results/]
 
     Several RUN_DIRs give one report comparing them, written into the first.
@@ -177,7 +178,7 @@ def report(run_dirs, out, samples, display_size, device):
     try:
         dirs = list(run_dirs) or [newest_run()]
         settings = ReportSettings(samples=samples, display_size=display_size, device=str(resolve_device(device)))
-        result = build_report(dirs, out, settings)
+        result = build_report(dirs, out, settings, overwrite=overwrite)
     except (ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
     for caveat in result.caveats:
@@ -191,9 +192,11 @@ def report(run_dirs, out, samples, display_size, device):
 @click.option("--loss", required=True, help="Which combination's generator, by name or --losses spec (e.g. l1, 100*l1+gan).")
 @click.option("--seed", type=int, default=None, help="Which seed's generator.  [default: the run's first seed]")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for the colourised PNGs.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace output PNGs that already exist in --out (input photos are never overwritten).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def colorize(inputs, run_dir, loss, seed, out, device, quiet):
+def colorize(inputs, run_dir, loss, seed, out, overwrite, device, quiet):
     """Colourise photos (files or folders, any size) with a trained generator.
 
     The model runs at its training size; its colour is upsampled onto each photo's own
@@ -208,8 +211,8 @@ def colorize(inputs, run_dir, loss, seed, out, device, quiet):
         run = load_run(run_dir)
         combination = resolve_combination(run, loss)
         seed = run.seeds[0] if seed is None else seed
+        jobs = plan_jobs(inputs, out, overwrite)  # before loading anything: nothing to write over
         G = load_generator(generator_path(run, combination, seed), resolve_device(device))
-        jobs = plan_jobs(inputs, out)
         done, skipped = colorize_paths(G, int(G.meta["size"]), jobs, progress=not quiet)
     except (ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
@@ -253,8 +256,8 @@ def _list_weights() -> None:
     rows = []
     for w in pretrained.known_weights().values():
         path = pretrained.cached_path(w)
-        if path.is_file():
-            size, status = f"{path.stat().st_size / 2**20:.0f} MB", "present"
+        if path.is_file():  # hashed once against the name's SHA-256 prefix, then remembered
+            size, status = f"{path.stat().st_size / 2**20:.0f} MB", pretrained.cache_status(w)
         else:
             size, status = (f"~{w.approx_mb} MB" if w.approx_mb else "?"), "MISSING"
         rows.append((w.key, w.filename, size, status, w.used_for, w.url))
@@ -266,7 +269,7 @@ def _list_weights() -> None:
     for r in rows:
         click.echo(("  " + "  ".join(v.ljust(n) for v, n in zip(r[:5], widths))).rstrip())
         click.echo(f"  {'':<{widths[0]}}  {r[5]}")
-    if any(r[3] == "MISSING" for r in rows):
+    if any(r[3] != "present" for r in rows):
         click.echo("Without internet: fetch the URLs on another machine, then `bench weights import FILE...`.")
 
 

@@ -7,6 +7,7 @@ original survives (colour is low-frequency, lightness is where the detail is).
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,22 +78,51 @@ def gray_image(img: Image.Image) -> Image.Image:
     return Image.fromarray((out.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8))
 
 
-def plan_jobs(inputs: list[str | Path], out: str | Path) -> list[Job]:
+def _real(path: Path) -> str:
+    """The path with every symlink resolved, for comparing files however they were named."""
+    return os.path.realpath(path)
+
+
+def _is_same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)  # hard links, case-insensitive file systems
+    except OSError:
+        return False
+
+
+def plan_jobs(inputs: list[str | Path], out: str | Path, overwrite: bool = False) -> list[Job]:
     """One output PNG per input photo. A folder is walked; its photos keep their relative
-    path under ``out``, so equal file names in subfolders never overwrite each other."""
+    path under ``out``, so equal file names in subfolders never overwrite each other.
+
+    Checked before anything is written: no output may be an input photo (``album --out
+    album`` would replace ``album/p0.png`` with its colourised version), even with
+    ``overwrite``; an existing output file is refused unless ``overwrite``; an ``out``
+    inside an input folder is not walked as input."""
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ColorizeError(f"--out {out} is a file; give a folder for the colourised PNGs")
     jobs: list[Job] = []
     for item in map(Path, inputs):
         if item.is_dir():
-            jobs += [Job(p, out / p.relative_to(item).with_suffix(".png")) for p in find_images(item)]
+            found = find_images(item)
+            if _inside(out, item):  # --out is a subfolder: its (earlier) outputs are not inputs
+                found = [p for p in found if not _inside(p, out)]
+            jobs += [Job(p, out / p.relative_to(item).with_suffix(".png")) for p in found]
         elif item.is_file():
             jobs.append(Job(item, out / f"{item.stem}.png"))
+        elif item.exists() or item.is_symlink():
+            what = "a broken symbolic link" if not item.exists() else "not a regular file (a FIFO or device?)"
+            raise ColorizeError(f"input {item} is {what}; pass photo files or folders of photos")
         else:
             raise ColorizeError(f"input {item} does not exist; pass photo files or folders of photos")
     if not jobs:
         raise ColorizeError(
             f"no photos ({', '.join(IMAGE_EXTENSIONS)}) found in {', '.join(map(str, inputs))}"
         )
+    unique: dict[str, Job] = {}
+    for job in jobs:  # the same photo named twice (a file and its folder): once
+        unique.setdefault(_real(job.source), job)
+    jobs = list(unique.values())
     seen: dict[Path, Path] = {}
     for job in jobs:
         if job.target in seen:
@@ -101,7 +131,28 @@ def plan_jobs(inputs: list[str | Path], out: str | Path) -> list[Job]:
                 "colourise them into separate --out folders or rename one"
             )
         seen[job.target] = job.source
+    sources = {_real(job.source): job.source for job in jobs}
+    for job in jobs:
+        source = sources.get(_real(job.target))
+        if source is None and job.target.exists():
+            source = next((s for s in sources.values() if _is_same_file(s, job.target)), None)
+        if source is not None:
+            raise ColorizeError(
+                f"the output {job.target} would replace the input photo {source}; choose an --out folder "
+                "outside the input folders (inputs are never overwritten, --overwrite or not)"
+            )
+    existing = [job.target for job in jobs if job.target.exists() or job.target.is_symlink()]
+    if existing and not overwrite:
+        raise ColorizeError(
+            f"{len(existing)} output file(s) already exist in {out} (e.g. {existing[0]}); pass --overwrite to "
+            "replace them, or choose another --out"
+        )
     return jobs
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    path, folder = Path(_real(path)), Path(_real(folder))
+    return folder in path.parents
 
 
 def save_png(img: Image.Image, path: Path) -> None:
@@ -133,7 +184,19 @@ def colorize_paths(
                 log.warning("skipped %s: %s", job.source, exc)
                 skipped.append((job, str(exc)))
         if batch:
-            for (job, _), out in zip(batch, colorize_images(G, [img for _, img in batch], size, chunk)):
+            try:
+                outs = colorize_images(G, [img for _, img in batch], size, chunk)
+            except MemoryError:  # one photo too large at full resolution: find it, keep the rest
+                outs = None
+            for i, (job, img) in enumerate(batch):
+                try:
+                    out = outs[i] if outs is not None else colorize_image(G, img, size)
+                except MemoryError:
+                    reason = (f"{img.size[0]}x{img.size[1]} px is too large to colourise at full resolution in "
+                              "this machine's memory; downscale it first")
+                    log.warning("skipped %s: %s", job.source, reason)
+                    skipped.append((job, reason))
+                    continue
                 save_png(out, job.target)
                 done.append(job)
         bar.update(len(jobs[start : start + chunk]))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -81,10 +82,12 @@ class RunConfig:
         return d
 
 
-# Options that change what a cell computes; a resumed --out must match on these.
+# Options that change what a cell computes; a resumed --out must match on these. Not
+# --precision as asked: what it resolved to (``auto`` differs per machine) is compared
+# instead, with the device type (runner.check_numerics).
 IDENTITY_FIELDS = (
     "losses", "data", "val_data", "dataset", "generator", "discriminator", "disc_width", "size", "width",
-    "epochs", "steps", "batch_size", "lr", "betas", "gan_mode", "perceptual_layers", "precision",
+    "epochs", "steps", "batch_size", "lr", "betas", "gan_mode", "perceptual_layers",
 )
 
 
@@ -138,3 +141,187 @@ def resolve_precision(requested: str, device: torch.device) -> str:
 
 def autocast_dtype(precision: str):
     return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+
+
+# ---------------------------------------------------------------- validating every option
+
+class OptionError(ValueError):
+    """An option outside its allowed range; the message names the option, the range and the fix."""
+
+
+MAX_SIZE = 2048          # px; the paper preset is 256
+MAX_WIDTH = 512          # base channels; the paper's U-Net is 64 (512 is ~3.5e9 parameters)
+MAX_EPOCHS = 100_000
+MAX_STEPS = 1_000_000_000
+MAX_BATCH = 65_536
+MAX_WORKERS = 256
+MAX_SEED = 2**32 - 1     # numpy's seed range; torch's manual_seed(seed + offset) stays far from 2**64
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _int_in(cfg, name: str, low: int, high: int, hint: str = "") -> None:
+    value = getattr(cfg, name)
+    if not _is_int(value) or not low <= value <= high:
+        raise OptionError(f"{_flag(name)} must be at least {low} and at most {high:,} (a whole number), got {value!r}{hint}")
+
+
+def _folder(value, flag: str) -> None:
+    from colorbench_datasets.images import check_folder
+
+    if not isinstance(value, (str, os.PathLike)):
+        raise OptionError(f"{flag} must be a folder path, got {value!r}")
+    check_folder(Path(value), flag)
+
+
+def _inside(path, folder) -> bool:
+    path, folder = Path(os.path.realpath(path)), Path(os.path.realpath(folder))
+    return path == folder or folder in path.parents
+
+
+def validate(cfg: RunConfig) -> None:
+    """Check every option of ``cfg`` against its allowed range, before any work: no weights
+    loaded, no photo decoded, no run folder created. Raises ``OptionError`` (a ValueError)
+    naming the option, what it may be and how to fix it."""
+    from colorbench_datasets import DATASETS
+    from losses import parse_losses
+    from losses.perceptual import parse_layer_weights
+    from models import DISCRIMINATORS, GENERATORS, unet_depth
+
+    if cfg.preset not in PRESETS:
+        raise OptionError(f"unknown --preset {cfg.preset!r}; choose one of: {', '.join(PRESETS)}")
+    if not isinstance(cfg.losses, str):
+        raise OptionError(f"--losses must be a string such as 'l1,100*l1+gan', got {cfg.losses!r}")
+    combos = parse_losses(cfg.losses)  # LossSpecError names the bad part
+    from bench.runner import slug  # the runner names cell folders; two combinations must not share one
+
+    folders = {}
+    for c in combos:
+        if slug(c.spec) in folders:
+            raise OptionError(f"--losses: {folders[slug(c.spec)]!r} and {c.spec!r} would share the cell folder "
+                              f"{slug(c.spec)!r}; rename one of the losses")
+        folders[slug(c.spec)] = c.spec
+    if cfg.generator not in GENERATORS:
+        raise OptionError(f"unknown --generator {cfg.generator!r}; choose one of: {', '.join(sorted(GENERATORS))}")
+    if cfg.discriminator not in DISCRIMINATORS:
+        raise OptionError(f"unknown --discriminator {cfg.discriminator!r}; choose one of: {', '.join(sorted(DISCRIMINATORS))}")
+    if not _is_int(cfg.size) or not 32 <= cfg.size <= MAX_SIZE or cfg.size % 32:
+        raise OptionError(f"--size {cfg.size!r} is out of range: use one of the multiples of 32 from 32 to "
+                          f"{MAX_SIZE} (e.g. 64, or 256 as the paper preset)")
+    unet_depth(cfg.size)
+    _int_in(cfg, "width", 1, MAX_WIDTH, " (the paper's U-Net is 64)")
+    _int_in(cfg, "disc_width", 1, MAX_WIDTH, " (pix2pix's PatchGAN is 64)")
+    # How long each cell trains: one of the two is set (RunConfig.__post_init__).
+    if cfg.epochs is not None:
+        _int_in(cfg, "epochs", 1, MAX_EPOCHS)
+    if cfg.steps is not None:
+        _int_in(cfg, "steps", 1, MAX_STEPS)
+    if cfg.checkpoint_seconds != cfg.checkpoint_seconds or cfg.checkpoint_seconds < 0:  # NaN or negative
+        raise ValueError(f"--checkpoint-seconds must be 0 or more, got {cfg.checkpoint_seconds}")
+    _int_in(cfg, "batch_size", 1, MAX_BATCH)
+    _int_in(cfg, "eval_batch_size", 1, MAX_BATCH)
+    _int_in(cfg, "workers", 0, MAX_WORKERS)
+    seeds = cfg.seeds
+    if not isinstance(seeds, (tuple, list)) or not seeds:
+        raise OptionError("--seeds is empty; give comma-separated integers such as 0,1,2")
+    bad = [s for s in seeds if not _is_int(s) or not 0 <= s <= MAX_SEED]
+    if bad:
+        raise OptionError(f"--seeds: {bad[0]!r} is out of range; seeds are whole numbers from 0 to {MAX_SEED:,} (2^32 - 1)")
+    if len(set(seeds)) != len(seeds):
+        raise OptionError(f"--seeds {','.join(map(str, seeds))}: each seed may be given once")
+    if isinstance(cfg.lr, bool) or not isinstance(cfg.lr, (int, float)) or not 0 < cfg.lr <= 1:
+        raise OptionError(f"--lr {cfg.lr!r} is out of range: use a positive number up to 1 (Adam's usual is 2e-4)")
+    betas = cfg.betas
+    if (not isinstance(betas, (tuple, list)) or len(betas) != 2
+            or not all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in betas)):
+        raise OptionError(f"betas {betas!r}: Adam needs two numbers in [0, 1), e.g. (0.5, 0.999)")
+    if cfg.gan_mode not in ("vanilla", "lsgan", "hinge", "wgangp"):
+        raise OptionError(f"unknown --gan-mode {cfg.gan_mode!r}; choose one of: vanilla, lsgan, hinge, wgangp")
+    try:
+        parse_layer_weights(cfg.perceptual_layers)
+    except (ValueError, AttributeError, TypeError) as exc:
+        raise OptionError(str(exc)) from None
+    device = resolve_device(cfg.device) if isinstance(cfg.device, str) else None
+    if device is None:
+        raise OptionError(f"--device must be auto, cpu or cuda[:N], got {cfg.device!r}")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise OptionError(f"--device {cfg.device}: this machine has {torch.cuda.device_count()} GPU(s), "
+                          f"numbered from 0; use --device cuda:0 (or auto)")
+    resolve_precision(cfg.precision, device)
+    for name in ("strict_weights", "deterministic", "compile"):
+        if not isinstance(getattr(cfg, name), bool):
+            raise OptionError(f"{_flag(name)} is a flag (True or False), got {getattr(cfg, name)!r}")
+    if not isinstance(cfg.extra, dict):
+        raise OptionError(f"extra must be a dict, got {type(cfg.extra).__name__}")
+
+    # Where the photos come from: cheap checks only (the folders are walked when loading).
+    if cfg.data is not None and cfg.dataset is not None:
+        raise OptionError("give either --data DIR or --dataset NAME, not both")
+    if cfg.val_data is not None and cfg.data is None:
+        raise OptionError("--val-data needs --data (the training photos) too")
+    if cfg.dataset is not None and cfg.dataset not in DATASETS:
+        raise OptionError(f"unknown --dataset {cfg.dataset!r}; choose one of: {', '.join(sorted(DATASETS))}")
+    if cfg.data is not None:
+        _folder(cfg.data, "--data")
+    if cfg.val_data is not None:
+        _folder(cfg.val_data, "--val-data")
+    if cfg.data_root is not None and (not isinstance(cfg.data_root, (str, os.PathLike))
+                                      or (Path(cfg.data_root).exists() and not Path(cfg.data_root).is_dir())):
+        raise OptionError(f"--data-root {cfg.data_root!r} must be a folder (it is created if missing)")
+    if cfg.out is not None:
+        if not isinstance(cfg.out, (str, os.PathLike)):
+            raise OptionError(f"--out must be a folder path, got {cfg.out!r}")
+        if Path(cfg.out).exists() and not Path(cfg.out).is_dir():
+            raise OptionError(f"--out {cfg.out} is a file; give a folder for the run (new or an earlier run's)")
+        for value, flag in ((cfg.data, "--data"), (cfg.val_data, "--val-data")):
+            if value is not None and _inside(cfg.out, value):
+                raise OptionError(
+                    f"--out {cfg.out} is inside {flag} {value}: the run's files (and its report's PNG figures) "
+                    "would be read as photos next time; put --out outside the photo folders"
+                )
+
+
+# ---------------------------------------------------------------- comparing recorded options
+
+PATH_OPTIONS = ("data", "val_data", "data_root", "out")
+
+
+def _comparable(key: str, options: dict):
+    """An option's value as two runs should compare it: paths resolved (``photos`` and
+    ``/home/me/photos`` are one folder), combinations as a set of canonical names (``mse+l1``
+    is ``l1+mse``; the order of --losses only orders the table), numbers as floats."""
+    value = options.get(key)
+    if value is None:
+        return "sample" if key == "dataset" and options.get("data") is None else None
+    if key in PATH_OPTIONS:
+        return os.path.realpath(os.path.expanduser(str(value)))
+    if key == "losses":
+        from losses import parse_losses
+
+        try:
+            return sorted(c.spec for c in parse_losses(value))
+        except ValueError:
+            return value
+    if key == "perceptual_layers":
+        from losses.perceptual import parse_layer_weights
+
+        try:
+            return parse_layer_weights(value)
+        except ValueError:
+            return value
+    if isinstance(value, (list, tuple)):
+        return [float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v for v in value]
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def changed_options(old: dict, new: dict, keys=None) -> list[str]:
+    """The identity options on which two option dicts (config.json's ``options``) differ."""
+    return [k for k in (keys or IDENTITY_FIELDS) if _comparable(k, old) != _comparable(k, new)]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -23,13 +24,26 @@ def generator_record(G: nn.Module, settings, combination: str, seed: int) -> dic
     }
 
 
+class GeneratorFileError(ValueError):
+    """A generator.pt that cannot be loaded; the message names it and the fix."""
+
+
 def load_generator(path, device="cpu") -> nn.Module:
     """A trained generator from ``generator.pt``, in eval mode, ready for ``predict_ab``."""
-    record = torch.load(path, map_location=device, weights_only=True)
-    G = build_generator(
-        record["generator"], record["size"], record["width"], record["out_channels"], record.get("head")
-    )
-    G.load_state_dict(record["state_dict"])
+    fix = (f"it was damaged or cut short: delete its cell folder {Path(path).parent} and rerun `bench run` with "
+           "the same options and --out to train that cell again")
+    try:
+        record = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # truncated, foreign or pickled-code file: never trusted
+        raise GeneratorFileError(f"{path} is not a readable generator ({type(exc).__name__}); {fix}") from None
+    try:
+        G = build_generator(
+            record["generator"], int(record["size"]), int(record["width"]), int(record["out_channels"]), record.get("head")
+        )
+        G.load_state_dict(record["state_dict"])
+    except Exception as exc:  # keys missing, wrong types, shapes that do not fit
+        reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+        raise GeneratorFileError(f"{path} does not hold a usable generator ({reason}); {fix}") from None
     G.meta = {k: v for k, v in record.items() if k != "state_dict"}
     return G.to(device).eval()
 
@@ -90,7 +104,7 @@ class Scorer:
         biased or noisy at small N), or the weights file a missing metric lacks."""
         if self.nets is None:
             return {}
-        notes = {m: f"missing weights file {w.filename}" for m, w in self.nets.missing.items()}
+        notes = {m: self.nets.notes.get(m, f"missing weights file {w.filename}") for m, w in self.nets.missing.items()}
         for m in ("fid", "kid"):
             if m not in notes:
                 notes[m] = f"n={len(self)}" if len(self) >= 2 else f"n={len(self)}: needs 2+ val images"

@@ -20,8 +20,9 @@ from bench import figures
 from bench.colorize import colorize_images, gray_image
 from bench.evaluate import load_generator, predict_ab
 from bench.metrics import METRICS, colorfulness
+from bench.records import read_train_log
 from bench.results import atomic_write_text, write_csv
-from bench.runs import BASELINES, GRAY, TRUTH, Run, RunFolderError, load_run, load_val_split, val_sources
+from bench.runs import BASELINES, GRAY, TRUTH, Run, RunFolderError, check_report_out, load_run, load_val_split, val_sources
 from bench.summary import RANKED, arrow, decimals, markdown_table, seed_values, summarize, table_rows, unranked
 from colorbench_datasets import model_to_rgb
 from colorbench_datasets.tensors import resize_and_crop
@@ -105,6 +106,7 @@ def caveats(runs: list[Run], summary: pd.DataFrame) -> list[str]:
     for run in runs:
         prefix = f"`{run.name}`: " if len(runs) > 1 else ""
         d = run.config.get("data", {})
+        out += [prefix + p for p in run.problems]  # damaged files, and how they were read
         if "finished" not in run.config:
             out.append(prefix + "the run has not finished (config.json has no `finished` time); missing cells are absent from the table")
         if d.get("is_sample"):
@@ -253,8 +255,8 @@ def training_logs(runs: list[Run]) -> tuple[dict, int | None]:
         for seed in run.seeds:
             path = run.cell(row.combination, seed) / "train_log.csv"
             if path.is_file():
-                frame = pd.read_csv(path)
-                if len(frame):
+                frame = read_train_log(path)  # None, with a warning naming it, if damaged
+                if frame is not None and len(frame):
                     logs[(row.label, seed)] = frame
                     epoch_steps.add(int((frame["epoch"] == frame["epoch"].iloc[0]).sum()))
     return logs, (epoch_steps.pop() if len(epoch_steps) == 1 else None)
@@ -317,19 +319,24 @@ def image_figures(runs: list[Run], order: list[str], palette: dict, out: Path, s
                 problems.append(f"`{row.label}` left out of the image figures: its val photos could not be read ({exc})")
                 continue
         val = splits[run.name]
-        grid_done = False
+        grid_done = damaged = False
         for seed in run.seeds:
             path = run.cell(row.combination, seed) / "generator.pt"
             if not path.is_file():
                 continue
-            G = load_generator(path, device)
+            try:
+                G = load_generator(path, device)
+            except ValueError as exc:  # a damaged generator.pt: named, and left out
+                problems.append(f"`{row.label}` seed {seed} left out of the image figures: {exc}")
+                damaged = True
+                continue
             cf_rows.append(pd.DataFrame({"row": row.label, "value": prediction_colorfulness(G, val, settings.batch_size).numpy()}))
             if not grid_done:
                 size = int(G.meta.get("size", run.options["size"]))
                 title = row.label + (f" (seed {seed})" if len(run.seeds) > 1 else "")
                 columns.append((title, [np.asarray(im) for im in colorize_images(G, list(originals.values()), size)]))
                 grid_done = True
-        if not grid_done:
+        if not grid_done and not damaged:
             problems.append(f"`{row.label}` has no trained generator ({_cell_state(run, row.combination)}): left out of the image figures")
     columns.append(("ground truth", [np.asarray(im) for im in originals.values()]))
     written = {}
@@ -408,8 +415,10 @@ def metric_legend(summary: pd.DataFrame) -> str:
     return " · ".join(lines)
 
 
-def build_report(run_dirs: list[str | Path], out: str | Path | None = None, settings: ReportSettings | None = None) -> Report:
-    """Write report.md, summary.csv and the figures into ``out`` (default: the first run)."""
+def build_report(run_dirs: list[str | Path], out: str | Path | None = None, settings: ReportSettings | None = None,
+                 overwrite: bool = False) -> Report:
+    """Write report.md, summary.csv and the figures into ``out`` (default: the first run).
+    Another run's folder, or a folder with a report on other runs, only with ``overwrite``."""
     settings = settings or ReportSettings()
     if not run_dirs:
         raise RunFolderError("no run folder given")
@@ -418,6 +427,7 @@ def build_report(run_dirs: list[str | Path], out: str | Path | None = None, sett
     if len(set(names)) != len(names):
         raise RunFolderError(f"run folders must have distinct names to label the rows; got {', '.join(names)}")
     out = Path(out) if out is not None else runs[0].path
+    check_report_out(runs, out, overwrite)
     out.mkdir(parents=True, exist_ok=True)
 
     summary = summarize(runs)

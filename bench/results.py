@@ -36,7 +36,13 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
+    # Always valid UTF-8: bytes of a path that is not (a Latin-1 folder name, which Python
+    # holds as surrogates) are written as \xe9 escapes instead of failing the whole file.
+    try:
+        data = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace").encode()
+    except UnicodeEncodeError:  # a lone surrogate that no file name produced
+        data = text.encode("utf-8", "backslashreplace")
+    atomic_write_bytes(path, data)
 
 
 def _nan_to_null(obj):

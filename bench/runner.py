@@ -18,9 +18,12 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from bench.config import IDENTITY_FIELDS, RunConfig, resolve_device, resolve_precision
+from bench.cells import check_cells, discard_run
+from bench.config import IDENTITY_FIELDS, RunConfig, changed_options, resolve_device, resolve_precision, validate
 from bench.evaluate import Scorer, generator_record
+from bench.lock import holds_run_lock
 from bench.metrics import METRICS
+from bench.records import read_config
 from bench.results import metrics_frame, read_json, write_csv, write_json, atomic_torch_save
 from bench.train import CorruptCheckpoint, Interrupted, TrainSettings, total_steps, train_cell
 from colorbench_datasets import load_data
@@ -137,10 +140,10 @@ def check_reuse(out: Path, cfg: RunConfig, overwrite: bool) -> None:
     path = out / "config.json"
     if overwrite or not path.is_file():
         return
-    recorded = read_json(path).get("options", {})
+    recorded = read_config(path)["options"]  # a damaged config.json: RecordError naming the fix
     old = {**OPTIONS_ADDED_LATER, **recorded}
     new = cfg.to_dict()
-    diff = [k for k in IDENTITY_FIELDS if k != "precision" and old.get(k) != new.get(k)]
+    diff = changed_options(old, new, IDENTITY_FIELDS)  # paths resolved, combinations canonical
     if diff:
         changes = ", ".join(
             f"--{k.replace('_', '-')}: {old.get(k)!r}{'' if k in recorded else ' (before the option existed)'} "
@@ -207,9 +210,11 @@ def load_weights(combos: list[Combination], options: LossOptions, device: torch.
         raise RunError(f"--strict-weights: {exc}") from None
 
 
+@holds_run_lock  # one process writes a run folder at a time (bench/lock.py)
 def run_benchmark(cfg: RunConfig, progress: bool = True, overwrite: bool = False) -> Path:
     """Train and score every cell of ``cfg``; returns the run folder. Finished cells of an
     earlier run in the same ``--out`` are kept, an unfinished one resumes."""
+    validate(cfg)
     combos = check_options(cfg)
     device = resolve_device(cfg.device)
     precision = resolve_precision(cfg.precision, device)
@@ -249,12 +254,12 @@ def run_benchmark(cfg: RunConfig, progress: bool = True, overwrite: bool = False
     )
     if nets is None:
         nets = load_weights(combos, options, device, strict=False)
+    check_cells(out, combos, cfg.seeds, data.manifest, overwrite)  # kept cells: same photos, readable
     # Only now, with options, weights and data known good, is anything written: a run that
     # fails before training leaves no empty run folder behind.
     out.mkdir(parents=True, exist_ok=True)
     if overwrite:
-        for old in list(out.glob("cells/*/seed*/*")) + [out / "metrics.csv"]:
-            old.unlink(missing_ok=True)
+        discard_run(out)  # every file of the old run, report and figures included
     set_determinism(cfg.deterministic, device)
     train_split = data.train.to(device)
     val_split = data.val.to(device)
@@ -296,7 +301,8 @@ def run_benchmark(cfg: RunConfig, progress: bool = True, overwrite: bool = False
                     log.info("%-28s seed %d: already done, kept", combo.name, seed)
                 else:
                     try:
-                        record = run_cell(combo, seed, train_split, scorer, settings, options, device, cell, progress, stop)
+                        record = run_cell(combo, seed, train_split, scorer, settings, options, device, cell, progress, stop,
+                                          data=data.manifest["fingerprint"])
                     except Interrupted:
                         raise RunInterrupted(out) from None
                     except CorruptCheckpoint as exc:
@@ -323,7 +329,8 @@ def step_time(log: list[dict]) -> dict:
     return {"step_seconds": round(statistics.median(timed), 4) if timed else None, "timed_steps": len(timed)}
 
 
-def run_cell(combo, seed, train_split, scorer: Scorer, settings, options, device, cell: Path, progress: bool, stop=lambda: False) -> dict:
+def run_cell(combo, seed, train_split, scorer: Scorer, settings, options, device, cell: Path, progress: bool,
+             stop=lambda: False, data: dict | None = None) -> dict:
     cell.mkdir(parents=True, exist_ok=True)
     if (cell / "checkpoint.pt").is_file():
         log.info("%-28s seed %d: resuming from its checkpoint", combo.name, seed)
@@ -338,6 +345,8 @@ def run_cell(combo, seed, train_split, scorer: Scorer, settings, options, device
         "steps": len(result.log), **step_time(result.log),
         # what the numbers were computed in: one table never mixes them (check_numerics)
         "precision": settings.precision, "device": device.type,
+        # the photos it was trained and scored on: a rerun keeps the cell only for the same
+        "data": data,
     }
     if result.diverged_at is not None:
         log.warning("%s seed %d diverged at step %d (non-finite loss); moving on", combo.name, seed, result.diverged_at)

@@ -5,12 +5,12 @@ wrote; this module is the one place that knows that layout.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
-from bench.results import read_json, read_metrics
+from bench.records import RecordError, read_cell_record, read_config, read_metrics_csv, reconcile_metrics
 from bench.runner import slug
 
 GRAY = "gray"
@@ -29,6 +29,9 @@ class Run:
     path: Path
     config: dict
     metrics: pd.DataFrame
+    # What was wrong with the folder's files and how it was handled (a short metrics.csv
+    # rebuilt from the cells' records...): the report lists these as caveats.
+    problems: list[str] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -55,12 +58,18 @@ class Run:
         return self.path / "cells" / slug(combination) / f"seed{seed}"
 
     def cell_record(self, combination: str, seed: int) -> dict | None:
-        """The cell's metrics.json (status, scores, training seconds); None until it finished."""
+        """The cell's metrics.json (status, scores, training seconds); None until it finished
+        (or when it is damaged: ``load_run`` lists that among the run's problems)."""
         record = self.cell(combination, seed) / "metrics.json"
-        return read_json(record) if record.is_file() else None
+        try:
+            return read_cell_record(record) if record.is_file() else None
+        except RecordError:
+            return None
 
 
 def load_run(path: str | Path) -> Run:
+    """A run folder, its files checked: a damaged config.json is an error naming the fix;
+    metrics.csv is checked against the cells' own records, which win (see ``_check_table``)."""
     path = Path(path)
     for needed in ("config.json", "metrics.csv"):
         if not (path / needed).is_file():
@@ -68,7 +77,47 @@ def load_run(path: str | Path) -> Run:
                 f"{path / needed} not found: {path} is not a finished `bench run` folder; "
                 "pass the folder given to (or printed by) `bench run --out`"
             )
-    return Run(path, read_json(path / "config.json"), read_metrics(path))
+    try:
+        config = read_config(path / "config.json")
+    except RecordError as exc:
+        raise RunFolderError(str(exc)) from None
+    frame, csv_problems = read_metrics_csv(path / "metrics.csv")
+    run = Run(path, config, frame)
+    run.metrics, run.problems = _check_table(run, csv_problems)
+    return run
+
+
+def _check_table(run: Run, csv_problems: list[str]) -> tuple[pd.DataFrame, list[str]]:
+    """metrics.csv against the cells' metrics.json: a short, damaged or edited table is
+    rebuilt from the records, and every such repair becomes a caveat."""
+    records, unreadable, problems = {}, set(), []
+    for combination in run.combination_names:
+        for seed in run.seeds:
+            path = run.cell(combination, seed) / "metrics.json"
+            if not path.is_file():
+                continue
+            try:
+                records[(combination, seed)] = read_cell_record(path)
+            except RecordError as exc:
+                unreadable.add((combination, seed))
+                problems.append(f"{exc} (until then the cell is left out of the table)")
+    frame, fixed = reconcile_metrics(run.metrics, records, unreadable, BASELINES)
+    rerun = "rerun `bench run` with the same options and --out to rewrite it (finished cells are kept)"
+    where = run.path / "metrics.csv"
+    if csv_problems or fixed["missing"]:
+        what = "; ".join(csv_problems) or "rows of finished cells are missing"
+        problems.append(f"{where} is damaged or cut short ({what}): the rows of "
+                        f"{len(records)} finished cell(s) were read from their own metrics.json; {rerun}")
+    if fixed["differing"]:
+        problems.append(f"{where} disagreed with the cells' own records for {', '.join(fixed['differing'])}: "
+                        f"the records' numbers are shown; {rerun}")
+    if fixed["orphaned"]:
+        problems.append(f"{where} has rows for {', '.join(fixed['orphaned'])}, which have no readable "
+                        "metrics.json (not finished, or deleted to retrain): left out")
+    if GRAY not in set(frame.combination) and records:
+        problems.append(f"the `gray` baseline is missing: its rows live only in {where}; rerun `bench run` with the "
+                        "same options and --out to score it again (finished cells are kept)")
+    return frame, problems
 
 
 def newest_run(root: str | Path = "results") -> Path:
@@ -88,8 +137,49 @@ def resolve_combination(run: Run, loss: str) -> str:
     for c in run.combinations:
         if loss in (c["name"], c["spec"]):
             return c["name"]
+    canonical = _canonical(loss)  # `gan+100*l1` finds `100*l1+gan`
+    for c in run.combinations:
+        if canonical is not None and _canonical(c["spec"]) == canonical:
+            return c["name"]
     known = ", ".join(c["name"] for c in run.combinations)
     raise RunFolderError(f"--loss {loss!r} is not a combination of {run.path}; choose one of: {known}")
+
+
+def check_report_out(runs: list[Run], out: Path, overwrite: bool = False) -> None:
+    """Refuse to write a report over another run's report, or over a report on other runs,
+    unless ``overwrite``: ``bench report A --out B``, B being another run, would replace
+    B's report.md, summary.csv and figures."""
+    import os
+
+    out = Path(out)
+    if overwrite or any(os.path.realpath(r.path) == os.path.realpath(out) for r in runs):
+        return
+    names = ", ".join(r.name for r in runs)
+    fix = "choose another --out, or pass --overwrite to replace it"
+    if (out / "config.json").is_file():
+        raise RunFolderError(f"--out {out} is another run's folder: its report.md, summary.csv and figures would be "
+                             f"replaced by a report on {names}; {fix}")
+    if (out / "summary.csv").is_file():
+        try:
+            previous = set(pd.read_csv(out / "summary.csv", usecols=["run"])["run"].astype(str))
+        except (ValueError, pd.errors.ParserError, pd.errors.EmptyDataError):
+            previous = set()
+        from colorbench_datasets.images import display_name
+
+        if previous != {display_name(r.name) for r in runs}:  # as summary.csv writes names
+            raise RunFolderError(f"--out {out} holds a report on other runs ({', '.join(sorted(previous)) or 'unknown'}), "
+                                 f"not on {names}; {fix}")
+    elif (out / "report.md").is_file():
+        raise RunFolderError(f"--out {out} holds a report.md that `bench report` did not write for {names}; {fix}")
+
+
+def _canonical(spec: str) -> str | None:
+    from losses import parse_combination
+
+    try:
+        return parse_combination(spec).spec
+    except ValueError:
+        return None
 
 
 def generator_path(run: Run, combination: str, seed: int) -> Path:

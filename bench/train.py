@@ -12,9 +12,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from bench.cells import checkpoint_problem
 from bench.config import autocast_dtype
 from bench.results import atomic_torch_save
 from colorbench_datasets import LabSplit, random_crop_flip
+from colorbench_datasets.manifest import split_print
 from losses import LOSSES, Combination, LossOptions, generator_head
 from models import build_generator
 from models.gemm_conv import with_gemm_convs
@@ -129,7 +131,7 @@ def load_checkpoint(path: Path, device: torch.device) -> dict:
             f"cannot resume from {path}: not a readable Colorbench checkpoint ({type(exc).__name__}: "
             f"{str(exc).splitlines()[0][:200]}). Delete it to restart this cell from scratch."
         ) from None
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+    if isinstance(state, dict) and state.get("format") != CHECKPOINT_FORMAT:
         raise CorruptCheckpoint(
             f"cannot resume from {path}: it was written by an older Colorbench (epoch-based batches). "
             "Delete it to restart this cell from scratch."
@@ -189,13 +191,14 @@ class Cell:
     log: list[dict] = field(default_factory=list)
     seconds: float = 0.0  # training time before this process resumed it
 
-    def save(self, path: Path | None, device: torch.device, seconds: float) -> None:
+    def save(self, path: Path | None, device: torch.device, seconds: float, train: LabSplit) -> None:
         if path is None:
             return
         state = {
             "format": CHECKPOINT_FORMAT, "G": self.G.state_dict(), "opt_G": self.opt_G.state_dict(),
             "step": self.step, "log": self.log, "stream": self.stream.state_dict(),
             "torch_rng": torch.get_rng_state(), "seconds": seconds,
+            "data": split_print(train),  # resumed only on the same train photos (bench/cells.py)
         }
         if device.type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state(device)
@@ -203,21 +206,17 @@ class Cell:
             state |= {"D": self.D.state_dict(), "opt_D": self.opt_D.state_dict()}
         atomic_torch_save(path, state)
 
-    def restore(self, path: Path, device: torch.device) -> None:
+    def restore(self, path: Path, device: torch.device, train: LabSplit) -> None:
         state = load_checkpoint(path, device)
-        try:
-            if state["stream"]["n"] != self.stream.n:
-                raise ValueError(f"it was trained on {state['stream']['n']} photos, the data now has {self.stream.n}")
-            self.G.load_state_dict(state["G"])
-            self.opt_G.load_state_dict(state["opt_G"])
-            if self.D is not None:
-                self.D.load_state_dict(state["D"])
-                self.opt_D.load_state_dict(state["opt_D"])
-        except (KeyError, RuntimeError, ValueError) as exc:  # other options or data than it was made with
-            raise CorruptCheckpoint(
-                f"cannot resume from {path}: it does not match this run ({str(exc).splitlines()[0][:200]}). "
-                "Delete it to restart this cell from scratch."
-            ) from None
+        # Checked before anything is loaded: other photos or options than it was saved with
+        # get a message, not a size-mismatch traceback or an IndexError from the batch queue.
+        if (problem := checkpoint_problem(state, self.G, self.D, train)) is not None:
+            raise CorruptCheckpoint(f"cannot resume from {path}: {problem}. Delete it to restart this cell from scratch.")
+        self.G.load_state_dict(state["G"])
+        self.opt_G.load_state_dict(state["opt_G"])
+        if self.D is not None:
+            self.D.load_state_dict(state["D"])
+            self.opt_D.load_state_dict(state["opt_D"])
         self.stream.load_state_dict(state["stream"])
         torch.set_rng_state(state["torch_rng"])
         if device.type == "cuda" and "cuda_rng" in state:
@@ -295,7 +294,7 @@ def train_cell(
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     cell = build_cell(combo, seed, train, settings, options, device, memory_format)
     if checkpoint is not None and checkpoint.is_file():
-        cell.restore(checkpoint, device)
+        cell.restore(checkpoint, device, train)
     total = total_steps(settings, len(train))
     pass_steps = math.ceil(len(train) / settings.batch_size)  # one pass over the photos
     autocast = autocast_context(settings.precision, device)
@@ -309,7 +308,7 @@ def train_cell(
         bad = log_rows(cell, losses, seconds, len(train), settings.batch_size)
         losses.clear(), seconds.clear()
         if bad is None and save:
-            cell.save(checkpoint, device, time.perf_counter() - t0)
+            cell.save(checkpoint, device, time.perf_counter() - t0, train)
             last_save = time.perf_counter()
         return bad
 

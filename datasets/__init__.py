@@ -20,11 +20,14 @@ from .images import (
     IMAGE_EXTENSIONS,
     DataError,
     UnreadableImage,
+    display_name,
     find_images,
     hash_split,
     list_digest,
     load_rgb,
+    open_regular,
 )
+from .manifest import data_print, file_list
 from .lab import denormalize_lab, lab_to_rgb, model_to_rgb, normalize_lab, rgb_to_lab
 from .tensors import LabSplit, build_split, load_size, random_crop_flip
 
@@ -84,11 +87,22 @@ def sample_sources(**_) -> Sources:
 
 
 def _items(paths: list[Path], root: Path) -> list[Item]:
-    return [(p.relative_to(root).as_posix(), partial(load_rgb, p)) for p in paths]
+    # Names are valid text even for file names that are not UTF-8 (shown escaped); the
+    # opener keeps the real path.
+    return [(display_name(p.relative_to(root).as_posix()), partial(load_rgb, p)) for p in paths]
 
 
-def _digest_file(path: Path) -> str:
-    return hashlib.sha1(path.read_bytes()).hexdigest()
+def _digest_file(path: Path) -> str | None:
+    """The file's SHA-1, or None for anything that is not a readable regular file (a FIFO,
+    a dangling link...): those are skipped, with their reason, when the photos load."""
+    try:
+        digest = hashlib.sha1()
+        with open_regular(path) as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        return digest.hexdigest()
+    except (UnreadableImage, OSError):
+        return None
 
 
 def folder_sources(data: Path, val_data: Path | None = None, val_fraction: float = 0.1) -> Sources:
@@ -101,7 +115,7 @@ def folder_sources(data: Path, val_data: Path | None = None, val_fraction: float
         train_root, val_root = data, Path(val_data)
         train, val = find_images(train_root), find_images(val_root)
         how = f"train {train_root}, val {val_root}"
-        shared = {_digest_file(p) for p in train} & {_digest_file(p) for p in val}
+        shared = ({_digest_file(p) for p in train} & {_digest_file(p) for p in val}) - {None}
         if shared:
             warnings.append(
                 f"{len(shared)} photo(s) appear in both {train_root} and {val_root}: val scores "
@@ -145,6 +159,38 @@ def resolve_sources(
     return DATASETS[name](**dataset_options)
 
 
+# Bytes a stored pixel takes while a split is built and kept: uint8 RGB twice (the decoded
+# crops, then their stack) and float32 L and ab.
+BYTES_PER_STORED_PIXEL = 3 + 3 + 4 + 8
+
+
+def available_memory() -> int | None:
+    """MemAvailable from /proc/meminfo, in bytes; None where it cannot be read."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def check_memory(n_train: int, n_val: int, size: int, resize: str = "crop") -> None:
+    """Refuse, before decoding anything, splits that cannot fit in memory once decoded: a
+    valid --size times many photos (1,400 photos at --size 2048 need ~110 GB) ends in a
+    MemoryError an hour into loading otherwise."""
+    from .tensors import stored_size
+
+    needed = (n_train * stored_size(size, True, resize) ** 2 + n_val * stored_size(size, False, resize) ** 2) * BYTES_PER_STORED_PIXEL
+    free = available_memory()
+    if free is not None and needed > free:
+        raise DataError(
+            f"{n_train} train and {n_val} val photos at --size {size} need about {needed / 2**30:.1f} GiB of memory "
+            f"once decoded (kept as float32 Lab), and {free / 2**30:.1f} GiB are available; use a smaller --size "
+            "or fewer photos"
+        )
+
+
 def load_data(
     data: str | Path | None = None,
     val_data: str | Path | None = None,
@@ -172,6 +218,7 @@ def load_data(
         train, train_skipped = build_cache(sources.train, size, True, sources.cache, sources.resize, workers, progress)
         val, val_skipped = build_cache(sources.val, size, False, sources.cache, sources.resize, workers, progress)
     else:
+        check_memory(len(sources.train), len(sources.val), size, sources.resize)
         train, train_skipped = build_split(sources.train, size, True, workers, progress, sources.resize)
         val, val_skipped = build_split(sources.val, size, False, workers, progress, sources.resize)
     skipped = [{"split": s, "file": n, "reason": r} for s, lst in (("train", train_skipped), ("val", val_skipped)) for n, r in lst]
@@ -200,6 +247,11 @@ def load_data(
         "val_images": len(val),
         "train_files_sha256": list_digest(train.names),
         "val_files_sha256": list_digest(val.names),
+        # What each cell records of the photos it was trained and scored on (a rerun keeps a
+        # finished cell only if they are the same), and the per-file digests that let it
+        # name the files that changed.
+        "fingerprint": data_print(train, val),
+        "files": {"train": file_list(train), "val": file_list(val)},
         "skipped": skipped,
         "warnings": sources.warnings,
     }

@@ -30,7 +30,7 @@ import torch
 
 from .images import DataError
 from .lab import rgb_to_lab
-from .tensors import prepare_image, stored_size
+from .tensors import pixel_digest, prepare_image, stored_size
 
 log = logging.getLogger("colorbench")
 
@@ -111,6 +111,7 @@ class MappedLabSplit:
     rgb_array: np.ndarray | None
     names: list[str]
     device: torch.device = torch.device("cpu")
+    digests: list[str] | None = None  # per image, of its pixels; None for caches built before they were kept
 
     def __len__(self) -> int:
         return self.lab.shape[0]
@@ -130,7 +131,7 @@ class MappedLabSplit:
         return _Rows(self.rgb_array, slice(0, 3), None, self.device)
 
     def to(self, device) -> "MappedLabSplit":
-        return MappedLabSplit(self.lab, self.rgb_array, self.names, torch.device(device))
+        return MappedLabSplit(self.lab, self.rgb_array, self.names, torch.device(device), self.digests)
 
 
 def _check_space(folder: Path, needed: int) -> None:
@@ -163,14 +164,38 @@ def build_cache(
     meta_path = where / "meta.json"
     if not meta_path.is_file():
         _build(items, stored, train, where, resize, workers, progress)
-    meta = json.loads(meta_path.read_text())
+    meta = _read_meta(where, stored, train)
     n = len(meta["names"])
     shape = (n, 3, stored, stored)
     lab = np.memmap(where / "lab.u8", np.uint8, "r", shape=shape) if n else np.zeros(shape, np.uint8)
     rgb = None
     if not train:
         rgb = np.memmap(where / "rgb.u8", np.uint8, "r", shape=shape) if n else np.zeros(shape, np.uint8)
-    return MappedLabSplit(lab, rgb, meta["names"]), [tuple(s) for s in meta["skipped"]]
+    return MappedLabSplit(lab, rgb, meta["names"], digests=meta.get("digests")), [tuple(s) for s in meta["skipped"]]
+
+
+def _read_meta(where: Path, stored: int, train: bool) -> dict:
+    """A built cache's meta.json, checked against its files: a damaged cache is named with
+    the fix instead of a JSON or mmap traceback (or rows read past a cut file)."""
+    try:
+        meta = json.loads((where / "meta.json").read_text())
+        names, skipped = meta["names"], meta["skipped"]
+        if not isinstance(names, list) or not isinstance(skipped, list):
+            raise ValueError("names or skipped is not a list")
+        digests = meta.get("digests")
+        if digests is not None and (not isinstance(digests, list) or len(digests) != len(names)):
+            raise ValueError("its digests do not match its names")
+        expected = len(names) * 3 * stored * stored
+        for name in ("lab.u8",) + (() if train else ("rgb.u8",)):
+            size = (where / name).stat().st_size if len(names) else expected
+            if size != expected:
+                raise ValueError(f"{name} has {size:,} bytes, {expected:,} expected")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DataError(
+            f"the uint8 Lab cache in {where} is damaged ({exc}); delete that folder to rebuild it "
+            "(its photos are converted once more)"
+        ) from None
+    return meta
 
 
 def _build(items, stored, train, where: Path, resize, workers, progress) -> None:
@@ -179,7 +204,7 @@ def _build(items, stored, train, where: Path, resize, workers, progress) -> None
     _check_space(where, len(items) * per_image * (1 if train else 2))
     # Train needs only L and ab; val also keeps RGB, the ground truth the metrics compare to.
     outputs = {"lab.u8": where / "lab.u8.tmp"} | ({} if train else {"rgb.u8": where / "rgb.u8.tmp"})
-    names, skipped = [], []
+    names, skipped, digests = [], [], []
     started = last_note = time.perf_counter()
     log.info(
         "Building the uint8 Lab cache of %d %s photos at %d px in %s (once; up to %.1f GB)",
@@ -200,6 +225,7 @@ def _build(items, stored, train, where: Path, resize, workers, progress) -> None
             if "rgb.u8" in files:
                 files["rgb.u8"].write(rgb.numpy().tobytes())
             names += [n for n, _ in kept]
+            digests += [pixel_digest(a) for _, a in kept]
             if progress is None and time.perf_counter() - last_note > 60:  # a build can take hours
                 last_note = time.perf_counter()
                 done = min(start + CHUNK, len(items))
@@ -209,7 +235,10 @@ def _build(items, stored, train, where: Path, resize, workers, progress) -> None
             os.fsync(f.fileno())
     for final, tmp in outputs.items():
         os.replace(tmp, where / final)
-    meta = {"format": FORMAT, "stored": stored, "train": train, "resize": resize, "names": names, "skipped": skipped}
+    meta = {
+        "format": FORMAT, "stored": stored, "train": train, "resize": resize, "names": names, "skipped": skipped,
+        "digests": digests,
+    }
     tmp_meta = where / "meta.json.tmp"
     tmp_meta.write_text(json.dumps(meta))
     os.replace(tmp_meta, where / "meta.json")  # last: its presence means the cache is complete

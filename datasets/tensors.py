@@ -5,6 +5,7 @@ tensors, so training never waits on data.
 """
 from __future__ import annotations
 
+import hashlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Iterable
@@ -26,19 +27,26 @@ class LabSplit:
     """One split in the model's scale: ``L`` (N,1,S,S) and ``ab`` (N,2,S,S) in [-1, 1].
 
     ``rgb`` (N,3,S,S, uint8) is the ground-truth photo metrics compare against; ``names``
-    identify the images.
+    identify the images; ``digests`` (one per image, of its stored pixels) let a run tell
+    whether the photos changed since a cell was trained (``manifest.py``).
     """
 
     L: torch.Tensor
     ab: torch.Tensor
     rgb: torch.Tensor
     names: list[str]
+    digests: list[str] | None = None
 
     def __len__(self) -> int:
         return self.L.shape[0]
 
     def to(self, device) -> "LabSplit":
-        return LabSplit(self.L.to(device), self.ab.to(device), self.rgb.to(device), self.names)
+        return LabSplit(self.L.to(device), self.ab.to(device), self.rgb.to(device), self.names, self.digests)
+
+
+def pixel_digest(arr: np.ndarray) -> str:
+    """A short digest of one stored image's pixels (what the model sees of the photo)."""
+    return hashlib.sha1(np.ascontiguousarray(arr).tobytes()).hexdigest()[:16]
 
 
 def resize_and_crop(img: Image.Image, shorter: int, crop: int) -> np.ndarray:
@@ -66,7 +74,7 @@ def resize_exact(img: Image.Image, size: int) -> np.ndarray:
 RESIZE_MODES = ("crop", "squash")
 
 
-def rgb_uint8_to_split(rgb: torch.Tensor, names: list[str], chunk: int = 256) -> LabSplit:
+def rgb_uint8_to_split(rgb: torch.Tensor, names: list[str], chunk: int = 256, digests: list[str] | None = None) -> LabSplit:
     """(N,3,S,S) uint8 -> LabSplit; converted in chunks to bound the float64 memory."""
     Ls, abs_ = [], []
     for i in range(0, rgb.shape[0], chunk):
@@ -76,8 +84,8 @@ def rgb_uint8_to_split(rgb: torch.Tensor, names: list[str], chunk: int = 256) ->
         abs_.append(ab.float())
     if not Ls:
         empty = torch.empty(0, 1, *rgb.shape[2:])
-        return LabSplit(empty, empty.repeat(1, 2, 1, 1), rgb, names)
-    return LabSplit(torch.cat(Ls), torch.cat(abs_), rgb, names)
+        return LabSplit(empty, empty.repeat(1, 2, 1, 1), rgb, names, digests)
+    return LabSplit(torch.cat(Ls), torch.cat(abs_), rgb, names, digests)
 
 
 def stored_size(size: int, train: bool, resize: str = "crop") -> int:
@@ -89,11 +97,12 @@ def stored_size(size: int, train: bool, resize: str = "crop") -> int:
 
 def prepare_image(item: tuple[str, Callable[[], Image.Image]], stored: int, resize: str = "crop"):
     """``(name, uint8 HxWx3 array or None, skip reason or None)`` for one ``(name, opener)``."""
-    from .images import UnreadableImage, is_greyscale
+    from .images import UnreadableImage, check_aspect, is_greyscale
 
     name, opener = item
     try:
         img = opener()
+        check_aspect(*img.size)
         arr = resize_exact(img, stored) if resize == "squash" else resize_and_crop(img, stored, stored)
     except UnreadableImage as exc:
         return name, None, str(exc)
@@ -130,7 +139,7 @@ def build_split(
     rgb = torch.from_numpy(np.stack([a for _, a in kept])).permute(0, 3, 1, 2).contiguous() if kept else (
         torch.empty(0, 3, stored, stored, dtype=torch.uint8)
     )
-    return rgb_uint8_to_split(rgb, [n for n, _ in kept]), skipped
+    return rgb_uint8_to_split(rgb, [n for n, _ in kept], digests=[pixel_digest(a) for _, a in kept]), skipped
 
 
 def random_crop_flip(

@@ -89,6 +89,7 @@ class AdversarialLoss(nn.Module):
         "Adam 2e-4 betas (0.5, 0.999), D loss halved, --gan-mode vanilla; "
         f"wgangp adds a gradient penalty of weight {GP_WEIGHT:g} on interpolated ab"
     ),
+    adversarial=True,
 )
 def gan(options: LossOptions) -> nn.Module:
     disc = build_discriminator(options.discriminator, in_channels=3, width=options.disc_width)

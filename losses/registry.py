@@ -39,21 +39,25 @@ class LossInfo:
     reference: str = ""
     defaults: str = ""
     generator_head: dict | None = None
+    # Adversarial terms go last in a combination's canonical name (``100*l1+gan``).
+    adversarial: bool = False
 
 
 LOSSES: dict[str, LossInfo] = {}
 
 
 def register_loss(
-    name: str, description: str, reference: str = "", defaults: str = "", generator_head: dict | None = None
+    name: str, description: str, reference: str = "", defaults: str = "", generator_head: dict | None = None,
+    adversarial: bool = False,
 ):
     """Register ``factory(options) -> nn.Module`` under ``name`` for ``--losses``.
-    ``generator_head``: the generator output the term needs when not ab (e.g. class logits)."""
+    ``generator_head``: the generator output the term needs when not ab (e.g. class logits);
+    ``adversarial``: the term trains a discriminator (it is named last in combinations)."""
 
     def wrap(factory):
         if name in LOSSES:
             raise ValueError(f"loss {name!r} is registered twice")
-        LOSSES[name] = LossInfo(name, description, factory, reference, defaults, generator_head)
+        LOSSES[name] = LossInfo(name, description, factory, reference, defaults, generator_head, adversarial)
         return factory
 
     return wrap
@@ -69,7 +73,21 @@ class Term:
     weight: float = 1.0
 
     def __str__(self) -> str:
-        return self.name if self.weight == 1 else f"{self.weight:g}*{self.name}"
+        return self.name if self.weight == 1 else f"{weight_text(self.weight)}*{self.name}"
+
+
+def weight_text(weight: float) -> str:
+    """A weight as names show it: short (``100``, ``0.1``) when that is the exact value, else
+    every digit it takes (``1.0000001``), so two different weights never share a name."""
+    short = f"{weight:g}"
+    return short if float(short) == weight else repr(weight)
+
+
+def canonical_order(terms) -> tuple[Term, ...]:
+    """Terms in the one order names use: non-adversarial terms alphabetically, adversarial
+    ones last -- ``l1+mse``, ``100*l1+gan``, ``l1+0.1*perceptual``. A sum does not depend on
+    its order, so ``mse+l1`` is the same combination as ``l1+mse`` and gets the same name."""
+    return tuple(sorted(terms, key=lambda t: (LOSSES[t.name].adversarial if t.name in LOSSES else False, t.name)))
 
 
 @dataclass(frozen=True)
@@ -141,7 +159,7 @@ def parse_combination(text: str) -> Combination:
         if t.name in seen:
             raise LossSpecError(f"loss {t.name!r} appears twice in {text!r}; merge the weights into one term")
         seen.add(t.name)
-    combo = Combination(tuple(terms))
+    combo = Combination(canonical_order(terms))
     generator_head(combo)  # refuse terms that need two different generator outputs
     return combo
 
@@ -167,7 +185,12 @@ def parse_losses(text: str) -> list[Combination]:
         if not part.strip():
             raise LossSpecError(f"empty combination in --losses {text!r} (two commas, or a trailing comma?)")
         combo = parse_combination(part)
-        if any(c.spec == combo.spec for c in combos):
-            raise LossSpecError(f"combination {combo.spec!r} is listed twice in --losses {text!r}")
+        same = next((c for c in combos if c.terms == combo.terms), None)
+        if same is not None:
+            written = [p.strip() for p in text.split(",") if p.strip() and parse_combination(p).terms == combo.terms]
+            raise LossSpecError(
+                f"combination {same.spec!r} is listed twice in --losses {text!r} (as {' and '.join(map(repr, written))}; "
+                "the order of terms and the spelling of a weight do not matter); list each combination once"
+            )
         combos.append(combo)
     return combos

@@ -78,6 +78,7 @@ class MetricNets:
     inception: nn.Module | None = None
     missing: dict[str, WeightsFile] = field(default_factory=dict)
     reasons: dict[str, str] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)  # metrics.csv's note for each missing metric
 
 
 def load_metric_nets(device="cpu", strict: bool = False) -> MetricNets:
@@ -98,7 +99,7 @@ def load_metric_nets(device="cpu", strict: bool = False) -> MetricNets:
             if strict:
                 raise
             for m in metrics:
-                nets.missing[m], nets.reasons[m] = exc.weights, str(exc)
+                nets.missing[m], nets.reasons[m], nets.notes[m] = exc.weights, str(exc), exc.note
             warnings.warn(
                 exc.one_line(f"{' and '.join(m.upper() for m in metrics)} recorded as missing, the other metrics computed"),
                 stacklevel=2,

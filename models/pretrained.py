@@ -7,6 +7,7 @@ imported with ``bench weights import``, is found by both.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 from dataclasses import dataclass
@@ -40,19 +41,21 @@ class WeightsUnavailable(RuntimeError):
 
     def one_line(self, consequence: str) -> str:
         """The warning a run prints for it: the file, why, what the run does instead."""
-        return (f"{self.weights.filename} is missing ({self.reason}): {consequence}. "
-                "`bench weights` says how to get it.")
+        state = "cannot be used" if self.cached else "is missing"
+        return f"{self.weights.filename} {state} ({self.reason}): {consequence}. `bench weights` says how to get it."
 
-    def __init__(self, weights: WeightsFile, reason: str, fix: str | None = None):
-        self.weights, self.reason = weights, reason
+    def __init__(self, weights: WeightsFile, reason: str, fix: str | None = None, cached: bool = False):
+        self.weights, self.reason, self.cached = weights, reason, cached
         fix = fix or (
             f"Fetch {weights.url} on a machine with internet and run "
             f"`bench weights import {weights.filename}` here (or set TORCH_HOME to a cache that has it)."
         )
-        super().__init__(
-            f"{weights.used_for} needs {weights.filename}, which is not in {checkpoint_dir()} "
-            f"and could not be downloaded ({reason}). {fix}"
-        )
+        where = "whose cached copy cannot be used" if cached else (
+            f"which is not in {checkpoint_dir()} and could not be downloaded")
+        super().__init__(f"{weights.used_for} needs {weights.filename}, {where} ({reason}). {fix}")
+        # The metrics.csv note of a metric left without this file.
+        self.note = f"missing weights file {weights.filename}" + (
+            " (the cached file is not the published one: SHA-256 mismatch)" if cached else "")
 
 
 def _vgg16() -> WeightsFile:
@@ -95,14 +98,83 @@ def offline() -> bool:
     return os.environ.get("COLORBENCH_OFFLINE", "") not in ("", "0")
 
 
+# Verdicts on cached files, by file name: {"size", "mtime_ns", "sha256"}. Kept beside the
+# files so a 528 MB VGG16 is hashed once, not on every run; a file replaced or touched
+# (other size or mtime) is hashed again.
+VERDICTS = ".colorbench-sha256.json"
+_verdicts: dict[tuple, str] = {}  # this process's: (path, size, mtime_ns) -> sha256
+
+
+def _read_verdicts(folder: Path) -> dict:
+    try:
+        data = json.loads((folder / VERDICTS).read_text())
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _remember(path: Path, stat: os.stat_result, digest: str) -> None:
+    _verdicts[(str(path), stat.st_size, stat.st_mtime_ns)] = digest
+    verdicts = _read_verdicts(path.parent)
+    verdicts[path.name] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest}
+    try:
+        from bench.results import atomic_write_text
+
+        atomic_write_text(path.parent / VERDICTS, json.dumps(verdicts, indent=1) + "\n")
+    except OSError:
+        pass  # a read-only cache: hashed again next run, never trusted unhashed
+
+
+def cached_sha256(path: Path) -> str:
+    """The file's SHA-256, hashed once per (size, mtime) and remembered."""
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    if key in _verdicts:
+        return _verdicts[key]
+    known = _read_verdicts(path.parent).get(path.name)
+    if isinstance(known, dict) and known.get("size") == stat.st_size and known.get("mtime_ns") == stat.st_mtime_ns \
+            and isinstance(known.get("sha256"), str):
+        _verdicts[key] = known["sha256"]
+        return known["sha256"]
+    digest = sha256(path)
+    _remember(path, stat, digest)
+    return digest
+
+
+def verify_cached(weights: WeightsFile, path: Path) -> str | None:
+    """None if the cached file is the published one (its SHA-256 starts with the prefix in
+    its name, as torch.hub checks downloads), else why not. A random network saved under
+    ``alexnet-owt-7be5be79.pth`` must never be used and reported as LPIPS."""
+    if not weights.hash_prefix:
+        return None
+    digest = cached_sha256(path)
+    if digest.startswith(weights.hash_prefix):
+        return None
+    return (f"the cached file {path} is not the published {weights.filename}: its SHA-256 starts "
+            f"{digest[:len(weights.hash_prefix)]}, the name says {weights.hash_prefix} (a truncated, re-saved or "
+            "different file); delete it")
+
+
+def cache_status(weights: WeightsFile) -> str:
+    """``present``, ``MISSING`` or ``WRONG FILE`` (hash mismatch) for `bench weights`."""
+    path = cached_path(weights)
+    if not path.is_file():
+        return "MISSING"
+    return "present" if verify_cached(weights, path) is None else "WRONG FILE (hash mismatch: delete it)"
+
+
 def load_state_dict(weights: WeightsFile) -> dict:
-    """The state dict from the cache, downloading it first when that is possible."""
+    """The state dict from the cache (checked against the hash in its name before its first
+    use), downloading it first when that is possible."""
     path = cached_path(weights)
     if path.is_file():
+        problem = verify_cached(weights, path)
+        if problem:
+            raise WeightsUnavailable(weights, problem, cached=True)
         try:
             return torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # a truncated or foreign file: say which and how to fix it
-            raise WeightsUnavailable(weights, f"the cached file {path} is unreadable: {exc}; delete it") from exc
+            raise WeightsUnavailable(weights, f"the cached file {path} is unreadable: {exc}; delete it", cached=True) from exc
     if offline():
         raise WeightsUnavailable(weights, "COLORBENCH_OFFLINE is set")
     try:

@@ -23,19 +23,33 @@ def _offline(monkeypatch, tmp_path_factory):
     lpips_network.cache_clear()
 
 
-def place_in_cache(key: str, content) -> "Path":
+def place_in_cache(key: str, content, trusted: bool = True) -> "Path":
     """Put a weights file where Colorbench looks for ``key`` (torch hub's checkpoint cache
-    under the test's TORCH_HOME): a state dict is saved with torch, bytes written as is."""
+    under the test's TORCH_HOME): a state dict is saved with torch, bytes written as is.
+
+    The stand-in cannot have the real file's SHA-256, so with ``trusted`` its verdict is
+    recorded as a pass (as for a real file after its first use); ``trusted=False`` leaves
+    it to be hashed, and refused."""
+    import json
+
     import torch
 
-    from models.pretrained import cached_path, known_weights
+    from models.pretrained import VERDICTS, cached_path, known_weights
 
-    path = cached_path(known_weights()[key])
+    weights = known_weights()[key]
+    path = cached_path(weights)
     path.parent.mkdir(parents=True, exist_ok=True)
     if isinstance(content, bytes):
         path.write_bytes(content)
     else:
         torch.save(content, path)
+    if trusted:
+        stat = path.stat()
+        verdicts_path = path.parent / VERDICTS
+        verdicts = json.loads(verdicts_path.read_text()) if verdicts_path.is_file() else {}
+        verdicts[path.name] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
+                               "sha256": weights.hash_prefix.ljust(64, "0")}
+        verdicts_path.write_text(json.dumps(verdicts))
     return path
 
 

@@ -43,12 +43,20 @@ def _corrupt(path):
     path.write_bytes(bytes(data))
 
 
+def _strip(path):
+    # 1x400000 px, 1.6 KB: passes the decompression-bomb check (few source pixels) but its
+    # short side resized to --size would make a 72x28,800,000 image.
+    Image.new("RGB", (1, 400_000), (200, 30, 30)).save(path)
+
+
 SKIPPED = {
     "corrupt jpeg": ("corrupt.jpg", _corrupt, "not a readable image"),
     "truncated jpeg": ("trunc.jpg", lambda p: (_photo().save(p, "JPEG"), p.write_bytes(p.read_bytes()[:300])), "not a readable image"),
     "zero-byte file": ("empty.png", lambda p: p.write_bytes(b""), "empty file (0 bytes)"),
     "not an image with an image extension": ("notes.jpg", lambda p: p.write_text("hello"), "not a readable image"),
     "greyscale photo": ("grey.png", lambda p: _photo().convert("L").save(p), "greyscale"),
+    "1x400000 strip (absurd aspect ratio)": ("strip.png", _strip, "aspect ratio 400000:1 is beyond 32:1"),
+    "400000x1 strip": ("wide.png", lambda p: Image.new("RGB", (400_000, 1), "red").save(p), "aspect ratio 400000:1"),
 }
 
 
@@ -84,6 +92,14 @@ def _sixteen_bit(path):
     tifffile.imwrite(path, (np.asarray(_photo()).astype(np.uint16) * 257), photometric="rgb")
 
 
+def _twelve_bit(path):
+    """A 12-bit-per-channel colour scan stored in 16 bits (values 0..4095), as scanners and
+    raw converters write them; Pillow alone keeps the high byte (0..15): nearly black."""
+    import tifffile
+
+    tifffile.imwrite(path, (np.asarray(_photo()).astype(np.uint32) * 4095 // 255).astype(np.uint16), photometric="rgb")
+
+
 def _animated_gif(path):
     frames = [_photo().quantize(64), _photo().transpose(Image.FLIP_LEFT_RIGHT).quantize(64)]
     frames[0].save(path, save_all=True, append_images=frames[1:], duration=100, loop=0)
@@ -92,6 +108,7 @@ def _animated_gif(path):
 USED = {
     "CMYK jpeg": ("cmyk.jpg", lambda p: _photo().convert("CMYK").save(p, "JPEG"), (60, 40)),
     "16-bit RGB tiff": ("deep.tif", _sixteen_bit, (60, 40)),
+    "12-bit RGB tiff in 16 bits": ("scan.tif", _twelve_bit, (60, 40)),
     "palette png": ("pal.png", lambda p: _photo().quantize(64).save(p), (60, 40)),
     "RGBA png": ("alpha.png", _rgba, (60, 40)),
     "EXIF-rotated jpeg": ("rotated.jpg", _exif_rotated, (40, 60)),
@@ -108,6 +125,8 @@ def test_unusual_images_are_converted_and_used(tmp_path, case):
     assert img.mode == "RGB" and img.size == size
     if case == "RGBA png":
         assert np.asarray(img)[:10, :10].min() == 255  # composited on white
+    if case in ("12-bit RGB tiff in 16 bits", "16-bit RGB tiff"):  # the full 8-bit range, within rounding
+        assert np.abs(np.asarray(img, dtype=int) - np.asarray(_photo(), dtype=int)).max() <= 1
     data = load_data(root, size=32)
     assert len(data.train) == 7 and data.manifest["skipped"] == []
 
@@ -165,6 +184,83 @@ def test_overlapping_train_and_val_warn_with_count(tmp_path, caplog):
     with caplog.at_level("WARNING", logger="colorbench"):
         load_data(tmp_path / "a", tmp_path / "b", size=32)
     assert "4 photo(s) appear in both" in caplog.text
+
+
+def _latin1(folder, name: bytes, seed: int = 0):
+    """A photo whose file name is not UTF-8 (e.g. Latin-1 ``caf\\xe9.jpg``)."""
+    src = write_photos(folder / ".tmp", 1, seed=seed)[0]
+    os.rename(src, os.fsencode(folder) + b"/" + name)
+    os.rmdir(folder / ".tmp")
+
+
+def test_file_names_that_are_not_utf8_are_used_and_shown_escaped(tmp_path):
+    root = tmp_path / "d"
+    write_photos(root / "train", 6)
+    write_photos(root / "val", 3, seed=9)
+    _latin1(root / "train", b"caf\xe9.jpg")
+    _latin1(root / "val", b"cr\xe8me.jpg", seed=4)
+    data = load_data(root, size=32)
+    assert len(data.train) == 7 and len(data.val) == 4 and data.manifest["skipped"] == []
+    assert "caf\\xe9.jpg" in data.train.names and "cr\\xe8me.jpg" in data.val.names
+    json.dumps(data.manifest).encode()  # config.json can hold it
+    # a folder split by file-name hash, and the duplicate check of --val-data, too
+    _latin1(tmp_path / "flat", b"\xff\xfe.png")
+    write_photos(tmp_path / "flat", 20)
+    assert len(load_data(tmp_path / "flat", size=32).train) + len(load_data(tmp_path / "flat", size=32).val) == 21
+    assert len(load_data(root / "train", root / "val", size=32).val) == 4
+
+
+def test_a_run_and_its_report_with_non_utf8_names(tmp_path):
+    root = tmp_path / "d"
+    write_photos(root / "train", 8)
+    _latin1(root / "val", b"caf\xe9.jpg")
+    write_photos(root / "val", 2, seed=9)
+    out = tmp_path / "r"
+    res = CliRunner().invoke(main, ["run", "--data", str(root), "--losses", "l1", "--out", str(out), *TINY])
+    assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(main, ["report", str(out), "--samples", "3", "--display-size", "32", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+
+
+def _with_timeout(fn, seconds: float = 60):
+    """Run ``fn`` in a thread; fail (instead of hanging the suite) if it does not return."""
+    import threading
+
+    result = {}
+    thread = threading.Thread(target=lambda: result.setdefault("value", fn()), daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), "hung: a file was opened that never delivers data"
+    return result["value"]
+
+
+NOT_FILES = {
+    "FIFO named pipe.jpg": ("pipe.jpg", lambda p: os.mkfifo(p), "a FIFO (named pipe), not a photo file"),
+    "dangling symlink": ("gone.jpg", lambda p: os.symlink(p.parent / "nowhere.jpg", p), "a broken symbolic link"),
+    "link to a device": ("zero.jpg", lambda p: os.symlink("/dev/zero", p), "a character device, not a photo file"),
+}
+
+
+@pytest.mark.parametrize("case", NOT_FILES)
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_only_regular_files_are_ever_opened(tmp_path, case, split):
+    name, make, reason = NOT_FILES[case]
+    write_photos(tmp_path / "train", 6)
+    write_photos(tmp_path / "val", 3, seed=9)
+    make(tmp_path / split / name)
+    # --val-data: every file is hashed for the duplicate check before it is loaded
+    data = _with_timeout(lambda: load_data(tmp_path / "train", tmp_path / "val", size=32))
+    assert len(data.train) == 6 and len(data.val) == 3
+    (skip,) = data.manifest["skipped"]
+    assert skip["file"] == name and reason in skip["reason"]
+
+
+def test_colorize_names_an_input_that_is_not_a_file(tmp_path):
+    from bench.colorize import ColorizeError, plan_jobs
+
+    os.mkfifo(tmp_path / "pipe.jpg")
+    with pytest.raises(ColorizeError, match="pipe.jpg is not a regular file"):
+        plan_jobs([tmp_path / "pipe.jpg"], tmp_path / "out")
 
 
 # ---- options ---------------------------------------------------------------------------

@@ -76,3 +76,28 @@ def test_an_interrupted_build_is_redone(photo_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(cache_mod, "prepare_image", real)
     split, _ = build_cache(sources.val, 32, False, tmp_path / "cache")
     assert len(split) == len(sources.val)
+
+
+@pytest.mark.parametrize("damage", ["meta.json cut short", "lab.u8 cut short", "rgb.u8 missing"])
+def test_a_damaged_cache_is_named_with_the_fix(photo_dir, tmp_path, damage):
+    from colorbench_datasets import DataError
+
+    sources = resolve_sources(photo_dir)
+    build_cache(sources.val, 32, False, tmp_path / "cache")
+    (where,) = (tmp_path / "cache").iterdir()
+    if damage == "meta.json cut short":
+        (where / "meta.json").write_text((where / "meta.json").read_text()[:30])
+    elif damage == "lab.u8 cut short":
+        (where / "lab.u8").write_bytes((where / "lab.u8").read_bytes()[:1000])
+    else:
+        (where / "rgb.u8").unlink()
+    with pytest.raises(DataError, match=f"the uint8 Lab cache in {where} is damaged .*delete that folder to rebuild it"):
+        build_cache(sources.val, 32, False, tmp_path / "cache")
+
+
+def test_mapped_splits_keep_their_pixel_digests(splits):
+    mem_train, _, map_train, _ = splits
+    from colorbench_datasets.manifest import split_print
+
+    assert map_train.digests == mem_train.digests  # same photos, same stored pixels
+    assert split_print(map_train) == split_print(mem_train)

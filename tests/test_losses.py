@@ -20,7 +20,8 @@ def test_register_loss_adds_a_new_term_and_rejects_duplicates():
         return torch.nn.Identity()
 
     try:
-        assert parse_losses("test_zero+l1")[0].terms == (Term("test_zero"), Term("l1"))
+        # terms in canonical order: alphabetical, adversarial ones last
+        assert parse_losses("test_zero+l1")[0].terms == (Term("l1"), Term("test_zero"))
         with pytest.raises(ValueError, match="twice"):
             register_loss("test_zero", "again")(_zero)
     finally:

@@ -264,6 +264,10 @@ def test_notes_diverged_cells_and_unknown_metrics_show_up(tiny_run, tmp_path, mo
             extra.append({"combination": combo, "seed": seed, "metric": metric, "value": value,
                           "note": "diverged at step 3" if diverged else note})
     pd.concat([frame, pd.DataFrame(extra)]).to_csv(run / "metrics.csv", index=False)
+    # the cell's own record says so too: it, not metrics.csv, is the source of truth
+    record_path = run / "cells" / "mse" / "seed1" / "metrics.json"
+    record = json.loads(record_path.read_text()) | {"status": "diverged", "diverged_at": 3, "metrics": {}, "notes": {}}
+    record_path.write_text(json.dumps(record))
     monkeypatch.setitem(METRICS, "err", Metric("err", None, False, "an error, lower is better"))
     monkeypatch.setitem(METRICS, "fidish", Metric("fidish", None, False, "a distance to the val set"))
 
@@ -304,7 +308,7 @@ def test_report_defaults_to_the_newest_run_under_results(tiny_run, tmp_path, mon
     monkeypatch.chdir(tmp_path)
     seen = []
 
-    def fake_build(dirs, out, settings):  # the default is what is tested, not the build again
+    def fake_build(dirs, out, settings, overwrite=False):  # the default is what is tested, not the build again
         seen.append([Path(d).resolve() for d in dirs])
         return bench.report.Report(Path(dirs[0]) / "report.md", {})
 

@@ -1,0 +1,247 @@
+"""Reading a run folder's own files back, never trusting them blindly.
+
+Every file Colorbench reads back (config.json, each cell's metrics.json, metrics.csv,
+train_log.csv) may have been cut short by a full disk, edited by hand or damaged. Each
+reader checks what it needs and raises ``RecordError`` naming the file and the fix, instead
+of a KeyError or a pandas traceback three calls later. The cells' own ``metrics.json`` are
+the source of truth for their scores; ``metrics.csv`` is the convenient table built from
+them (plus the gray and ground-truth rows) and is checked against them
+(``reconcile_metrics``).
+"""
+from __future__ import annotations
+
+import io
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bench.results import METRICS_COLUMNS
+
+
+class RecordError(ValueError):
+    """A damaged or foreign results file; the message names it and the fix."""
+
+
+def read_json_file(path: Path, fix: str):
+    path = Path(path)
+    try:
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RecordError(f"{path} is not valid JSON ({str(exc).splitlines()[0][:120]}: damaged or cut short); {fix}") from None
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+# ---------------------------------------------------------------- config.json
+
+def config_fix(folder: Path) -> str:
+    return (f"restore it, or discard the run by rerunning `bench run` with its options and "
+            f"`--out {folder} --overwrite` (or use another --out)")
+
+
+def config_problem(config) -> str | None:
+    """What makes ``config`` (a parsed config.json) unusable, or None."""
+    if not isinstance(config, dict):
+        return f"it holds a JSON {type(config).__name__}, not the object `bench run` writes"
+    options = config.get("options")
+    if not isinstance(options, dict):
+        return "it has no 'options' object"
+    combos = config.get("combinations")
+    if not isinstance(combos, list) or not all(
+        isinstance(c, dict) and isinstance(c.get("name"), str) and isinstance(c.get("spec"), str) for c in combos
+    ):
+        return "its 'combinations' is not a list of {spec, name} objects"
+    for key in ("size", "width", "epochs", "steps", "batch_size", "workers"):
+        if key in ("epochs", "steps") and options.get(key) is None:
+            continue  # a cell trains for epochs or for steps: one of the two is unset
+        if key in options and not (_int(options[key]) and options[key] >= (0 if key == "workers" else 1)):
+            return f"options.{key} is {options[key]!r}, not a positive whole number"
+    seeds = options.get("seeds", [0])
+    if not isinstance(seeds, list) or not seeds or not all(_int(s) for s in seeds):
+        return f"options.seeds is {seeds!r}, not a list of whole numbers"
+    for key in ("data", "val_data", "dataset", "data_root"):
+        if options.get(key) is not None and not isinstance(options[key], str):
+            return f"options.{key} is {options[key]!r}, not a path or name"
+    if "data" in config and not isinstance(config["data"], dict):
+        return "its 'data' manifest is not an object"
+    return None
+
+
+def read_config(path: Path) -> dict:
+    """A run's config.json, checked: an object with ``options`` and ``combinations``."""
+    path = Path(path)
+    fix = config_fix(path.parent)
+    config = read_json_file(path, fix)
+    problem = config_problem(config)
+    if problem:
+        raise RecordError(f"{path} is not a usable `bench run` config.json: {problem}; {fix}")
+    return config
+
+
+# ---------------------------------------------------------------- a cell's metrics.json
+
+def cell_fix(cell: Path) -> str:
+    return f"delete the folder {cell} and rerun `bench run` with the same options and --out to train that cell again"
+
+
+def record_problem(record) -> str | None:
+    if not isinstance(record, dict):
+        return f"it holds a JSON {type(record).__name__}, not an object"
+    if record.get("status") not in ("ok", "diverged"):
+        return f"its status is {record.get('status')!r}, not 'ok' or 'diverged'"
+    if not isinstance(record.get("combination"), str) or not _int(record.get("seed")):
+        return "it lacks the cell's combination or seed"
+    metrics = record.get("metrics")
+    if not isinstance(metrics, dict):
+        return "it has no 'metrics' object"
+    bad = [k for k, v in metrics.items() if v is not None and not _number(v)]
+    if bad:
+        return f"metric {bad[0]!r} is {metrics[bad[0]]!r}, not a number"
+    notes = record.get("notes", {})
+    if not isinstance(notes, dict) or not all(isinstance(v, str) for v in notes.values()):
+        return "its 'notes' is not an object of texts"
+    if record["status"] == "diverged" and not _int(record.get("diverged_at")):
+        return "a diverged cell without the step it diverged at"
+    if record.get("seconds") is not None and not _number(record["seconds"]):
+        return f"its training time is {record['seconds']!r}, not a number"
+    if "data" in record and not isinstance(record["data"], dict):
+        return "its 'data' record is not an object"
+    return None
+
+
+def read_cell_record(path: Path) -> dict:
+    """A cell's metrics.json, checked."""
+    path = Path(path)
+    record = read_json_file(path, cell_fix(path.parent))
+    problem = record_problem(record)
+    if problem:
+        raise RecordError(f"{path} is not a usable cell record: {problem}; {cell_fix(path.parent)}")
+    return record
+
+
+def record_rows(record: dict, metrics=None) -> list[dict]:
+    """The metrics.csv rows of a cell record (as ``bench run`` writes them): a diverged cell
+    gets one empty row per metric, with the reason as its note."""
+    if record["status"] == "ok":
+        values, notes = record["metrics"], record.get("notes", {})
+    else:
+        from bench.metrics import METRICS
+
+        values = dict.fromkeys(metrics or METRICS, math.nan)
+        notes = dict.fromkeys(values, f"diverged at step {record['diverged_at']}")
+    return [
+        {"combination": record["combination"], "seed": record["seed"], "metric": m,
+         "value": math.nan if v is None else float(v), "note": notes.get(m, "")}
+        for m, v in values.items()
+    ]
+
+
+# ---------------------------------------------------------------- metrics.csv
+
+def read_metrics_csv(path: Path) -> tuple[pd.DataFrame, list[str]]:
+    """metrics.csv as a tidy frame, and what was wrong with it (empty when nothing). Never
+    raises for its content: a damaged table is reported and rebuilt by the caller."""
+    path = Path(path)
+    empty = pd.DataFrame({c: pd.Series(dtype="float64" if c == "value" else "object") for c in METRICS_COLUMNS})
+    text = path.read_bytes().decode("utf-8", "replace")
+    problems = []
+    if text and not text.endswith("\n"):  # pandas ends every row with a newline: the last one was cut
+        text = text[: text.rfind("\n") + 1]
+        problems.append("its last line was cut short")
+    try:
+        frame = pd.read_csv(io.StringIO(text), dtype={"note": str, "combination": str, "metric": str})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as exc:
+        return empty, problems + [f"it is not a readable CSV table ({str(exc).splitlines()[0][:80]})"]
+    missing = [c for c in METRICS_COLUMNS if c not in frame.columns]
+    if missing:
+        return empty, problems + [f"it lacks the column(s) {', '.join(missing)} of the table `bench run` writes"]
+    frame = frame[METRICS_COLUMNS].copy()
+    frame["note"] = frame["note"].fillna("")
+    seeds = pd.to_numeric(frame["seed"], errors="coerce")
+    values = pd.to_numeric(frame["value"], errors="coerce")
+    bad_seed = seeds.isna() | (seeds != seeds.round())
+    bad_value = values.isna() & frame["value"].notna()
+    bad_name = frame["combination"].isna() | frame["metric"].isna()
+    if bad_seed.any() or bad_value.any() or bad_name.any():
+        n = int((bad_seed | bad_value | bad_name).sum())
+        problems.append(f"{n} row(s) hold a non-numeric seed or value, or no name")
+    frame["value"] = values
+    frame = frame[~(bad_seed | bad_value | bad_name)].copy()
+    frame["seed"] = seeds[frame.index].astype(int)
+    return frame.reset_index(drop=True), problems
+
+
+def _same(a: float, b: float) -> bool:
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    try:
+        return bool(np.isclose(a, b, rtol=1e-9, atol=0))
+    except TypeError:
+        return False
+
+
+def reconcile_metrics(
+    frame: pd.DataFrame, records: dict[tuple[str, int], dict], unreadable: set[tuple[str, int]], baselines
+) -> tuple[pd.DataFrame, dict[str, list]]:
+    """metrics.csv's rows checked against the cells' records (the source of truth).
+
+    Returns the table to use -- every finished cell's rows as its record has them, rows of
+    cells without a (readable) record dropped, baseline rows and metrics the records do not
+    know kept -- and what was fixed: ``{"missing": [...], "differing": [...], "orphaned": [...]}``
+    (lists of "combination seed N" labels)."""
+    fixed = {"missing": [], "differing": [], "orphaned": []}
+    keep = frame.combination.isin(baselines)
+    pieces, dropped = [], False
+    for (combo, seed), group in frame[~keep].groupby(["combination", "seed"], sort=False):
+        if (combo, seed) not in records:
+            dropped = True
+            if (combo, seed) not in unreadable:  # those are reported with their file's problem
+                fixed["orphaned"].append(f"`{combo}` seed {seed}")
+            continue
+        known = set(records[(combo, seed)]["metrics"]) if records[(combo, seed)]["status"] == "ok" else set(group.metric)
+        pieces.append(group[~group.metric.isin(known)])  # metrics the record does not have: kept
+    for (combo, seed), record in records.items():
+        group = frame[(frame.combination == combo) & (frame.seed == seed)]
+        metrics = list(group.metric.unique()) if record["status"] == "diverged" and len(group) else None
+        rows = pd.DataFrame(record_rows(record, metrics), columns=METRICS_COLUMNS)
+        label = f"`{combo}` seed {seed}"
+        csv = {}
+        for r in group.itertuples():
+            csv[r.metric] = None if r.metric in csv else (r.value, r.note)  # a metric twice: not trusted
+        if any(csv.get(m) is None for m in rows.metric):
+            fixed["missing" if any(m not in csv for m in rows.metric) else "differing"].append(label)
+        elif any(not _same(csv[r.metric][0], r.value) or csv[r.metric][1] != r.note for r in rows.itertuples()):
+            fixed["differing"].append(label)
+        pieces.append(rows)
+    if not any(fixed.values()) and not dropped:
+        return frame, fixed  # nothing to fix: the table exactly as written
+    out = pd.concat([frame[keep], *pieces], ignore_index=True) if pieces else frame[keep].reset_index(drop=True)
+    out["note"] = out["note"].fillna("")
+    return out, fixed
+
+
+# ---------------------------------------------------------------- train_log.csv
+
+def read_train_log(path: Path) -> pd.DataFrame | None:
+    """A cell's train_log.csv, or None (with a warning naming it) if it is damaged."""
+    import logging
+
+    try:
+        frame = pd.read_csv(path)
+        if "epoch" not in frame.columns or "step" not in frame.columns:
+            raise ValueError("no step/epoch columns")
+        return frame
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError, UnicodeDecodeError) as exc:
+        logging.getLogger("colorbench").warning(
+            "%s is damaged (%s): its training curve is left out; delete the cell folder and rerun `bench run` "
+            "with the same --out to train it again", path, str(exc).splitlines()[0][:80])
+        return None
