@@ -72,26 +72,61 @@ def t_interval_from(mean: float, std: float, n: int, level: float = LEVEL) -> In
 # ---------------------------------------------------------------- resampling
 
 
-@functools.lru_cache(maxsize=16)
+# Resamples are made in blocks of rows of about this many entries, so that a large val set
+# (places365's 36,500 photos) never holds 2000 x N counts at once.
+BLOCK_ENTRIES = 1 << 22
+
+
+def index_blocks(n_photos: int, n_boot: int, seed: int = BOOT_SEED):
+    """Blocks of rows of photo indices drawn with replacement, one resample per row, all
+    from one stream: rows are drawn in order, so they do not depend on the block size and
+    the first k rows of any ``n_boot >= k`` are the same (FID replicates made at scoring
+    time with ``N_BOOT_SET`` rows pair row by row with the report's first resamples)."""
+    rng = np.random.default_rng([seed, 1])
+    rows = max(1, BLOCK_ENTRIES // max(n_photos, 1))
+    for start in range(0, n_boot, rows):
+        yield rng.integers(0, n_photos, size=(min(rows, n_boot - start), n_photos))
+
+
 def photo_indices(n_photos: int, n_boot: int, seed: int = BOOT_SEED) -> np.ndarray:
-    """(n_boot, n_photos) photo indices drawn with replacement, one resample per row.
-
-    Rows are drawn in order from one stream, so the first k rows of any ``n_boot >= k`` are
-    the same: FID replicates made at scoring time with ``N_BOOT_SET`` rows pair row by row
-    with the first rows of the report's resamples."""
-    out = np.random.default_rng([seed, 1]).integers(0, n_photos, size=(n_boot, n_photos))
-    out.flags.writeable = False
-    return out
+    """(n_boot, n_photos) every resample's photo indices (``index_blocks`` joined)."""
+    return np.concatenate(list(index_blocks(n_photos, n_boot, seed)))
 
 
-@functools.lru_cache(maxsize=16)
+def _counts(idx: np.ndarray, n_photos: int) -> np.ndarray:
+    rows = len(idx)
+    flat = (idx + n_photos * np.arange(rows)[:, None]).ravel()
+    return np.bincount(flat, minlength=rows * n_photos).reshape(rows, n_photos).astype(float)
+
+
+@functools.lru_cache(maxsize=8)
+def _small_count_blocks(n_photos: int, n_boot: int, seed: int) -> tuple:
+    blocks = []
+    start = 0
+    for idx in index_blocks(n_photos, n_boot, seed):
+        counts = _counts(idx, n_photos)
+        counts.flags.writeable = False
+        blocks.append((start, counts))
+        start += len(idx)
+    return tuple(blocks)
+
+
+def count_blocks(n_photos: int, n_boot: int, seed: int = BOOT_SEED):
+    """``(first row, (rows, n_photos) counts)`` blocks: how often each photo is drawn in each
+    resample of ``index_blocks``. Small draws (one block) are cached: every pair of a report
+    reuses the same resamples."""
+    if n_photos * n_boot <= BLOCK_ENTRIES:
+        yield from _small_count_blocks(n_photos, n_boot, seed)
+        return
+    start = 0
+    for idx in index_blocks(n_photos, n_boot, seed):
+        yield start, _counts(idx, n_photos)
+        start += len(idx)
+
+
 def photo_counts(n_photos: int, n_boot: int, seed: int = BOOT_SEED) -> np.ndarray:
-    """(n_boot, n_photos) how often each photo is drawn in each resample of ``photo_indices``."""
-    idx = photo_indices(n_photos, n_boot, seed)
-    flat = (idx + n_photos * np.arange(n_boot)[:, None]).ravel()
-    out = np.bincount(flat, minlength=n_boot * n_photos).reshape(n_boot, n_photos).astype(float)
-    out.flags.writeable = False
-    return out
+    """(n_boot, n_photos) all of ``count_blocks`` at once (for small draws)."""
+    return np.concatenate([c for _, c in count_blocks(n_photos, n_boot, seed)])
 
 
 @functools.lru_cache(maxsize=16)
@@ -110,7 +145,7 @@ def set_replicates(metric_of, n_photos: int, n_boot: int = N_BOOT_SET, seed: int
     """(n_boot,) a set metric recomputed on each photo resample: ``metric_of(indices)``
     gets each row of ``photo_indices`` (e.g. FID of the features of those photos, predicted
     and real alike) and returns a number."""
-    return np.array([float(metric_of(idx)) for idx in photo_indices(n_photos, n_boot, seed)])
+    return np.array([float(metric_of(idx)) for block in index_blocks(n_photos, n_boot, seed) for idx in block])
 
 
 # ---------------------------------------------------------------- one combination's values
@@ -155,12 +190,12 @@ class Sample:
     def n_boot_max(self) -> int:
         return self.replicates.shape[1] if self.replicates is not None else 10**9  # no limit
 
-    def per_seed(self, counts: np.ndarray) -> np.ndarray:
+    def per_seed(self, counts: np.ndarray, start: int = 0) -> np.ndarray:
         """(B, S) each seed's set value on each resample, given the resamples' (B, N) photo
-        counts (for ``replicates``: the first B rows of ``photo_counts``)."""
+        counts (for ``replicates``: rows ``start`` to ``start + B`` of ``photo_counts``)."""
         x = np.asarray(self.values, dtype=float)
         if self.replicates is not None:
-            return np.asarray(self.replicates, dtype=float)[:, : len(counts)].T
+            return np.asarray(self.replicates, dtype=float)[:, start : start + len(counts)].T
         if self.reference is not None:
             n = counts.sum(1, keepdims=True)
             return np.abs(counts @ x.T / n - (counts @ np.asarray(self.reference, float))[:, None] / n)
@@ -183,7 +218,9 @@ def photo_ci(sample: Sample, n_boot: int = N_BOOT, seed: int = BOOT_SEED, level:
     """Percentile bootstrap interval of the mean over seeds of the set value, photos resampled
     and seeds held fixed."""
     n_boot = min(n_boot, sample.n_boot_max)
-    boot = sample.per_seed(photo_counts(sample.n_photos, n_boot, seed)).mean(1)
+    boot = np.concatenate([
+        sample.per_seed(counts, start).mean(1) for start, counts in count_blocks(sample.n_photos, n_boot, seed)
+    ])
     return _percentiles(boot, level)
 
 
@@ -276,8 +313,10 @@ def compare(a: Sample, b: Sample, sign: float, n_boot: int = N_BOOT, seed: int =
     if a.n_photos != b.n_photos or a.n_seeds != b.n_seeds:
         raise ValueError(f"paired samples must have the same photos and seeds: {a.values.shape} vs {b.values.shape}")
     n_boot = min(n_boot, a.n_boot_max, b.n_boot_max)
-    counts = photo_counts(a.n_photos, n_boot, seed)
-    d = sign * (a.per_seed(counts) - b.per_seed(counts))  # (B, S)
+    d = np.concatenate([  # (B, S): each resample's difference per seed
+        sign * (a.per_seed(counts, start) - b.per_seed(counts, start))
+        for start, counts in count_blocks(a.n_photos, n_boot, seed)
+    ])
     boot = (seed_counts(a.n_seeds, n_boot, seed) * d).sum(1) / a.n_seeds
     per_seed = sign * (a.point() - b.point())
     if a.kind == b.kind == "mean":

@@ -80,18 +80,24 @@ def test_with_consistent_seeds_a_planted_difference_is_still_found():
     assert c.ci.low < 0.3 < c.ci.high
 
 
-def test_resampling_is_seeded_fast_and_prefix_stable():
+def test_resampling_is_seeded_fast_and_prefix_stable(monkeypatch):
     rng = np.random.default_rng(5)
     base = photos(rng)
     a, b = st.Sample(model(rng, base, 0.1, seeds=3)), st.Sample(model(rng, base, seeds=3))
-    st.photo_counts.cache_clear()
+    st._small_count_blocks.cache_clear()
     started = time.perf_counter()
     first = st.compare(a, b, 1.0, n_boot=2000)
     assert time.perf_counter() - started < 0.5  # vectorised: no Python loop over resamples
     assert st.compare(a, b, 1.0, n_boot=2000) == first  # same data, same interval
+    whole = st.photo_indices(N, 2000)
     # the first rows of a longer draw are the shorter draw: set-metric replicates made with
     # N_BOOT_SET rows pair with the report's resamples
     assert np.array_equal(st.photo_indices(N, 2000)[:200], st.photo_indices(N, 200))
+    # a large val set is resampled in blocks of rows: the same resamples, the same interval
+    monkeypatch.setattr(st, "BLOCK_ENTRIES", 7 * N)
+    assert np.array_equal(st.photo_indices(N, 2000), whole)
+    blocked = st.compare(a, b, 1.0, n_boot=2000)
+    assert (blocked.ci.low, blocked.ci.high) == pytest.approx((first.ci.low, first.ci.high), rel=1e-9)  # BLAS round-off
     assert (st.photo_counts(N, 50).sum(1) == N).all()
     assert (st.seed_counts(3, 50).sum(1) == 3).all() and (st.seed_counts(1, 5) == 1).all()
 
