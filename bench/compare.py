@@ -25,9 +25,13 @@ from bench.summary import arrow, decimals, direction, table_rows
 # The report's matrices and claims; lpips joins when the run has its values.
 HEADLINE = ("psnr", "de00", "delta_cf", "lpips")
 PAIRWISE_COLUMNS = [
-    "run", "metric", "direction", "a", "b", "diff", "ci_low", "ci_high", "p", "p_holm", "p_seeds", "p_seeds_holm",
-    "p_combined", "significant", "better", "test", "photos", "seeds", "resamples",
+    "run", "metric", "direction", "a", "b", "diff", "ci_low", "ci_high", "p", "p_holm", "p_seeds", "p_combined",
+    "significant", "verdict", "better", "test", "photos", "seeds", "resamples",
 ]
+# The verdicts of a pair: real (photos, seeds and interval agree), these models only (photo
+# by photo these trained models differ, but the seeds do not show it holds for the losses),
+# or not told apart.
+REAL, MODELS_ONLY, UNCLEAR = "real", "these models only", "not told apart"
 INTERVAL_COLUMNS = ["seed_ci_low", "seed_ci_high", "photo_ci_low", "photo_ci_high"]
 SIGN = {"higher": 1.0, "lower": -1.0}
 
@@ -163,13 +167,16 @@ def pairwise(scores: RunScores, metrics: list[str] | None = None, n_boot: int = 
             })
         if not family:
             continue
+        # Holm over the pairs of the metric: of the photo test alone, and of the combined
+        # (intersection-union) p-value of photos and seeds that decides "real"
         p_holm = stats.holm([r["p"] for r in family])
-        p_seeds_holm = stats.holm([r["p_seeds"] for r in family])
-        for r, ph, psh in zip(family, p_holm, p_seeds_holm):
-            ci = stats.Interval(r["ci_low"], r["ci_high"])
-            r.update(p_holm=ph, p_seeds_holm=psh, p_combined=stats.combined_p(ph, psh),
-                     significant=stats.significant(ph, psh, ci))
-            r["better"] = (r["a"] if r["diff"] > 0 else r["b"]) if r["significant"] else ""
+        p_combined = stats.holm([stats.combined_p(r["p"], r["p_seeds"]) for r in family])
+        for r, ph, pc in zip(family, p_holm, p_combined):
+            real = stats.is_real(pc, stats.Interval(r["ci_low"], r["ci_high"]))
+            models_only = not real and r["seeds"] > 1 and ph < stats.ALPHA
+            r.update(p_holm=ph, p_combined=pc, significant=real,
+                     verdict=REAL if real else (MODELS_ONLY if models_only else UNCLEAR))
+            r["better"] = (r["a"] if r["diff"] > 0 else r["b"]) if r["verdict"] != UNCLEAR else ""
         records += family
     return pd.DataFrame.from_records(records, columns=PAIRWISE_COLUMNS)
 
@@ -258,12 +265,17 @@ def with_intervals(summary: pd.DataFrame, analysis: Analysis | None) -> pd.DataF
 # ---------------------------------------------------------------- words
 
 
-def format_p(p: float) -> str:
+def format_p(p: float, alpha: float = stats.ALPHA) -> str:
+    """Two significant digits, and more where rounding would land on alpha itself (a
+    p-value printed as 0.05 must say on which side of it it is)."""
     if not math.isfinite(p):
         return "p n/a"
     if p < 0.001:
         return "p < 0.001"
-    return f"p = {p:.3f}" if p < 0.01 else f"p = {p:.2f}"
+    digits = 2
+    while float(f"{p:.{digits}g}") == alpha and p != alpha and digits < 6:
+        digits += 1
+    return f"p = {float(f'{p:.{digits}g}'):.{max(digits - 1 - math.floor(math.log10(p)), 0)}f}"
 
 
 def _digits(pairs: pd.DataFrame, metric: str, summary: pd.DataFrame | None) -> int:
@@ -272,29 +284,48 @@ def _digits(pairs: pd.DataFrame, metric: str, summary: pd.DataFrame | None) -> i
     return decimals(pairs["diff"].abs().tolist())
 
 
-def claim(r, digits: int) -> str:
-    """One pair in words, the better one first: '`l1` beats `mse` on de00 by 0.200
-    [0.110, 0.290], p < 0.001 after Holm' -- or, when the tests do not agree it is real,
-    that the two are not told apart."""
-    winner, loser, sign = (r.a, r.b, 1) if r.diff >= 0 else (r.b, r.a, -1)
+def _oriented(r, digits: int, first: str | None = None) -> tuple[str, str, str]:
+    """(first, second, "Δ [lo, hi]") with the difference read from ``first``'s side
+    (default: the better one's, so Δ >= 0)."""
+    flip = (first == r.b) if first is not None else r.diff < 0
+    sign = -1 if flip else 1
     lo, hi = sorted((sign * r.ci_low, sign * r.ci_high))
-    numbers = f"{abs(r.diff):.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}], {format_p(r.p_combined)} after Holm"
-    if r.significant:
-        return f"`{winner}` beats `{loser}` on {r.metric} by {numbers}"
-    return f"`{winner}` and `{loser}` are not told apart on {r.metric} (Δ {numbers})"
+    a, b = (r.b, r.a) if flip else (r.a, r.b)
+    return a, b, f"{sign * r.diff:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
 
 
-def verdict(pairs: pd.DataFrame, metric: str, a: str, b: str, digits: int) -> str | None:
+def _why_not(r) -> str:
+    return f"{format_p(r.p_holm)} over photos after Holm, but p = {r.p_seeds:.2f} over seeds"
+
+
+def claim(r, digits: int) -> str:
+    """One pair in words, the better one first, e.g. '`l1` beats `mse` on de00 by 0.200
+    [0.110, 0.290], p < 0.001 after Holm'; for a difference of these trained models only,
+    what the seeds lack; otherwise, that the two are not told apart."""
+    winner, loser, numbers = _oriented(r, digits)
+    if r.verdict == REAL:
+        return f"`{winner}` beats `{loser}` on {r.metric} by {numbers}, {format_p(r.p_combined)} after Holm"
+    if r.verdict == MODELS_ONLY:
+        return (f"`{winner}`'s models beat `{loser}`'s on {r.metric} photo by photo by {numbers} ({_why_not(r)}: "
+                "not shown to hold across training runs)")
+    return f"`{winner}` and `{loser}` are not told apart on {r.metric} (Δ {numbers}, {format_p(r.p_combined)} after Holm)"
+
+
+def verdict(pairs: pd.DataFrame | None, metric: str, a: str, b: str, digits: int) -> str | None:
     """For the reading paragraph: is ``a``'s lead over ``b`` on ``metric`` real? None
     without a test of that pair (e.g. rows of different runs)."""
+    if pairs is None or pairs.empty:
+        return None
     hit = pairs[(pairs.metric == metric) & (((pairs.a == a) & (pairs.b == b)) | ((pairs.a == b) & (pairs.b == a)))]
     if hit.empty:
         return None
     r = next(hit.itertuples())
-    sign = 1 if r.a == a else -1
-    lo, hi = sorted((sign * r.ci_low, sign * r.ci_high))
-    numbers = f"Δ {sign * r.diff:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}], {format_p(r.p_combined)} after Holm"
-    return f"a real difference: {numbers}" if r.significant else f"not told apart from noise: {numbers}"
+    _, _, numbers = _oriented(r, digits, first=a)
+    if r.verdict == REAL:
+        return f"a real difference: Δ {numbers}, {format_p(r.p_combined)} after Holm"
+    if r.verdict == MODELS_ONLY:
+        return f"real for these trained models, not shown across seeds: Δ {numbers}, {_why_not(r)}"
+    return f"not told apart from noise: Δ {numbers}, {format_p(r.p_combined)} after Holm"
 
 
 def headline(pairs: pd.DataFrame) -> list[str]:
@@ -304,37 +335,42 @@ def headline(pairs: pd.DataFrame) -> list[str]:
 
 def metric_paragraph(pairs: pd.DataFrame, metric: str, digits: int, gray_label: str) -> str:
     """The claims of one metric: the real differences between combinations (largest
-    first), the pairs not told apart, and which combinations beat the input itself."""
+    first), those of these trained models only, the pairs not told apart, and where each
+    combination stands against the input itself."""
     rows = pairs[pairs.metric == metric]
     models = rows[rows.b != gray_label]
     vs_gray = rows[rows.b == gray_label]
     parts = []
-    real = models[models.significant].reindex(models[models.significant]["diff"].abs().sort_values(ascending=False).index)
-    if len(real):
-        parts.append("; ".join(claim(r, digits) for r in real.itertuples()) + ".")
-    unclear = models[~models.significant.astype(bool)]
+    for v in (REAL, MODELS_ONLY):
+        hits = models[models.verdict == v]
+        hits = hits.loc[hits["diff"].abs().sort_values(ascending=False).index]
+        if len(hits):
+            parts.append("; ".join(claim(r, digits) for r in hits.itertuples()) + ".")
+    unclear = models[models.verdict == UNCLEAR]
     if len(unclear):
         listed = ", ".join(
-            f"`{r.a}` vs `{r.b}` (Δ {r.diff:+.{digits}f} [{r.ci_low:+.{digits}f}, {r.ci_high:+.{digits}f}], "
-            f"{format_p(r.p_combined)})" for r in unclear.itertuples()
+            f"`{a}` vs `{b}` (Δ {numbers}, {format_p(r.p_combined)})"
+            for r in unclear.itertuples() for a, b, numbers in [_oriented(r, digits)]
         )
         parts.append(f"Not told apart: {listed}.")
     if len(vs_gray):
-        beat = vs_gray[vs_gray.significant & (vs_gray["diff"] > 0)]
-        worse = vs_gray[vs_gray.significant & (vs_gray["diff"] < 0)]
-        level = vs_gray[~vs_gray.significant.astype(bool)]
-
         def each(frame):
-            return ", ".join(f"`{r.a}` ({r.diff:+.{digits}f} [{r.ci_low:+.{digits}f}, {r.ci_high:+.{digits}f}], "
-                             f"{format_p(r.p_combined)})" for r in frame.itertuples())
+            return ", ".join(f"`{r.a}` ({_oriented(r, digits, first=r.a)[2]}, {format_p(r.p_combined)})"
+                             for r in frame.itertuples())
         said = []
-        if len(beat):
-            said.append(f"{each(beat)} {'beats' if len(beat) == 1 else 'beat'} the input itself")
-        if len(worse):
-            said.append(f"{each(worse)} {'is' if len(worse) == 1 else 'are'} worse than it")
-        if len(level):
-            said.append(f"{each(level)} cannot be told from it")
-        parts.append(f"Against `{gray_label}`: " + "; ".join(said) + ".")
+        for label, frame in (
+            ("beat{s} the input itself", vs_gray[(vs_gray.verdict == REAL) & (vs_gray["diff"] > 0)]),
+            ("{are} worse than it", vs_gray[(vs_gray.verdict == REAL) & (vs_gray["diff"] < 0)]),
+            ("beat{s} it photo by photo but not shown across seeds",
+             vs_gray[(vs_gray.verdict == MODELS_ONLY) & (vs_gray["diff"] > 0)]),
+            ("{are} worse photo by photo but not shown across seeds",
+             vs_gray[(vs_gray.verdict == MODELS_ONLY) & (vs_gray["diff"] < 0)]),
+            ("cannot be told from it", vs_gray[vs_gray.verdict == UNCLEAR]),
+        ):
+            if len(frame):
+                one = len(frame) == 1
+                said.append(f"{each(frame)} " + label.format(s="s" if one else "", are="is" if one else "are"))
+        parts.append(f"Against `{gray_label}` (Δ over it): " + "; ".join(said) + ".")
     return f"**{metric}** {arrow(metric)}: " + " ".join(parts)
 
 
@@ -355,12 +391,18 @@ def section(analysis: Analysis, summary: pd.DataFrame, figure: str | None) -> li
         "p: Wilcoxon signed-rank test on the per-photo differences"
         + (" of the seed means, together with a t-test over the seeds' differences (the larger p counts)" if seeds > 1 else "")
         + "; set metrics (delta_cf, FID, KID) and auc_rebal use the bootstrap's own p-value. p-values are Holm-corrected "
-        "over all pairs of a metric. A difference is called real when p < 0.05 after Holm and the interval excludes 0.",
+        "over all pairs of a metric. A difference is called **real** when p < 0.05 after Holm and the interval "
+        "excludes 0."
+        + (" When only the photo test says so, the difference holds photo by photo for these trained models, but "
+           "the seeds do not show that it holds for the losses (*not shown across seeds*)." if seeds > 1 else ""),
         "",
     ]
     if seeds <= 1:
         md += ["With one seed, a real difference is one between these trained models on photos like these; "
                "whether it holds for the losses themselves needs several seeds (`--seeds 0,1,2`).", ""]
+    elif seeds == 2:
+        md += ["With two seeds the seed test has one degree of freedom: only differences of nearly the same size "
+               "in both seeds pass it. Three or more seeds (`--seeds 0,1,2`) make it usable.", ""]
     for s in analysis.scores:
         own = pairs[pairs.run == s.run.name]
         if own.empty:
@@ -373,8 +415,9 @@ def section(analysis: Analysis, summary: pd.DataFrame, figure: str | None) -> li
     if figure:
         md += [f"![pairwise]({figure})", "",
                "*Δ of the row's combination over the column's, in each metric's direction (blue: the row is better). "
-               "Coloured and starred: a real difference (p < 0.05 after Holm, interval excluding 0); grey: not told "
-               "apart from noise.*", ""]
+               "Coloured and starred: a real difference (p < 0.05 after Holm, interval excluding 0)"
+               + ("; pale and hatched: these trained models only (photo test alone)" if seeds > 1 else "")
+               + "; grey: not told apart from noise.*", ""]
     md += interval_table(summary)
     others = sorted(set(pairs.metric) - set(headline(pairs)))
     md += [f"All pairs of every metric{' (also ' + ', '.join(f'`{m}`' for m in others) + ')' if others else ''}, "
@@ -430,15 +473,19 @@ def terminal_table(pairs: pd.DataFrame, metric: str) -> str:
             f"Δ = a better than b by (in the metric's direction), 95 % CI by paired bootstrap"
             f"{' (seeds, then photos)' if seeds > 1 else ' (photos)'}; "
             f"p Holm-corrected over the {len(rows)} pairs")
+    def short(p):
+        return format_p(p).removeprefix("p ").removeprefix("= ")
+
     table = pd.DataFrame({
         "a": rows["a"], "b": rows["b"],
         "Δ": rows["diff"].map(lambda v: f"{v:+.{d}f}"),
         "95% CI": [f"[{lo:+.{d}f}, {hi:+.{d}f}]" for lo, hi in zip(rows["ci_low"], rows["ci_high"])],
-        f"p ({rows['test'].iloc[0]}, Holm)": rows["p_holm"].map(lambda p: format_p(p).removeprefix("p ").removeprefix("= ")),
+        f"p photos ({rows['test'].iloc[0]}, Holm)": rows["p_holm"].map(short),
     })
     if seeds > 1:
-        table["p seeds (t, Holm)"] = rows["p_seeds_holm"].map(lambda p: format_p(p).removeprefix("p ").removeprefix("= "))
-    table["real?"] = rows["significant"].map({True: "yes", False: "no"})
+        table["p seeds (t)"] = rows["p_seeds"].map(short)
+        table["p both (Holm)"] = rows["p_combined"].map(short)
+    table["verdict"] = rows["verdict"]
     return head + "\n" + table.to_string(index=False)
 
 
@@ -446,21 +493,22 @@ def terminal_table(pairs: pd.DataFrame, metric: str) -> str:
 
 
 def difference_matrix(pairs: pd.DataFrame, order: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(Δ, significant) square frames over ``order``: cell (row, column) is the row's
+    """(Δ, verdict) square frames over ``order``: cell (row, column) is the row's
     combination over the column's, in the metric's direction; the diagonal is empty."""
     delta = pd.DataFrame(np.nan, index=order, columns=order)
-    real = pd.DataFrame(False, index=order, columns=order)
+    verdicts = pd.DataFrame(UNCLEAR, index=order, columns=order)
     for r in pairs.itertuples():
         if r.a in delta.index and r.b in delta.index:
             delta.loc[r.a, r.b], delta.loc[r.b, r.a] = r.diff, -r.diff
-            real.loc[r.a, r.b] = real.loc[r.b, r.a] = bool(r.significant)
-    return delta, real
+            verdicts.loc[r.a, r.b] = verdicts.loc[r.b, r.a] = r.verdict
+    return delta, verdicts
 
 
 def pairwise_figure(analysis: Analysis, summary: pd.DataFrame | None, path) -> bool:
     """One matrix per run and headline metric; False (nothing written) without pairs."""
     import seaborn as sns
     from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Rectangle
 
     from bench import figures
 
@@ -478,26 +526,34 @@ def pairwise_figure(analysis: Analysis, summary: pd.DataFrame | None, path) -> b
     with figures._style():
         fig, axes = figures._grid(len(panels), 3 if n <= 5 else 2, 0.75 * n + 2.2, 0.62 * n + 1.4)
         for ax, (run, metric, rows, order) in zip(axes, panels):
-            delta, real = difference_matrix(rows, order)
+            delta, verdicts = difference_matrix(rows, order)
+            real, pale = (verdicts == REAL).to_numpy(), (verdicts == MODELS_ONLY).to_numpy()
             digits = _digits(rows, metric, summary)
             span = float(np.nanmax(np.abs(delta.to_numpy()))) if delta.notna().any().any() else 1.0
             ticks = [figures._wrap(r, 14) for r in order]
             # grey first (everything), then the real differences in colour on top
-            sns.heatmap(delta.isna().astype(float) * 0, mask=delta.isna().to_numpy(), cmap=ListedColormap(["#ececec"]),
+            sns.heatmap(delta.isna().astype(float) * 0, mask=delta.isna().to_numpy() | real | pale, cmap=ListedColormap(["#ececec"]),
                         cbar=False, ax=ax, linewidths=1, linecolor="white", xticklabels=ticks, yticklabels=ticks)
-            sns.heatmap(delta, mask=~real.to_numpy(), cmap="RdBu", vmin=-span, vmax=span, center=0, ax=ax,
+            sns.heatmap(delta, mask=~real, cmap="RdBu", vmin=-span, vmax=span, center=0, ax=ax,
                         linewidths=1, linecolor="white", cbar_kws={"shrink": 0.8, "label": "Δ row over column"},
                         xticklabels=ticks, yticklabels=ticks)
+            if pale.any():
+                sns.heatmap(delta, mask=~pale, cmap="RdBu", vmin=-span, vmax=span, center=0, ax=ax, alpha=0.45,
+                            linewidths=1, linecolor="white", cbar=False, xticklabels=ticks, yticklabels=ticks)
+                for i, j in zip(*np.nonzero(pale)):  # hatched: these trained models only
+                    ax.add_patch(Rectangle((j, i), 1, 1, fill=False, hatch="///", edgecolor="white", linewidth=0))
             for i, a in enumerate(order):
                 for j, b in enumerate(order):
                     v = delta.loc[a, b]
                     if not math.isfinite(v):
                         continue
-                    strong = real.loc[a, b]
+                    strong = verdicts.loc[a, b] == REAL
                     dark = strong and abs(v) > 0.6 * span
+                    boxed = verdicts.loc[a, b] == MODELS_ONLY  # readable over the hatching
                     ax.text(j + 0.5, i + 0.5, f"{v:+.{digits}f}" + ("*" if strong else ""), ha="center", va="center",
-                            fontsize=8, color="white" if dark else ("0.1" if strong else "0.45"),
-                            fontweight="bold" if strong else "normal")
+                            fontsize=8, color="white" if dark else ("0.1" if strong or boxed else "0.45"),
+                            fontweight="bold" if strong else "normal", zorder=5,
+                            bbox=dict(boxstyle="round,pad=0.2", fc="white", ec="none", alpha=0.85) if boxed else None)
             better = {"higher": "higher is better", "lower": "lower is better"}[direction(metric)]
             title = f"{metric} {arrow(metric)} ({better})" + (f" · {run}" if len(analysis.scores) > 1 else "")
             ax.set_title(title, fontsize=10)
@@ -507,8 +563,10 @@ def pairwise_figure(analysis: Analysis, summary: pd.DataFrame | None, path) -> b
             ax.tick_params(axis="x", labelrotation=30, labelsize=8.5)
             ax.tick_params(axis="y", labelrotation=0, labelsize=8.5)
         seeds = int(analysis.pairwise["seeds"].max())
-        fig.suptitle("Which differences are real? Δ of row over column, in the metric's direction; "
-                     f"* = p < 0.05 after Holm and 95 % CI excluding 0 ({seeds} seed{'s' if seeds > 1 else ''})",
-                     fontsize=10.5)
+        fig.suptitle("Which differences are real? Δ of row over column, in the metric's direction\n"
+                     f"* real: p < 0.05 after Holm and 95 % CI excluding 0"
+                     + ("; hatched: these trained models only (not shown across seeds)" if seeds > 1 else "")
+                     + f"; grey: not told apart ({seeds} seed{'s' if seeds > 1 else ''}, "
+                     f"{int(analysis.pairwise['photos'].max())} photos)", fontsize=10.5)
         figures._save(fig, path)
     return True

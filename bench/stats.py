@@ -329,14 +329,20 @@ def compare(a: Sample, b: Sample, sign: float, n_boot: int = N_BOOT, seed: int =
     )
 
 
-def significant(p_photos: float, p_seeds: float, ci: Interval, alpha: float = ALPHA) -> bool:
-    """A difference is called real when the photo test (after Holm), the seed test (after
-    Holm; with several seeds) and the interval all say so. Requiring every test to reject
-    is an intersection-union test: its level is alpha without a further correction, and
-    its p-value is the largest of theirs (``combined_p``)."""
-    return bool(combined_p(p_photos, p_seeds) < alpha and ci.excludes(0.0))
-
-
 def combined_p(p_photos: float, p_seeds: float) -> float:
-    """The intersection-union p-value: the larger of the two (the photo test's alone with one seed)."""
+    """The intersection-union p-value of "real across photos and seeds": the larger of the
+    two (the photo test's alone with one seed). Requiring every test to reject keeps the
+    level at alpha without a further correction."""
     return p_photos if not math.isfinite(p_seeds) else max(p_photos, p_seeds)
+
+
+def is_real(p: float, ci: Interval, alpha: float = ALPHA) -> bool:
+    """Called real when the (adjusted, combined) p-value and the interval both say so."""
+    return bool(math.isfinite(p) and p < alpha and ci.excludes(0.0))
+
+
+def significant(p_photos: float, p_seeds: float, ci: Interval, alpha: float = ALPHA) -> bool:
+    """One comparison's verdict: the photo test, the seed test (with several seeds) and
+    the interval all reject. For a family of pairs, Holm-adjust ``combined_p`` first and
+    use ``is_real`` (``bench.compare.pairwise`` does)."""
+    return is_real(combined_p(p_photos, p_seeds), ci, alpha)
