@@ -50,11 +50,29 @@ def scores_frame(combination: str, seed, images: list[str], per_image: dict[str,
     return pd.concat(parts, ignore_index=True)[COLUMNS]
 
 
-def replicates_frame(combination: str, seed, scorer: Scorer, scores: Scores, n_boot: int = stats.N_BOOT_SET) -> pd.DataFrame:
+# Above this many val photos on a CPU, the FID/KID replicates are skipped: each is an N x N
+# SVD and kernel (measured on 2 cores: ~0.07 s at 242 photos, ~1.2 s at 1000), 200 per cell.
+CPU_SET_RESAMPLE_LIMIT = 1000
+
+
+def set_resamples(n_photos: int, device) -> int:
+    """How many FID/KID replicates a cell gets: ``N_BOOT_SET``, or 0 where they would cost
+    minutes per cell (a large val set on a CPU)."""
+    if n_photos < 2 or (torch.device(device).type == "cpu" and n_photos > CPU_SET_RESAMPLE_LIMIT):
+        return 0
+    return stats.N_BOOT_SET
+
+
+def replicates_frame(combination: str, seed, scorer: Scorer, scores: Scores, n_boot: int | None = None) -> pd.DataFrame:
     """FID and KID on each photo resample (predictions and photos resampled alike), from the
-    features in memory; empty without the Inception network or with fewer than 2 images."""
+    features in memory; empty without the Inception network, with fewer than 2 images, or
+    where ``set_resamples`` says they cost too much.
+
+    Approximate: a resample repeats photos, which biases FID and KID of each set upwards;
+    the paired difference of two models on the same resample is much less affected."""
     pred, real = scores.features, scorer.target_features
-    if pred is None or real is None or len(scorer) < 2:
+    n_boot = set_resamples(len(scorer), scorer.device) if n_boot is None else n_boot
+    if pred is None or real is None or len(scorer) < 2 or n_boot < 1:
         return pd.DataFrame(columns=REPLICATE_COLUMNS)
     parts = []
     for name in ("fid", "kid"):

@@ -9,6 +9,7 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from bench import stats
+from bench.per_image import set_resamples
 from bench.metrics import AB_GRID, AUC_MAX_THRESHOLD
 
 
@@ -67,8 +68,9 @@ def metric_protocol(scorer, manifest: dict, size: int) -> dict:
             "occupied_cells": scorer.occupied_cells,
         },
         "intervals": {
-            "level": stats.LEVEL, "resamples": stats.N_BOOT, "fid_kid_resamples": stats.N_BOOT_SET,
-            "seed": stats.BOOT_SEED,
+            "level": stats.LEVEL, "resamples": stats.N_BOOT, "seed": stats.BOOT_SEED,
+            # recomputed from the features at scoring time; 0: none (no network, or too costly here)
+            "fid_kid_resamples": set_resamples(n, scorer.device) if inception_ok else 0,
         },
     }
 
