@@ -84,7 +84,8 @@ class RunScores:
             return None
         keys = [self._seed_key(combination, s) for s in seeds]
         if metric in ("fid", "kid"):
-            reps = np.stack([self.replicates[(combination, k, metric)] for k in keys])
+            found = [self.replicates[(combination, k, metric)] for k in keys]
+            reps = np.stack([r[: min(map(len, found))] for r in found])  # a resumed run may hold fewer
             observed = np.array([self._observed(combination, k, metric) for k in keys])
             return stats.Sample(np.zeros((len(keys), len(self.images))), replicates=reps, observed=observed)
         if metric == "delta_cf":

@@ -489,7 +489,9 @@ def render(
         "## Reading the results", "",
         " ".join(winners), "",
         *(["Each combination against gray, as gains in each metric's own direction (positive = "
-           "better, so a lower ↓ metric shows as +):", ""] if standing else []),
+           "better, so a lower ↓ metric shows as +)"
+           + ("; which of them are real differences is tested below" if analysis is not None and not analysis.empty
+              else "") + ":", ""] if standing else []),
         *(f"- {line}" for line in standing), "",
     ]
     if analysis is not None:
