@@ -391,7 +391,8 @@ def section(analysis: Analysis, summary: pd.DataFrame, figure: str | None) -> li
         + ("; seeds resampled first, then photos" if seeds > 1 else "; photos resampled") + "). "
         "p: Wilcoxon signed-rank test on the per-photo differences"
         + (" of the seed means, together with a t-test over the seeds' differences (the larger p counts)" if seeds > 1 else "")
-        + "; set metrics (delta_cf, FID, KID) and auc_rebal use the bootstrap's own p-value. p-values are Holm-corrected "
+        + "; set metrics (delta_cf, FID, KID) and auc_rebal use a z-test with the bootstrap's standard error (photos "
+        "resampled). p-values are Holm-corrected "
         "over all pairs of a metric. A difference is called **real** when p < 0.05 after Holm and the interval "
         "excludes 0."
         + (" When only the photo test says so, the difference holds photo by photo for these trained models, but "

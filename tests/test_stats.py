@@ -55,6 +55,19 @@ def test_identical_distributions_are_flagged_in_about_5_percent_of_200_compariso
     assert np.mean(flagged) <= 0.08
 
 
+def test_set_metric_z_test_flags_identical_washed_out_models_in_about_5_percent():
+    """delta_cf (a difference of set means) is tested with the bootstrap's standard error."""
+    rng = np.random.default_rng(11)
+    flagged = []
+    for _ in range(200):
+        truth = rng.gamma(4, 10, N)  # the photos' own colourfulness
+        a, b = (np.clip(truth * 0.3 + rng.normal(0, 3, N), 0, None) for _ in range(2))
+        c = st.compare(st.Sample(a[None], reference=truth), st.Sample(b[None], reference=truth), -1.0, n_boot=300)
+        assert c.test == "bootstrap"
+        flagged.append(c.p < 0.05)
+    assert 0.01 <= np.mean(flagged) <= 0.08
+
+
 def test_seed_noise_alone_is_not_called_a_real_difference():
     """Two identical losses whose trained models differ by seed luck (sd 0.3 dB per seed):
     the per-photo test takes the models as given and flags most pairs; requiring the seed
