@@ -296,7 +296,7 @@ def _oriented(r, digits: int, first: str | None = None) -> tuple[str, str, str]:
 
 
 def _why_not(r) -> str:
-    return f"{format_p(r.p_holm)} over photos after Holm, but p = {r.p_seeds:.2f} over seeds"
+    return f"{format_p(r.p_holm)} over photos after Holm, but {format_p(r.p_seeds)} over seeds"
 
 
 def claim(r, digits: int) -> str:
