@@ -295,25 +295,23 @@ def compare_runs(run_dir, metrics, resamples, csv_path):
     from bench.metrics import METRICS
     from bench.runs import load_run, newest_run
 
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown:
+        raise click.BadParameter(f"unknown metric {', '.join(unknown)}; choose from {', '.join(METRICS)}",
+                                 param_hint="--metric")
     try:
         run = load_run(run_dir or newest_run())
         scores = compare.load_scores(run)
-        unknown = [m for m in metrics if m not in METRICS]
-        if unknown:
-            raise click.BadParameter(f"unknown metric {', '.join(unknown)}; choose from {', '.join(METRICS)}",
-                                     param_hint="--metric")
+        if not scores.values:
+            raise click.ClickException(f"{run.path} has no per-image scores (made before Colorbench kept them); "
+                                       "rerun `bench run` into a new --out to compare photo by photo")
         available = compare.ranked_metrics(scores)
         wanted = list(metrics) or [m for m in compare.HEADLINE if m in available]
         pairs = compare.pairwise(scores, [m for m in wanted if m in available], n_boot=resamples)
     except (ValueError, OSError) as exc:
-        if isinstance(exc, click.BadParameter):
-            raise
         raise click.ClickException(str(exc)) from None
     for problem in scores.problems:
         log.info("note: %s", problem.replace("`", ""))
-    if pairs.empty and not scores.values:
-        raise click.ClickException(f"{run.path} has no per-image scores (made before Colorbench kept them); "
-                                   "rerun `bench run` into a new --out to compare photo by photo")
     for metric in wanted:
         if metric not in available:
             why = "descriptive, never ranked: compare delta_cf" if metric == "cf" else "no per-image values in this run"
