@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from bench.per_image import PER_IMAGE, REPLICATES
 from bench.records import RecordError, read_cell_record, read_config, read_json_file
 from colorbench_datasets.manifest import describe_change, describe_split_change, split_print
 
@@ -219,8 +220,8 @@ def check_is_run_folder(out: Path, overwrite: bool) -> None:
 
 
 # What `bench run` and `bench report` write into a run folder; nothing else is deleted.
-RUN_FILES = ("config.json", "metrics.csv", "report.md", "summary.csv")
-CELL_FILES = ("generator.pt", "checkpoint.pt", "metrics.json", "train_log.csv")
+RUN_FILES = ("config.json", "metrics.csv", "report.md", "summary.csv", "pairwise.csv", PER_IMAGE, REPLICATES)
+CELL_FILES = ("generator.pt", "checkpoint.pt", "metrics.json", "train_log.csv", PER_IMAGE, REPLICATES)
 
 
 def discard_run(out: Path) -> list[Path]:

@@ -293,5 +293,54 @@ def import_weights(files):
         raise click.ClickException(f"{refused} of {len(files)} file(s) refused; nothing was written for them")
 
 
+@main.command("compare")
+@click.argument("run_dir", required=False, type=click.Path(file_okay=False))
+@click.option("--metric", "metrics", multiple=True,
+              help="Metric to compare on (repeatable).  [default: psnr, de00, delta_cf, and lpips when present]")
+@click.option("--resamples", type=click.IntRange(100, 100_000), default=2000, show_default=True,
+              help="Bootstrap resamples of the photos (and seeds).")
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), default=None, help="Also write the table as CSV.")
+def compare_runs(run_dir, metrics, resamples, csv_path):
+    """Which differences are real? Paired comparisons of RUN_DIR's combinations, photo by photo.
+
+    For every pair (and each against gray): the mean paired difference in the metric's
+    direction with its 95 % bootstrap interval, the Wilcoxon p-value over photos (and a
+    t-test over seeds) after Holm's correction, and whether the difference is real.
+    [default RUN_DIR: newest run under results/]
+    """
+    from bench import compare
+    from bench.metrics import METRICS
+    from bench.runs import load_run, newest_run
+
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown:
+        raise click.BadParameter(f"unknown metric {', '.join(unknown)}; choose from {', '.join(METRICS)}",
+                                 param_hint="--metric")
+    try:
+        run = load_run(run_dir or newest_run())
+        scores = compare.load_scores(run)
+        if not scores.values:
+            raise click.ClickException(f"{run.path} has no per-image scores (made before Colorbench kept them); "
+                                       "rerun `bench run` into a new --out to compare photo by photo")
+        available = compare.ranked_metrics(scores)
+        wanted = list(metrics) or [m for m in compare.HEADLINE if m in available]
+        pairs = compare.pairwise(scores, [m for m in wanted if m in available], n_boot=resamples)
+    except (ValueError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+    for problem in scores.problems:
+        log.info("note: %s", problem.replace("`", ""))
+    for metric in wanted:
+        if metric not in available:
+            why = "descriptive, never ranked: compare delta_cf" if metric == "cf" else "no per-image values in this run"
+            click.echo(f"{metric}: not compared ({why})\n")
+            continue
+        click.echo(compare.terminal_table(pairs, metric) + "\n")
+    if csv_path:
+        from bench.results import write_csv
+
+        write_csv(csv_path, pairs)
+        click.echo(f"Table: {csv_path}")
+
+
 if __name__ == "__main__":
     main()

@@ -8,6 +8,9 @@ Three shapes of metric, each declared in ``METRICS`` with its direction:
 * per set, on features of the whole val split: ``fid`` and ``kid`` on Inception pool features
   ``(N, 2048)`` of predictions and ground truth.
 * per set, on per-image colourfulness: ``delta_cf``.
+* per image, weighted by the val set's colour distribution: ``auc_rebal`` (Zhang et al.'s
+  class-rebalanced AuC); its set value is the mean over images weighted by each image's
+  share of the rebalancing weight, so it equals the AuC of all val pixels pooled.
 
 Nothing here loads a file or a network: ``models.metric_nets`` builds LPIPS and Inception and
 ``bench.evaluate`` feeds them in, so every function is testable with small tensors.
@@ -33,6 +36,9 @@ class Metric:
     description: str
     per_image: bool = True  # False: one value for the whole set (fid, kid, delta_cf)
     weights: str | None = None  # the ``known_weights()`` key it cannot be computed without
+    # "val_ab": needs the val set's ab distribution (``ab_cell_weights``), so it is scored by
+    # ``bench.evaluate.Scorer``, not by ``score_batch`` alone.
+    needs: str | None = None
 
 
 def psnr(pred: torch.Tensor, target: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
@@ -190,16 +196,77 @@ def auc(pred: torch.Tensor, target: torch.Tensor, max_threshold: int = AUC_MAX_T
     return auc_lab(rgb_to_lab(pred.double()), rgb_to_lab(target.double()), max_threshold)
 
 
-def auc_lab(lab_pred: torch.Tensor, lab_target: torch.Tensor, max_threshold: int = AUC_MAX_THRESHOLD) -> torch.Tensor:
+def auc_lab(
+    lab_pred: torch.Tensor, lab_target: torch.Tensor, max_threshold: int = AUC_MAX_THRESHOLD,
+    pixel_weights: torch.Tensor | None = None,
+) -> torch.Tensor:
     err = (lab_pred[:, 1:] - lab_target[:, 1:]).pow(2).sum(1).sqrt().flatten(1)  # (N, pixels)
+    weights = torch.ones_like(err) if pixel_weights is None else pixel_weights.flatten(1).to(err)
     # err <= t  <=>  ceil(err) <= t for integer t: one histogram of ceil(err) gives the
     # whole cumulative curve (bin max_threshold + 1 collects everything beyond).
     bins = err.ceil().clamp(max=max_threshold + 1).long()
     counts = torch.zeros(err.shape[0], max_threshold + 2, dtype=torch.float64, device=err.device)
-    counts.scatter_add_(1, bins, torch.ones_like(err))
-    cdf = counts.cumsum(1)[:, : max_threshold + 1] / err.shape[1]
+    counts.scatter_add_(1, bins, weights)
+    cdf = counts.cumsum(1)[:, : max_threshold + 1] / weights.sum(1, keepdim=True)
     area = 0.5 * (cdf[:, :-1] + cdf[:, 1:]).sum(1)
     return (100 * area / max_threshold).float()
+
+
+# Zhang et al.'s ab grid (10 units, cells centred on multiples of 10, as ``models.ab_bins``);
+# |a|, |b| <= 125 covers every sRGB colour (about 110 at most), so no colour is clipped.
+AB_GRID = 10.0
+AB_HALF = 12
+AB_CELLS = (2 * AB_HALF + 1) ** 2
+
+
+def ab_cell(lab: torch.Tensor, grid: float = AB_GRID) -> torch.Tensor:
+    """(N,3,H,W) Lab -> (N,H,W) index of each pixel's ab grid cell."""
+    q = torch.round(lab[:, 1:] / grid).long().clamp(-AB_HALF, AB_HALF) + AB_HALF
+    return q[:, 0] * (2 * AB_HALF + 1) + q[:, 1]
+
+
+def ab_cell_counts(lab: torch.Tensor) -> torch.Tensor:
+    """(AB_CELLS,) how many pixels of ``lab`` fall in each ab cell (float64)."""
+    return torch.bincount(ab_cell(lab).flatten(), minlength=AB_CELLS).double()
+
+
+def ab_cell_weights(counts: torch.Tensor) -> torch.Tensor:
+    """Rebalancing weight per ab cell from its pixel count: 1 / (Q p_q) for the Q occupied
+    cells, 0 for empty ones. Inversely proportional to the colour's probability, so every
+    occupied colour class contributes equally (Zhang et al. 2016's rebalanced AuC), and
+    normalised so the mean weight over the pixels counted is 1."""
+    counts = counts.double()
+    occupied = counts > 0
+    p = counts / counts.sum()
+    return torch.where(occupied, 1 / (occupied.sum() * p).clamp(min=1e-300), torch.zeros_like(p))
+
+
+def pixel_weights(lab_target: torch.Tensor, cell_weights: torch.Tensor) -> torch.Tensor:
+    """(N,H,W) each target pixel's rebalancing weight."""
+    return cell_weights.to(lab_target.device)[ab_cell(lab_target)]
+
+
+def auc_rebal_lab(lab_pred: torch.Tensor, lab_target: torch.Tensor, cell_weights: torch.Tensor,
+                  max_threshold: int = AUC_MAX_THRESHOLD) -> torch.Tensor:
+    return auc_lab(lab_pred, lab_target, max_threshold, pixel_weights(lab_target, cell_weights))
+
+
+def auc_rebal(pred: torch.Tensor, target: torch.Tensor, cell_weights: torch.Tensor,
+              max_threshold: int = AUC_MAX_THRESHOLD) -> torch.Tensor:
+    """Zhang et al. (2016)'s class-rebalanced AuC, per image, in percent.
+
+    As ``auc``, with each pixel weighted by the rarity of its true colour: ``cell_weights``
+    (``ab_cell_weights`` of the val set's ab cell counts) on a 10-unit ab grid. Gray scores
+    89.1 plain but 58.0 rebalanced in the paper's Table 1: rare, saturated colours are where
+    a washed-out model fails. Per image it is the weighted AuC of that image's pixels; over
+    a set, weight each image by ``image_weight`` to get the AuC of all pixels pooled.
+    """
+    return auc_rebal_lab(rgb_to_lab(pred.double()), rgb_to_lab(target.double()), cell_weights, max_threshold)
+
+
+def image_weight(lab_target: torch.Tensor, cell_weights: torch.Tensor) -> torch.Tensor:
+    """(N,) an image's mean pixel rebalancing weight: its share of the pooled ``auc_rebal``."""
+    return pixel_weights(lab_target, cell_weights).flatten(1).mean(1)
 
 
 def lpips(pred: torch.Tensor, target: torch.Tensor, net: torch.nn.Module) -> torch.Tensor:
@@ -302,19 +369,22 @@ METRICS: dict[str, Metric] = {
                "the ground truth's; delta_cf ranks the distance)"),
         Metric("delta_cf", delta_cf, False, "|mean CF of predictions - mean CF of ground truth|", per_image=False),
         Metric("auc", auc, True, "Zhang et al.'s AuC of the per-pixel ab error, thresholds 0..150, percent"),
+        Metric("auc_rebal", auc_rebal, True, "AuC with pixels weighted inversely to their colour's frequency in "
+               "the val set (10-unit ab grid; Zhang et al.'s class-rebalanced AuC), percent", needs="val_ab"),
     )
 }
 
 # The per-image metrics that need no network: what ``score_batch`` computes by default.
-PLAIN_METRICS = tuple(n for n, m in METRICS.items() if m.per_image and m.weights is None)
+PLAIN_METRICS = tuple(n for n, m in METRICS.items() if m.per_image and m.weights is None and m.needs is None)
 
 
 # Metrics computed in Lab: ``score_batch`` converts a batch once for all of them.
 LAB_METRICS = {"de00": de00_lab, "auc": auc_lab}
 
 
-def score_batch(pred: torch.Tensor, target: torch.Tensor, names=None) -> dict[str, torch.Tensor]:
-    """Every per-image metric that needs no network, for one batch: name -> (N,) tensor."""
+def score_batch(pred: torch.Tensor, target: torch.Tensor, names=None, cell_weights=None) -> dict[str, torch.Tensor]:
+    """Every per-image metric that needs no network, for one batch: name -> (N,) tensor;
+    with the val set's ``cell_weights`` (``ab_cell_weights``) also ``auc_rebal``."""
     out, lab = {}, None
     for name in names or PLAIN_METRICS:
         if name in LAB_METRICS:
@@ -322,4 +392,7 @@ def score_batch(pred: torch.Tensor, target: torch.Tensor, names=None) -> dict[st
             out[name] = LAB_METRICS[name](*lab)
         else:
             out[name] = METRICS[name].fn(pred, target)
+    if cell_weights is not None:
+        lab = lab or (rgb_to_lab(pred.double()), rgb_to_lab(target.double()))
+        out["auc_rebal"] = auc_rebal_lab(*lab, cell_weights)
     return out

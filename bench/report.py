@@ -16,11 +16,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from bench import figures
+from bench import compare, figures
 from bench.colorize import colorize_images, gray_image
 from bench.evaluate import load_generator, predict_ab
 from bench.metrics import METRICS, colorfulness
 from bench.records import read_train_log
+from bench.protocol import protocol_lines
 from bench.results import atomic_write_text, write_csv
 from bench.runs import BASELINES, GRAY, TRUTH, Run, RunFolderError, check_report_out, load_run, load_val_split, val_sources
 from bench.summary import RANKED, arrow, decimals, markdown_table, seed_values, summarize, table_rows, unranked
@@ -34,6 +35,7 @@ FIGURES = {
     "training": "fig_training.png",
     "colorfulness": "fig_colorfulness.png",
     "samples": "fig_samples.png",
+    "pairwise": "fig_pairwise.png",
 }
 
 
@@ -191,10 +193,11 @@ def _descriptive_sentences(summary: pd.DataFrame, digits: dict[str, int]) -> lis
     return out
 
 
-def reading(summary: pd.DataFrame) -> tuple[list[str], list[str]]:
+def reading(summary: pd.DataFrame, pairs: pd.DataFrame | None = None) -> tuple[list[str], list[str]]:
     """Built from the numbers: a sentence per metric (who wins, by how much over the
-    runner-up, against the seed spread) and a line per combination (where it stands
-    against gray, at the table's precision)."""
+    runner-up, and whether the paired tests of ``pairs`` (``bench.compare.pairwise``) call
+    that lead real, else against the seed spread) and a line per combination (where it
+    stands against gray, at the table's precision)."""
     winners, standing = [], []
     digits = {m: decimals(summary.loc[summary.metric == m, "mean"].tolist()) for m in summary.metric.unique()}
     ranked_rows = summary[summary.direction.isin(RANKED) & ((summary.combination == GRAY) | summary.ranked)]
@@ -213,7 +216,10 @@ def reading(summary: pd.DataFrame) -> tuple[list[str], list[str]]:
             gap = abs(best["mean"] - second["mean"])
             text += f", {_fmt(gap, d)} ahead of `{second['row']}`"
             spreads = [v for v in (best["std"], second["std"]) if math.isfinite(v)]
-            if spreads:
+            tested = compare.verdict(pairs, metric, best["row"], second["row"], d) if pairs is not None else None
+            if tested:
+                text += f" ({tested})"
+            elif spreads:
                 inside = gap <= max(spreads)
                 text += f" ({'within' if inside else 'beyond'} the seed spread of ±{_fmt(max(spreads), d)})"
         if (tied["combination"] == GRAY).any():
@@ -234,7 +240,10 @@ def reading(summary: pd.DataFrame) -> tuple[list[str], list[str]]:
             verdicts[0] = verdicts[0].replace("worse on", "worse than gray on").replace("level on", "level with gray on")
         standing.append(f"`{row}`: " + "; ".join(verdicts) + ".")
     seeds = int(summary["seeds_total"].max()) if len(summary) else 0
-    if seeds <= 1 and winners:
+    if seeds <= 1 and winners and pairs is not None and len(pairs):
+        winners.append("With one seed per combination the tests compare these trained models photo by photo; "
+                       "rerun with `--seeds 0,1,2` to know whether a lead holds across training runs.")
+    elif seeds <= 1 and winners:
         winners.append("With one seed per combination there is no spread to tell these differences from "
                        "noise; rerun with `--seeds 0,1,2` before drawing conclusions.")
     return winners, standing
@@ -407,6 +416,16 @@ def _rel(path: Path, start: Path) -> str:
     return Path(os.path.relpath(path, start)).as_posix()
 
 
+def protocol_section(runs: list[Run]) -> list[str]:
+    """How each number was made (config.json's ``protocol``): papers differ on these."""
+    md = ["### How the numbers were made", ""]
+    for run in runs:
+        if len(runs) > 1:
+            md += [f"`{run.name}`:", ""]
+        md += protocol_lines(run.config) + [""]
+    return md
+
+
 def metric_legend(summary: pd.DataFrame) -> str:
     lines = []
     for m in dict.fromkeys(summary.metric):
@@ -431,7 +450,10 @@ def build_report(run_dirs: list[str | Path], out: str | Path | None = None, sett
     out.mkdir(parents=True, exist_ok=True)
 
     summary = summarize(runs)
+    analysis = compare.analyse(runs)  # paired tests and intervals from the per-image scores
+    summary = compare.with_intervals(summary, analysis)
     write_csv(out / "summary.csv", summary)
+    write_csv(out / "pairwise.csv", analysis.pairwise)
     # Figures show the models and gray; the ground-truth reference rows are table-only.
     order = [r.label for r in table_rows(runs) if r.combination != TRUTH]
     palette = figures.make_palette(order)
@@ -456,9 +478,11 @@ def build_report(run_dirs: list[str | Path], out: str | Path | None = None, sett
     image_written, image_problems = image_figures(runs, order, palette, out, settings)
     written |= image_written
     problems += image_problems
+    if compare.pairwise_figure(analysis, summary, out / FIGURES["pairwise"]):
+        written["pairwise"] = out / FIGURES["pairwise"]
 
     notes = caveats(runs, summary) + problems
-    text = render(runs, summary, written, notes, out, settings, left_out)
+    text = render(runs, summary, written, notes, out, settings, left_out, analysis)
     atomic_write_text(out / "report.md", text)
     return Report(out / "report.md", written, notes)
 
@@ -483,7 +507,7 @@ def scored_metrics(summary: pd.DataFrame) -> tuple[list[str], dict[str, str]]:
 
 def render(
     runs: list[Run], summary: pd.DataFrame, written: dict, notes: list[str], out: Path, settings: ReportSettings,
-    left_out: dict[str, str] | None = None,
+    left_out: dict[str, str] | None = None, analysis: "compare.Analysis | None" = None,
 ) -> str:
     title = runs[0].name if len(runs) == 1 else " vs ".join(r.name for r in runs)
     md = [f"# Colorbench report: {title}", ""]
@@ -493,7 +517,7 @@ def render(
         md += run_header(run) + [""]
     if notes:
         md += ["**Caveats**", ""] + [f"- {n}" for n in notes] + [""]
-    winners, standing = reading(summary)
+    winners, standing = reading(summary, analysis.pairwise if analysis is not None else None)
     seeds = int(summary["seeds_total"].max()) if len(summary) else 0
     spread = "mean ± sample std over seeds" if seeds > 1 else "one seed"
     md += [
@@ -509,9 +533,14 @@ def render(
         "## Reading the results", "",
         " ".join(winners), "",
         *(["Each combination against gray, as gains in each metric's own direction (positive = "
-           "better, so a lower ↓ metric shows as +):", ""] if standing else []),
+           "better, so a lower ↓ metric shows as +)"
+           + ("; which of them are real differences is tested below" if analysis is not None and not analysis.empty
+              else "") + ":", ""] if standing else []),
         *(f"- {line}" for line in standing), "",
     ]
+    if analysis is not None:
+        figure = _rel(written["pairwise"], out) if "pairwise" in written else None
+        md += compare.section(analysis, summary, figure) + protocol_section(runs)
     cost, cost_notes = training_cost(runs)
     if cost:
         devices = "; ".join(sorted({f"{r.config.get('device', '?')}, {r.config.get('precision', '?')}" for r in runs}))
@@ -541,7 +570,8 @@ def render(
                    "as `bench colorize` does.",
     }
     for key, path in written.items():
-        md += [f"![{key}]({_rel(path, out)})", "", f"*{captions[key]}*", ""]
+        if key in captions:  # the pairwise matrix sits in its own section
+            md += [f"![{key}]({_rel(path, out)})", "", f"*{captions[key]}*", ""]
     sources = ", ".join("this folder" if r.path.resolve() == out.resolve() else f"`{_rel(r.path, out)}`" for r in runs)
     md += ["---", "", f"Made by `bench report` from {sources}.", ""]
     return "\n".join(md)

@@ -24,6 +24,8 @@ from bench.evaluate import Scorer, generator_record
 from bench.lock import holds_run_lock
 from bench.metrics import METRICS
 from bench.records import read_config
+from bench.per_image import write_baseline_scores, write_cell_scores
+from bench.protocol import metric_protocol
 from bench.results import metrics_frame, read_json, write_csv, write_json, atomic_torch_save
 from bench.train import CorruptCheckpoint, Interrupted, TrainSettings, total_steps, train_cell
 from colorbench_datasets import load_data
@@ -278,8 +280,11 @@ def run_benchmark(cfg: RunConfig, progress: bool = True, overwrite: bool = False
     }
     scorer = Scorer.for_split(val_split, nets, cfg.eval_batch_size)
     config["ground_truth"] = scorer.ground_truth()
+    config["protocol"] = metric_protocol(scorer, data.manifest, cfg.size)
     write_json(out / "config.json", config)
-    gray = scorer.score_gray()
+    gray_scores = scorer.gray_scores()
+    write_baseline_scores(out, scorer, gray_scores)  # per-image scores for paired statistics
+    gray = gray_scores.means
     rows = [
         {"combination": "gray", "seed": s, "metric": m, "value": v, "note": scorer.notes.get(m, "")}
         for s in cfg.seeds for m, v in gray.items()
@@ -353,7 +358,9 @@ def run_cell(combo, seed, train_split, scorer: Scorer, settings, options, device
         record |= {"status": "diverged", "diverged_at": result.diverged_at, "metrics": {}}
     else:
         atomic_torch_save(cell / "generator.pt", generator_record(result.generator, settings, combo.name, seed))
-        metrics = scorer.score_generator(result.generator)
+        scores = scorer.generator_scores(result.generator)
+        write_cell_scores(cell, combo.name, seed, scorer, scores)  # per_image.csv.gz, before metrics.json marks it done
+        metrics = scores.means
         record |= {"status": "ok", "diverged_at": None, "metrics": metrics, "notes": scorer.notes}
         log.info(
             "%-28s seed %d: %s (%.0fs)", combo.name, seed,

@@ -3,6 +3,7 @@
     python benchmarks/quick_preset.py                       # the built-in sample, 3 repeats
     python benchmarks/quick_preset.py --repeats 1 --data ../shared/data/train --val-data ../shared/data/val
     python benchmarks/quick_preset.py --repeats 1 --losses l1 --steps 100,200,300,500   # the step sweep
+    python benchmarks/quick_preset.py --precision fp32      # what a CPU without native bf16 runs
 
 Each repeat runs the two commands as a new user does (fresh processes, a fresh --out) and
 prints a markdown table: wall time of each command, each cell's training time and median
@@ -65,6 +66,7 @@ def main() -> None:
     parser.add_argument("--val-data", default=None)
     parser.add_argument("--losses", default=None, help="default: the quick preset's")
     parser.add_argument("--steps", default=None, help="comma-separated step budgets to sweep (default: the preset's)")
+    parser.add_argument("--precision", default=None, help="fp32 times what a CPU without native bf16 runs (default: auto)")
     args = parser.parse_args()
 
     budgets = [None] if args.steps is None else [int(s) for s in args.steps.split(",")]
@@ -75,7 +77,7 @@ def main() -> None:
                 out = Path(tmp) / f"run-{steps}-{repeat}"
                 run_args = ["run", "-q", "--out", str(out)]
                 for flag, value in (("--data", args.data), ("--val-data", args.val_data),
-                                    ("--losses", args.losses), ("--steps", steps)):
+                                    ("--losses", args.losses), ("--steps", steps), ("--precision", args.precision)):
                     if value is not None:
                         run_args += [flag, str(value)]
                 run_s = bench(*run_args)

@@ -183,6 +183,40 @@ def test_auc_equals_plain_numpy_and_gray_scores_as_zhang_reports():
     assert 80 < np.mean(gray) < 93 and all(60 < v < 95 for v in gray)
 
 
+def _np_auc_rebal(preds, gts):
+    """Zhang et al.'s rebalanced AuC the long way, over all pixels of all images pooled:
+    each pixel weighted by 1 / frequency of its true colour's 10-unit ab cell in the set."""
+    from skimage.color import rgb2lab
+
+    gt_ab = np.concatenate([rgb2lab(g)[..., 1:].reshape(-1, 2) for g in gts])
+    err = np.concatenate([np.linalg.norm(rgb2lab(p)[..., 1:] - rgb2lab(g)[..., 1:], axis=-1).ravel() for p, g in zip(preds, gts)])
+    cells = [tuple(c) for c in np.round(gt_ab / 10).astype(int)]
+    freq = {c: n for c, n in zip(*np.unique(np.array(cells), axis=0, return_counts=True)) for c in [tuple(c)]}
+    w = np.array([1.0 / freq[c] for c in cells])
+    cdf = np.array([(w * (err <= t)).sum() / w.sum() for t in range(151)])
+    return 100 * np.trapezoid(cdf, np.arange(151)) / 150
+
+
+def test_auc_rebal_pools_pixels_weighted_by_the_rarity_of_their_colour():
+    from bench.metrics import ab_cell_counts, ab_cell_weights, auc, auc_rebal, image_weight
+    from colorbench_datasets.lab import rgb_to_lab
+
+    pairs = _colour_pairs()
+    preds = [_batch([p])[0].permute(1, 2, 0).double().numpy() for p, _ in pairs]
+    gts = [_batch([g])[0].permute(1, 2, 0).double().numpy() for _, g in pairs]
+    pred, gt = _batch(preds), _batch(gts)
+    lab = rgb_to_lab(gt.double())
+    weights = ab_cell_weights(ab_cell_counts(lab))
+    per_image, share = auc_rebal(pred, gt, weights), image_weight(lab, weights)
+    pooled = (per_image.double() * share).sum() / share.sum()
+    assert pooled.item() == pytest.approx(_np_auc_rebal(preds, gts), abs=1e-3)
+    assert share.mean().item() == pytest.approx(1.0)  # normalised: the mean pixel weight is 1
+    assert auc_rebal(gt, gt, weights).tolist() == pytest.approx([100.0] * len(gt))
+    # gray loses far more on the rebalanced curve (the paper: 89.1 plain, 58.0 rebalanced)
+    grays = _batch([_gray(g) for g in gts])
+    assert auc_rebal(grays, gt, weights).mean() < auc(grays, gt).mean() - 5
+
+
 def test_lpips_feeds_the_network_images_in_minus_one_to_one():
     from bench.metrics import lpips
 
@@ -300,9 +334,9 @@ def test_kid_equals_the_unbiased_estimator_written_as_loops_and_subsets_agree():
 
 
 def test_metric_names_and_directions_are_the_published_ones():
-    assert list(METRICS) == ["psnr", "ssim", "lpips", "fid", "kid", "de00", "cf", "delta_cf", "auc"]
+    assert list(METRICS) == ["psnr", "ssim", "lpips", "fid", "kid", "de00", "cf", "delta_cf", "auc", "auc_rebal"]
     higher = {n for n, m in METRICS.items() if m.higher_is_better}
-    assert higher == {"psnr", "ssim", "auc"}
+    assert higher == {"psnr", "ssim", "auc", "auc_rebal"}
     # colourfulness is descriptive: closeness to the photos' own (delta_cf) is what ranks
     assert {n for n, m in METRICS.items() if m.higher_is_better is None} == {"cf"}
     assert {n: m.weights for n, m in METRICS.items() if m.weights} == {"lpips": "alexnet", "fid": "inception", "kid": "inception"}

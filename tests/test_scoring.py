@@ -48,7 +48,7 @@ def test_scorer_is_independent_of_batch_size_and_scores_the_truth_perfectly():
 def test_gray_has_no_colour_and_its_delta_cf_is_the_photos_colourfulness():
     scorer = Scorer.for_split(_val())
     gray = scorer.score_gray()
-    assert set(gray) == {"psnr", "ssim", "de00", "cf", "delta_cf", "auc"}  # no networks asked for
+    assert set(gray) == {"psnr", "ssim", "de00", "cf", "delta_cf", "auc", "auc_rebal"}  # no networks asked for
     assert gray["cf"] < 1
     assert gray["delta_cf"] == pytest.approx(scorer.ground_truth()["cf"] - gray["cf"], rel=1e-5)
     assert score_gray(_val(), batch_size=3) == pytest.approx(gray, rel=1e-5)

@@ -219,7 +219,12 @@ def test_with_weights_imported_a_run_computes_lpips_fid_and_kid(monkeypatch, pho
     frame = pd.read_csv(out / "metrics.csv", dtype={"note": str}).fillna({"note": ""})
     models = frame[frame.combination != "ground-truth"]
     assert set(models.combination) == {"gray", "l1", "mse"}
-    assert models["value"].notna().all() and len(models) == 3 * 9
+    assert models["value"].notna().all() and len(models) == 3 * 10
+    # per-image LPIPS and FID/KID bootstrap replicates are kept for the paired statistics
+    per_image = pd.read_csv(out / "cells" / "l1" / "seed0" / "per_image.csv.gz")
+    assert per_image[per_image.metric == "lpips"]["value"].notna().sum() == 6
+    replicates = pd.read_csv(out / "cells" / "l1" / "seed0" / "set_replicates.csv.gz")
+    assert set(replicates.metric) == {"fid", "kid"} and replicates["value"].notna().all()
     fid = models[models.metric == "fid"]
     assert (fid["note"] == "n=6").all() and (fid["value"] > 0).all()
     assert (models[models.metric == "kid"]["note"] == "n=6").all()
