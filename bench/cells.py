@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from bench.per_image import PER_IMAGE, REPLICATES
+from bench.folder import CELL_FILES, METRICS, RUN_FILES, RunFolder
 from bench.records import RecordError, read_cell_record, read_config, read_json_file
 from colorbench_datasets.manifest import describe_change, describe_split_change, split_print
 
@@ -144,13 +144,13 @@ def check_cells(out: Path, combos, seeds, manifest: dict, overwrite: bool = Fals
     ``RecordError`` (a ValueError) with the fix."""
     out = Path(out)
     check_is_run_folder(out, overwrite)
-    if overwrite or not (out / "cells").is_dir():
+    folder = RunFolder(out)
+    if overwrite or not folder.cells_dir.is_dir():
         return
-    from bench.runner import slug
 
     new, new_files = manifest["fingerprint"], manifest.get("files")
     try:
-        old_config = read_json_file(out / "config.json", "") if (out / "config.json").is_file() else None
+        old_config = read_json_file(folder.config, "") if folder.config.is_file() else None
         old_config = old_config if isinstance(old_config, dict) else None
     except RecordError:
         old_config = None
@@ -158,9 +158,10 @@ def check_cells(out: Path, combos, seeds, manifest: dict, overwrite: bool = Fals
     changed: dict[str, list[str]] = {}
     for seed in seeds:
         for combo in combos:
-            cell = out / "cells" / slug(combo.name) / f"seed{seed}"
-            if (cell / "metrics.json").is_file():
-                record = read_cell_record(cell / "metrics.json")
+            files = folder.cell(combo.name, seed)
+            cell = files.path
+            if files.record.is_file():
+                record = read_cell_record(files.record)
                 recorded = record.get("data") or _legacy_print(old_config)
                 if recorded is None:
                     changes = ["no record of the photos it was scored on"]
@@ -171,19 +172,19 @@ def check_cells(out: Path, combos, seeds, manifest: dict, overwrite: bool = Fals
                         log.info("%s: recorded before cells kept their data; checked by file names and counts", cell)
                 if changes:
                     changed.setdefault("; ".join(changes), []).append(f"{combo.name} seed {seed}")
-                elif record["status"] == "ok" and not _generator_readable(cell / "generator.pt"):
+                elif record["status"] == "ok" and not _generator_readable(files.generator):
                     log.warning(
                         "%s is missing or damaged: the cell's scores are kept, but `bench report` figures and "
                         "`bench colorize` cannot use it; delete %s and rerun to train the cell again",
-                        cell / "generator.pt", cell)
-            elif (cell / "checkpoint.pt").is_file():
-                state = _peek_checkpoint(cell / "checkpoint.pt")
+                        files.generator, cell)
+            elif files.checkpoint.is_file():
+                state = _peek_checkpoint(files.checkpoint)
                 saved = state.get("data") if isinstance(state, dict) else None
                 change = isinstance(saved, dict) and describe_split_change(
                     "train", saved, new["train"], (old_data.get("files") or {}).get("train"), (new_files or {}).get("train"))
                 if change:
                     raise RecordError(
-                        f"cannot resume from {cell / 'checkpoint.pt'}: it was saved while training on other photos "
+                        f"cannot resume from {files.checkpoint}: it was saved while training on other photos "
                         f"({change}; restore those photos to resume it). Delete it to restart this cell from scratch."
                     )
     if changed:
@@ -201,9 +202,9 @@ def check_is_run_folder(out: Path, overwrite: bool) -> None:
     """Refuse an existing --out that holds files by Colorbench's names but is not a run
     folder (no cells, and a config.json that is not a run's): a run would write over its
     metrics.csv, and --overwrite would delete its config.json and report.md."""
-    if not out.is_dir() or (out / "cells").is_dir():
+    if not out.is_dir() or RunFolder(out).cells_dir.is_dir():
         return
-    config = out / "config.json"
+    config = RunFolder(out).config
     if config.is_file():
         try:
             read_config(config)
@@ -212,7 +213,7 @@ def check_is_run_folder(out: Path, overwrite: bool) -> None:
             if not overwrite:
                 return  # the rerun's option check names the damaged config.json and its fix
     ours = [name for name in RUN_FILES if (out / name).exists()]
-    if ours and (overwrite or "metrics.csv" in ours):
+    if ours and (overwrite or METRICS in ours):
         raise RecordError(
             f"--out {out} holds {', '.join(ours)} but is not a `bench run` folder (no cells/, no run config.json); "
             f"a run would write over {'them' if overwrite else 'metrics.csv'}. Choose another --out."
@@ -220,30 +221,26 @@ def check_is_run_folder(out: Path, overwrite: bool) -> None:
 
 
 # What `bench run` and `bench report` write into a run folder; nothing else is deleted.
-RUN_FILES = ("config.json", "metrics.csv", "report.md", "summary.csv", "pairwise.csv", PER_IMAGE, REPLICATES)
-CELL_FILES = ("generator.pt", "checkpoint.pt", "metrics.json", "train_log.csv", PER_IMAGE, REPLICATES)
-
-
 def discard_run(out: Path) -> list[Path]:
     """Delete an earlier run's files from ``out`` (its config, table, report, summary,
     figures and cells, and any temp file of an interrupted write), and nothing else: a
     folder of the user's own files given as --out by mistake keeps them. Returns what was
     deleted."""
     out = Path(out)
-    doomed = [out / name for name in RUN_FILES] + list(out.glob("fig_*.png")) + list(out.glob(".*.tmp"))
-    cells = out / "cells"
-    if cells.is_dir():
-        for cell in cells.glob("*/seed*"):
-            doomed += [cell / name for name in CELL_FILES] + list(cell.glob(".*.tmp"))
+    folder = RunFolder(out)
+    doomed = [out / name for name in RUN_FILES] + folder.figures() + list(out.glob(".*.tmp"))
+    cells = folder.cells_dir
+    for cell in folder.cell_dirs():
+        doomed += [cell / name for name in CELL_FILES] + list(cell.glob(".*.tmp"))
     deleted = []
     for path in doomed:
         if path.is_file() or path.is_symlink():
             path.unlink()
             deleted.append(path)
     if cells.is_dir():  # empty cell folders, deepest first
-        for folder in sorted((p for p in cells.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True) + [cells]:
+        for empty in sorted((p for p in cells.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True) + [cells]:
             try:
-                folder.rmdir()
+                empty.rmdir()
             except OSError:
                 pass  # holds something we did not write
     return deleted

@@ -18,7 +18,8 @@ import pandas as pd
 
 from bench import stats
 from bench.metrics import METRICS
-from bench.per_image import GRAY, TRUTH, PerImage, read_per_image
+from bench.folder import GRAY, TRUTH
+from bench.per_image import PerImage, read_per_image
 from bench.runs import Run
 from bench.summary import arrow, decimals, direction, table_rows
 

@@ -199,7 +199,7 @@ def validate(cfg: RunConfig) -> None:
     if not isinstance(cfg.losses, str):
         raise OptionError(f"--losses must be a string such as 'l1,100*l1+gan', got {cfg.losses!r}")
     combos = parse_losses(cfg.losses)  # LossSpecError names the bad part
-    from bench.runner import slug  # the runner names cell folders; two combinations must not share one
+    from bench.folder import slug  # cells are folders by name; two combinations must not share one
 
     folders = {}
     for c in combos:

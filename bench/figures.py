@@ -20,16 +20,16 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from bench.folder import GRAY, TRUTH
 from bench.results import atomic_write_bytes
 from bench.summary import arrow, direction
 
 GRAY_COLOR = "#9a9a9a"
 TRUTH_COLOR = "#c4c4c4"
-TRUTH = "ground truth"
 DPI = 110
 
 
-def make_palette(labels: list[str], gray: str = "gray") -> dict[str, tuple]:
+def make_palette(labels: list[str], gray: str = GRAY) -> dict[str, tuple]:
     """One colour per table row, the same in every figure: the gray baseline is grey,
     ground truth dark, every combination a colour-blind-safe hue in row order."""
     combos = [label for label in labels if label != gray]
@@ -114,7 +114,7 @@ def bar_figure(
             data = values[(values.metric == metric) & values.value.notna()]
             gains = "gain" in data and data["gain"].notna().any()
             x = "gain" if gains else "value"
-            rows = [r for r in order if r != "gray"] if gains else order
+            rows = [r for r in order if r != GRAY] if gains else order
             data = data[data.row.isin(rows) & data[x].notna()]
             ax.set_title(metric_title(metric, descriptions), fontsize=10)
             if data.empty:  # e.g. a metric whose weights were missing: said in the caveats
@@ -133,7 +133,7 @@ def bar_figure(
             _label_bars(ax, data, x, rows, signed=gains, digits=digits.get(metric))
             if gains:
                 ax.axvline(0, color="0.3", linewidth=1)
-                gray = values[(values.metric == metric) & (values.row == "gray")]["value"].mean()
+                gray = values[(values.metric == metric) & (values.row == GRAY)]["value"].mean()
                 ax.set_xlabel(f"gain over gray ({_number(gray)}); positive = better", fontsize=8.5)
             else:
                 ax.set_xlabel(descriptions.get(metric, "value"), fontsize=8.5)

@@ -24,14 +24,12 @@ import torch
 
 from bench import stats
 from bench.evaluate import Scorer, Scores
+from bench.folder import GRAY, PER_IMAGE, REPLICATES, TRUTH
 from bench.metrics import METRICS
 from bench.results import atomic_write_bytes
 
-PER_IMAGE = "per_image.csv.gz"
-REPLICATES = "set_replicates.csv.gz"
 COLUMNS = ["combination", "seed", "image", "metric", "value"]
 REPLICATE_COLUMNS = ["combination", "seed", "metric", "replicate", "value"]
-GRAY, TRUTH = "gray", "ground-truth"
 
 
 def write_frame(path: Path, frame: pd.DataFrame) -> None:
@@ -135,15 +133,15 @@ def _read(path: Path, columns: list[str]) -> pd.DataFrame:
 
 def read_per_image(run) -> PerImage:
     """Everything ``bench run`` kept per image for ``run`` (a ``bench.runs.Run``)."""
-    frames = [_read(run.path / PER_IMAGE, COLUMNS)]
-    replicates = [_read(run.path / REPLICATES, REPLICATE_COLUMNS)]
+    frames = [_read(run.folder.per_image, COLUMNS)]
+    replicates = [_read(run.folder.replicates, REPLICATE_COLUMNS)]
     missing = {}
     for combination in run.combination_names:
         for seed in run.seeds:
-            cell = run.cell(combination, seed)
-            if (cell / PER_IMAGE).is_file():
-                frames.append(_read(cell / PER_IMAGE, COLUMNS))
-                replicates.append(_read(cell / REPLICATES, REPLICATE_COLUMNS))
+            cell = run.folder.cell(combination, seed)
+            if cell.per_image.is_file():
+                frames.append(_read(cell.per_image, COLUMNS))
+                replicates.append(_read(cell.replicates, REPLICATE_COLUMNS))
                 continue
             record = run.cell_record(combination, seed)
             if record is None:

@@ -23,7 +23,8 @@ from bench.metrics import METRICS, colorfulness
 from bench.records import read_train_log
 from bench.protocol import protocol_lines
 from bench.results import atomic_write_text, write_csv
-from bench.runs import BASELINES, GRAY, TRUTH, Run, RunFolderError, check_report_out, load_run, load_val_split, val_sources
+from bench.folder import BASELINES, GRAY, TRUTH, RunFolder
+from bench.runs import Run, RunFolderError, check_report_out, load_run, load_val_split, val_sources
 from bench.summary import RANKED, arrow, decimals, markdown_table, seed_values, summarize, table_rows, unranked
 from colorbench_datasets import model_to_rgb
 from colorbench_datasets.tensors import resize_and_crop
@@ -145,7 +146,6 @@ def caveats(runs: list[Run], summary: pd.DataFrame) -> list[str]:
     for (note, rows), metrics in grouped.items():
         who = "all rows" if len(rows) == scored["row"].nunique() else ", ".join(f"`{r}`" for r in rows)
         out.append(f"{', '.join(f'`{m}`' for m in metrics)} ({who}): {note}")
-    by_run = {r.name: r for r in runs}
     for (run_name, combination), why in unranked(runs, summary).items():
         prefix = f"`{run_name}`: " if len(runs) > 1 else ""
         out.append(prefix + f"`{combination}` is **not ranked**: {why}")
@@ -262,7 +262,7 @@ def training_logs(runs: list[Run]) -> tuple[dict, int | None]:
             continue
         run = by_run[row.run]
         for seed in run.seeds:
-            path = run.cell(row.combination, seed) / "train_log.csv"
+            path = run.folder.cell(row.combination, seed).train_log
             if path.is_file():
                 frame = read_train_log(path)  # None, with a warning naming it, if damaged
                 if frame is not None and len(frame):
@@ -312,7 +312,7 @@ def image_figures(runs: list[Run], order: list[str], palette: dict, out: Path, s
         originals[name] = _pil(resize_and_crop(photo, s, s))
 
     truth = [colorfulness(split.rgb[i : i + CHUNK].float() / 255) for i in range(0, len(split), CHUNK)]
-    cf_rows = [pd.DataFrame({"row": figures.TRUTH, "value": torch.cat(truth).numpy()})]
+    cf_rows = [pd.DataFrame({"row": TRUTH, "value": torch.cat(truth).numpy()})]
     columns = [("grayscale input", [np.asarray(gray_image(im)) for im in originals.values()])]
     problems = []
     splits = {first.name: split}
@@ -330,7 +330,7 @@ def image_figures(runs: list[Run], order: list[str], palette: dict, out: Path, s
         val = splits[run.name]
         grid_done = damaged = False
         for seed in run.seeds:
-            path = run.cell(row.combination, seed) / "generator.pt"
+            path = run.folder.cell(row.combination, seed).generator
             if not path.is_file():
                 continue
             try:
@@ -448,12 +448,13 @@ def build_report(run_dirs: list[str | Path], out: str | Path | None = None, sett
     out = Path(out) if out is not None else runs[0].path
     check_report_out(runs, out, overwrite)
     out.mkdir(parents=True, exist_ok=True)
+    target = RunFolder(out)  # where report.md, summary.csv and pairwise.csv go
 
     summary = summarize(runs)
     analysis = compare.analyse(runs)  # paired tests and intervals from the per-image scores
     summary = compare.with_intervals(summary, analysis)
-    write_csv(out / "summary.csv", summary)
-    write_csv(out / "pairwise.csv", analysis.pairwise)
+    write_csv(target.summary, summary)
+    write_csv(target.pairwise, analysis.pairwise)
     # Figures show the models and gray; the ground-truth reference rows are table-only.
     order = [r.label for r in table_rows(runs) if r.combination != TRUTH]
     palette = figures.make_palette(order)
@@ -483,8 +484,8 @@ def build_report(run_dirs: list[str | Path], out: str | Path | None = None, sett
 
     notes = caveats(runs, summary) + problems
     text = render(runs, summary, written, notes, out, settings, left_out, analysis)
-    atomic_write_text(out / "report.md", text)
-    return Report(out / "report.md", written, notes)
+    atomic_write_text(target.report, text)
+    return Report(target.report, written, notes)
 
 
 def scored_metrics(summary: pd.DataFrame) -> tuple[list[str], dict[str, str]]:

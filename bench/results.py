@@ -84,4 +84,6 @@ def metrics_frame(rows: list[dict]) -> pd.DataFrame:
 
 
 def read_metrics(run_dir: Path) -> pd.DataFrame:
-    return pd.read_csv(Path(run_dir) / "metrics.csv", dtype={"note": str}).fillna({"note": ""})
+    from bench.folder import RunFolder
+
+    return pd.read_csv(RunFolder(run_dir).metrics, dtype={"note": str}).fillna({"note": ""})

@@ -4,12 +4,11 @@ from __future__ import annotations
 import logging
 import os
 import platform
-import re
 import signal
 import statistics
 import threading
 import time
-from dataclasses import replace
+from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 from pathlib import Path
@@ -21,9 +20,9 @@ from tqdm.auto import tqdm
 from bench.cells import check_cells, discard_run
 from bench.config import IDENTITY_FIELDS, RunConfig, changed_options, resolve_device, resolve_precision, validate
 from bench.evaluate import Scorer, generator_record
+from bench.folder import GRAY, TRUTH, CellFolder, RunFolder
 from bench.lock import holds_run_lock
-from bench.metrics import METRICS
-from bench.records import read_config
+from bench.records import read_config, record_rows
 from bench.per_image import write_baseline_scores, write_cell_scores
 from bench.protocol import metric_protocol
 from bench.results import metrics_frame, read_json, write_csv, write_json, atomic_torch_save
@@ -86,11 +85,6 @@ def set_determinism(deterministic: bool, device: torch.device) -> None:
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
-
-
-def slug(name: str) -> str:
-    """A file-system-safe folder name for a combination (``100*l1+gan`` -> ``100xl1+gan``)."""
-    return re.sub(r"[^A-Za-z0-9.+_-]", "_", name.replace("*", "x"))
 
 
 def package_versions() -> dict[str, str]:
@@ -188,20 +182,6 @@ def check_cell_numerics(path: Path, record: dict, precision: str, device: torch.
         )
 
 
-def _cell_rows(record: dict) -> list[dict]:
-    """A diverged cell still gets one row per metric, empty, with the reason as its note."""
-    if record["status"] == "ok":
-        values, notes = record["metrics"], record.get("notes", {})
-    else:
-        values = dict.fromkeys(METRICS, float("nan"))
-        notes = dict.fromkeys(METRICS, f"diverged at step {record['diverged_at']}")
-    return [
-        {"combination": record["combination"], "seed": record["seed"], "metric": m,
-         "value": float("nan") if v is None else v, "note": notes.get(m, "")}
-        for m, v in values.items()
-    ]
-
-
 def load_weights(combos: list[Combination], options: LossOptions, device: torch.device, strict: bool):
     """The losses' and metrics' pretrained networks, each missing file said in one line."""
     try:
@@ -212,40 +192,94 @@ def load_weights(combos: list[Combination], options: LossOptions, device: torch.
         raise RunError(f"--strict-weights: {exc}") from None
 
 
-@holds_run_lock  # one process writes a run folder at a time (bench/lock.py)
-def run_benchmark(cfg: RunConfig, progress: bool = True, overwrite: bool = False) -> Path:
-    """Train and score every cell of ``cfg``; returns the run folder. Finished cells of an
-    earlier run in the same ``--out`` are kept, an unfinished one resumes."""
+@dataclass
+class Plan:
+    """What a run will do, settled before any photo is loaded or file written."""
+
+    cfg: RunConfig
+    combos: list[Combination]
+    device: torch.device
+    precision: str
+    folder: RunFolder
+    options: LossOptions
+
+
+def plan_run(cfg: RunConfig, overwrite: bool) -> Plan:
+    """Every option checked, the device and precision resolved, and an existing --out
+    checked against them: nothing is loaded or written yet."""
     validate(cfg)
     combos = check_options(cfg)
     device = resolve_device(cfg.device)
     precision = resolve_precision(cfg.precision, device)
-    out = Path(cfg.out or Path("results") / datetime.now().strftime("run-%Y%m%d-%H%M%S"))
-    cfg = replace(cfg, out=str(out))
-    check_reuse(out, cfg, overwrite)
-    check_numerics(out, precision, device, overwrite)
+    folder = RunFolder(cfg.out)
+    check_reuse(folder.path, cfg, overwrite)
+    check_numerics(folder.path, precision, device, overwrite)
     options = LossOptions(
         device=str(device), gan_mode=cfg.gan_mode, discriminator=cfg.discriminator, disc_width=cfg.disc_width,
         strict_weights=cfg.strict_weights, perceptual_layers=cfg.perceptual_layers,
     )
-    # --strict-weights fails in seconds, before the photos load; otherwise the options and
-    # the photos are checked first, so a typo is not buried under weights warnings.
-    nets = load_weights(combos, options, device, strict=True) if cfg.strict_weights else None
+    return Plan(cfg, combos, device, precision, folder, options)
 
+
+def load_photos(plan: Plan, progress: bool):
+    """The train and val splits, checked against the batch size; and how long they took."""
+    cfg = plan.cfg
     started = time.perf_counter()
     bar = partial(tqdm, desc="Loading photos", unit="img", leave=False, dynamic_ncols=True) if progress else None
     data = load_data(
         cfg.data, cfg.val_data, cfg.dataset, cfg.size, workers=cfg.workers, progress=bar, data_root=cfg.data_root
     )
-    data_seconds = time.perf_counter() - started
     if cfg.batch_size > len(data.train):
         raise RunError(
             f"--batch-size {cfg.batch_size} is larger than the {len(data.train)} training images; "
             f"use --batch-size {len(data.train)} or less, or add photos"
         )
+    return data, time.perf_counter() - started
+
+
+def start_config(plan: Plan, data, steps: int, scorer: Scorer) -> dict:
+    """config.json as the run starts: every resolved option, the machine, the photos."""
+    device = plan.device
+    return {
+        "options": plan.cfg.to_dict(),
+        "combinations": [{"spec": c.spec, "name": c.name, "tags": c.tags} for c in plan.combos],
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+        "precision": plan.precision,
+        "threads": torch.get_num_threads(),
+        "versions": package_versions(),
+        "data": data.manifest,
+        "steps_per_cell": steps,
+        "started": datetime.now().isoformat(timespec="seconds"),
+        "ground_truth": scorer.ground_truth(),
+        "protocol": metric_protocol(scorer, data.manifest, plan.cfg.size),
+    }
+
+
+def baseline_rows(folder: RunFolder, scorer: Scorer, seeds) -> list[dict]:
+    """metrics.csv's rows for ``gray`` (the input itself) and the val photos' own values,
+    one per seed so that means over seeds line up with the models'."""
+    gray = scorer.gray_scores()
+    write_baseline_scores(folder.path, scorer, gray)  # per-image scores for paired statistics
+    rows = [{"combination": GRAY, "seed": s, "metric": m, "value": v, "note": scorer.notes.get(m, "")}
+            for s in seeds for m, v in gray.means.items()]
+    return rows + [{"combination": TRUTH, "seed": s, "metric": m, "value": v, "note": "the val photos themselves"}
+                   for s in seeds for m, v in scorer.ground_truth().items()]
+
+
+@holds_run_lock  # one process writes a run folder at a time (bench/lock.py)
+def run_benchmark(cfg: RunConfig, progress: bool = True, overwrite: bool = False) -> Path:
+    """Train and score every cell of ``cfg``; returns the run folder. Finished cells of an
+    earlier run in the same ``--out`` are kept, an unfinished one resumes."""
+    plan = plan_run(cfg, overwrite)
+    # --strict-weights fails in seconds, before the photos load; otherwise the options and
+    # the photos are checked first, so a typo is not buried under weights warnings.
+    nets = load_weights(plan.combos, plan.options, plan.device, strict=True) if cfg.strict_weights else None
+    started = time.perf_counter()
+    data, data_seconds = load_photos(plan, progress)
     settings = TrainSettings(
         generator=cfg.generator, size=cfg.size, width=cfg.width, epochs=cfg.epochs or 0, steps=cfg.steps,
-        batch_size=cfg.batch_size, lr=cfg.lr, betas=tuple(cfg.betas), precision=precision,
+        batch_size=cfg.batch_size, lr=cfg.lr, betas=tuple(cfg.betas), precision=plan.precision,
         compile=cfg.compile, checkpoint_seconds=cfg.checkpoint_seconds,
     )
     steps = total_steps(settings, len(data.train))
@@ -254,72 +288,51 @@ def run_benchmark(cfg: RunConfig, progress: bool = True, overwrite: bool = False
         data.manifest["source"], len(data.train), len(data.val), cfg.size, data_seconds,
         steps, cfg.batch_size, steps * cfg.batch_size / len(data.train),
     )
-    if nets is None:
-        nets = load_weights(combos, options, device, strict=False)
-    check_cells(out, combos, cfg.seeds, data.manifest, overwrite)  # kept cells: same photos, readable
+    nets = nets or load_weights(plan.combos, plan.options, plan.device, strict=False)
+    check_cells(plan.folder.path, plan.combos, cfg.seeds, data.manifest, overwrite)  # kept cells: same photos
     # Only now, with options, weights and data known good, is anything written: a run that
     # fails before training leaves no empty run folder behind.
-    out.mkdir(parents=True, exist_ok=True)
+    plan.folder.path.mkdir(parents=True, exist_ok=True)
     if overwrite:
-        discard_run(out)  # every file of the old run, report and figures included
-    set_determinism(cfg.deterministic, device)
-    train_split = data.train.to(device)
-    val_split = data.val.to(device)
+        discard_run(plan.folder.path)  # every file of the old run, report and figures included
+    set_determinism(cfg.deterministic, plan.device)
+    scorer = Scorer.for_split(data.val.to(plan.device), nets, cfg.eval_batch_size)
+    config = start_config(plan, data, steps, scorer)
+    write_json(plan.folder.config, config)
+    rows = baseline_rows(plan.folder, scorer, cfg.seeds)
+    rows = run_cells(plan, data.train.to(plan.device), data.manifest["fingerprint"], scorer, settings, progress, rows)
+    write_csv(plan.folder.metrics, metrics_frame(rows))
+    config |= {"finished": datetime.now().isoformat(timespec="seconds"),
+               "wall_seconds": round(time.perf_counter() - started, 1), "data_seconds": round(data_seconds, 2)}
+    write_json(plan.folder.config, config)
+    return plan.folder.path
 
-    config = {
-        "options": cfg.to_dict(),
-        "combinations": [{"spec": c.spec, "name": c.name, "tags": c.tags} for c in combos],
-        "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
-        "precision": precision,
-        "threads": torch.get_num_threads(),
-        "versions": package_versions(),
-        "data": data.manifest,
-        "steps_per_cell": steps,
-        "started": datetime.now().isoformat(timespec="seconds"),
-    }
-    scorer = Scorer.for_split(val_split, nets, cfg.eval_batch_size)
-    config["ground_truth"] = scorer.ground_truth()
-    config["protocol"] = metric_protocol(scorer, data.manifest, cfg.size)
-    write_json(out / "config.json", config)
-    gray_scores = scorer.gray_scores()
-    write_baseline_scores(out, scorer, gray_scores)  # per-image scores for paired statistics
-    gray = gray_scores.means
-    rows = [
-        {"combination": "gray", "seed": s, "metric": m, "value": v, "note": scorer.notes.get(m, "")}
-        for s in cfg.seeds for m, v in gray.items()
-    ]
-    # The val photos' own colourfulness, the value `cf` is read against (one row per seed,
-    # like `gray`, so means over seeds line up).
-    rows += [
-        {"combination": "ground-truth", "seed": s, "metric": m, "value": v, "note": "the val photos themselves"}
-        for s in cfg.seeds for m, v in scorer.ground_truth().items()
-    ]
+
+def run_cells(plan: Plan, train_split, data_print: dict, scorer: Scorer, settings: TrainSettings, progress: bool,
+              rows: list[dict]) -> list[dict]:
+    """``rows`` and every (seed, combination) cell's: a finished cell is kept, an unfinished
+    one trained (or resumed) and scored. metrics.csv is rewritten after each, so a killed
+    run leaves the table of what it finished."""
+    rows = list(rows)
     with StopOnSigint() as stop:
-        for seed in cfg.seeds:
-            for combo in combos:
-                cell = out / "cells" / slug(combo.name) / f"seed{seed}"
-                record_path = cell / "metrics.json"
-                if record_path.is_file():
-                    record = read_json(record_path)
-                    check_cell_numerics(record_path, record, precision, device)
+        for seed in plan.cfg.seeds:
+            for combo in plan.combos:
+                cell = plan.folder.cell(combo.name, seed)
+                if cell.is_done():
+                    record = read_json(cell.record)
+                    check_cell_numerics(cell.record, record, plan.precision, plan.device)
                     log.info("%-28s seed %d: already done, kept", combo.name, seed)
                 else:
                     try:
-                        record = run_cell(combo, seed, train_split, scorer, settings, options, device, cell, progress, stop,
-                                          data=data.manifest["fingerprint"])
+                        record = run_cell(combo, seed, train_split, scorer, settings, plan.options, plan.device, cell,
+                                          progress, stop, data=data_print)
                     except Interrupted:
-                        raise RunInterrupted(out) from None
+                        raise RunInterrupted(plan.folder.path) from None
                     except CorruptCheckpoint as exc:
                         raise RunError(str(exc)) from None
-                rows += _cell_rows(record)
-                write_csv(out / "metrics.csv", metrics_frame(rows))
-    write_csv(out / "metrics.csv", metrics_frame(rows))
-    config["finished"] = datetime.now().isoformat(timespec="seconds")
-    config["wall_seconds"] = round(time.perf_counter() - started, 1)
-    config["data_seconds"] = round(data_seconds, 2)
-    write_json(out / "config.json", config)
-    return out
+                rows += record_rows(record)
+                write_csv(plan.folder.metrics, metrics_frame(rows))
+    return rows
 
 
 # Steps timed before the median: the first steps pay for allocation, oneDNN's kernel choice
@@ -334,17 +347,17 @@ def step_time(log: list[dict]) -> dict:
     return {"step_seconds": round(statistics.median(timed), 4) if timed else None, "timed_steps": len(timed)}
 
 
-def run_cell(combo, seed, train_split, scorer: Scorer, settings, options, device, cell: Path, progress: bool,
+def run_cell(combo, seed, train_split, scorer: Scorer, settings, options, device, cell: CellFolder, progress: bool,
              stop=lambda: False, data: dict | None = None) -> dict:
-    cell.mkdir(parents=True, exist_ok=True)
-    if (cell / "checkpoint.pt").is_file():
+    """Train (or resume) and score one cell; its files are written, its record returned."""
+    cell.path.mkdir(parents=True, exist_ok=True)
+    if cell.checkpoint.is_file():
         log.info("%-28s seed %d: resuming from its checkpoint", combo.name, seed)
     result = train_cell(
         combo, seed, train_split, settings, options, device,
-        checkpoint=cell / "checkpoint.pt", progress=progress, desc=f"{combo.name} s{seed}",
-        should_stop=stop,
+        checkpoint=cell.checkpoint, progress=progress, desc=f"{combo.name} s{seed}", should_stop=stop,
     )
-    write_csv(cell / "train_log.csv", pd.DataFrame(result.log))
+    write_csv(cell.train_log, pd.DataFrame(result.log))
     record = {
         "combination": combo.name, "spec": combo.spec, "seed": seed, "seconds": round(result.seconds, 2),
         "steps": len(result.log), **step_time(result.log),
@@ -357,15 +370,14 @@ def run_cell(combo, seed, train_split, scorer: Scorer, settings, options, device
         log.warning("%s seed %d diverged at step %d (non-finite loss); moving on", combo.name, seed, result.diverged_at)
         record |= {"status": "diverged", "diverged_at": result.diverged_at, "metrics": {}}
     else:
-        atomic_torch_save(cell / "generator.pt", generator_record(result.generator, settings, combo.name, seed))
+        atomic_torch_save(cell.generator, generator_record(result.generator, settings, combo.name, seed))
         scores = scorer.generator_scores(result.generator)
-        write_cell_scores(cell, combo.name, seed, scorer, scores)  # per_image.csv.gz, before metrics.json marks it done
-        metrics = scores.means
-        record |= {"status": "ok", "diverged_at": None, "metrics": metrics, "notes": scorer.notes}
+        write_cell_scores(cell.path, combo.name, seed, scorer, scores)  # per-image scores, before the record marks it done
+        record |= {"status": "ok", "diverged_at": None, "metrics": scores.means, "notes": scorer.notes}
         log.info(
             "%-28s seed %d: %s (%.0fs)", combo.name, seed,
-            ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if v == v), result.seconds,  # v == v: not NaN
+            ", ".join(f"{k} {v:.4g}" for k, v in scores.means.items() if v == v), result.seconds,  # v == v: not NaN
         )
-    write_json(cell / "metrics.json", record)
-    (cell / "checkpoint.pt").unlink(missing_ok=True)
+    write_json(cell.record, record)
+    cell.checkpoint.unlink(missing_ok=True)
     return record

@@ -1,7 +1,7 @@
 """Reading a finished run folder back: its config, scores, cells and val photos.
 
 ``bench report`` and ``bench colorize`` both start from a run folder that ``bench run``
-wrote; this module is the one place that knows that layout.
+wrote; where each file lives is ``bench.folder``'s business.
 """
 from __future__ import annotations
 
@@ -10,14 +10,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from bench.folder import BASELINES, GRAY, METRICS, TRUTH, RunFolder
 from bench.records import RecordError, read_cell_record, read_config, read_metrics_csv, reconcile_metrics
-from bench.runner import slug
 
-GRAY = "gray"
-# Rows ``bench run`` writes for the val photos themselves (a reference such as their own
-# colourfulness): shown in the table, never ranked or plotted as a model.
-TRUTH = "ground-truth"
-BASELINES = (GRAY, TRUTH)
+__all__ = ["BASELINES", "GRAY", "TRUTH", "Run", "RunFolderError", "load_run"]  # the baselines' names: bench.folder
 
 
 class RunFolderError(ValueError):
@@ -32,6 +28,10 @@ class Run:
     # What was wrong with the folder's files and how it was handled (a short metrics.csv
     # rebuilt from the cells' records...): the report lists these as caveats.
     problems: list[str] = field(default_factory=list)
+
+    @property
+    def folder(self) -> RunFolder:
+        return RunFolder(self.path)
 
     @property
     def name(self) -> str:
@@ -55,12 +55,12 @@ class Run:
         return list(self.options.get("seeds", [0]))
 
     def cell(self, combination: str, seed: int) -> Path:
-        return self.path / "cells" / slug(combination) / f"seed{seed}"
+        return self.folder.cell(combination, seed).path
 
     def cell_record(self, combination: str, seed: int) -> dict | None:
         """The cell's metrics.json (status, scores, training seconds); None until it finished
         (or when it is damaged: ``load_run`` lists that among the run's problems)."""
-        record = self.cell(combination, seed) / "metrics.json"
+        record = self.folder.cell(combination, seed).record
         try:
             return read_cell_record(record) if record.is_file() else None
         except RecordError:
@@ -71,17 +71,18 @@ def load_run(path: str | Path) -> Run:
     """A run folder, its files checked: a damaged config.json is an error naming the fix;
     metrics.csv is checked against the cells' own records, which win (see ``_check_table``)."""
     path = Path(path)
-    for needed in ("config.json", "metrics.csv"):
-        if not (path / needed).is_file():
+    folder = RunFolder(path)
+    for needed in (folder.config, folder.metrics):
+        if not needed.is_file():
             raise RunFolderError(
-                f"{path / needed} not found: {path} is not a finished `bench run` folder; "
+                f"{needed} not found: {path} is not a finished `bench run` folder; "
                 "pass the folder given to (or printed by) `bench run --out`"
             )
     try:
-        config = read_config(path / "config.json")
+        config = read_config(folder.config)
     except RecordError as exc:
         raise RunFolderError(str(exc)) from None
-    frame, csv_problems = read_metrics_csv(path / "metrics.csv")
+    frame, csv_problems = read_metrics_csv(folder.metrics)
     run = Run(path, config, frame)
     run.metrics, run.problems = _check_table(run, csv_problems)
     return run
@@ -93,7 +94,7 @@ def _check_table(run: Run, csv_problems: list[str]) -> tuple[pd.DataFrame, list[
     records, unreadable, problems = {}, set(), []
     for combination in run.combination_names:
         for seed in run.seeds:
-            path = run.cell(combination, seed) / "metrics.json"
+            path = run.folder.cell(combination, seed).record
             if not path.is_file():
                 continue
             try:
@@ -103,7 +104,7 @@ def _check_table(run: Run, csv_problems: list[str]) -> tuple[pd.DataFrame, list[
                 problems.append(f"{exc} (until then the cell is left out of the table)")
     frame, fixed = reconcile_metrics(run.metrics, records, unreadable, BASELINES)
     rerun = "rerun `bench run` with the same options and --out to rewrite it (finished cells are kept)"
-    where = run.path / "metrics.csv"
+    where = run.folder.metrics
     if csv_problems or fixed["missing"]:
         what = "; ".join(csv_problems) or "rows of finished cells are missing"
         problems.append(f"{where} is damaged or cut short ({what}): the rows of "
@@ -123,12 +124,12 @@ def _check_table(run: Run, csv_problems: list[str]) -> tuple[pd.DataFrame, list[
 def newest_run(root: str | Path = "results") -> Path:
     """The most recently written run folder under ``root`` (by its metrics.csv)."""
     root = Path(root)
-    runs = [p.parent for p in root.glob("*/metrics.csv")]
+    runs = [RunFolder(p.parent) for p in root.glob(f"*/{METRICS}")]
     if not runs:
         raise RunFolderError(
-            f"no run found under {root}/ (no */metrics.csv); run `bench run` first or pass RUN_DIR"
+            f"no run found under {root}/ (no */{METRICS}); run `bench run` first or pass RUN_DIR"
         )
-    return max(runs, key=lambda p: (p / "metrics.csv").stat().st_mtime)
+    return max(runs, key=lambda f: f.metrics.stat().st_mtime).path
 
 
 def resolve_combination(run: Run, loss: str) -> str:
@@ -151,17 +152,17 @@ def check_report_out(runs: list[Run], out: Path, overwrite: bool = False) -> Non
     B's report.md, summary.csv and figures."""
     import os
 
-    out = Path(out)
+    out, target = Path(out), RunFolder(out)
     if overwrite or any(os.path.realpath(r.path) == os.path.realpath(out) for r in runs):
         return
     names = ", ".join(r.name for r in runs)
     fix = "choose another --out, or pass --overwrite to replace it"
-    if (out / "config.json").is_file():
+    if target.config.is_file():
         raise RunFolderError(f"--out {out} is another run's folder: its report.md, summary.csv and figures would be "
                              f"replaced by a report on {names}; {fix}")
-    if (out / "summary.csv").is_file():
+    if target.summary.is_file():
         try:
-            previous = set(pd.read_csv(out / "summary.csv", usecols=["run"])["run"].astype(str))
+            previous = set(pd.read_csv(target.summary, usecols=["run"])["run"].astype(str))
         except (ValueError, pd.errors.ParserError, pd.errors.EmptyDataError):
             previous = set()
         from colorbench_datasets.images import display_name
@@ -169,7 +170,7 @@ def check_report_out(runs: list[Run], out: Path, overwrite: bool = False) -> Non
         if previous != {display_name(r.name) for r in runs}:  # as summary.csv writes names
             raise RunFolderError(f"--out {out} holds a report on other runs ({', '.join(sorted(previous)) or 'unknown'}), "
                                  f"not on {names}; {fix}")
-    elif (out / "report.md").is_file():
+    elif target.report.is_file():
         raise RunFolderError(f"--out {out} holds a report.md that `bench report` did not write for {names}; {fix}")
 
 
@@ -187,7 +188,7 @@ def generator_path(run: Run, combination: str, seed: int) -> Path:
         raise RunFolderError(
             f"--seed {seed} was not trained in {run.path}; choose one of: {', '.join(map(str, run.seeds))}"
         )
-    path = run.cell(combination, seed) / "generator.pt"
+    path = run.folder.cell(combination, seed).generator
     if not path.is_file():
         why = (run.cell_record(combination, seed) or {}).get("status", "unfinished")
         raise RunFolderError(

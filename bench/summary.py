@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 
 from bench.metrics import METRICS
-from bench.runs import BASELINES, GRAY, TRUTH, Run
+from bench.folder import BASELINES, GRAY, TRUTH
+from bench.runs import Run
 
 SUMMARY_COLUMNS = [
     "run", "row", "combination", "metric", "direction", "mean", "std", "seeds", "seeds_total",
@@ -127,7 +128,7 @@ def cell_steps(run: Run, combination: str, seed: int) -> int | None:
     record = run.cell_record(combination, seed) or {}
     if record.get("steps") is not None:
         return int(record["steps"])
-    path = run.cell(combination, seed) / "train_log.csv"
+    path = run.folder.cell(combination, seed).train_log
     return sum(1 for _ in path.open()) - 1 if path.is_file() else None
 
 

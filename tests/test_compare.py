@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from bench import compare, stats
 from bench.cli import main
 from bench.per_image import PER_IMAGE, REPLICATES, replicates_frame, write_frame
-from bench.runner import slug
+from bench.folder import slug
 from bench.runs import load_run
 from conftest import write_photo_folder
 

@@ -17,7 +17,8 @@ from bench.cli import main
 from bench.metrics import METRICS, Metric
 from bench.report import FIGURES, pick_samples
 from bench import summary as summary_mod
-from bench.runner import WARMUP_STEPS, slug
+from bench.folder import slug
+from bench.runner import WARMUP_STEPS
 from conftest import write_photo_folder, write_photos
 
 TINY = ["--size", "32", "--width", "8", "--epochs", "1", "--batch-size", "4", "-q"]

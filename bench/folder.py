@@ -1,0 +1,146 @@
+"""The run folder's layout: the one place that knows which file is where.
+
+    <run>/config.json          every resolved option, versions, device, data manifest
+    <run>/metrics.csv          tidy table, assembled from the cells' own records
+    <run>/per_image.csv.gz     gray's and the photos' own per-image scores
+    <run>/cells/<slug>/seed<k>/
+        metrics.json  generator.pt  checkpoint.pt  train_log.csv  per_image.csv.gz  set_replicates.csv.gz
+    <run>/report.md  summary.csv  pairwise.csv  fig_*.png      written by `bench report`
+
+``bench run`` writes it, ``bench report``, ``bench compare`` and ``bench colorize`` read it;
+this module imports nothing from training, so the reading side never loads it.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+# Rows of metrics.csv that are not trained models: ``gray`` (ab = 0, the input itself, the
+# floor every model is read against) and ``ground-truth`` (the val photos themselves, e.g.
+# their own colourfulness): shown in the table, never ranked or plotted as a model.
+GRAY = "gray"
+TRUTH = "ground-truth"
+BASELINES = (GRAY, TRUTH)
+
+CONFIG = "config.json"
+METRICS = "metrics.csv"
+PER_IMAGE = "per_image.csv.gz"
+REPLICATES = "set_replicates.csv.gz"
+REPORT = "report.md"
+SUMMARY = "summary.csv"
+PAIRWISE = "pairwise.csv"
+FIGURES = "fig_*.png"
+
+CELL_RECORD = "metrics.json"
+GENERATOR = "generator.pt"
+CHECKPOINT = "checkpoint.pt"
+TRAIN_LOG = "train_log.csv"
+
+# Everything a run (and its report) writes, so --overwrite discards exactly these.
+RUN_FILES = (CONFIG, METRICS, REPORT, SUMMARY, PAIRWISE, PER_IMAGE, REPLICATES)
+CELL_FILES = (GENERATOR, CHECKPOINT, CELL_RECORD, TRAIN_LOG, PER_IMAGE, REPLICATES)
+
+
+def slug(name: str) -> str:
+    """A file-system-safe folder name for a combination (``100*l1+gan`` -> ``100xl1+gan``)."""
+    return re.sub(r"[^A-Za-z0-9.+_-]", "_", name.replace("*", "x"))
+
+
+@dataclass(frozen=True)
+class CellFolder:
+    """One (combination, seed) cell's files."""
+
+    path: Path
+
+    @property
+    def record(self) -> Path:
+        return self.path / CELL_RECORD
+
+    @property
+    def generator(self) -> Path:
+        return self.path / GENERATOR
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.path / CHECKPOINT
+
+    @property
+    def train_log(self) -> Path:
+        return self.path / TRAIN_LOG
+
+    @property
+    def per_image(self) -> Path:
+        return self.path / PER_IMAGE
+
+    @property
+    def replicates(self) -> Path:
+        return self.path / REPLICATES
+
+    def is_done(self) -> bool:
+        return self.record.is_file()
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """A run folder's paths; ``Path``-like enough to print as its path."""
+
+    path: Path
+
+    def __post_init__(self):
+        object.__setattr__(self, "path", Path(self.path))
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def config(self) -> Path:
+        return self.path / CONFIG
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / METRICS
+
+    @property
+    def per_image(self) -> Path:
+        return self.path / PER_IMAGE
+
+    @property
+    def replicates(self) -> Path:
+        return self.path / REPLICATES
+
+    @property
+    def report(self) -> Path:
+        return self.path / REPORT
+
+    @property
+    def summary(self) -> Path:
+        return self.path / SUMMARY
+
+    @property
+    def pairwise(self) -> Path:
+        return self.path / PAIRWISE
+
+    @property
+    def cells_dir(self) -> Path:
+        return self.path / "cells"
+
+    def cell(self, combination: str, seed: int) -> CellFolder:
+        return CellFolder(self.cells_dir / slug(combination) / f"seed{seed}")
+
+    def cell_dirs(self) -> list[Path]:
+        """Every cell folder present, finished or not."""
+        return sorted(self.cells_dir.glob("*/seed*")) if self.cells_dir.is_dir() else []
+
+    def figures(self) -> list[Path]:
+        return sorted(self.path.glob(FIGURES))
+
+    def lock(self):
+        """The exclusive lock a writer holds on this folder (``with folder.lock(): ...``)."""
+        from bench.lock import RunLock
+
+        return RunLock(self.path)
