@@ -507,12 +507,55 @@ def difference_matrix(pairs: pd.DataFrame, order: list[str]) -> tuple[pd.DataFra
     return delta, verdicts
 
 
-def pairwise_figure(analysis: Analysis, summary: pd.DataFrame | None, path) -> bool:
-    """One matrix per run and headline metric; False (nothing written) without pairs."""
+DIRECTION_WORDS = {"higher": "higher is better", "lower": "lower is better"}
+
+
+def _draw_matrix(ax, rows: pd.DataFrame, order: list[str], digits: int, title: str) -> None:
+    """One metric's Δ matrix: real differences in colour and starred, "these trained models
+    only" pale and hatched, the rest grey."""
     import seaborn as sns
     from matplotlib.colors import ListedColormap
     from matplotlib.patches import Rectangle
 
+    from bench import figures
+
+    delta, verdicts = difference_matrix(rows, order)
+    real, pale = (verdicts == REAL).to_numpy(), (verdicts == MODELS_ONLY).to_numpy()
+    span = float(np.nanmax(np.abs(delta.to_numpy()))) if delta.notna().any().any() else 1.0
+    ticks = [figures._wrap(r, 14) for r in order]
+    # grey first (everything), then the real differences in colour on top
+    sns.heatmap(delta.isna().astype(float) * 0, mask=delta.isna().to_numpy() | real | pale, cmap=ListedColormap(["#ececec"]),
+                cbar=False, ax=ax, linewidths=1, linecolor="white", xticklabels=ticks, yticklabels=ticks)
+    sns.heatmap(delta, mask=~real, cmap="RdBu", vmin=-span, vmax=span, center=0, ax=ax,
+                linewidths=1, linecolor="white", cbar_kws={"shrink": 0.8, "label": "Δ row over column"},
+                xticklabels=ticks, yticklabels=ticks)
+    if pale.any():
+        sns.heatmap(delta, mask=~pale, cmap="RdBu", vmin=-span, vmax=span, center=0, ax=ax, alpha=0.45,
+                    linewidths=1, linecolor="white", cbar=False, xticklabels=ticks, yticklabels=ticks)
+        for i, j in zip(*np.nonzero(pale)):  # hatched: these trained models only
+            ax.add_patch(Rectangle((j, i), 1, 1, fill=False, hatch="///", edgecolor="white", linewidth=0))
+    for i, a in enumerate(order):
+        for j, b in enumerate(order):
+            v = delta.loc[a, b]
+            if not math.isfinite(v):
+                continue
+            strong = verdicts.loc[a, b] == REAL
+            dark = strong and abs(v) > 0.6 * span
+            boxed = verdicts.loc[a, b] == MODELS_ONLY  # readable over the hatching
+            ax.text(j + 0.5, i + 0.5, f"{v:+.{digits}f}" + ("*" if strong else ""), ha="center", va="center",
+                    fontsize=8, color="white" if dark else ("0.1" if strong or boxed else "0.45"),
+                    fontweight="bold" if strong else "normal", zorder=5,
+                    bbox=dict(boxstyle="round,pad=0.2", fc="white", ec="none", alpha=0.85) if boxed else None)
+    ax.set_title(title, fontsize=10)
+    ax.grid(False)
+    ax.set_xlabel("column")
+    ax.set_ylabel("row")
+    ax.tick_params(axis="x", labelrotation=30, labelsize=8.5)
+    ax.tick_params(axis="y", labelrotation=0, labelsize=8.5)
+
+
+def pairwise_figure(analysis: Analysis, summary: pd.DataFrame | None, path) -> bool:
+    """One matrix per run and headline metric; False (nothing written) without pairs."""
     from bench import figures
 
     panels = []
@@ -529,45 +572,12 @@ def pairwise_figure(analysis: Analysis, summary: pd.DataFrame | None, path) -> b
     with figures._style():
         fig, axes = figures._grid(len(panels), 3 if n <= 5 else 2, 0.75 * n + 2.2, 0.62 * n + 1.4)
         for ax, (run, metric, rows, order) in zip(axes, panels):
-            delta, verdicts = difference_matrix(rows, order)
-            real, pale = (verdicts == REAL).to_numpy(), (verdicts == MODELS_ONLY).to_numpy()
-            digits = _digits(rows, metric, summary)
-            span = float(np.nanmax(np.abs(delta.to_numpy()))) if delta.notna().any().any() else 1.0
-            ticks = [figures._wrap(r, 14) for r in order]
-            # grey first (everything), then the real differences in colour on top
-            sns.heatmap(delta.isna().astype(float) * 0, mask=delta.isna().to_numpy() | real | pale, cmap=ListedColormap(["#ececec"]),
-                        cbar=False, ax=ax, linewidths=1, linecolor="white", xticklabels=ticks, yticklabels=ticks)
-            sns.heatmap(delta, mask=~real, cmap="RdBu", vmin=-span, vmax=span, center=0, ax=ax,
-                        linewidths=1, linecolor="white", cbar_kws={"shrink": 0.8, "label": "Δ row over column"},
-                        xticklabels=ticks, yticklabels=ticks)
-            if pale.any():
-                sns.heatmap(delta, mask=~pale, cmap="RdBu", vmin=-span, vmax=span, center=0, ax=ax, alpha=0.45,
-                            linewidths=1, linecolor="white", cbar=False, xticklabels=ticks, yticklabels=ticks)
-                for i, j in zip(*np.nonzero(pale)):  # hatched: these trained models only
-                    ax.add_patch(Rectangle((j, i), 1, 1, fill=False, hatch="///", edgecolor="white", linewidth=0))
-            for i, a in enumerate(order):
-                for j, b in enumerate(order):
-                    v = delta.loc[a, b]
-                    if not math.isfinite(v):
-                        continue
-                    strong = verdicts.loc[a, b] == REAL
-                    dark = strong and abs(v) > 0.6 * span
-                    boxed = verdicts.loc[a, b] == MODELS_ONLY  # readable over the hatching
-                    ax.text(j + 0.5, i + 0.5, f"{v:+.{digits}f}" + ("*" if strong else ""), ha="center", va="center",
-                            fontsize=8, color="white" if dark else ("0.1" if strong or boxed else "0.45"),
-                            fontweight="bold" if strong else "normal", zorder=5,
-                            bbox=dict(boxstyle="round,pad=0.2", fc="white", ec="none", alpha=0.85) if boxed else None)
-            better = {"higher": "higher is better", "lower": "lower is better"}[direction(metric)]
-            title = f"{metric} {arrow(metric)} ({better})" + (f" · {run}" if len(analysis.scores) > 1 else "")
-            ax.set_title(title, fontsize=10)
-            ax.grid(False)
-            ax.set_xlabel("column")
-            ax.set_ylabel("row")
-            ax.tick_params(axis="x", labelrotation=30, labelsize=8.5)
-            ax.tick_params(axis="y", labelrotation=0, labelsize=8.5)
+            title = f"{metric} {arrow(metric)} ({DIRECTION_WORDS[direction(metric)]})"
+            _draw_matrix(ax, rows, order, _digits(rows, metric, summary),
+                         title + (f" · {run}" if len(analysis.scores) > 1 else ""))
         seeds = int(analysis.pairwise["seeds"].max())
         fig.suptitle("Which differences are real? Δ of row over column, in the metric's direction\n"
-                     f"* real: p < 0.05 after Holm and 95 % CI excluding 0"
+                     "* real: p < 0.05 after Holm and 95 % CI excluding 0"
                      + ("; hatched: these trained models only (not shown across seeds)" if seeds > 1 else "")
                      + f"; grey: not told apart ({seeds} seed{'s' if seeds > 1 else ''}, "
                      f"{int(analysis.pairwise['photos'].max())} photos)", fontsize=10.5)

@@ -510,50 +510,67 @@ def render(
     runs: list[Run], summary: pd.DataFrame, written: dict, notes: list[str], out: Path, settings: ReportSettings,
     left_out: dict[str, str] | None = None, analysis: "compare.Analysis | None" = None,
 ) -> str:
+    """report.md: what was run and its caveats, the table and its reading, which
+    differences are real, the cost, the figures."""
     title = runs[0].name if len(runs) == 1 else " vs ".join(r.name for r in runs)
     md = [f"# Colorbench report: {title}", ""]
     for run in runs:
         if len(runs) > 1:
-            md += [f"### Run `{run.name}` ([metrics.csv]({_rel(run.path / 'metrics.csv', out)}))", ""]
+            md += [f"### Run `{run.name}` ([metrics.csv]({_rel(run.folder.metrics, out)}))", ""]
         md += run_header(run) + [""]
     if notes:
         md += ["**Caveats**", ""] + [f"- {n}" for n in notes] + [""]
+    md += results_section(summary, out, analysis)
+    if analysis is not None:
+        figure = _rel(written["pairwise"], out) if "pairwise" in written else None
+        md += compare.section(analysis, summary, figure) + protocol_section(runs)
+    md += cost_section(runs) + figures_section(runs, written, out, settings, left_out)
+    sources = ", ".join("this folder" if r.path.resolve() == out.resolve() else f"`{_rel(r.path, out)}`" for r in runs)
+    md += ["---", "", f"Made by `bench report` from {sources}.", ""]
+    return "\n".join(md)
+
+
+def results_section(summary: pd.DataFrame, out: Path, analysis: "compare.Analysis | None") -> list[str]:
     winners, standing = reading(summary, analysis.pairwise if analysis is not None else None)
     seeds = int(summary["seeds_total"].max()) if len(summary) else 0
     spread = "mean ± sample std over seeds" if seeds > 1 else "one seed"
-    md += [
+    tested = analysis is not None and not analysis.empty
+    return [
         "## Results", "",
         f"Val scores ({spread}); ↑ higher is better, ↓ lower is better, no arrow: descriptive (read it against "
         f"`{TRUTH}`'s, never ranked); **bold**: best in the column. "
-        "`gray` is the input itself (ab = 0), the floor every model should clear."
+        f"`{GRAY}` is the input itself (ab = 0), the floor every model should clear."
         + (f" `{TRUTH}` scores the val photos themselves: a reference, never ranked."
            if (summary.combination == TRUTH).any() else ""), "",
         markdown_table(summary), "",
         metric_legend(summary), "",
-        f"The same numbers as tidy CSV: [summary.csv]({_rel(out / 'summary.csv', out)}).", "",
+        f"The same numbers as tidy CSV: [summary.csv]({_rel(RunFolder(out).summary, out)}).", "",
         "## Reading the results", "",
         " ".join(winners), "",
         *(["Each combination against gray, as gains in each metric's own direction (positive = "
            "better, so a lower ↓ metric shows as +)"
-           + ("; which of them are real differences is tested below" if analysis is not None and not analysis.empty
-              else "") + ":", ""] if standing else []),
+           + ("; which of them are real differences is tested below" if tested else "") + ":", ""] if standing else []),
         *(f"- {line}" for line in standing), "",
     ]
-    if analysis is not None:
-        figure = _rel(written["pairwise"], out) if "pairwise" in written else None
-        md += compare.section(analysis, summary, figure) + protocol_section(runs)
+
+
+def cost_section(runs: list[Run]) -> list[str]:
     cost, cost_notes = training_cost(runs)
-    if cost:
-        devices = "; ".join(sorted({f"{r.config.get('device', '?')}, {r.config.get('precision', '?')}" for r in runs}))
-        md += [
-            "## Cost", "",
-            f"What each combination's training costs ({devices}): the median wall time of a step after "
-            "warm-up, and the whole cell's training (mean over seeds; scoring not "
-            "included). Compare combinations of one run, on one machine.", "",
-            *cost, "",
-            *(f"*{n}.*" for n in cost_notes), *([""] if cost_notes else []),
-        ]
-    md += ["## Figures", ""]
+    if not cost:
+        return []
+    devices = "; ".join(sorted({f"{r.config.get('device', '?')}, {r.config.get('precision', '?')}" for r in runs}))
+    return [
+        "## Cost", "",
+        f"What each combination's training costs ({devices}): the median wall time of a step after "
+        "warm-up, and the whole cell's training (mean over seeds; scoring not "
+        "included). Compare combinations of one run, on one machine.", "",
+        *cost, "",
+        *(f"*{n}.*" for n in cost_notes), *([""] if cost_notes else []),
+    ]
+
+
+def figures_section(runs: list[Run], written: dict, out: Path, settings: ReportSettings,
+                    left_out: dict[str, str] | None) -> list[str]:
     captions = {
         "scores": "Each combination's val score as a gain over the gray baseline, per metric, in the "
                   "metric's own units (right of zero = better than the input itself; the baseline's "
@@ -570,9 +587,8 @@ def render(
                    f"its colour was upsampled onto the photo's own {settings.display_size}-px lightness, "
                    "as `bench colorize` does.",
     }
+    md = ["## Figures", ""]
     for key, path in written.items():
         if key in captions:  # the pairwise matrix sits in its own section
             md += [f"![{key}]({_rel(path, out)})", "", f"*{captions[key]}*", ""]
-    sources = ", ".join("this folder" if r.path.resolve() == out.resolve() else f"`{_rel(r.path, out)}`" for r in runs)
-    md += ["---", "", f"Made by `bench report` from {sources}.", ""]
-    return "\n".join(md)
+    return md
