@@ -19,7 +19,9 @@ import torch
 from tqdm.auto import tqdm
 
 from bench.cells import check_cells, discard_run
-from bench.config import IDENTITY_FIELDS, RunConfig, changed_options, resolve_device, resolve_precision, validate
+from bench.config import (
+    IDENTITY_FIELDS, OPTIONS_ADDED_LATER, RunConfig, changed_options, resolve_device, resolve_precision, validate,
+)
 from bench.evaluate import Scorer, generator_record
 from bench.lock import holds_run_lock
 from bench.metrics import METRICS
@@ -27,7 +29,7 @@ from bench.records import read_config
 from bench.per_image import write_baseline_scores, write_cell_scores
 from bench.protocol import metric_protocol
 from bench.results import metrics_frame, read_json, write_csv, write_json, atomic_torch_save
-from bench.train import CorruptCheckpoint, Interrupted, TrainSettings, total_steps, train_cell
+from bench.train import CorruptCheckpoint, Interrupted, total_steps, train_cell
 from colorbench_datasets import load_data
 from losses import LOSSES, Combination, LossOptions, parse_losses
 from models import GENERATORS, unet_depth
@@ -133,10 +135,6 @@ def check_options(cfg: RunConfig) -> list[Combination]:
     return combos
 
 
-# Identity options added after runs were made, with the value those runs used.
-OPTIONS_ADDED_LATER = {"disc_width": 64, "steps": None}
-
-
 def check_reuse(out: Path, cfg: RunConfig, overwrite: bool) -> None:
     """Refuse to mix results of two different configurations in one --out."""
     path = out / "config.json"
@@ -224,10 +222,7 @@ def run_benchmark(cfg: RunConfig, progress: bool = True, overwrite: bool = False
     cfg = replace(cfg, out=str(out))
     check_reuse(out, cfg, overwrite)
     check_numerics(out, precision, device, overwrite)
-    options = LossOptions(
-        device=str(device), gan_mode=cfg.gan_mode, discriminator=cfg.discriminator, disc_width=cfg.disc_width,
-        strict_weights=cfg.strict_weights, perceptual_layers=cfg.perceptual_layers,
-    )
+    options = cfg.loss_options(device)
     # --strict-weights fails in seconds, before the photos load; otherwise the options and
     # the photos are checked first, so a typo is not buried under weights warnings.
     nets = load_weights(combos, options, device, strict=True) if cfg.strict_weights else None
@@ -243,11 +238,7 @@ def run_benchmark(cfg: RunConfig, progress: bool = True, overwrite: bool = False
             f"--batch-size {cfg.batch_size} is larger than the {len(data.train)} training images; "
             f"use --batch-size {len(data.train)} or less, or add photos"
         )
-    settings = TrainSettings(
-        generator=cfg.generator, size=cfg.size, width=cfg.width, epochs=cfg.epochs or 0, steps=cfg.steps,
-        batch_size=cfg.batch_size, lr=cfg.lr, betas=tuple(cfg.betas), precision=precision,
-        compile=cfg.compile, checkpoint_seconds=cfg.checkpoint_seconds,
-    )
+    settings = cfg.train_settings(precision)
     steps = total_steps(settings, len(data.train))
     log.info(
         "Data: %s — %d train / %d val images at %d px (%.1fs to load); %d steps of %d per cell (%.1f passes)",
