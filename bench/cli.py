@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import logging
 import sys
+import types
+import typing
 import warnings
 
 import click
 
-from bench.config import DEFAULT_LOSSES, PRESETS, RunConfig
+from bench.config import PRESET_FIELDS, PRESETS, RUN_FIELDS, RunConfig
 
 log = logging.getLogger("colorbench")
 
@@ -33,13 +35,6 @@ def _seeds(ctx, param, value):
     return seeds
 
 
-def _preset_help() -> str:
-    return "; ".join(
-        f"{name}: " + ", ".join(f"{k.replace('_', '-')} {v}" for k, v in values.items())
-        for name, values in PRESETS.items()
-    )
-
-
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("-v", "--verbose", is_flag=True, help="Log more detail (skipped files, timings).")
 def main(verbose: bool) -> None:
@@ -51,59 +46,68 @@ def main(verbose: bool) -> None:
     _setup_logging(verbose)
 
 
-D = RunConfig()
+def _default_text(name: str, f) -> str:
+    """How ``bench run --help`` shows a field's default: the preset's (with each preset's
+    value, or the one value they share), the metadata's words, or the plain value."""
+    if name in PRESET_FIELDS:
+        values = {preset: values[name] for preset, values in PRESETS.items() if name in values}
+        if len(values) == len(PRESETS) and len(set(map(repr, values.values()))) == 1:
+            return f"preset's, {next(iter(values.values()))}"
+        return "; ".join(["preset's", *(f"{preset}: {value}" for preset, value in values.items())])
+    if f.metadata["default_text"]:
+        return f.metadata["default_text"]
+    if f.default is None or isinstance(f.default, bool):
+        return ""
+    if isinstance(f.default, tuple):
+        return ",".join(map(str, f.default))
+    return f"{f.default:g}" if isinstance(f.default, float) else str(f.default)
+
+
+def _click_type(f, kind):
+    meta = f.metadata
+    if meta["choices"]:
+        return click.Choice(list(meta["choices"]))
+    if meta["path"]:
+        return click.Path(file_okay=meta["path"] != "folder")
+    if kind is float:
+        return click.FloatRange(min=meta["min"]) if meta["min"] is not None else click.FLOAT
+    if kind is int:
+        return click.IntRange(min=meta["min"]) if meta["min"] is not None else click.INT
+    return click.STRING
+
+
+def run_options(fn):
+    """``bench run``'s options, one per RunConfig field that is not internal, each built
+    from the field's metadata (bench/config.py): flag, type, default and help. Options a
+    preset sets default to None here, so the preset's value fills them (make_config)."""
+    hints = typing.get_type_hints(RunConfig)
+    options = []
+    for name, f in RUN_FIELDS.items():
+        meta = f.metadata
+        if meta["internal"]:
+            continue
+        kind = hints[name]
+        if isinstance(kind, types.UnionType):  # `int | None`: an int option that may be left unset
+            kind = next(a for a in typing.get_args(kind) if a is not type(None))
+        flag = meta["flag"] or "--" + name.replace("_", "-")
+        shown = _default_text(name, f)
+        help_text = meta["help"] + (f"  [default: {shown}]" if shown else "")
+        if kind is bool:
+            options.append(click.Option([flag, name], is_flag=True, default=f.default, help=help_text))
+            continue
+        if typing.get_origin(kind) is tuple:  # comma-separated integers (--seeds)
+            default = None if name in PRESET_FIELDS else ",".join(map(str, f.default))
+            options.append(click.Option([flag, name], callback=_seeds, default=default, help=help_text))
+            continue
+        default = None if name in PRESET_FIELDS else f.default
+        options.append(click.Option([flag, name], type=_click_type(f, kind), default=default, help=help_text))
+    fn.__click_params__ = [*getattr(fn, "__click_params__", []), *reversed(options)]
+    return fn
 
 
 @main.command()
-@click.option("--losses", default=None,
-              help="Comma-separated combinations; each a '+'-sum of optionally weighted terms, "
-                   "e.g. 'mse,l1,100*l1+gan,l1+0.1*perceptual'. See `bench losses`.  "
-                   f"[default: preset's; quick: {DEFAULT_LOSSES}]")
-@click.option("--data", type=click.Path(file_okay=True), default=None,
-              help="Folder of photos (recursive). Uses its train/ and val/ (or test/) subfolders "
-                   "if present, else a 10% file-name-hash val split.  [default: built-in sample set]")
-@click.option("--val-data", type=click.Path(), default=None, help="Folder of val photos (then --data is all train).")
-@click.option("--dataset", default=None,
-              help="A named dataset instead of --data: sample, coco-sample (the tutorial's 8000/2000 "
-                   "COCO split), cifar10, stl10, places365. Downloaded once into --data-root.")
-@click.option("--data-root", type=click.Path(file_okay=False), default=None,
-              help="Cache folder for named datasets.  [default: $COLORBENCH_DATA, else colorbench/data "
-                   "in the user cache folder, e.g. ~/.cache/colorbench/data]")
-@click.option("--preset", type=click.Choice(list(PRESETS)), default="quick", show_default=True,
-              help=f"Defaults for the options below. {_preset_help()}.")
-@click.option("--generator", default=None, help=f"Generator network: unet or resunet.  [default: preset's, {D.generator}]")
-@click.option("--discriminator", default=D.discriminator, show_default=True, help="Discriminator for GAN terms.")
-@click.option("--disc-width", type=int, default=None,
-              help="Discriminator base channels (pix2pix's ndf).  [default: --width, as pix2pix's ndf = ngf]")
-@click.option("--size", type=int, default=None, help="Training/val crop size in px (a multiple of 32).  [default: preset's]")
-@click.option("--width", type=int, default=None, help="Generator base channels.  [default: preset's]")
-@click.option("--steps", type=int, default=None,
-              help="Optimizer steps per cell (replaces --epochs).  [default: preset's; quick: 300]")
-@click.option("--epochs", type=int, default=None,
-              help="Passes over the train photos per cell (replaces --steps).  [default: preset's; paper: 100]")
-@click.option("--batch-size", type=int, default=None, help="Batch size.  [default: preset's]")
-@click.option("--seeds", callback=_seeds, default="0", show_default=True, help="Comma-separated seeds; each is a cell per combination.")
-@click.option("--lr", type=float, default=D.lr, show_default=True, help="Adam learning rate for G and D.")
-@click.option("--gan-mode", type=click.Choice(["vanilla", "lsgan", "hinge", "wgangp"]), default=D.gan_mode,
-              show_default=True, help="GAN objective (wgangp: Wasserstein loss with gradient penalty).")
-@click.option("--perceptual-layers", default=D.perceptual_layers, show_default=True,
-              help="VGG16 layers the perceptual loss compares, each optionally LAYER:WEIGHT, "
-                   "e.g. 'relu2_2' or 'relu1_2:0.5,relu2_2,relu3_3' (relu1_1 ... relu5_3).")
-@click.option("--device", default=D.device, show_default=True, help="auto, cpu or cuda[:N].")
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default=D.precision, show_default=True,
-              help="auto: bf16 where the hardware runs it natively, else fp32.")
-@click.option("--out", type=click.Path(), default=None,
-              help="Run folder; rerunning into it skips finished cells.  [default: results/run-TIMESTAMP]")
+@run_options
 @click.option("--overwrite", is_flag=True, help="Discard an earlier run in --out that used other options.")
-@click.option("--strict-weights", is_flag=True, help="Fail before training if pretrained weights are missing, instead of falling back.")
-@click.option("--compile", "compile_", is_flag=True,
-              help="torch.compile the generator: faster steps on GPU after a compile pause; off by default "
-                   "because on CPU the compile time outweighs short runs.")
-@click.option("--deterministic", is_flag=True,
-              help="Deterministic GPU kernels (slower); CPU runs are repeatable without it.")
-@click.option("--checkpoint-seconds", type=click.FloatRange(min=0), default=None,
-              help="Save a cell's training state at least this often, so a kill loses no more; also at "
-                   "the end of a pass over the photos once a fifth of it has gone by.  [default: 300]")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 def run(quiet, overwrite, **options):
     """Train and score every loss combination x seed.
@@ -115,7 +119,6 @@ def run(quiet, overwrite, **options):
     from bench.runner import RunInterrupted, run_benchmark
 
     preset = options.pop("preset")
-    options["compile"] = options.pop("compile_")
     try:
         cfg = make_config(preset, **options)
         out = run_benchmark(cfg, progress=not quiet, overwrite=overwrite)

@@ -8,6 +8,9 @@ from pathlib import Path
 
 import torch
 
+from losses.adversarial import GAN_MODES
+from losses.registry import DEFAULT_PERCEPTUAL_LAYERS, LossOptions
+
 DEFAULT_LOSSES = "mse,l1,perceptual,gan"
 
 PAPER_LOSSES = "mse,l1,perceptual,gan,100*l1+gan"
@@ -30,43 +33,117 @@ PRESETS: dict[str, dict] = {
 }
 
 
+def _preset_summary() -> str:
+    """What each preset sets, for ``--preset``'s help."""
+    return "; ".join(
+        f"{name}: " + ", ".join(f"{k.replace('_', '-')} {v}" for k, v in values.items())
+        for name, values in PRESETS.items()
+    )
+
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+_NOT_GIVEN = object()
+
+
+def option(default=dataclasses.MISSING, *, help: str = "", identity: bool = False, old_runs=_NOT_GIVEN,
+           internal: str = "", flag: str = "", choices: tuple = (), path: str = "", min=None,
+           default_text: str = "", default_factory=dataclasses.MISSING):
+    """A ``RunConfig`` field with what ``bench run`` and a resumed run need to know about it:
+
+    - ``help``: the ``bench run`` help text (the default is appended by bench/cli.py).
+    - ``identity``: the option changes what a cell computes, so a resumed ``--out`` must
+      match on it; ``old_runs``: for an identity option added after runs existed, the
+      value those runs used (absent from their config.json).
+    - ``internal``: why the field is not a ``bench run`` option (Python API only).
+    - ``flag``: the command-line flag when not ``--field-name``; ``choices``: the values
+      the flag accepts; ``path``: ``"path"`` or ``"folder"`` for a path option; ``min``:
+      the smallest number it accepts; ``default_text``: how help shows a default that is
+      not a plain value (None resolved later, or a preset's).
+    """
+    metadata = {"help": help, "identity": identity, "internal": internal, "flag": flag, "choices": tuple(choices),
+                "path": path, "min": min, "default_text": default_text}
+    if old_runs is not _NOT_GIVEN:
+        metadata["old_runs"] = old_runs
+    return field(default=default, default_factory=default_factory, metadata=metadata)
+
+
 @dataclass
 class RunConfig:
-    """Every option of ``bench run``; ``config.json`` stores the resolved copy."""
+    """Every option of ``bench run``; ``config.json`` stores the resolved copy.
 
-    losses: str = DEFAULT_LOSSES
-    data: str | None = None
-    val_data: str | None = None
-    dataset: str | None = None
-    data_root: str | None = None  # where named datasets are cached; None: COLORBENCH_DATA or the user cache
-    preset: str = "quick"
-    generator: str = "unet"
-    discriminator: str = "patchgan"
+    Each field's metadata (``option``) is the one source of its help, its flag and whether
+    it is an identity option; bench/cli.py builds ``bench run``'s options from it."""
+
+    losses: str = option(
+        DEFAULT_LOSSES, identity=True,
+        help="Comma-separated combinations; each a '+'-sum of optionally weighted terms, "
+             "e.g. 'mse,l1,100*l1+gan,l1+0.1*perceptual'. See `bench losses`.")
+    data: str | None = option(
+        None, identity=True, path="path", default_text="built-in sample set",
+        help="Folder of photos (recursive). Uses its train/ and val/ (or test/) subfolders "
+             "if present, else a 10% file-name-hash val split.")
+    val_data: str | None = option(
+        None, identity=True, path="path", help="Folder of val photos (then --data is all train).")
+    dataset: str | None = option(
+        None, identity=True,
+        help="A named dataset instead of --data: sample, coco-sample (the tutorial's 8000/2000 "
+             "COCO split), cifar10, stl10, places365. Downloaded once into --data-root.")
+    data_root: str | None = option(  # None: COLORBENCH_DATA or the user cache
+        None, path="folder",
+        default_text="$COLORBENCH_DATA, else colorbench/data in the user cache folder, e.g. ~/.cache/colorbench/data",
+        help="Cache folder for named datasets.")
+    preset: str = option("quick", choices=tuple(PRESETS), help=f"Defaults for the options below. {_preset_summary()}.")
+    generator: str = option("unet", identity=True, help="Generator network: unet or resunet.")
+    discriminator: str = option("patchgan", identity=True, help="Discriminator for GAN terms.")
     # PatchGAN base channels; None: --width, as pix2pix's ndf = ngf, so the quick preset's
     # half-width G meets a half-width D (and its GAN step costs ~2x less, benchmarks/README).
-    disc_width: int | None = None
-    size: int = 32
-    width: int = 32
+    # Runs made before the option trained a 64-channel D.
+    disc_width: int | None = option(
+        None, identity=True, old_runs=64, default_text="--width, as pix2pix's ndf = ngf",
+        help="Discriminator base channels (pix2pix's ndf).")
+    size: int = option(32, identity=True, help="Training/val crop size in px (a multiple of 32).")
+    width: int = option(32, identity=True, help="Generator base channels.")
     # How long each cell trains: passes over the train photos, or optimizer steps; one of
-    # the two (neither: the quick preset's steps).
-    epochs: int | None = None
-    steps: int | None = None
-    batch_size: int = 16
-    seeds: tuple[int, ...] = (0,)
-    lr: float = 2e-4
-    betas: tuple[float, float] = (0.5, 0.999)
-    gan_mode: str = "vanilla"
-    perceptual_layers: str = "relu1_2,relu2_2,relu3_3,relu4_3"
-    device: str = "auto"
-    precision: str = "auto"
-    strict_weights: bool = False
-    deterministic: bool = False
-    compile: bool = False
-    checkpoint_seconds: float = 300.0
-    eval_batch_size: int = 64
-    workers: int = 2
-    out: str | None = None
-    extra: dict = field(default_factory=dict)
+    # the two (neither: the quick preset's steps). Runs made before --steps trained epochs.
+    epochs: int | None = option(
+        None, identity=True, help="Passes over the train photos per cell (replaces --steps).")
+    steps: int | None = option(
+        None, identity=True, old_runs=None, help="Optimizer steps per cell (replaces --epochs).")
+    batch_size: int = option(16, identity=True, help="Batch size.")
+    seeds: tuple[int, ...] = option((0,), help="Comma-separated seeds; each is a cell per combination.")
+    lr: float = option(2e-4, identity=True, help="Adam learning rate for G and D.")
+    betas: tuple[float, float] = option(
+        (0.5, 0.999), identity=True, internal="Adam's betas are pix2pix's; set them from Python")
+    gan_mode: str = option(
+        "vanilla", identity=True, choices=GAN_MODES,
+        help="GAN objective (wgangp: Wasserstein loss with gradient penalty).")
+    perceptual_layers: str = option(
+        DEFAULT_PERCEPTUAL_LAYERS, identity=True,
+        help="VGG16 layers the perceptual loss compares, each optionally LAYER:WEIGHT, "
+             "e.g. 'relu2_2' or 'relu1_2:0.5,relu2_2,relu3_3' (relu1_1 ... relu5_3).")
+    device: str = option("auto", help="auto, cpu or cuda[:N].")
+    # Not an identity option: what --precision resolved to (``auto`` differs per machine)
+    # is compared instead, with the device type (runner.check_numerics).
+    precision: str = option(
+        "auto", choices=PRECISIONS, help="auto: bf16 where the hardware runs it natively, else fp32.")
+    strict_weights: bool = option(
+        False, help="Fail before training if pretrained weights are missing, instead of falling back.")
+    deterministic: bool = option(
+        False, help="Deterministic GPU kernels (slower); CPU runs are repeatable without it.")
+    compile: bool = option(
+        False, help="torch.compile the generator: faster steps on GPU after a compile pause; off by default "
+                    "because on CPU the compile time outweighs short runs.")
+    checkpoint_seconds: float = option(
+        300.0, min=0,
+        help="Save a cell's training state at least this often, so a kill loses no more; also at "
+             "the end of a pass over the photos once a fifth of it has gone by.")
+    eval_batch_size: int = option(64, internal="how many val photos are scored at once; set it from Python")
+    workers: int = option(2, internal="threads decoding photos; set it from Python")
+    out: str | None = option(
+        None, path="path", default_text="results/run-TIMESTAMP",
+        help="Run folder; rerunning into it skips finished cells.")
+    extra: dict = option(default_factory=dict, internal="free-form notes kept in config.json")
 
     def __post_init__(self):
         if self.epochs is not None and self.steps is not None:
@@ -81,14 +158,34 @@ class RunConfig:
         d["seeds"], d["betas"] = list(self.seeds), list(self.betas)
         return d
 
+    def loss_options(self, device) -> LossOptions:
+        """What the loss factories get: the loss fields of this config, on ``device`` (resolved)."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(LossOptions) if f.name != "device"}
+        return LossOptions(device=str(device), **values)
+
+    def train_settings(self, precision: str):
+        """How every cell trains: the training fields of this config, in ``precision`` (resolved)."""
+        from bench.train import TrainSettings
+
+        return TrainSettings(
+            generator=self.generator, size=self.size, width=self.width, epochs=self.epochs or 0, steps=self.steps,
+            batch_size=self.batch_size, lr=self.lr, betas=tuple(self.betas), precision=precision,
+            compile=self.compile, checkpoint_seconds=self.checkpoint_seconds,
+        )
+
+
+RUN_FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
 
 # Options that change what a cell computes; a resumed --out must match on these. Not
 # --precision as asked: what it resolved to (``auto`` differs per machine) is compared
 # instead, with the device type (runner.check_numerics).
-IDENTITY_FIELDS = (
-    "losses", "data", "val_data", "dataset", "generator", "discriminator", "disc_width", "size", "width",
-    "epochs", "steps", "batch_size", "lr", "betas", "gan_mode", "perceptual_layers",
-)
+IDENTITY_FIELDS = tuple(name for name, f in RUN_FIELDS.items() if f.metadata["identity"])
+
+# Identity options added after runs were made, with the value those runs used.
+OPTIONS_ADDED_LATER = {name: f.metadata["old_runs"] for name, f in RUN_FIELDS.items() if "old_runs" in f.metadata}
+
+# Options whose default comes from --preset.
+PRESET_FIELDS = tuple(name for name in RUN_FIELDS if any(name in values for values in PRESETS.values()))
 
 
 def make_config(preset: str = "quick", **options) -> RunConfig:
@@ -128,7 +225,7 @@ def cpu_has_native_bf16() -> bool:
 
 
 def resolve_precision(requested: str, device: torch.device) -> str:
-    if requested not in ("auto", "fp32", "bf16", "fp16"):
+    if requested not in PRECISIONS:
         raise ValueError(f"unknown --precision {requested!r}; use auto, fp32, bf16 or fp16")
     if requested == "fp16" and device.type != "cuda":
         raise ValueError("--precision fp16 needs a CUDA GPU; use bf16 or fp32 on the CPU")
@@ -241,8 +338,8 @@ def validate(cfg: RunConfig) -> None:
     if (not isinstance(betas, (tuple, list)) or len(betas) != 2
             or not all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in betas)):
         raise OptionError(f"betas {betas!r}: Adam needs two numbers in [0, 1), e.g. (0.5, 0.999)")
-    if cfg.gan_mode not in ("vanilla", "lsgan", "hinge", "wgangp"):
-        raise OptionError(f"unknown --gan-mode {cfg.gan_mode!r}; choose one of: vanilla, lsgan, hinge, wgangp")
+    if cfg.gan_mode not in GAN_MODES:
+        raise OptionError(f"unknown --gan-mode {cfg.gan_mode!r}; choose one of: {', '.join(GAN_MODES)}")
     try:
         parse_layer_weights(cfg.perceptual_layers)
     except (ValueError, AttributeError, TypeError) as exc:

@@ -18,7 +18,9 @@ import torch
 from tqdm.auto import tqdm
 
 from bench.cells import check_cells, discard_run
-from bench.config import IDENTITY_FIELDS, RunConfig, changed_options, resolve_device, resolve_precision, validate
+from bench.config import (
+    IDENTITY_FIELDS, OPTIONS_ADDED_LATER, RunConfig, changed_options, resolve_device, resolve_precision, validate,
+)
 from bench.evaluate import Scorer, generator_record
 from bench.folder import GRAY, TRUTH, CellFolder, RunFolder
 from bench.lock import holds_run_lock
@@ -127,10 +129,6 @@ def check_options(cfg: RunConfig) -> list[Combination]:
     return combos
 
 
-# Identity options added after runs were made, with the value those runs used.
-OPTIONS_ADDED_LATER = {"disc_width": 64, "steps": None}
-
-
 def check_reuse(out: Path, cfg: RunConfig, overwrite: bool) -> None:
     """Refuse to mix results of two different configurations in one --out."""
     path = out / "config.json"
@@ -214,11 +212,7 @@ def plan_run(cfg: RunConfig, overwrite: bool) -> Plan:
     folder = RunFolder(cfg.out)
     check_reuse(folder.path, cfg, overwrite)
     check_numerics(folder.path, precision, device, overwrite)
-    options = LossOptions(
-        device=str(device), gan_mode=cfg.gan_mode, discriminator=cfg.discriminator, disc_width=cfg.disc_width,
-        strict_weights=cfg.strict_weights, perceptual_layers=cfg.perceptual_layers,
-    )
-    return Plan(cfg, combos, device, precision, folder, options)
+    return Plan(cfg, combos, device, precision, folder, cfg.loss_options(device))
 
 
 def load_photos(plan: Plan, progress: bool):
@@ -277,11 +271,7 @@ def run_benchmark(cfg: RunConfig, progress: bool = True, overwrite: bool = False
     nets = load_weights(plan.combos, plan.options, plan.device, strict=True) if cfg.strict_weights else None
     started = time.perf_counter()
     data, data_seconds = load_photos(plan, progress)
-    settings = TrainSettings(
-        generator=cfg.generator, size=cfg.size, width=cfg.width, epochs=cfg.epochs or 0, steps=cfg.steps,
-        batch_size=cfg.batch_size, lr=cfg.lr, betas=tuple(cfg.betas), precision=plan.precision,
-        compile=cfg.compile, checkpoint_seconds=cfg.checkpoint_seconds,
-    )
+    settings = cfg.train_settings(plan.precision)
     steps = total_steps(settings, len(data.train))
     log.info(
         "Data: %s — %d train / %d val images at %d px (%.1fs to load); %d steps of %d per cell (%.1f passes)",

@@ -14,7 +14,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from colorbench_datasets.lab import model_to_rgb
-from losses.registry import LossOptions, register_loss
+from losses.registry import DEFAULT_PERCEPTUAL_LAYERS, LossOptions, register_loss
 from models.pretrained import WeightsUnavailable, known_weights, load_state_dict
 
 # Index of each ReLU in torchvision's vgg16().features.
@@ -25,7 +25,7 @@ VGG_LAYERS = {
     "relu4_1": 18, "relu4_2": 20, "relu4_3": 22,
     "relu5_1": 25, "relu5_2": 27, "relu5_3": 29,
 }
-DEFAULT_LAYERS = "relu1_2,relu2_2,relu3_3,relu4_3"
+DEFAULT_LAYERS = DEFAULT_PERCEPTUAL_LAYERS
 RANDOM_TAG = "random-vgg"
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -17,9 +17,16 @@ from typing import Callable
 from torch import nn
 
 
+# The perceptual loss's VGG16 layers when not told (``--perceptual-layers``, see
+# losses/perceptual.py); written once, here, for LossOptions, RunConfig and the loss.
+DEFAULT_PERCEPTUAL_LAYERS = "relu1_2,relu2_2,relu3_3,relu4_3"
+
+
 @dataclass(frozen=True)
 class LossOptions:
-    """What a loss factory may need beyond its name; one per run."""
+    """What a loss factory may need beyond its name; one per run. ``bench run`` builds it
+    from its RunConfig (``RunConfig.loss_options``), whose fields of the same names hold
+    the defaults and help of the options; these defaults serve direct library use."""
 
     device: str = "cpu"
     gan_mode: str = "vanilla"
@@ -27,7 +34,7 @@ class LossOptions:
     strict_weights: bool = False
     # VGG16 layers of the perceptual loss, optionally weighted: "relu2_2,relu3_3:0.5"
     # (see losses/perceptual.py).
-    perceptual_layers: str = "relu1_2,relu2_2,relu3_3,relu4_3"
+    perceptual_layers: str = DEFAULT_PERCEPTUAL_LAYERS
     disc_width: int = 64  # the discriminator's base channels (pix2pix's ndf)
 
 
