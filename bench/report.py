@@ -28,6 +28,7 @@ from bench.runs import Run, RunFolderError, check_report_out, load_run, load_val
 from bench.summary import RANKED, arrow, decimals, markdown_table, seed_values, summarize, table_rows, unranked
 from colorbench_datasets import model_to_rgb
 from colorbench_datasets.tensors import resize_and_crop
+from losses import is_adversarial
 
 log = logging.getLogger("colorbench")
 
@@ -83,7 +84,7 @@ def run_header(run: Run) -> list[str]:
     o, c, d = run.options, run.config, run.config.get("data", {})
     combos = ", ".join(f"`{n}`" for n in run.combination_names) or "none"
     width = f" (width {o['width']})" if "width" in o else ""
-    adversarial = any(term.split("*")[-1] == "gan" for c in run.combinations for term in c["spec"].split("+"))
+    adversarial = any(is_adversarial(c["spec"]) for c in run.combinations)
     if o.get("disc_width") and adversarial:
         width += f" · **discriminator** `{o.get('discriminator', 'patchgan')}` (width {o['disc_width']})"
     lines = [

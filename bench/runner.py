@@ -30,7 +30,7 @@ from bench.protocol import metric_protocol
 from bench.results import metrics_frame, read_json, write_csv, write_json, atomic_torch_save
 from bench.train import CorruptCheckpoint, Interrupted, TrainSettings, total_steps, train_cell
 from colorbench_datasets import load_data
-from losses import LOSSES, Combination, LossOptions, parse_losses
+from losses import Combination, LossOptions, parse_losses, weights_tags
 from models import GENERATORS, unet_depth
 from models.metric_nets import load_metric_nets
 from models.pretrained import WeightsUnavailable
@@ -101,16 +101,11 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def tag_combinations(combos: list[Combination], options: LossOptions) -> None:
-    """Load each loss's pretrained weights once, before any training, and put any
-    fallback caveat (``random-vgg``) into the combination's name."""
-    tags = {}
-    for name in {t.name for c in combos for t in c.terms}:
-        module = LOSSES[name].factory(options)
-        if getattr(module, "weights_tag", None):
-            tags[name] = module.weights_tag
-    for c in combos:
-        c.tags.update({t.name: tags[t.name] for t in c.terms if t.name in tags})
+def tag_combinations(combos: list[Combination], options: LossOptions) -> list[Combination]:
+    """The combinations with any weights caveat (``random-vgg``) in their names; the losses
+    that declare pretrained weights load them once here, before any training."""
+    tags = weights_tags([t.name for c in combos for t in c.terms], options)
+    return [c.tagged(tags) for c in combos]
 
 
 def check_options(cfg: RunConfig) -> list[Combination]:
@@ -181,11 +176,12 @@ def check_cell_numerics(path: Path, record: dict, precision: str, device: torch.
 
 
 def load_weights(combos: list[Combination], options: LossOptions, device: torch.device, strict: bool):
-    """The losses' and metrics' pretrained networks, each missing file said in one line."""
+    """The losses' and metrics' pretrained networks, each missing file said in one line:
+    ``(combinations with their weights caveats, metric networks)``."""
     try:
-        tag_combinations(combos, options)
+        combos = tag_combinations(combos, options)
         # LPIPS's and FID's networks: loaded once per run, not once per cell.
-        return load_metric_nets(device, strict=strict)
+        return combos, load_metric_nets(device, strict=strict)
     except WeightsUnavailable as exc:
         raise RunError(f"--strict-weights: {exc}") from None
 
@@ -268,7 +264,9 @@ def run_benchmark(cfg: RunConfig, progress: bool = True, overwrite: bool = False
     plan = plan_run(cfg, overwrite)
     # --strict-weights fails in seconds, before the photos load; otherwise the options and
     # the photos are checked first, so a typo is not buried under weights warnings.
-    nets = load_weights(plan.combos, plan.options, plan.device, strict=True) if cfg.strict_weights else None
+    nets = None
+    if cfg.strict_weights:
+        plan.combos, nets = load_weights(plan.combos, plan.options, plan.device, strict=True)
     started = time.perf_counter()
     data, data_seconds = load_photos(plan, progress)
     settings = cfg.train_settings(plan.precision)
@@ -278,7 +276,8 @@ def run_benchmark(cfg: RunConfig, progress: bool = True, overwrite: bool = False
         data.manifest["source"], len(data.train), len(data.val), cfg.size, data_seconds,
         steps, cfg.batch_size, steps * cfg.batch_size / len(data.train),
     )
-    nets = nets or load_weights(plan.combos, plan.options, plan.device, strict=False)
+    if nets is None:
+        plan.combos, nets = load_weights(plan.combos, plan.options, plan.device, strict=False)
     check_cells(plan.folder.path, plan.combos, cfg.seeds, data.manifest, overwrite)  # kept cells: same photos
     # Only now, with options, weights and data known good, is anything written: a run that
     # fails before training leaves no empty run folder behind.

@@ -72,14 +72,18 @@ def adam(params, settings: TrainSettings, device: torch.device) -> torch.optim.A
 
 
 def train_step(G, terms, opt_G, opt_D, L, ab, autocast=contextlib.nullcontext) -> torch.Tensor:
-    """One optimisation step: the discriminator (if a term has one), then the generator.
+    """One optimisation step: the discriminator (if a term is adversarial), then the generator.
 
-    Returns each term's value, the weighted total and the D loss as one detached tensor,
-    left on the device so the caller decides when to sync.
+    Each term gets ``(L, fake_ab, real_ab)``, and a term that declares a generator head
+    (classification) also the head's output of the same forward pass. Returns each term's
+    value, the weighted total and the D loss as one detached tensor, left on the device so
+    the caller decides when to sync.
     """
-    critic = next((t for _, _, t in terms if hasattr(t, "discriminator_loss")), None)
+    critic = next((t for name, _, t in terms if LOSSES[name].adversarial), None)
+    reads_head = [LOSSES[name].generator_head is not None for name, _, _ in terms]
     with autocast():
-        fake = G(L).float()
+        fake, head_out = G(L, head_output=True) if any(reads_head) else (G(L), None)
+        fake = fake.float()
 
     d_loss = torch.zeros((), device=L.device)
     if critic is not None:
@@ -93,7 +97,10 @@ def train_step(G, terms, opt_G, opt_D, L, ab, autocast=contextlib.nullcontext) -
 
     opt_G.zero_grad(set_to_none=True)
     with autocast():
-        values = [term(L, fake, ab).float() for _, _, term in terms]
+        values = [
+            (term(L, fake, ab, head_out) if head else term(L, fake, ab)).float()
+            for (_, _, term), head in zip(terms, reads_head)
+        ]
     total = sum(w * v for (_, w, _), v in zip(terms, values))
     total.backward()
     opt_G.step()
@@ -239,11 +246,11 @@ def build_cell(combo: Combination, seed: int, train: LabSplit, settings: TrainSe
     if settings.compile:
         G.compile()  # in place: state_dict keys stay those of the plain module
     terms = build_terms(combo, options, seed)
-    for _, _, term in terms:
+    for name, _, term in terms:
         term.to(device, memory_format=memory_format)
-        if hasattr(term, "prepare"):  # needs the training data or G (classification: class prior, logits)
-            term.prepare(G, train)
-    critic = next((t for _, _, t in terms if hasattr(t, "discriminator_loss")), None)
+        if LOSSES[name].needs_data:  # e.g. classification's colour prior
+            term.prepare(train)
+    critic = next((t for name, _, t in terms if LOSSES[name].adversarial), None)
     D = for_device(critic.discriminator, device, memory_format) if critic is not None else None
     # The data order and crops come from their own generator, seeded alike for every
     # combination, so all combinations of a seed see identical batches.

@@ -17,7 +17,7 @@ from torch.nn import functional as F
 from colorbench_datasets.lab import AB_SCALE
 from losses.registry import LossOptions, register_loss
 from models.ab_bins import ZHANG_GRID, ZHANG_TEMPERATURE, gamut_bins
-from models.classifier import ColorClassifier, class_head
+from models.classifier import class_head
 
 
 @dataclass(frozen=True)
@@ -120,33 +120,35 @@ def rebalanced_cross_entropy(
 
 
 class ClassificationLoss(nn.Module):
-    """The classification term. ``prepare(G, train)`` (called by the trainer once per cell)
-    fits the rebalancing weights to the training split and connects the term to the
-    generator's logits; ``forward`` then scores the logits of G's latest forward pass, and
-    ignores the decoded ``fake_ab`` (which other terms, e.g. a GAN, see)."""
+    """The classification term. ``prepare(train)`` (called by the trainer once per cell, as
+    the registration declares ``needs_data``) fits the rebalancing weights to the training
+    split; ``forward`` scores the class logits the generator's head gave for this batch
+    (its declared ``generator_head`` output, passed by the trainer), and ignores the
+    decoded ``fake_ab`` (which other terms, e.g. a GAN, see)."""
 
     def __init__(self, params: ZhangParams = ZHANG):
         super().__init__()
         self.params = params
         self.register_buffer("bins", gamut_bins(params.grid).float())
         self.register_buffer("class_weights", torch.ones(len(self.bins)))
-        self._generator: list[ColorClassifier] = []  # a list, so G is not a submodule of the loss
 
-    def prepare(self, generator: nn.Module, train) -> None:
-        if not isinstance(generator, ColorClassifier):
-            raise TypeError("the classification loss needs a generator built with its class head")
-        self._generator[:] = [generator]
+    def prepare(self, train) -> None:
         p = empirical_distribution(train.ab.to(self.bins.device) * AB_SCALE, self.bins)
         smoothed = smooth_distribution(p, self.bins.double(), self.params.prior_sigma)
         self.class_weights = rebalancing_weights(smoothed, self.params.mix).float()
 
-    def forward(self, L: torch.Tensor, fake_ab: torch.Tensor, real_ab: torch.Tensor) -> torch.Tensor:
-        if not self._generator or self._generator[0].logits is None:
-            raise RuntimeError("classification loss: call prepare(G, train) and run G forward first")
+    def forward(
+        self, L: torch.Tensor, fake_ab: torch.Tensor, real_ab: torch.Tensor, logits: torch.Tensor
+    ) -> torch.Tensor:
+        if logits.shape[1] != len(self.bins):
+            raise ValueError(
+                f"the classification loss needs {len(self.bins)} class logits per pixel (the generator's class "
+                f"head), got {logits.shape[1]} channels"
+            )
         idx, weights = soft_encode(
             real_ab.float() * AB_SCALE, self.bins, self.params.neighbours, self.params.sigma
         )
-        return rebalanced_cross_entropy(self._generator[0].logits, idx, weights, self.class_weights)
+        return rebalanced_cross_entropy(logits, idx, weights, self.class_weights)
 
 
 @register_loss(
@@ -162,6 +164,7 @@ class ClassificationLoss(nn.Module):
         f"annealed mean T = {ZHANG.temperature:g}"
     ),
     generator_head=class_head(ZHANG.grid, ZHANG.temperature),
+    needs_data=True,
 )
 def classification(options: LossOptions) -> nn.Module:
     return ClassificationLoss(ZHANG)

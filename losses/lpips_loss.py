@@ -73,6 +73,7 @@ class LPIPSLoss(nn.Module):
     "LPIPS distance between the predicted and true RGB images, as a training loss (frozen)",
     reference="Zhang et al., The Unreasonable Effectiveness of Deep Features, CVPR 2018",
     defaults="lpips package v0.1, net='alex' (torchvision AlexNet_Weights.IMAGENET1K_V1), mean over images",
+    weights="alexnet",
 )
 def lpips_term(options: LossOptions) -> nn.Module:
     net, tag = lpips_network(options.device, options.strict_weights)

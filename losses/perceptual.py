@@ -139,6 +139,7 @@ class PerceptualLoss(nn.Module):
         f"torchvision VGG16_Weights.IMAGENET1K_V1, --perceptual-layers {DEFAULT_LAYERS} "
         f"(weight 1 each; any of relu1_1 ... relu5_3, LAYER:WEIGHT)"
     ),
+    weights="vgg16",
 )
 def perceptual(options: LossOptions) -> nn.Module:
     layers = parse_layer_weights(options.perceptual_layers)

@@ -1,17 +1,25 @@
 """The loss registry and the ``--losses`` spec parser.
 
 A loss is one decorated factory returning an ``nn.Module`` whose
-``forward(L, fake_ab, real_ab)`` gives the generator's loss term. An adversarial term also
-has ``discriminator_loss(L, fake_ab, real_ab)`` and a ``discriminator`` attribute. A term
-that depends on the run's training data or on the generator has ``prepare(G, train)``,
-which the trainer calls once per cell before the first step. A loss that needs another
-generator output than ab registers a ``generator_head`` (see models/classifier.py).
+``forward(L, fake_ab, real_ab)`` gives the generator's loss term. What else the trainer
+owes a term is declared on its registration, never probed on the module:
+
+- ``adversarial=True``: the term also has ``discriminator_loss(L, fake_ab, real_ab)`` and a
+  ``discriminator`` attribute, trained before each generator step;
+- ``needs_data=True``: the term has ``prepare(train)``, called once per cell before the
+  first step with the training split (classification: its colour prior);
+- ``weights="vgg16"``: the term runs a pretrained network (a ``models.pretrained``
+  known_weights key) and has a ``weights_tag`` attribute: None, or the caveat
+  (``random-vgg``) it runs under without the file, which goes into every name shown;
+- ``generator_head={...}``: the generator has that head (see models/classifier.py) and the
+  term's forward takes the head's output as a fourth argument,
+  ``forward(L, fake_ab, real_ab, head_out)``.
 """
 from __future__ import annotations
 
 import difflib
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from torch import nn
@@ -48,6 +56,8 @@ class LossInfo:
     generator_head: dict | None = None
     # Adversarial terms go last in a combination's canonical name (``100*l1+gan``).
     adversarial: bool = False
+    needs_data: bool = False
+    weights: str | None = None
 
 
 LOSSES: dict[str, LossInfo] = {}
@@ -55,19 +65,47 @@ LOSSES: dict[str, LossInfo] = {}
 
 def register_loss(
     name: str, description: str, reference: str = "", defaults: str = "", generator_head: dict | None = None,
-    adversarial: bool = False,
+    adversarial: bool = False, needs_data: bool = False, weights: str | None = None,
 ):
-    """Register ``factory(options) -> nn.Module`` under ``name`` for ``--losses``.
-    ``generator_head``: the generator output the term needs when not ab (e.g. class logits);
-    ``adversarial``: the term trains a discriminator (it is named last in combinations)."""
+    """Register ``factory(options) -> nn.Module`` under ``name`` for ``--losses``; the
+    keywords declare what the trainer owes the term (see the module docstring).
+    ``generator_head``: the generator output the term needs besides ab (e.g. class logits);
+    ``adversarial``: the term trains a discriminator (it is named last in combinations);
+    ``needs_data``: the term is prepared with the training split; ``weights``: the
+    pretrained network it runs (a ``models.pretrained.known_weights`` key)."""
 
     def wrap(factory):
         if name in LOSSES:
             raise ValueError(f"loss {name!r} is registered twice")
-        LOSSES[name] = LossInfo(name, description, factory, reference, defaults, generator_head, adversarial)
+        LOSSES[name] = LossInfo(
+            name, description, factory, reference, defaults, generator_head, adversarial, needs_data, weights
+        )
         return factory
 
     return wrap
+
+
+def weights_tags(names, options: LossOptions) -> dict[str, str]:
+    """``{name: caveat}`` for each of ``names`` that runs without its declared pretrained
+    weights (``{"perceptual": "random-vgg"}``).
+
+    Only losses that declare ``weights`` are built -- each once, by its factory, which
+    loads (and keeps) its network and says a missing file in one line, or raises
+    ``WeightsUnavailable`` under ``--strict-weights``; the others (a PatchGAN) are not.
+    """
+    tags = {}
+    for name in dict.fromkeys(names):
+        if LOSSES[name].weights is not None and (tag := LOSSES[name].factory(options).weights_tag):
+            tags[name] = tag
+    return tags
+
+
+def is_adversarial(spec: str) -> bool:
+    """Whether a combination spec as written in config.json (``100*l1+gan``) has an
+    adversarial term; a loss no longer registered counts as not adversarial."""
+    return any(
+        getattr(LOSSES.get(part.rpartition("*")[2].strip()), "adversarial", False) for part in spec.split("+")
+    )
 
 
 class LossSpecError(ValueError):
@@ -102,7 +140,12 @@ class Combination:
     """A weighted sum of loss terms, e.g. ``100*l1+gan``."""
 
     terms: tuple[Term, ...]
+    # {loss name: weights caveat}, e.g. {"perceptual": "random-vgg"}; see ``tagged``.
     tags: dict = field(default_factory=dict, compare=False, hash=False)
+
+    def tagged(self, tags: dict[str, str]) -> "Combination":
+        """This combination with the caveats of ``tags`` (``weights_tags``) that its terms have."""
+        return replace(self, tags={t.name: tags[t.name] for t in self.terms if t.name in tags})
 
     @property
     def spec(self) -> str:

@@ -23,10 +23,10 @@ def class_head(grid: float, temperature: float) -> dict:
 
 
 class ColorClassifier(nn.Module):
-    """Wraps a logits network. ``forward(L)`` returns ab in the model's ab/110 scale; in
-    training mode it also keeps the logits of that pass in ``self.logits`` for the
-    classification loss (the training loop runs G once per step and hands every term the
-    decoded ab; the logits are the one extra thing this term needs)."""
+    """Wraps a logits network. ``forward(L)`` returns ab in the model's ab/110 scale;
+    ``forward(L, head_output=True)`` returns ``(ab, logits)`` -- the training loop runs G
+    once per step, hands every term the decoded ab and the terms that declare this head
+    (the classification loss) the logits too."""
 
     def __init__(self, net: nn.Module, grid: float, temperature: float):
         super().__init__()
@@ -35,16 +35,15 @@ class ColorClassifier(nn.Module):
         self.temperature = temperature
         # Not saved: recomputed from ``grid`` (deterministic), so generator.pt stays small.
         self.register_buffer("bins", gamut_bins(grid).float() / AB_SCALE, persistent=False)
-        self.logits: torch.Tensor | None = None
 
     @property
     def num_classes(self) -> int:
         return len(self.bins)
 
-    def forward(self, L: torch.Tensor) -> torch.Tensor:
+    def forward(self, L: torch.Tensor, head_output: bool = False):
         logits = self.net(L)
-        self.logits = logits if self.training else None
-        return annealed_mean(logits, self.bins, self.temperature)
+        ab = annealed_mean(logits, self.bins, self.temperature)
+        return (ab, logits) if head_output else ab
 
 
 def build_head(head: dict, builder: Callable[..., nn.Module]) -> nn.Module:

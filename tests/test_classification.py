@@ -148,27 +148,28 @@ def test_class_head_keeps_the_regression_body_and_outputs_decoded_ab(name):
     assert len(same) == len(regression.state_dict()) - 2  # all but the output conv's weight and bias
     assert all(torch.equal(regression.state_dict()[k], G.net.state_dict()[k]) for k in same)
     L = torch.rand(2, 1, 32, 32) * 2 - 1
-    G.train()
-    ab = G(L)
-    assert ab.shape == (2, 2, 32, 32) and G.logits.shape == (2, G.num_classes, 32, 32)
-    assert ab.abs().max() <= gamut_bins().abs().max() / 110 + 1e-6  # a convex mix of bin centres
     G.eval()
-    G(L)
-    assert G.logits is None  # not kept outside training
+    ab, logits = G(L, head_output=True)
+    assert ab.shape == (2, 2, 32, 32) and logits.shape == (2, G.num_classes, 32, 32)
+    assert ab.abs().max() <= gamut_bins().abs().max() / 110 + 1e-6  # a convex mix of bin centres
+    assert torch.equal(G(L), ab)  # plain calls (predict_ab, colorize) get the decoded ab alone
+    assert not hasattr(G, "logits")  # nothing is stashed on the module for a loss to read
 
 
-def test_classification_term_fits_its_prior_and_needs_the_class_head(photo_dir):
+def test_classification_term_fits_its_prior_and_scores_the_head_output(photo_dir):
+    info = LOSSES["classification"]
+    assert info.needs_data and info.generator_head is not None and not info.adversarial  # declared, not probed
     data = load_data(photo_dir, size=32)
     term = ClassificationLoss()
-    with pytest.raises(TypeError, match="class head"):
-        term.prepare(build_generator("unet", 32, 8), data.train)
-    G = build_generator("unet", 32, 8, head=LOSSES["classification"].generator_head).train()
-    term.prepare(G, data.train)
+    term.prepare(data.train)
     assert not torch.allclose(term.class_weights, torch.ones_like(term.class_weights))
-    fake = G(data.train.L[:2, :, :32, :32])
-    loss = term(None, fake, data.train.ab[:2, :, :32, :32])
+    G = build_generator("unet", 32, 8, head=info.generator_head).train()
+    fake, logits = G(data.train.L[:2, :, :32, :32], head_output=True)
+    loss = term(None, fake, data.train.ab[:2, :, :32, :32], logits)
     loss.backward()
     assert torch.isfinite(loss) and G.net.model.model[3].weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="class head"):
+        term(None, fake, data.train.ab[:2, :, :32, :32], fake)  # ab is not the head's output
 
 
 def test_a_combination_cannot_ask_for_two_generator_heads():

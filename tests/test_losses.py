@@ -71,8 +71,8 @@ def test_bad_specs_name_the_bad_part(spec, message):
 
 
 def test_fallback_tag_goes_into_every_name():
-    combo = Combination((Term("l1"), Term("perceptual", 0.1)))
-    combo.tags["perceptual"] = "random-vgg"
+    combo = Combination((Term("l1"), Term("perceptual", 0.1))).tagged({"perceptual": "random-vgg", "lpips": "x"})
+    assert combo.tags == {"perceptual": "random-vgg"}  # only its own terms' caveats
     assert combo.spec == "l1+0.1*perceptual"
     assert combo.name == "l1+0.1*perceptual[random-vgg]"
 
