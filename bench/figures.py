@@ -89,7 +89,7 @@ def _grid(n: int, ncols: int, w: float, h: float) -> tuple[Figure, list]:
     return fig, axes[:n]
 
 
-def metric_title(metric: str, descriptions: dict[str, str]) -> str:
+def metric_title(metric: str) -> str:
     d = direction(metric)
     better = f"{arrow(metric)} {d} is better" if d else "direction unknown"
     return f"{metric}  ({better})"
@@ -116,7 +116,7 @@ def bar_figure(
             x = "gain" if gains else "value"
             rows = [r for r in order if r != GRAY] if gains else order
             data = data[data.row.isin(rows) & data[x].notna()]
-            ax.set_title(metric_title(metric, descriptions), fontsize=10)
+            ax.set_title(metric_title(metric), fontsize=10)
             if data.empty:  # e.g. a metric whose weights were missing: said in the caveats
                 ax.text(0.5, 0.5, "no values\n(see the report's caveats)", ha="center", va="center",
                         transform=ax.transAxes, color="0.4")

@@ -117,12 +117,13 @@ def _remember(path: Path, stat: os.stat_result, digest: str) -> None:
     _verdicts[(str(path), stat.st_size, stat.st_mtime_ns)] = digest
     verdicts = _read_verdicts(path.parent)
     verdicts[path.name] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest}
-    try:
-        from bench.results import atomic_write_text
-
-        atomic_write_text(path.parent / VERDICTS, json.dumps(verdicts, indent=1) + "\n")
+    target = path.parent / VERDICTS
+    tmp = target.with_name(f".{VERDICTS}.{os.getpid()}.tmp")
+    try:  # temp file + rename: a killed run never leaves a half-written verdict file
+        tmp.write_text(json.dumps(verdicts, indent=1) + "\n")
+        os.replace(tmp, target)
     except OSError:
-        pass  # a read-only cache: hashed again next run, never trusted unhashed
+        tmp.unlink(missing_ok=True)  # a read-only cache: hashed again next run, never trusted unhashed
 
 
 def cached_sha256(path: Path) -> str:
