@@ -9,8 +9,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from bench import metrics as M
-from bench.metrics import METRICS, PLAIN_METRICS, score_batch
+from bench import metrics
+from bench.metrics import DERIVED, METRICS, PER_IMAGE, SET, Batch
 from colorbench_datasets import LabSplit, model_to_rgb
 from models import build_generator
 from models.metric_nets import MetricNets
@@ -66,21 +66,24 @@ class Scores:
     """One model's scores on the val split: ``means`` is what ``metrics.csv`` records (the
     set value of every metric); ``per_image`` keeps each per-image metric's value for every
     val image (name -> (N,) float64, in the split's order) for paired statistics; ``features``
-    are the predictions' Inception features while in memory (None without the network)."""
+    are the predictions' features for the set metrics while in memory (network key -> (N, D),
+    e.g. ``"inception"``; empty without the networks)."""
 
     means: dict[str, float]
     per_image: dict[str, np.ndarray] = field(default_factory=dict)
-    features: torch.Tensor | None = None
+    features: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 class Scorer:
-    """Scores ab predictions against one val split, batched on the split's device.
+    """Scores ab predictions against one val split, batched on the split's device, with every
+    metric of ``METRICS`` by its kind (``bench.metrics``): it holds no metric names.
 
-    Made once per run: it holds the metric networks (``MetricNets``, loaded once) and the
-    ground truth's Inception features, colourfulness and colour distribution (computed
-    once), so scoring each model only runs the networks on its own predictions. Without
-    ``nets`` it reports the metrics that need no network; with ``nets`` every metric of
-    ``METRICS``, a missing network's metrics as NaN with the missing file in ``notes``.
+    Made once per run: it holds the metric networks (``MetricNets``, loaded once) and what the
+    ground truth contributes (computed once): the features of the set metrics' networks, the
+    descriptive metrics' values on the photos, the colour distribution (``"val_ab"``) and the
+    images' pooling weights, so scoring each model only runs the networks on its own
+    predictions. Without ``nets`` it reports the metrics that need no network; with ``nets``
+    every metric, a missing network's metrics as NaN with the missing file in ``notes``.
     """
 
     def __init__(
@@ -89,24 +92,39 @@ class Scorer:
     ):
         self.L, self.target_rgb, self.nets, self.batch_size = L, target_rgb, nets, batch_size
         self.image_names = list(image_names) if image_names is not None else [f"{i}" for i in range(len(L))]
-        self.names = [
-            n for n in METRICS
-            if nets is not None or n in PLAIN_METRICS or n == "delta_cf" or METRICS[n].needs == "val_ab"
-        ]
-        cf, features, cells = [], [], torch.zeros(M.AB_CELLS, dtype=torch.float64)
+        self.names = [n for n, m in METRICS.items() if nets is not None or m.network is None]
+        available = nets or MetricNets()
+        # per-image metrics computed from the images alone first, then those with a network
+        # (the order of per_image.csv.gz's rows)
+        self.per_image_metrics = sorted(
+            (m for n, m in METRICS.items() if n in self.names and m.kind == PER_IMAGE
+             and (m.network is None or available.get(m.network) is not None)),
+            key=lambda m: m.network is not None,
+        )
+        self.feature_networks = {
+            m.network: available.get(m.network) for n, m in METRICS.items()
+            if n in self.names and m.kind == SET and available.get(m.network) is not None
+        }
+        features = {key: [] for key in self.feature_networks}
+        cells = torch.zeros(metrics.AB_CELLS, dtype=torch.float64)
+        truth, weights = {}, {}
         with torch.inference_mode():
             for target in self._targets():
-                cf.append(M.colorfulness(target))
-                cells += M.ab_cell_counts(M.rgb_to_lab(target.double())).cpu()
-                if nets is not None and nets.inception is not None:
-                    features.append(nets.inception(target).double())
-            self.target_cf = torch.cat(cf)
-            self.target_features = torch.cat(features) if features else None
-            # auc_rebal's weights: the val photos' own colour distribution, fixed for every model
-            self.cell_weights = M.ab_cell_weights(cells).to(self.device)
-            self.image_weights = {"auc_rebal": torch.cat([
-                M.image_weight(M.rgb_to_lab(t.double()), self.cell_weights) for t in self._targets()
-            ]).double().cpu().numpy()}
+                cells += metrics.ab_cell_counts(metrics.rgb_to_lab(target.double())).cpu()
+                for key, net in self.feature_networks.items():
+                    features[key].append(net(target).double())
+            self.target_features = {key: torch.cat(f) for key, f in features.items() if f}
+            # "val_ab": the val photos' own colour distribution, fixed for every model
+            self.cell_weights = metrics.ab_cell_weights(cells).to(self.device)
+            for target in self._targets():
+                batch = Batch(target, target, available, self.cell_weights)
+                for m in self.per_image_metrics:
+                    if m.higher_is_better is None:  # descriptive: read against the photos' own value
+                        truth.setdefault(m.name, []).append(m.fn(target, target, batch))
+                    if m.pool_weight is not None:
+                        weights.setdefault(m.name, []).append(m.pool_weight(batch))
+            self.truth = {name: torch.cat(v) for name, v in truth.items()}
+            self.image_weights = {name: torch.cat(v).double().cpu().numpy() for name, v in weights.items()}
         self.occupied_cells = int((cells > 0).sum())
 
     @classmethod
@@ -128,28 +146,32 @@ class Scorer:
 
     @property
     def notes(self) -> dict[str, str]:
-        """The ``note`` of each metric's rows: the image count behind FID/KID (both are
-        biased or noisy at small N), or the weights file a missing metric lacks."""
+        """The ``note`` of each metric's rows: the image count behind the set metrics (FID
+        and KID are biased or noisy at small N), or the weights file a missing metric lacks."""
         if self.nets is None:
             return {}
         notes = {m: self.nets.notes.get(m, f"missing weights file {w.filename}") for m, w in self.nets.missing.items()}
-        for m in ("fid", "kid"):
-            if m not in notes:
-                notes[m] = f"n={len(self)}" if len(self) >= 2 else f"n={len(self)}: needs 2+ val images"
+        n = len(self)
+        for name, m in METRICS.items():
+            if m.kind == SET and name not in notes:
+                notes[name] = f"n={n}" if n >= m.min_images else f"n={n}: needs {m.min_images}+ val images"
         return notes
 
     def ground_truth(self) -> dict[str, float]:
-        """What the val photos themselves score where that is informative: their colourfulness."""
-        return {"cf": self.target_cf.double().mean().item()}
+        """What the val photos themselves score where that is informative: the descriptive
+        metrics (their colourfulness)."""
+        return {name: v.double().mean().item() for name, v in self.truth.items()}
 
     def ground_truth_per_image(self) -> dict[str, np.ndarray]:
-        """Per val image: the photo's own colourfulness (``delta_cf`` compares set means of
-        it) and its share of ``auc_rebal``'s pooled weight (``auc_rebal_weight``)."""
-        return {"cf": self.target_cf.double().cpu().numpy(), "auc_rebal_weight": self.image_weights["auc_rebal"]}
+        """Per val image: the photo's own value of each descriptive metric (``cf``, which
+        ``delta_cf`` compares set means of) and its share of each pooled metric's weight
+        (``auc_rebal_weight``)."""
+        return {**{name: v.double().cpu().numpy() for name, v in self.truth.items()},
+                **{f"{name}_weight": w for name, w in self.image_weights.items()}}
 
     def score_ab(self, ab: torch.Tensor) -> dict[str, float]:
         """Every metric of ``names`` for predicted ab (model scale, (N,2,H,W)): the mean over
-        images of the per-image ones, one value over the set for fid, kid and delta_cf."""
+        images of the per-image ones, one value over the set for the set and derived ones."""
         return self.ab_scores(ab).means
 
     def ab_scores(self, ab: torch.Tensor) -> Scores:
@@ -162,33 +184,34 @@ class Scorer:
         # holds all its predictions on the device at once.
         nets = self.nets or MetricNets()
         per_image: dict[str, list[torch.Tensor]] = {}
-        features = []
+        features = {key: [] for key in self.feature_networks}
         for i, target in zip(range(0, len(self.L), self.batch_size), self._targets()):
             L = self.L[i : i + self.batch_size]
             pred = model_to_rgb(L, ab_for_batch(i, L).to(L.device))
-            values = score_batch(pred, target, cell_weights=self.cell_weights)
-            if nets.lpips is not None:
-                values["lpips"] = M.lpips(pred, target, nets.lpips)
-            for name, v in values.items():
-                per_image.setdefault(name, []).append(v)
-            if nets.inception is not None:
-                features.append(nets.inception(pred).double())
+            batch = Batch(pred, target, nets, self.cell_weights)
+            for m in self.per_image_metrics:
+                per_image.setdefault(m.name, []).append(m.fn(pred, target, batch))
+            for key, net in self.feature_networks.items():
+                features[key].append(net(pred).double())
         per_image = {name: torch.cat(v) for name, v in per_image.items()}
+        features = {key: torch.cat(f) for key, f in features.items() if f}
         out = {}
         for name in self.names:
-            if name in self.image_weights and name in per_image:  # auc_rebal: all val pixels pooled
+            m = METRICS[name]
+            if m.kind == PER_IMAGE and name in self.image_weights and name in per_image:
+                # a pooled metric (auc_rebal: all val pixels pooled)
                 w = torch.as_tensor(self.image_weights[name], device=per_image[name].device)
                 out[name] = ((per_image[name].double() * w).sum() / w.sum()).item()
-            elif name in per_image:
+            elif m.kind == PER_IMAGE and name in per_image:
                 out[name] = per_image[name].double().mean().item()
-            elif name == "delta_cf":
-                out[name] = M.delta_cf(per_image["cf"], self.target_cf).item()
-            elif name in ("fid", "kid") and features and len(self) >= 2:
-                out[name] = METRICS[name].fn(torch.cat(features), self.target_features).item()
+            elif m.kind == DERIVED and all(n in per_image for n in m.needs):
+                out[name] = m.fn(per_image, self.truth).item()
+            elif m.kind == SET and m.network in features and len(self) >= m.min_images:
+                out[name] = m.fn(features[m.network], self.target_features[m.network]).item()
             else:
                 out[name] = math.nan
         kept = {name: v.double().cpu().numpy() for name, v in per_image.items()}
-        return Scores(out, kept, torch.cat(features) if features else None)
+        return Scores(out, kept, features)
 
     def score_generator(self, G: nn.Module) -> dict[str, float]:
         return self.generator_scores(G).means
@@ -204,20 +227,3 @@ class Scorer:
     def gray_scores(self) -> Scores:
         """``score_gray`` with every per-image value kept (``Scores``)."""
         return self._score(lambda i, L: torch.zeros(len(L), 2, *L.shape[2:], device=L.device))
-
-
-def score_predictions(
-    L: torch.Tensor, ab: torch.Tensor, target_rgb: torch.Tensor, batch_size: int = 64, nets: MetricNets | None = None
-) -> dict[str, float]:
-    """Mean of each metric over images (set metrics over the set); ``target_rgb`` is uint8
-    (N,3,H,W). Scoring several models? Make one ``Scorer`` and reuse it."""
-    return Scorer(L, target_rgb, nets, batch_size).score_ab(ab)
-
-
-def score_generator(G: nn.Module, val: LabSplit, batch_size: int = 64, nets: MetricNets | None = None) -> dict[str, float]:
-    return Scorer.for_split(val, nets, batch_size).score_generator(G)
-
-
-def score_gray(val: LabSplit, batch_size: int = 64, nets: MetricNets | None = None) -> dict[str, float]:
-    """The floor every model is read against: ab = 0, i.e. the grayscale input itself."""
-    return Scorer.for_split(val, nets, batch_size).score_gray()

@@ -1,24 +1,30 @@
-"""Val metrics as pure functions over batched tensors.
+"""Val metrics as pure functions over batched tensors, and the registry that scores them.
 
-Three shapes of metric, each declared in ``METRICS`` with its direction:
+Every metric is registered once (``register_metric``) as one of three kinds, with what it
+needs declared, so ``bench.evaluate.Scorer`` holds no metric names:
 
-* per image, ``fn(pred, target) -> (N,)`` on sRGB batches (N,3,H,W) in [0, 1]; a run reports
-  the mean over images: ``psnr``, ``ssim``, ``de00``, ``cf``, ``auc``. ``lpips`` is per image
-  too but takes its network as a third argument.
-* per set, on features of the whole val split: ``fid`` and ``kid`` on Inception pool features
-  ``(N, 2048)`` of predictions and ground truth.
-* per set, on per-image colourfulness: ``delta_cf``.
-* per image, weighted by the val set's colour distribution: ``auc_rebal`` (Zhang et al.'s
-  class-rebalanced AuC); its set value is the mean over images weighted by each image's
-  share of the rebalancing weight, so it equals the AuC of all val pixels pooled.
+* ``PER_IMAGE``: ``fn(pred, target, batch) -> (N,)`` on sRGB batches (N,3,H,W) in [0, 1]; a run
+  reports the mean over images (or, with ``pool_weight``, a weighted mean): ``psnr``, ``ssim``,
+  ``lpips`` (network ``"alexnet"``), ``de00``, ``cf``, ``auc``, ``auc_rebal`` (needs
+  ``"val_ab"``, the val set's colour distribution; its set value weights each image by its
+  share of the rebalancing weight, so it equals the AuC of all val pixels pooled).
+* ``SET``: ``fn(features_pred, features_real) -> scalar`` on the features of the whole val
+  split made by the declared network: ``fid`` and ``kid`` on Inception pool features.
+* ``DERIVED``: ``fn(pred_values, truth_values) -> scalar`` from other metrics' per-image values
+  (``needs`` names them) of the predictions and of the val photos: ``delta_cf`` from ``cf``.
 
-Nothing here loads a file or a network: ``models.metric_nets`` builds LPIPS and Inception and
-``bench.evaluate`` feeds them in, so every function is testable with small tensors.
+Descriptive metrics (``higher_is_better=None``) are also scored on the val photos themselves
+(the ground truth a model is read against). The registry's order is metrics.csv's order.
+
+Nothing here loads a file or a network: ``models.metric_nets`` builds the networks the
+registered metrics declare and ``bench.evaluate`` feeds them in, so every function is
+testable with small tensors.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Callable
 
 import torch
@@ -26,19 +32,98 @@ import torch
 from colorbench_datasets.lab import rgb_to_lab
 
 
+PER_IMAGE, SET, DERIVED = "per_image", "set", "derived"
+KINDS = (PER_IMAGE, SET, DERIVED)
+
+
 @dataclass(frozen=True)
 class Metric:
     name: str
+    # PER_IMAGE: fn(pred, target, batch) -> (N,); SET: fn(features_pred, features_real) -> ();
+    # DERIVED: fn(pred_values, truth_values) -> (), each a dict name -> (N,) per-image values.
     fn: Callable[..., torch.Tensor]
     # True or False ranks the metric; None makes it descriptive: read against the ground
     # truth's value, never ranked (more colour is not better colour, see ``cf``).
     higher_is_better: bool | None
     description: str
-    per_image: bool = True  # False: one value for the whole set (fid, kid, delta_cf)
-    weights: str | None = None  # the ``known_weights()`` key it cannot be computed without
-    # "val_ab": needs the val set's ab distribution (``ab_cell_weights``), so it is scored by
-    # ``bench.evaluate.Scorer``, not by ``score_batch`` alone.
-    needs: str | None = None
+    kind: str = PER_IMAGE
+    # The network it cannot be computed without, a key of ``models.metric_nets.NETWORKS``
+    # (PER_IMAGE: ``batch.net(key)``; SET: the network that makes the features).
+    network: str | None = None
+    # PER_IMAGE: val-set statistics it reads from ``Batch`` ("val_ab": ``batch.cell_weights``,
+    # the val set's ab distribution); DERIVED: the per-image metrics it is computed from.
+    needs: tuple[str, ...] = ()
+    # PER_IMAGE: each val image's weight in the set value, fn(batch of the photos) -> (N,);
+    # None: the plain mean over images.
+    pool_weight: Callable[["Batch"], torch.Tensor] | None = None
+    min_images: int = 1  # SET: fewer val images leave it NaN, noted
+
+    @property
+    def per_image(self) -> bool:
+        return self.kind == PER_IMAGE
+
+
+class Batch:
+    """What a per-image metric may read about one batch besides ``pred`` and ``target``:
+    their Lab (converted once per batch, on first use), the networks, and the val set's
+    statistics."""
+
+    def __init__(self, pred: torch.Tensor, target: torch.Tensor, nets=None, cell_weights: torch.Tensor | None = None):
+        self.pred, self.target, self.nets, self._cell_weights = pred, target, nets, cell_weights
+
+    @cached_property
+    def lab_pred(self) -> torch.Tensor:
+        return rgb_to_lab(self.pred.double())
+
+    @cached_property
+    def lab_target(self) -> torch.Tensor:
+        return rgb_to_lab(self.target.double())
+
+    def net(self, key: str):
+        net = None if self.nets is None else self.nets.get(key)
+        if net is None:
+            raise LookupError(f"network {key!r} is not loaded")
+        return net
+
+    @property
+    def cell_weights(self) -> torch.Tensor:
+        """``ab_cell_weights`` of the val photos (declared as ``needs=("val_ab",)``)."""
+        if self._cell_weights is None:
+            raise LookupError("the val set's ab cell weights were not given")
+        return self._cell_weights
+
+
+# What the val set provides to per-image metrics that declare it (``Batch``): "val_ab", the
+# photos' ab distribution as ``ab_cell_weights``.
+VAL_STATISTICS = ("val_ab",)
+
+# name -> Metric, in registration order (metrics.csv's order)
+METRICS: dict[str, Metric] = {}
+
+
+def register_metric(name: str, *, higher_is_better: bool | None, description: str, kind: str = PER_IMAGE,
+                    network: str | None = None, needs=(), pool_weight=None, min_images: int = 1):
+    """Decorator registering ``fn`` as the metric ``name`` (see ``Metric`` for the arguments);
+    returns ``fn`` unchanged. A new metric is this and nothing else: ``Scorer``, the run's
+    files, the report and ``bench compare`` take it from ``METRICS``."""
+    if kind not in KINDS:
+        raise ValueError(f"metric {name}: kind {kind!r}, expected one of {', '.join(KINDS)}")
+    if name in METRICS:
+        raise ValueError(f"metric {name} is already registered")
+    if kind == SET and network is None:
+        raise ValueError(f"set metric {name} must declare the network that makes its features")
+    if kind == DERIVED and (not needs or any(METRICS.get(n) is None or METRICS[n].kind != PER_IMAGE for n in needs)):
+        raise ValueError(f"derived metric {name} must declare the registered per-image metrics it is computed from")
+    if kind == PER_IMAGE and set(needs) - set(VAL_STATISTICS):
+        raise ValueError(f"metric {name} needs {', '.join(sorted(set(needs) - set(VAL_STATISTICS)))}; "
+                         f"a per-image metric may need {', '.join(VAL_STATISTICS)}")
+
+    def register(fn):
+        METRICS[name] = Metric(name, fn, higher_is_better, description, kind, network, tuple(needs), pool_weight,
+                               min_images)
+        return fn
+
+    return register
 
 
 def psnr(pred: torch.Tensor, target: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
@@ -354,45 +439,42 @@ def kid(
     return (total / subsets).float()
 
 
-METRICS: dict[str, Metric] = {
-    m.name: m
-    for m in (
-        Metric("psnr", psnr, True, "peak signal-to-noise ratio on sRGB, dB"),
-        Metric("ssim", ssim, True, "structural similarity on sRGB (Gaussian, sigma 1.5)"),
-        Metric("lpips", lpips, False, "LPIPS distance (AlexNet, v0.1), mean over images", weights="alexnet"),
-        Metric("fid", fid, False, "Fréchet Inception distance to the val photos (biased below a few thousand images)",
-               per_image=False, weights="inception"),
-        Metric("kid", kid, False, "kernel Inception distance (unbiased cubic-kernel MMD^2) to the val photos",
-               per_image=False, weights="inception"),
-        Metric("de00", de00, False, "mean CIEDE2000 colour difference to the ground truth"),
-        Metric("cf", cf, None, "Hasler-Suesstrunk colourfulness of the predictions (descriptive: compare with "
-               "the ground truth's; delta_cf ranks the distance)"),
-        Metric("delta_cf", delta_cf, False, "|mean CF of predictions - mean CF of ground truth|", per_image=False),
-        Metric("auc", auc, True, "Zhang et al.'s AuC of the per-pixel ab error, thresholds 0..150, percent"),
-        Metric("auc_rebal", auc_rebal, True, "AuC with pixels weighted inversely to their colour's frequency in "
-               "the val set (10-unit ab grid; Zhang et al.'s class-rebalanced AuC), percent", needs="val_ab"),
-    )
-}
+# ---------------------------------------------------------------- the registry (metrics.csv's order)
 
-# The per-image metrics that need no network: what ``score_batch`` computes by default.
-PLAIN_METRICS = tuple(n for n, m in METRICS.items() if m.per_image and m.weights is None and m.needs is None)
-
-
-# Metrics computed in Lab: ``score_batch`` converts a batch once for all of them.
-LAB_METRICS = {"de00": de00_lab, "auc": auc_lab}
+register_metric("psnr", higher_is_better=True, description="peak signal-to-noise ratio on sRGB, dB")(
+    lambda pred, target, batch: psnr(pred, target))
+register_metric("ssim", higher_is_better=True, description="structural similarity on sRGB (Gaussian, sigma 1.5)")(
+    lambda pred, target, batch: ssim(pred, target))
+register_metric("lpips", higher_is_better=False, description="LPIPS distance (AlexNet, v0.1), mean over images",
+                network="alexnet")(lambda pred, target, batch: lpips(pred, target, batch.net("alexnet")))
+register_metric("fid", kind=SET, network="inception", min_images=2, higher_is_better=False,
+                description="Fréchet Inception distance to the val photos (biased below a few thousand images)")(fid)
+register_metric("kid", kind=SET, network="inception", min_images=2, higher_is_better=False,
+                description="kernel Inception distance (unbiased cubic-kernel MMD^2) to the val photos")(kid)
+register_metric("de00", higher_is_better=False, description="mean CIEDE2000 colour difference to the ground truth")(
+    lambda pred, target, batch: de00_lab(batch.lab_pred, batch.lab_target))
+register_metric("cf", higher_is_better=None,
+                description="Hasler-Suesstrunk colourfulness of the predictions (descriptive: compare with "
+                            "the ground truth's; delta_cf ranks the distance)")(lambda pred, target, batch: cf(pred))
+register_metric("delta_cf", kind=DERIVED, needs=("cf",), higher_is_better=False,
+                description="|mean CF of predictions - mean CF of ground truth|")(
+    lambda pred, truth: delta_cf(pred["cf"], truth["cf"]))
+register_metric("auc", higher_is_better=True,
+                description="Zhang et al.'s AuC of the per-pixel ab error, thresholds 0..150, percent")(
+    lambda pred, target, batch: auc_lab(batch.lab_pred, batch.lab_target))
+register_metric("auc_rebal", higher_is_better=True, needs=("val_ab",),
+                pool_weight=lambda batch: image_weight(batch.lab_target, batch.cell_weights),
+                description="AuC with pixels weighted inversely to their colour's frequency in "
+                            "the val set (10-unit ab grid; Zhang et al.'s class-rebalanced AuC), percent")(
+    lambda pred, target, batch: auc_rebal_lab(batch.lab_pred, batch.lab_target, batch.cell_weights))
 
 
 def score_batch(pred: torch.Tensor, target: torch.Tensor, names=None, cell_weights=None) -> dict[str, torch.Tensor]:
     """Every per-image metric that needs no network, for one batch: name -> (N,) tensor;
-    with the val set's ``cell_weights`` (``ab_cell_weights``) also ``auc_rebal``."""
-    out, lab = {}, None
-    for name in names or PLAIN_METRICS:
-        if name in LAB_METRICS:
-            lab = lab or (rgb_to_lab(pred.double()), rgb_to_lab(target.double()))
-            out[name] = LAB_METRICS[name](*lab)
-        else:
-            out[name] = METRICS[name].fn(pred, target)
-    if cell_weights is not None:
-        lab = lab or (rgb_to_lab(pred.double()), rgb_to_lab(target.double()))
-        out["auc_rebal"] = auc_rebal_lab(*lab, cell_weights)
-    return out
+    the ones that need the val set's ab distribution only with its ``cell_weights``
+    (``ab_cell_weights``)."""
+    batch = Batch(pred, target, cell_weights=cell_weights)
+    if names is None:
+        names = [n for n, m in METRICS.items()
+                 if m.kind == PER_IMAGE and m.network is None and (cell_weights is not None or "val_ab" not in m.needs)]
+    return {name: METRICS[name].fn(pred, target, batch) for name in names}

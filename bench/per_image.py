@@ -8,7 +8,7 @@ Layout (tidy gzip CSVs that ``pandas.read_csv`` reads as they are):
   and for ``ground-truth``: each photo's own colourfulness (``cf``, what ``delta_cf``
   compares with) and its share of ``auc_rebal``'s pooled weight (``auc_rebal_weight``);
 * ``set_replicates.csv.gz`` beside either, only when the Inception network was there:
-  combination, seed, metric, replicate, value -- FID and KID recomputed on each of the
+  combination, seed, metric, replicate, value -- every set metric (FID and KID) recomputed on each of the
   first ``N_BOOT_SET`` photo resamples of ``bench.stats.photo_indices`` while the features
   were in memory (the 2048-d features themselves are not kept).
 """
@@ -25,7 +25,7 @@ import torch
 from bench import stats
 from bench.evaluate import Scorer, Scores
 from bench.folder import GRAY, PER_IMAGE, REPLICATES, TRUTH
-from bench.metrics import METRICS
+from bench.metrics import METRICS, SET
 from bench.results import atomic_write_bytes
 
 COLUMNS = ["combination", "seed", "image", "metric", "value"]
@@ -62,21 +62,20 @@ def set_resamples(n_photos: int, device) -> int:
 
 
 def replicates_frame(combination: str, seed, scorer: Scorer, scores: Scores, n_boot: int | None = None) -> pd.DataFrame:
-    """FID and KID on each photo resample (predictions and photos resampled alike), from the
-    features in memory; empty without the Inception network, with fewer than 2 images, or
-    where ``set_resamples`` says they cost too much.
+    """Every set metric (FID and KID) on each photo resample (predictions and photos resampled
+    alike), from the features in memory; empty without their network, with fewer than 2
+    images, or where ``set_resamples`` says they cost too much.
 
     Approximate: a resample repeats photos, which biases FID and KID of each set upwards;
     the paired difference of two models on the same resample is much less affected."""
-    pred, real = scores.features, scorer.target_features
     n_boot = set_resamples(len(scorer), scorer.device) if n_boot is None else n_boot
-    if pred is None or real is None or len(scorer) < 2 or n_boot < 1:
-        return pd.DataFrame(columns=REPLICATE_COLUMNS)
     parts = []
-    for name in ("fid", "kid"):
-        fn = METRICS[name].fn
+    for name, metric in METRICS.items():
+        pred, real = scores.features.get(metric.network), scorer.target_features.get(metric.network)
+        if metric.kind != SET or pred is None or real is None or len(scorer) < 2 or n_boot < 1:
+            continue
 
-        def metric_of(idx, fn=fn):
+        def metric_of(idx, fn=metric.fn, pred=pred, real=real):
             i = torch.as_tensor(idx, device=pred.device)
             return fn(pred[i], real[i]).item()
 
@@ -84,6 +83,8 @@ def replicates_frame(combination: str, seed, scorer: Scorer, scores: Scores, n_b
         parts.append(pd.DataFrame({
             "combination": combination, "seed": seed, "metric": name, "replicate": np.arange(len(values)), "value": values,
         }))
+    if not parts:
+        return pd.DataFrame(columns=REPLICATE_COLUMNS)
     return pd.concat(parts, ignore_index=True)[REPLICATE_COLUMNS]
 
 

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from bench.evaluate import score_generator, score_gray
+from bench.evaluate import Scorer
 from bench.train import TrainSettings, train_cell
 from colorbench_datasets import resolve_sources
 from colorbench_datasets.cache import MappedLabSplit, build_cache, dequantize_L, dequantize_ab, quantize_lab
@@ -49,12 +49,12 @@ def test_training_and_scoring_run_on_a_mapped_split(splits):
     (combo,) = parse_losses("l1")
     result = train_cell(combo, 0, map_train.to("cpu"), settings, LossOptions(), torch.device("cpu"), progress=False)
     assert len(result.log) == len(mem_train) // 4
-    mapped, memory = score_generator(result.generator, map_val), score_generator(result.generator, mem_val)
+    mapped, memory = (Scorer.for_split(v).score_generator(result.generator) for v in (map_val, mem_val))
     assert mapped.keys() == memory.keys()
     # Same model, inputs equal to within 8-bit Lab steps: scores agree closely, not bit for bit.
     for k in mapped:
         assert mapped[k] == pytest.approx(memory[k], rel=0.05, abs=0.02), k
-    assert score_gray(map_val).keys() == memory.keys()
+    assert Scorer.for_split(map_val).score_gray().keys() == memory.keys()
 
 
 def test_an_interrupted_build_is_redone(photo_dir, tmp_path, monkeypatch):

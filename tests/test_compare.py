@@ -232,13 +232,13 @@ def test_fid_and_kid_replicates_come_from_the_features_in_memory():
     val = _val()
     scorer = Scorer.for_split(val, _tiny_nets())
     scores = scorer.ab_scores(0.5 * val.ab)
-    assert scores.features is not None and scores.per_image["psnr"].mean() == pytest.approx(scores.means["psnr"])
+    assert set(scores.features) == {"inception"} and scores.per_image["psnr"].mean() == pytest.approx(scores.means["psnr"])
     frame = replicates_frame("x", 0, scorer, scores, n_boot=20)
     assert set(frame.metric) == {"fid", "kid"} and len(frame) == 40
     # replicate r is FID on the photos of resample r, predictions and photos alike
     idx = torch.as_tensor(stats.photo_indices(len(val), 20)[3])
     from bench.metrics import fid
 
-    expect = fid(scores.features[idx], scorer.target_features[idx]).item()
+    expect = fid(scores.features["inception"][idx], scorer.target_features["inception"][idx]).item()
     got = frame[(frame.metric == "fid") & (frame.replicate == 3)]["value"].item()
     assert got == pytest.approx(expect, rel=1e-6) and math.isfinite(got)

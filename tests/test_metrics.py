@@ -333,10 +333,18 @@ def test_kid_equals_the_unbiased_estimator_written_as_loops_and_subsets_agree():
     assert kid(big_x, big_y, subset_size=200, subsets=50).item() == subsets  # seeded: reproducible
 
 
-def test_metric_names_and_directions_are_the_published_ones():
-    assert list(METRICS) == ["psnr", "ssim", "lpips", "fid", "kid", "de00", "cf", "delta_cf", "auc", "auc_rebal"]
-    higher = {n for n, m in METRICS.items() if m.higher_is_better}
-    assert higher == {"psnr", "ssim", "auc", "auc_rebal"}
-    # colourfulness is descriptive: closeness to the photos' own (delta_cf) is what ranks
-    assert {n for n, m in METRICS.items() if m.higher_is_better is None} == {"cf"}
-    assert {n: m.weights for n, m in METRICS.items() if m.weights} == {"lpips": "alexnet", "fid": "inception", "kid": "inception"}
+def test_the_published_metrics_are_registered_with_their_directions_and_kinds():
+    published = {  # name: (higher_is_better, kind, network)
+        "psnr": (True, "per_image", None), "ssim": (True, "per_image", None),
+        "lpips": (False, "per_image", "alexnet"), "fid": (False, "set", "inception"),
+        "kid": (False, "set", "inception"), "de00": (False, "per_image", None),
+        # colourfulness is descriptive: closeness to the photos' own (delta_cf) is what ranks
+        "cf": (None, "per_image", None), "delta_cf": (False, "derived", None),
+        "auc": (True, "per_image", None), "auc_rebal": (True, "per_image", None),
+    }
+    for name, (higher, kind, network) in published.items():
+        m = METRICS[name]
+        assert (m.higher_is_better, m.kind, m.network) == (higher, kind, network), name
+    assert METRICS["delta_cf"].needs == ("cf",) and "val_ab" in METRICS["auc_rebal"].needs
+    # registry order is metrics.csv's order: the published ones keep theirs
+    assert [n for n in METRICS if n in published] == list(published)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench.evaluate import Scorer, score_gray
+from bench.evaluate import Scorer
 from bench.metrics import METRICS
 from colorbench_datasets.tensors import rgb_uint8_to_split
 from conftest import real_photos
@@ -25,7 +25,7 @@ def _tiny_nets():
     conv = torch.nn.functional.conv2d
     lp = lambda a, b: (conv(a, w_l).relu() - conv(b, w_l).relu()).pow(2).mean((1, 2, 3), keepdim=True)  # noqa: E731
     inc = lambda x: conv(x, w_i).relu().mean((2, 3))  # noqa: E731
-    return MetricNets(lpips=lp, inception=inc)
+    return MetricNets({"alexnet": lp, "inception": inc})
 
 
 def test_scorer_is_independent_of_batch_size_and_scores_the_truth_perfectly():
@@ -51,12 +51,12 @@ def test_gray_has_no_colour_and_its_delta_cf_is_the_photos_colourfulness():
     assert set(gray) == {"psnr", "ssim", "de00", "cf", "delta_cf", "auc", "auc_rebal"}  # no networks asked for
     assert gray["cf"] < 1
     assert gray["delta_cf"] == pytest.approx(scorer.ground_truth()["cf"] - gray["cf"], rel=1e-5)
-    assert score_gray(_val(), batch_size=3) == pytest.approx(gray, rel=1e-5)
+    assert Scorer.for_split(_val(), batch_size=3).score_gray() == pytest.approx(gray, rel=1e-5)
 
 
 def test_a_missing_network_leaves_its_metrics_empty_with_the_file_named():
     nets = _tiny_nets()
-    nets.lpips = None
+    del nets.networks["alexnet"]
     nets.missing["lpips"] = known_weights()["alexnet"]
     scorer = Scorer.for_split(_val(), nets)
     scores = scorer.score_gray()
