@@ -286,20 +286,26 @@ def validate(cfg: RunConfig) -> None:
     """Check every option of ``cfg`` against its allowed range, before any work: no weights
     loaded, no photo decoded, no run folder created. Raises ``OptionError`` (a ValueError)
     naming the option, what it may be and how to fix it."""
-    from colorbench_datasets import DATASETS
+    if cfg.preset not in PRESETS:
+        raise OptionError(f"unknown --preset {cfg.preset!r}; choose one of: {', '.join(PRESETS)}")
+    _check_what_trains(cfg)
+    _check_how_long(cfg)
+    _check_seeds_and_optimizer(cfg)
+    _check_machine(cfg)
+    _check_photos_and_out(cfg)
+
+
+def _check_what_trains(cfg: RunConfig) -> None:
+    """The losses, the networks and their sizes."""
+    from bench.folder import slug  # cells are folders by name; two combinations must not share one
     from losses import parse_losses
     from losses.perceptual import parse_layer_weights
     from models import DISCRIMINATORS, GENERATORS, unet_depth
 
-    if cfg.preset not in PRESETS:
-        raise OptionError(f"unknown --preset {cfg.preset!r}; choose one of: {', '.join(PRESETS)}")
     if not isinstance(cfg.losses, str):
         raise OptionError(f"--losses must be a string such as 'l1,100*l1+gan', got {cfg.losses!r}")
-    combos = parse_losses(cfg.losses)  # LossSpecError names the bad part
-    from bench.folder import slug  # cells are folders by name; two combinations must not share one
-
     folders = {}
-    for c in combos:
+    for c in parse_losses(cfg.losses):  # LossSpecError names the bad part
         if slug(c.spec) in folders:
             raise OptionError(f"--losses: {folders[slug(c.spec)]!r} and {c.spec!r} would share the cell folder "
                               f"{slug(c.spec)!r}; rename one of the losses")
@@ -314,16 +320,29 @@ def validate(cfg: RunConfig) -> None:
     unet_depth(cfg.size)
     _int_in(cfg, "width", 1, MAX_WIDTH, " (the paper's U-Net is 64)")
     _int_in(cfg, "disc_width", 1, MAX_WIDTH, " (pix2pix's PatchGAN is 64)")
-    # How long each cell trains: one of the two is set (RunConfig.__post_init__).
+    if cfg.gan_mode not in GAN_MODES:
+        raise OptionError(f"unknown --gan-mode {cfg.gan_mode!r}; choose one of: {', '.join(GAN_MODES)}")
+    try:
+        parse_layer_weights(cfg.perceptual_layers)
+    except (ValueError, AttributeError, TypeError) as exc:
+        raise OptionError(str(exc)) from None
+
+
+def _check_how_long(cfg: RunConfig) -> None:
+    """The training budget, the batches, the checkpoints."""
+    # One of epochs and steps is set (RunConfig.__post_init__).
     if cfg.epochs is not None:
         _int_in(cfg, "epochs", 1, MAX_EPOCHS)
     if cfg.steps is not None:
         _int_in(cfg, "steps", 1, MAX_STEPS)
     if cfg.checkpoint_seconds != cfg.checkpoint_seconds or cfg.checkpoint_seconds < 0:  # NaN or negative
-        raise ValueError(f"--checkpoint-seconds must be 0 or more, got {cfg.checkpoint_seconds}")
+        raise OptionError(f"--checkpoint-seconds must be 0 or more, got {cfg.checkpoint_seconds}")
     _int_in(cfg, "batch_size", 1, MAX_BATCH)
     _int_in(cfg, "eval_batch_size", 1, MAX_BATCH)
     _int_in(cfg, "workers", 0, MAX_WORKERS)
+
+
+def _check_seeds_and_optimizer(cfg: RunConfig) -> None:
     seeds = cfg.seeds
     if not isinstance(seeds, (tuple, list)) or not seeds:
         raise OptionError("--seeds is empty; give comma-separated integers such as 0,1,2")
@@ -338,12 +357,10 @@ def validate(cfg: RunConfig) -> None:
     if (not isinstance(betas, (tuple, list)) or len(betas) != 2
             or not all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in betas)):
         raise OptionError(f"betas {betas!r}: Adam needs two numbers in [0, 1), e.g. (0.5, 0.999)")
-    if cfg.gan_mode not in GAN_MODES:
-        raise OptionError(f"unknown --gan-mode {cfg.gan_mode!r}; choose one of: {', '.join(GAN_MODES)}")
-    try:
-        parse_layer_weights(cfg.perceptual_layers)
-    except (ValueError, AttributeError, TypeError) as exc:
-        raise OptionError(str(exc)) from None
+
+
+def _check_machine(cfg: RunConfig) -> None:
+    """The device, the precision and the switches."""
     device = resolve_device(cfg.device) if isinstance(cfg.device, str) else None
     if device is None:
         raise OptionError(f"--device must be auto, cpu or cuda[:N], got {cfg.device!r}")
@@ -357,7 +374,12 @@ def validate(cfg: RunConfig) -> None:
     if not isinstance(cfg.extra, dict):
         raise OptionError(f"extra must be a dict, got {type(cfg.extra).__name__}")
 
-    # Where the photos come from: cheap checks only (the folders are walked when loading).
+
+def _check_photos_and_out(cfg: RunConfig) -> None:
+    """Where the photos come from and where the run goes: cheap checks only (the folders
+    are walked when the photos load)."""
+    from colorbench_datasets import DATASETS
+
     if cfg.data is not None and cfg.dataset is not None:
         raise OptionError("give either --data DIR or --dataset NAME, not both")
     if cfg.val_data is not None and cfg.data is None:
@@ -371,17 +393,18 @@ def validate(cfg: RunConfig) -> None:
     if cfg.data_root is not None and (not isinstance(cfg.data_root, (str, os.PathLike))
                                       or (Path(cfg.data_root).exists() and not Path(cfg.data_root).is_dir())):
         raise OptionError(f"--data-root {cfg.data_root!r} must be a folder (it is created if missing)")
-    if cfg.out is not None:
-        if not isinstance(cfg.out, (str, os.PathLike)):
-            raise OptionError(f"--out must be a folder path, got {cfg.out!r}")
-        if Path(cfg.out).exists() and not Path(cfg.out).is_dir():
-            raise OptionError(f"--out {cfg.out} is a file; give a folder for the run (new or an earlier run's)")
-        for value, flag in ((cfg.data, "--data"), (cfg.val_data, "--val-data")):
-            if value is not None and _inside(cfg.out, value):
-                raise OptionError(
-                    f"--out {cfg.out} is inside {flag} {value}: the run's files (and its report's PNG figures) "
-                    "would be read as photos next time; put --out outside the photo folders"
-                )
+    if cfg.out is None:
+        return
+    if not isinstance(cfg.out, (str, os.PathLike)):
+        raise OptionError(f"--out must be a folder path, got {cfg.out!r}")
+    if Path(cfg.out).exists() and not Path(cfg.out).is_dir():
+        raise OptionError(f"--out {cfg.out} is a file; give a folder for the run (new or an earlier run's)")
+    for value, flag in ((cfg.data, "--data"), (cfg.val_data, "--val-data")):
+        if value is not None and _inside(cfg.out, value):
+            raise OptionError(
+                f"--out {cfg.out} is inside {flag} {value}: the run's files (and its report's PNG figures) "
+                "would be read as photos next time; put --out outside the photo folders"
+            )
 
 
 # ---------------------------------------------------------------- comparing recorded options

@@ -275,6 +275,25 @@ def log_rows(cell: Cell, losses: list[torch.Tensor], seconds: list[float], n_ima
     return next((first + j for j, row in enumerate(rows) if not all(map(math.isfinite, row))), None)
 
 
+def uses_channels_last(settings: TrainSettings, device: torch.device) -> bool:
+    return default_channels_last(device, settings.precision) if settings.channels_last is None else settings.channels_last
+
+
+def next_batch(stream: BatchStream, train: LabSplit, size: int, device: torch.device, memory_format):
+    """The stream's next batch, randomly cropped and flipped, on ``device``."""
+    idx = stream.next().to(train.L.device)
+    L, ab = random_crop_flip(train.L[idx], train.ab[idx], size, stream.rng)
+    return (L.to(device, non_blocking=True).contiguous(memory_format=memory_format),
+            ab.to(device, non_blocking=True).contiguous(memory_format=memory_format))
+
+
+def save_due(since_save: float, pass_end: bool, checkpoint_seconds: float) -> bool:
+    """Save every ``checkpoint_seconds``, and at the end of a pass once a fifth of that has
+    gone by: a small set's passes take seconds, and saving G, D and both Adam states after
+    each would cost more than the training (benchmarks/README.md)."""
+    return since_save >= checkpoint_seconds or (pass_end and since_save >= checkpoint_seconds / 5)
+
+
 def train_cell(
     combo: Combination,
     seed: int,
@@ -295,10 +314,7 @@ def train_cell(
     Each step's wall time is logged (``seconds``): on a GPU it is the host's, which tracks the
     device's once its queue is full.
     """
-    channels_last = settings.channels_last
-    if channels_last is None:
-        channels_last = default_channels_last(device, settings.precision)
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    memory_format = torch.channels_last if uses_channels_last(settings, device) else torch.contiguous_format
     cell = build_cell(combo, seed, train, settings, options, device, memory_format)
     if checkpoint is not None and checkpoint.is_file():
         cell.restore(checkpoint, device, train)
@@ -307,7 +323,6 @@ def train_cell(
     autocast = autocast_context(settings.precision, device)
     bar = tqdm(total=total, initial=cell.step, desc=desc, disable=not progress, leave=True, dynamic_ncols=True, unit="step")
     t0, last_save = time.perf_counter() - cell.seconds, time.perf_counter()
-    checkpoint_seconds = settings.checkpoint_seconds
     losses, seconds = [], []  # per-step values still on the device, synced at each save
 
     def sync(save: bool) -> int | None:
@@ -326,23 +341,15 @@ def train_cell(
             bar.close()
             raise Interrupted(checkpoint)
         started = time.perf_counter()
-        idx = cell.stream.next().to(train.L.device)
-        L, ab = random_crop_flip(train.L[idx], train.ab[idx], settings.size, cell.stream.rng)
-        L = L.to(device, non_blocking=True).contiguous(memory_format=memory_format)
-        ab = ab.to(device, non_blocking=True).contiguous(memory_format=memory_format)
+        L, ab = next_batch(cell.stream, train, settings.size, device, memory_format)
         losses.append(train_step(cell.G, cell.terms, cell.opt_G, cell.opt_D, L, ab, autocast))
         seconds.append(time.perf_counter() - started)
         cell.step += 1
         bar.update(1)
         # The losses are synced (and checked for divergence) after every pass and at the end.
-        # The state is saved every ``checkpoint_seconds``, and at the end of a pass once a
-        # fifth of that has gone by: a small set's passes take seconds, and saving G, D and
-        # both Adams after each would cost more than the training.
-        since_save = time.perf_counter() - last_save
         pass_end = cell.step % pass_steps == 0 or cell.step == total
-        save = checkpoint is not None and cell.step < total and (
-            since_save >= checkpoint_seconds or (pass_end and since_save >= checkpoint_seconds / 5)
-        )
+        save = checkpoint is not None and cell.step < total and save_due(
+            time.perf_counter() - last_save, pass_end, settings.checkpoint_seconds)
         if pass_end or save:
             if (bad := sync(save)) is not None:
                 bar.close()
