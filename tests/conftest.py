@@ -1,6 +1,7 @@
 """Shared fixtures: no network, a private torch hub cache, small photos made on the fly."""
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -89,3 +90,16 @@ def write_photo_folder(root) -> Path:
 def photo_dir(tmp_path):
     """A folder with train/ (16) and val/ (6) photos."""
     return write_photo_folder(tmp_path)
+
+
+@contextlib.contextmanager
+def offline_env(root):
+    """conftest's no-network, private-cache rules for a module-scoped fixture (the autouse
+    ``_offline`` is function-scoped): a torch hub cache under ``root``."""
+    import torch
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("COLORBENCH_OFFLINE", "1")
+        mp.setenv("TORCH_HOME", str(root / "torch_home"))
+        mp.setattr(torch.hub, "_hub_dir", None, raising=False)
+        yield mp

@@ -18,7 +18,7 @@ from bench.cli import main
 from bench.per_image import PER_IMAGE, REPLICATES, replicates_frame, write_frame
 from bench.folder import slug
 from bench.runs import load_run
-from conftest import write_photo_folder
+from conftest import offline_env, write_photo_folder
 
 TINY = ["--size", "32", "--width", "8", "--epochs", "1", "--batch-size", "4", "-q"]
 
@@ -27,10 +27,7 @@ TINY = ["--size", "32", "--width", "8", "--epochs", "1", "--batch-size", "4", "-
 def tiny_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("cmp")
     photos = write_photo_folder(root)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("COLORBENCH_OFFLINE", "1")
-        mp.setenv("TORCH_HOME", str(root / "torch_home"))
-        mp.setattr(torch.hub, "_hub_dir", None, raising=False)
+    with offline_env(root):
         res = CliRunner().invoke(main, ["run", "--data", str(photos), "--losses", "l1,mse", "--seeds", "0,1",
                                         "--out", str(root / "run"), *TINY])
     assert res.exit_code == 0, res.output

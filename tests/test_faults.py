@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from bench.cli import main
-from conftest import write_photo_folder, write_photos
+from conftest import offline_env, write_photo_folder, write_photos
 
 TINY = ["--size", "32", "--width", "4", "--epochs", "1", "--batch-size", "4", "-q"]
 
@@ -39,10 +39,7 @@ def finished(tmp_path_factory):
     root = tmp_path_factory.mktemp("faults")
     photos = write_photo_folder(root)
     out = root / "run"
-    with pytest.MonkeyPatch.context() as mp:  # conftest's no-network, private-cache rules
-        mp.setenv("COLORBENCH_OFFLINE", "1")
-        mp.setenv("TORCH_HOME", str(root / "torch_home"))
-        mp.setattr(torch.hub, "_hub_dir", None, raising=False)
+    with offline_env(root):
         res = cli(*run_args(photos, out, "l1,mse"))
     assert res.exit_code == 0, res.output
     return photos, out

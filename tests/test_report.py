@@ -19,7 +19,7 @@ from bench.report import FIGURES, pick_samples
 from bench import summary as summary_mod
 from bench.folder import slug
 from bench.runner import WARMUP_STEPS
-from conftest import write_photo_folder, write_photos
+from conftest import offline_env, write_photo_folder, write_photos
 
 TINY = ["--size", "32", "--width", "8", "--epochs", "1", "--batch-size", "4", "-q"]
 ORDER = ["l1", "mse", "100*l1+gan"]  # deliberately not alphabetical: rows follow --losses
@@ -37,10 +37,7 @@ def tiny_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny")
     photos = write_photo_folder(root)
     out = root / "run"
-    with pytest.MonkeyPatch.context() as mp:  # conftest's no-network, private-cache rules
-        mp.setenv("COLORBENCH_OFFLINE", "1")
-        mp.setenv("TORCH_HOME", str(root / "torch_home"))
-        mp.setattr(torch.hub, "_hub_dir", None, raising=False)
+    with offline_env(root):
         res = CliRunner().invoke(main, [
             "run", "--data", str(photos), "--losses", ",".join(ORDER),
             "--seeds", "0,1", "--out", str(out), *TINY,
