@@ -33,14 +33,14 @@ $PY -c "import torch; print('torch', torch.__version__, '| cuda', torch.cuda.is_
       torch.cuda.get_device_name() if torch.cuda.is_available() else '', '| bf16', torch.cuda.is_available() and torch.cuda.is_bf16_supported())"
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv
 
-step "every loss trains and scores on $DEVICE (sample set, auto precision), then the report"
-$BENCH run --device "$DEVICE" --losses mse,l1,perceptual,gan,100*l1+gan,classification,lpips \
-  --epochs 2 --out "$WORK/run" -q && $BENCH report "$WORK/run" --device "$DEVICE" \
+step "every loss trains and scores on $DEVICE (sample set, the quick preset's 300 steps, auto precision), then the report"
+/usr/bin/time -f "bench run: %e s wall" $BENCH run --device "$DEVICE" --losses mse,l1,perceptual,gan,100*l1+gan,classification,lpips \
+  --out "$WORK/run" -q && $BENCH report "$WORK/run" --device "$DEVICE" \
   && cp "$WORK/run/report.md" "$OUT/report.md" && cp "$WORK/run/config.json" "$OUT/config.json"
 
 step "--deterministic: two identical runs give identical metrics"
 for i in 1 2; do
-  $BENCH run --device "$DEVICE" --deterministic --losses l1,100*l1+gan --epochs 2 --out "$WORK/det$i" -q >/dev/null 2>&1
+  $BENCH run --device "$DEVICE" --deterministic --losses l1,100*l1+gan --steps 50 --out "$WORK/det$i" -q >/dev/null 2>&1
 done
 cmp "$WORK/det1/metrics.csv" "$WORK/det2/metrics.csv" && echo "deterministic: metrics.csv identical" \
   || { echo "deterministic: metrics.csv DIFFER"; diff "$WORK/det1/metrics.csv" "$WORK/det2/metrics.csv" | head; }
