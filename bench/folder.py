@@ -48,10 +48,23 @@ def slug(name: str) -> str:
 
 
 @dataclass(frozen=True)
-class CellFolder:
-    """One (combination, seed) cell's files."""
+class _ScoredFolder:
+    """A folder with per-image scores: a cell's, or the run's own (gray and the photos)."""
 
     path: Path
+
+    @property
+    def per_image(self) -> Path:
+        return self.path / PER_IMAGE
+
+    @property
+    def replicates(self) -> Path:
+        return self.path / REPLICATES
+
+
+@dataclass(frozen=True)
+class CellFolder(_ScoredFolder):
+    """One (combination, seed) cell's files."""
 
     @property
     def record(self) -> Path:
@@ -69,23 +82,13 @@ class CellFolder:
     def train_log(self) -> Path:
         return self.path / TRAIN_LOG
 
-    @property
-    def per_image(self) -> Path:
-        return self.path / PER_IMAGE
-
-    @property
-    def replicates(self) -> Path:
-        return self.path / REPLICATES
-
     def is_done(self) -> bool:
         return self.record.is_file()
 
 
 @dataclass(frozen=True)
-class RunFolder:
+class RunFolder(_ScoredFolder):
     """A run folder's paths; ``Path``-like enough to print as its path."""
-
-    path: Path
 
     def __post_init__(self):
         object.__setattr__(self, "path", Path(self.path))
@@ -104,14 +107,6 @@ class RunFolder:
     @property
     def metrics(self) -> Path:
         return self.path / METRICS
-
-    @property
-    def per_image(self) -> Path:
-        return self.path / PER_IMAGE
-
-    @property
-    def replicates(self) -> Path:
-        return self.path / REPLICATES
 
     @property
     def report(self) -> Path:
