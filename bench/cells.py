@@ -60,7 +60,7 @@ def _optimizer_problem(name: str, saved, net: torch.nn.Module) -> str | None:
     return None
 
 
-def checkpoint_problem(state, G, D, train) -> str | None:
+def checkpoint_problem(state, G, D, train, train_print: dict | None = None) -> str | None:
     """Why ``state`` (a loaded checkpoint.pt) cannot resume training ``G`` (and ``D``) on
     ``train``, or None. Checked before anything is loaded from it, so a mismatch is a clear
     message instead of a size-mismatch traceback or an IndexError from a batch queue saved
@@ -83,7 +83,7 @@ def checkpoint_problem(state, G, D, train) -> str | None:
         if problem:
             return problem
     if isinstance(state.get("data"), dict):
-        change = describe_split_change("train", state["data"], split_print(train))
+        change = describe_split_change("train", state["data"], train_print or split_print(train))
         if change:
             return f"it was saved while training on other photos ({change}; restore those photos to resume it)"
     stream = state["stream"]
@@ -220,7 +220,6 @@ def check_is_run_folder(out: Path, overwrite: bool) -> None:
         )
 
 
-# What `bench run` and `bench report` write into a run folder; nothing else is deleted.
 def discard_run(out: Path) -> list[Path]:
     """Delete an earlier run's files from ``out`` (its config, table, report, summary,
     figures and cells, and any temp file of an interrupted write), and nothing else: a

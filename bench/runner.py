@@ -31,7 +31,6 @@ from bench.results import metrics_frame, read_json, write_csv, write_json, atomi
 from bench.train import CorruptCheckpoint, Interrupted, TrainSettings, total_steps, train_cell
 from colorbench_datasets import load_data
 from losses import Combination, LossOptions, parse_losses, weights_tags
-from models import GENERATORS, unet_depth
 from models.metric_nets import load_metric_nets
 from models.pretrained import WeightsUnavailable
 
@@ -108,34 +107,15 @@ def tag_combinations(combos: list[Combination], options: LossOptions) -> list[Co
     return [c.tagged(tags) for c in combos]
 
 
-def check_options(cfg: RunConfig) -> list[Combination]:
-    combos = parse_losses(cfg.losses)
-    if cfg.generator not in GENERATORS:
-        raise RunError(f"unknown --generator {cfg.generator!r}; choose one of: {', '.join(sorted(GENERATORS))}")
-    try:
-        unet_depth(cfg.size)
-    except ValueError as exc:
-        raise RunError(str(exc)) from None
-    for opt in ("epochs", "steps", "batch_size", "width", "disc_width"):
-        if getattr(cfg, opt) is not None and getattr(cfg, opt) < 1:
-            raise RunError(f"--{opt.replace('_', '-')} must be at least 1, got {getattr(cfg, opt)}")
-    if not cfg.seeds:
-        raise RunError("--seeds is empty; give comma-separated integers such as 0,1,2")
-    return combos
-
-
-def check_reuse(out: Path, cfg: RunConfig, overwrite: bool) -> None:
-    """Refuse to mix results of two different configurations in one --out."""
-    path = out / "config.json"
-    if overwrite or not path.is_file():
-        return
-    recorded = read_config(path)["options"]  # a damaged config.json: RecordError naming the fix
-    old = {**OPTIONS_ADDED_LATER, **recorded}
+def check_reuse(out: Path, recorded: dict, cfg: RunConfig) -> None:
+    """Refuse to mix results of two different configurations in one --out (``recorded``:
+    its config.json)."""
+    old = {**OPTIONS_ADDED_LATER, **recorded["options"]}
     new = cfg.to_dict()
     diff = changed_options(old, new, IDENTITY_FIELDS)  # paths resolved, combinations canonical
     if diff:
         changes = ", ".join(
-            f"--{k.replace('_', '-')}: {old.get(k)!r}{'' if k in recorded else ' (before the option existed)'} "
+            f"--{k.replace('_', '-')}: {old.get(k)!r}{'' if k in recorded['options'] else ' (before the option existed)'} "
             f"-> {new.get(k)!r}"
             for k in diff
         )
@@ -145,14 +125,10 @@ def check_reuse(out: Path, cfg: RunConfig, overwrite: bool) -> None:
         )
 
 
-def check_numerics(out: Path, precision: str, device: torch.device, overwrite: bool) -> None:
+def check_numerics(out: Path, recorded: dict, precision: str, device: torch.device) -> None:
     """Refuse to add cells trained in another precision or on another kind of device to a
     run: ``--precision auto`` resolves per machine (bf16 on a CPU with AVX512-BF16, fp32 on
     one without), and a table mixing the two compares numerics, not losses."""
-    path = out / "config.json"
-    if overwrite or not path.is_file():
-        return
-    recorded = read_json(path)
     was = (recorded.get("precision"), str(recorded.get("device", "")).split(":")[0])
     now = (precision, device.type)
     if was[0] is not None and was != now:
@@ -201,14 +177,15 @@ class Plan:
 def plan_run(cfg: RunConfig, overwrite: bool) -> Plan:
     """Every option checked, the device and precision resolved, and an existing --out
     checked against them: nothing is loaded or written yet."""
-    validate(cfg)
-    combos = check_options(cfg)
+    validate(cfg)  # every option, the losses spec included
     device = resolve_device(cfg.device)
     precision = resolve_precision(cfg.precision, device)
     folder = RunFolder(cfg.out)
-    check_reuse(folder.path, cfg, overwrite)
-    check_numerics(folder.path, precision, device, overwrite)
-    return Plan(cfg, combos, device, precision, folder, cfg.loss_options(device))
+    if not overwrite and folder.config.is_file():
+        recorded = read_config(folder.config)  # a damaged config.json: RecordError naming the fix
+        check_reuse(folder.path, recorded, cfg)
+        check_numerics(folder.path, recorded, precision, device)
+    return Plan(cfg, parse_losses(cfg.losses), device, precision, folder, cfg.loss_options(device))
 
 
 def load_photos(plan: Plan, progress: bool):

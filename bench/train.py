@@ -197,15 +197,17 @@ class Cell:
     step: int = 0
     log: list[dict] = field(default_factory=list)
     seconds: float = 0.0  # training time before this process resumed it
+    # The train photos' fingerprint, hashed once: every save records it, a resume checks it.
+    train_print: dict = field(default_factory=dict)
 
-    def save(self, path: Path | None, device: torch.device, seconds: float, train: LabSplit) -> None:
+    def save(self, path: Path | None, device: torch.device, seconds: float) -> None:
         if path is None:
             return
         state = {
             "format": CHECKPOINT_FORMAT, "G": self.G.state_dict(), "opt_G": self.opt_G.state_dict(),
             "step": self.step, "log": self.log, "stream": self.stream.state_dict(),
             "torch_rng": torch.get_rng_state(), "seconds": seconds,
-            "data": split_print(train),  # resumed only on the same train photos (bench/cells.py)
+            "data": self.train_print,  # resumed only on the same train photos (bench/cells.py)
         }
         if device.type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state(device)
@@ -217,7 +219,7 @@ class Cell:
         state = load_checkpoint(path, device)
         # Checked before anything is loaded: other photos or options than it was saved with
         # get a message, not a size-mismatch traceback or an IndexError from the batch queue.
-        if (problem := checkpoint_problem(state, self.G, self.D, train)) is not None:
+        if (problem := checkpoint_problem(state, self.G, self.D, train, self.train_print)) is not None:
             raise CorruptCheckpoint(f"cannot resume from {path}: {problem}. Delete it to restart this cell from scratch.")
         self.G.load_state_dict(state["G"])
         self.opt_G.load_state_dict(state["opt_G"])
@@ -257,7 +259,8 @@ def build_cell(combo: Combination, seed: int, train: LabSplit, settings: TrainSe
     stream = BatchStream(len(train), settings.batch_size, seed)
     torch.manual_seed(seed)  # dropout
     return Cell(G, terms, adam(G.parameters(), settings, device), D,
-                adam(D.parameters(), settings, device) if D is not None else None, stream)
+                adam(D.parameters(), settings, device) if D is not None else None, stream,
+                train_print=split_print(train))
 
 
 def log_rows(cell: Cell, losses: list[torch.Tensor], seconds: list[float], n_images: int, batch_size: int) -> int | None:
@@ -330,7 +333,7 @@ def train_cell(
         bad = log_rows(cell, losses, seconds, len(train), settings.batch_size)
         losses.clear(), seconds.clear()
         if bad is None and save:
-            cell.save(checkpoint, device, time.perf_counter() - t0, train)
+            cell.save(checkpoint, device, time.perf_counter() - t0)
             last_save = time.perf_counter()
         return bad
 
