@@ -9,11 +9,13 @@ saved on these train photos and fits the networks these options build.
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 
 import torch
 
 from bench.folder import CELL_FILES, METRICS, RUN_FILES, RunFolder
+from bench.lock import holder
 from bench.records import RecordError, read_cell_record, read_config, read_json_file
 from colorbench_datasets.manifest import describe_change, describe_split_change, split_print
 
@@ -227,7 +229,13 @@ def discard_run(out: Path) -> list[Path]:
     deleted."""
     out = Path(out)
     folder = RunFolder(out)
+    for cell in folder.cell_dirs():
+        if (busy := holder(cell)) is not None:
+            raise RecordError(f"--overwrite: {cell} is being trained right now (pid {busy.get('pid')} on "
+                              f"{busy.get('host')}{', ' + busy['job'] if busy.get('job') else ''}); stop that job "
+                              "first (`bench status` lists them), or use another --out")
     doomed = [out / name for name in RUN_FILES] + folder.figures() + list(out.glob(".*.tmp"))
+    doomed += list(folder.cells_dir.glob("*/.seed*.lock"))  # left by a killed job; nobody holds them (checked)
     cells = folder.cells_dir
     for cell in folder.cell_dirs():
         doomed += [cell / name for name in CELL_FILES] + list(cell.glob(".*.tmp"))
@@ -236,6 +244,9 @@ def discard_run(out: Path) -> list[Path]:
         if path.is_file() or path.is_symlink():
             path.unlink()
             deleted.append(path)
+    if folder.jobs_dir.is_dir():  # submitit's job files and logs: all ours
+        shutil.rmtree(folder.jobs_dir)
+        deleted.append(folder.jobs_dir)
     if cells.is_dir():  # empty cell folders, deepest first
         for empty in sorted((p for p in cells.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True) + [cells]:
             try:

@@ -9,7 +9,7 @@ import warnings
 
 import click
 
-from bench.config import PRESET_FIELDS, PRESETS, RUN_FIELDS, RunConfig
+from bench.config import LAUNCH_FIELDS, PRESET_FIELDS, PRESETS, RUN_FIELDS, LaunchConfig, RunConfig
 
 log = logging.getLogger("colorbench")
 
@@ -76,13 +76,13 @@ def _click_type(f, kind):
     return click.STRING
 
 
-def run_options(fn):
-    """``bench run``'s options, one per RunConfig field that is not internal, each built
-    from the field's metadata (bench/config.py): flag, type, default and help. Options a
-    preset sets default to None here, so the preset's value fills them (make_config)."""
-    hints = typing.get_type_hints(RunConfig)
+def _field_options(cls, fields: dict) -> list[click.Option]:
+    """One click option per field of ``cls`` that is not internal, built from the field's
+    metadata (bench/config.py): flag, type, default and help. Options a preset sets default
+    to None here, so the preset's value fills them (make_config)."""
+    hints = typing.get_type_hints(cls)
     options = []
-    for name, f in RUN_FIELDS.items():
+    for name, f in fields.items():
         meta = f.metadata
         if meta["internal"]:
             continue
@@ -94,13 +94,21 @@ def run_options(fn):
         help_text = meta["help"] + (f"  [default: {shown}]" if shown else "")
         if kind is bool:
             options.append(click.Option([flag, name], is_flag=True, default=f.default, help=help_text))
-            continue
-        if typing.get_origin(kind) is tuple:  # comma-separated integers (--seeds)
+        elif meta["multiple"]:  # repeatable: --slurm-option A=1 --slurm-option B=2
+            options.append(click.Option([flag, name], multiple=True, help=help_text))
+        elif typing.get_origin(kind) is tuple:  # comma-separated integers (--seeds)
             default = None if name in PRESET_FIELDS else ",".join(map(str, f.default))
             options.append(click.Option([flag, name], callback=_seeds, default=default, help=help_text))
-            continue
-        default = None if name in PRESET_FIELDS else f.default
-        options.append(click.Option([flag, name], type=_click_type(f, kind), default=default, help=help_text))
+        else:
+            default = None if name in PRESET_FIELDS else f.default
+            options.append(click.Option([flag, name], type=_click_type(f, kind), default=default, help=help_text))
+    return options
+
+
+def run_options(fn):
+    """``bench run``'s options: what a run computes (``RunConfig``), then how it runs
+    (``LaunchConfig``)."""
+    options = _field_options(RunConfig, RUN_FIELDS) + _field_options(LaunchConfig, LAUNCH_FIELDS)
     fn.__click_params__ = [*getattr(fn, "__click_params__", []), *reversed(options)]
     return fn
 
@@ -119,14 +127,19 @@ def run(quiet, overwrite, **options):
     from bench.runner import RunInterrupted, run_benchmark
 
     preset = options.pop("preset")
+    launch = LaunchConfig(**{name: options.pop(name) for name in LAUNCH_FIELDS})
     try:
         cfg = make_config(preset, **options)
-        out = run_benchmark(cfg, progress=not quiet, overwrite=overwrite)
+        out = run_benchmark(cfg, progress=not quiet, overwrite=overwrite, launch=launch)
     except RunInterrupted as exc:
         click.echo(f"\nStopped; nothing is lost. Resume with:\n  {_resume_command(exc.out)}", err=True)
         sys.exit(130)
     except (ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
+    if launch.no_wait:
+        click.echo(f"Submitted. Follow the cells with `bench status {out}`; rerun this command to resubmit any "
+                   "that fail.")
+        return
     _print_summary(out)
 
 
@@ -223,6 +236,25 @@ def colorize(inputs, run_dir, loss, seed, out, overwrite, device, quiet):
                + (f"; {len(skipped)} skipped (see warnings)" if skipped else ""))
     if not done:
         raise click.ClickException("no photo could be read; nothing written")
+
+
+@main.command("status")
+@click.argument("run_dir", required=False, type=click.Path(file_okay=False))
+@click.option("--lines", type=click.IntRange(0, 200), default=8, show_default=True,
+              help="Log lines shown for each failed or stopped cell.")
+def status(run_dir, lines):
+    """Where every cell of RUN_DIR stands: done, diverged, running (where, which job),
+    pending, failed or stopped (with its log's last lines).  [default: newest run under results/]"""
+    from bench.folder import RunFolder
+    from bench.records import read_config
+    from bench.runs import newest_run
+    from bench.status import cell_states, status_text
+
+    try:
+        folder = RunFolder(run_dir or newest_run())
+        click.echo(status_text(folder, cell_states(folder, read_config(folder.config), lines)))
+    except (ValueError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @main.command("losses")

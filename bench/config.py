@@ -48,7 +48,7 @@ _NOT_GIVEN = object()
 
 def option(default=dataclasses.MISSING, *, help: str = "", identity: bool = False, old_runs=_NOT_GIVEN,
            internal: str = "", flag: str = "", choices: tuple = (), path: str = "", min=None,
-           default_text: str = "", default_factory=dataclasses.MISSING):
+           default_text: str = "", multiple: bool = False, default_factory=dataclasses.MISSING):
     """A ``RunConfig`` field with what ``bench run`` and a resumed run need to know about it:
 
     - ``help``: the ``bench run`` help text (the default is appended by bench/cli.py).
@@ -59,10 +59,11 @@ def option(default=dataclasses.MISSING, *, help: str = "", identity: bool = Fals
     - ``flag``: the command-line flag when not ``--field-name``; ``choices``: the values
       the flag accepts; ``path``: ``"path"`` or ``"folder"`` for a path option; ``min``:
       the smallest number it accepts; ``default_text``: how help shows a default that is
-      not a plain value (None resolved later, or a preset's).
+      not a plain value (None resolved later, or a preset's); ``multiple``: a repeatable
+      flag, each value one item of a tuple.
     """
     metadata = {"help": help, "identity": identity, "internal": internal, "flag": flag, "choices": tuple(choices),
-                "path": path, "min": min, "default_text": default_text}
+                "path": path, "min": min, "default_text": default_text, "multiple": multiple}
     if old_runs is not _NOT_GIVEN:
         metadata["old_runs"] = old_runs
     return field(default=default, default_factory=default_factory, metadata=metadata)
@@ -174,6 +175,114 @@ class RunConfig:
         )
 
 
+LAUNCHERS = ("serial", "local", "slurm")
+
+
+@dataclass
+class LaunchConfig:
+    """How ``bench run`` executes the cells, not what they compute: in this process one
+    after another, as parallel jobs on this machine, or as a SLURM job array (bench/launch.py),
+    each cell on one device or data-parallel on several. config.json records it under
+    ``launch``; the per-cell thread count it implies is recorded under ``threads``."""
+
+    launcher: str = option(
+        "serial", choices=LAUNCHERS,
+        help="serial: cells one after another in this process; local: parallel jobs on this machine "
+             "(submitit's local executor); slurm: one SLURM job per cell, as a job array.")
+    max_parallel: int | None = option(
+        None, min=1, default_text="serial: 1; local: one per --devices GPU, else 2; slurm: no limit",
+        help="Cells at once (local jobs, or the SLURM array's concurrency). On a CPU each cell gets "
+             "cores/N threads whatever the launcher, so a parallel run repeats the serial run of the "
+             "same command to the last bit.")
+    devices: str | None = option(
+        None, help="local: the GPUs to spread cells over, one cell per device at a time, e.g. cuda:0,cuda:1.")
+    gpus_per_cell: int = option(
+        1, min=1,
+        help="Train each cell data-parallel on N GPUs (torchrun + DistributedDataParallel; N gloo "
+             "processes on a CPU). --batch-size stays the global batch.")
+    slurm_partition: str | None = option(None, help="slurm: the partition to submit to.")
+    timeout_min: int = option(
+        24 * 60, min=1,
+        help="slurm (and local): a job's time limit in minutes; a job that reaches it is requeued "
+             "and resumes its cell from the checkpoint.")
+    slurm_option: tuple[str, ...] = option(
+        (), multiple=True,
+        help="slurm: an extra sbatch option KEY=VALUE (repeatable), e.g. --slurm-option account=proj "
+             "--slurm-option constraint=a100.")
+    no_wait: bool = option(
+        False, help="local/slurm: exit once the jobs are submitted; `bench status RUN` follows them, and "
+                    "the last job assembles metrics.csv.")
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["slurm_option"] = list(self.slurm_option)
+        return d
+
+
+LAUNCH_FIELDS = {f.name: f for f in dataclasses.fields(LaunchConfig)}
+
+
+def parse_devices(devices: str | None) -> list[str]:
+    return [d.strip() for d in devices.split(",") if d.strip()] if devices else []
+
+
+def max_parallel(launch: LaunchConfig) -> int | None:
+    """How many cells run at once: None for a SLURM array without a limit."""
+    if launch.max_parallel is not None:
+        return launch.max_parallel
+    if launch.launcher == "local":
+        return max(1, len(parse_devices(launch.devices)) // launch.gpus_per_cell) if launch.devices else 2
+    return None if launch.launcher == "slurm" else 1
+
+
+def cores() -> int:
+    """The cores this process may use (its affinity mask: taskset, a SLURM allocation)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def cell_threads(launch: LaunchConfig) -> int:
+    """Intra-op threads for one CPU cell (per process of a data-parallel cell). A CPU splits a
+    reduction's work by thread, so the thread count changes a cell's last bits: it follows
+    from --max-parallel alone, never from the launcher, and the serial run of a command
+    repeats its parallel run exactly (a 2-core machine: 1 thread each for --max-parallel 2).
+    torch's own default (the physical cores) caps it."""
+    share = max(1, cores() // (max_parallel(launch) or 1) // launch.gpus_per_cell)
+    return min(share, torch.get_num_threads()) if torch.get_num_threads() > 0 else share
+
+
+def _check_launch(launch: LaunchConfig, cfg: RunConfig) -> None:
+    if launch.launcher not in LAUNCHERS:
+        raise OptionError(f"unknown --launcher {launch.launcher!r}; choose one of: {', '.join(LAUNCHERS)}")
+    for name in ("max_parallel", "gpus_per_cell", "timeout_min"):
+        value = getattr(launch, name)
+        if value is not None and (not _is_int(value) or value < 1):
+            raise OptionError(f"{_flag(name)} must be a whole number of at least 1, got {value!r}")
+    if cfg.batch_size % launch.gpus_per_cell:
+        raise OptionError(f"--batch-size {cfg.batch_size} does not split evenly over --gpus-per-cell "
+                          f"{launch.gpus_per_cell}: each process trains on an equal shard of the global batch; use a "
+                          f"--batch-size that is a multiple of {launch.gpus_per_cell}")
+    devices = parse_devices(launch.devices)
+    if devices and launch.launcher != "local":
+        raise OptionError("--devices spreads cells over this machine's GPUs: it needs --launcher local "
+                          "(SLURM picks the GPUs of each job: use --gpus-per-cell)")
+    bad = [d for d in devices if not (d.startswith("cuda:") and d[5:].isdigit())]
+    if bad:
+        raise OptionError(f"--devices: {bad[0]!r} is not a GPU; list them as cuda:0,cuda:1,...")
+    if devices and len(devices) < launch.gpus_per_cell:
+        raise OptionError(f"--devices lists {len(devices)} GPU(s) and --gpus-per-cell asks for "
+                          f"{launch.gpus_per_cell} per cell; list more devices or lower --gpus-per-cell")
+    for item in launch.slurm_option:
+        if not isinstance(item, str) or "=" not in item or not item.split("=", 1)[0].strip():
+            raise OptionError(f"--slurm-option {item!r}: give KEY=VALUE, e.g. --slurm-option account=myproject")
+    if launch.launcher != "slurm" and (launch.slurm_partition or launch.slurm_option):
+        raise OptionError("--slurm-partition and --slurm-option are for --launcher slurm")
+    if launch.no_wait and launch.launcher == "serial":
+        raise OptionError("--no-wait needs --launcher local or slurm: a serial run trains in this process")
+
+
 RUN_FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
 
 # Options that change what a cell computes; a resumed --out must match on these. Not
@@ -282,10 +391,10 @@ def _inside(path, folder) -> bool:
     return path == folder or folder in path.parents
 
 
-def validate(cfg: RunConfig) -> None:
-    """Check every option of ``cfg`` against its allowed range, before any work: no weights
-    loaded, no photo decoded, no run folder created. Raises ``OptionError`` (a ValueError)
-    naming the option, what it may be and how to fix it."""
+def validate(cfg: RunConfig, launch: LaunchConfig | None = None) -> None:
+    """Check every option of ``cfg`` (and of ``launch``) against its allowed range, before
+    any work: no weights loaded, no photo decoded, no run folder created. Raises
+    ``OptionError`` (a ValueError) naming the option, what it may be and how to fix it."""
     if cfg.preset not in PRESETS:
         raise OptionError(f"unknown --preset {cfg.preset!r}; choose one of: {', '.join(PRESETS)}")
     _check_what_trains(cfg)
@@ -293,6 +402,8 @@ def validate(cfg: RunConfig) -> None:
     _check_seeds_and_optimizer(cfg)
     _check_machine(cfg)
     _check_photos_and_out(cfg)
+    if launch is not None:
+        _check_launch(launch, cfg)
 
 
 def _check_what_trains(cfg: RunConfig) -> None:

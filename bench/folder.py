@@ -5,6 +5,9 @@
     <run>/per_image.csv.gz     gray's and the photos' own per-image scores
     <run>/cells/<slug>/seed<k>/
         metrics.json  generator.pt  checkpoint.pt  train_log.csv  per_image.csv.gz  set_replicates.csv.gz
+    <run>/launch.json          local/slurm: the jobs submitted, with their cells and logs
+    <run>/jobs/                submitit's job files and logs (local/slurm)
+    <run>/cells/<slug>/seed<k>/failure.json   a job's error in that cell, until it is retried
     <run>/report.md  summary.csv  pairwise.csv  fig_*.png      written by `bench report`
 
 ``bench run`` writes it, ``bench report``, ``bench compare`` and ``bench colorize`` read it;
@@ -32,14 +35,19 @@ SUMMARY = "summary.csv"
 PAIRWISE = "pairwise.csv"
 FIGURES = "fig_*.png"
 
+LAUNCH = "launch.json"
+JOBS = "jobs"
+METRICS_LOCK = ".metrics.lock"
+
 CELL_RECORD = "metrics.json"
+FAILURE = "failure.json"
 GENERATOR = "generator.pt"
 CHECKPOINT = "checkpoint.pt"
 TRAIN_LOG = "train_log.csv"
 
 # Everything a run (and its report) writes, so --overwrite discards exactly these.
-RUN_FILES = (CONFIG, METRICS, REPORT, SUMMARY, PAIRWISE, PER_IMAGE, REPLICATES)
-CELL_FILES = (GENERATOR, CHECKPOINT, CELL_RECORD, TRAIN_LOG, PER_IMAGE, REPLICATES)
+RUN_FILES = (CONFIG, METRICS, REPORT, SUMMARY, PAIRWISE, PER_IMAGE, REPLICATES, LAUNCH, METRICS_LOCK)
+CELL_FILES = (GENERATOR, CHECKPOINT, CELL_RECORD, TRAIN_LOG, PER_IMAGE, REPLICATES, FAILURE)
 
 
 def slug(name: str) -> str:
@@ -82,8 +90,18 @@ class CellFolder(_ScoredFolder):
     def train_log(self) -> Path:
         return self.path / TRAIN_LOG
 
+    @property
+    def failure(self) -> Path:
+        return self.path / FAILURE
+
     def is_done(self) -> bool:
         return self.record.is_file()
+
+    def lock(self, job: str = ""):
+        """The lock of the one process that trains this cell (``with cell.lock(job): ...``)."""
+        from bench.lock import CellLock
+
+        return CellLock(self.path, job)
 
 
 @dataclass(frozen=True)
@@ -119,6 +137,18 @@ class RunFolder(_ScoredFolder):
     @property
     def pairwise(self) -> Path:
         return self.path / PAIRWISE
+
+    @property
+    def launch(self) -> Path:
+        return self.path / LAUNCH
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.path / JOBS
+
+    @property
+    def metrics_lock(self) -> Path:
+        return self.path / METRICS_LOCK
 
     @property
     def cells_dir(self) -> Path:

@@ -1,4 +1,4 @@
-"""One writer per run folder.
+"""One writer per run folder, and one per cell.
 
 Two ``bench run`` processes on one ``--out`` would overwrite each other's checkpoints and
 cells and leave a config.json describing only one of them. While a process writes a run
@@ -7,6 +7,12 @@ for ``results/run-A``: beside, so that a run refused before it starts leaves no 
 behind). The kernel drops the lock when the process ends, however it ends (kill -9
 included), so a crash never leaves a stale lock. A second process is refused at once with
 the holder's pid, host, start time and command, read from the lock file.
+
+A cell (``cells/<combination>/seed<k>``) has its own lock, taken the same way by whichever
+process trains it: the serial loop, a local worker, a SLURM array task or rank 0 of a
+torchrun group. Jobs of one launch share the run folder and never its cells; ``bench status``
+reads the holders to say which cell runs where. flock works across the nodes of a cluster
+on NFSv4 and Lustre (emulated as POSIX locks), the usual homes of a shared run folder.
 """
 from __future__ import annotations
 
@@ -15,6 +21,7 @@ import json
 import os
 import socket
 import sys
+import time
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -39,18 +46,37 @@ def lock_path(out: Path) -> Path:
 def _holder(path: Path) -> str:
     try:
         info = json.loads(path.read_text())
-        return (f"pid {info['pid']} on {info['host']}, since {info['started']}: "
+        job = f", {info['job']}" if info.get("job") else ""
+        return (f"pid {info['pid']} on {info['host']}{job}, since {info['started']}: "
                 f"{' '.join(info.get('command', []))}").strip()
     except (OSError, ValueError, KeyError, TypeError):
         return "a process that has not written its details yet"
+
+
+def _flock_soon(fd: int, tries: int = 5) -> bool:
+    """Take ``fd``'s exclusive flock, trying a few times over a quarter second: `bench status`
+    (``holder``) holds a shared lock for microseconds while it looks, and a worker claiming
+    the cell just then must not take the cell for busy."""
+    for attempt in range(tries):
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if attempt < tries - 1:
+                time.sleep(0.05)
+    return False
 
 
 class RunLock:
     """``with RunLock(out):`` -- hold the run folder ``out`` for writing, or raise
     ``RunFolderBusy`` naming the process that holds it."""
 
-    def __init__(self, out: str | Path):
+    # What the folder is, and what holds it, in the refusal's words.
+    what, writer = "--out", "`bench run`"
+
+    def __init__(self, out: str | Path, job: str = ""):
         self.out = Path(out)
+        self.job = job  # e.g. "slurm job 1234_5": shown by `bench status` and in refusals
         self.path = lock_path(self.out)
         self.fd: int | None = None
         self.made: list[Path] = []  # parent folders this lock created, removed again if left empty
@@ -72,16 +98,10 @@ class RunLock:
                 self._cleanup_parents()
                 raise RunFolderBusy(f"--out {self.out}: cannot create the lock file {self.path} ({exc.strerror}); "
                                     "choose an --out in a folder you can write") from None
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+            if not _flock_soon(fd):
                 os.close(fd)
                 self._cleanup_parents()
-                raise RunFolderBusy(
-                    f"--out {self.out} is being written by another `bench run` ({_holder(self.path)}); wait for it "
-                    f"to finish or stop it, or use another --out. (Lock file: {self.path}; it is released "
-                    "automatically when that process ends.)"
-                ) from None
+                raise RunFolderBusy(self.busy_message()) from None
             # The previous holder unlinks the file as it releases it: if we locked a file
             # that is no longer at the path, someone else may lock the new one. Retry.
             try:
@@ -91,12 +111,17 @@ class RunLock:
             if same:
                 break
             os.close(fd)
-        info = {"pid": os.getpid(), "host": socket.gethostname(),
+        info = {"pid": os.getpid(), "host": socket.gethostname(), "job": self.job,
                 "started": datetime.now().isoformat(timespec="seconds"), "command": ["bench", *sys.argv[1:]]}
         os.ftruncate(fd, 0)
         os.write(fd, json.dumps(info).encode())
         self.fd = fd
         return self
+
+    def busy_message(self) -> str:
+        return (f"{self.what} {self.out} is being written by another {self.writer} ({_holder(self.path)}); wait "
+                f"for it to finish or stop it, or use another --out. (Lock file: {self.path}; it is released "
+                "automatically when that process ends.)")
 
     def release(self) -> None:
         if self.fd is None:
@@ -121,6 +146,53 @@ class RunLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+class CellLock(RunLock):
+    """``with CellLock(cell_folder, job):`` -- train one cell, or raise ``RunFolderBusy``
+    naming the process (and job) that trains it."""
+
+    what, writer = "cell", "job"
+
+    def busy_message(self) -> str:
+        return (f"cell {self.out} is being trained by another process ({_holder(self.path)}); `bench status` "
+                "shows where. Wait for it, or stop that job.")
+
+
+def holder(folder: str | Path) -> dict | None:
+    """Who holds ``folder``'s lock (pid, host, job, started, command), or None when nobody
+    does. Only looks: never creates a lock file, never blocks."""
+    path = lock_path(Path(folder))
+    if fcntl is None:
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None  # no lock file: nobody holds it
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return None  # we could take it: its holder is gone
+    except BlockingIOError:
+        try:
+            info = json.loads(os.read(fd, 65536) or b"{}")
+        except ValueError:
+            info = {}
+        return info if isinstance(info, dict) else {}
+    finally:
+        os.close(fd)
+
+
+def job_name() -> str:
+    """The scheduler's name for the job this process belongs to ("slurm job 1234_5", "local
+    job 987"), or "" outside one: shown by `bench status` and recorded with each cell."""
+    env = os.environ
+    if env.get("SLURM_ARRAY_JOB_ID"):
+        return f"slurm job {env['SLURM_ARRAY_JOB_ID']}_{env.get('SLURM_ARRAY_TASK_ID', '')}"
+    if env.get("SLURM_JOB_ID"):
+        return f"slurm job {env['SLURM_JOB_ID']}"
+    if env.get("SUBMITIT_LOCAL_JOB_ID"):
+        return f"local job {env['SUBMITIT_LOCAL_JOB_ID']}"
+    return ""
 
 
 def default_out() -> str:

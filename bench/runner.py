@@ -1,6 +1,7 @@
 """``bench run`` as a library call: every (combination, seed) cell, trained and scored."""
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import platform
@@ -8,6 +9,7 @@ import signal
 import statistics
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
@@ -19,12 +21,14 @@ from tqdm.auto import tqdm
 
 from bench.cells import check_cells, discard_run
 from bench.config import (
-    IDENTITY_FIELDS, OPTIONS_ADDED_LATER, RunConfig, changed_options, resolve_device, resolve_precision, validate,
+    IDENTITY_FIELDS, OPTIONS_ADDED_LATER, LaunchConfig, RunConfig, cell_threads, changed_options, resolve_device,
+    resolve_precision, validate,
 )
 from bench.evaluate import Scorer, generator_record
 from bench.folder import GRAY, TRUTH, CellFolder, RunFolder
-from bench.lock import holds_run_lock
+from bench.lock import holds_run_lock, job_name
 from bench.records import read_config, record_rows
+
 from bench.per_image import write_baseline_scores, write_cell_scores
 from bench.protocol import metric_protocol
 from bench.results import metrics_frame, read_json, write_csv, write_json, atomic_torch_save
@@ -174,18 +178,34 @@ class Plan:
     options: LossOptions
 
 
-def plan_run(cfg: RunConfig, overwrite: bool) -> Plan:
+def plan_run(cfg: RunConfig, overwrite: bool, launch: LaunchConfig | None = None) -> Plan:
     """Every option checked, the device and precision resolved, and an existing --out
     checked against them: nothing is loaded or written yet."""
-    validate(cfg)  # every option, the losses spec included
-    device = resolve_device(cfg.device)
-    precision = resolve_precision(cfg.precision, device)
+    validate(cfg, launch)  # every option, the losses spec included
+    remote = launch is not None and launch.launcher == "slurm"
+    device = job_device(cfg.device) if remote else resolve_device(cfg.device)
+    precision = job_precision(cfg.precision, device) if remote else resolve_precision(cfg.precision, device)
     folder = RunFolder(cfg.out)
     if not overwrite and folder.config.is_file():
         recorded = read_config(folder.config)  # a damaged config.json: RecordError naming the fix
         check_reuse(folder.path, recorded, cfg)
         check_numerics(folder.path, recorded, precision, device)
     return Plan(cfg, parse_losses(cfg.losses), device, precision, folder, cfg.loss_options(device))
+
+
+def job_device(requested: str) -> torch.device:
+    """The device of a SLURM job's cells, decided on a login node that may have no GPU:
+    ``auto`` and ``cuda`` are a GPU (the jobs ask SLURM for one), ``cpu`` is a CPU."""
+    return torch.device("cpu" if requested == "cpu" else requested if requested.startswith("cuda") else "cuda")
+
+
+def job_precision(requested: str, device: torch.device) -> str:
+    """``--precision auto`` for jobs on another machine: bf16 on a GPU (every GPU since
+    Ampere runs it natively; a job on an older one refuses to start and names --precision
+    fp16), the CPU rule otherwise. Each cell records what it trained in."""
+    if requested == "auto" and device.type == "cuda":
+        return "bf16"
+    return resolve_precision(requested, device) if device.type == "cpu" else requested
 
 
 def load_photos(plan: Plan, progress: bool):
@@ -204,47 +224,107 @@ def load_photos(plan: Plan, progress: bool):
     return data, time.perf_counter() - started
 
 
-def start_config(plan: Plan, data, steps: int, scorer: Scorer) -> dict:
-    """config.json as the run starts: every resolved option, the machine, the photos."""
+def start_config(plan: Plan, data, steps: int, scorer: Scorer, gray: dict, launch: LaunchConfig) -> dict:
+    """config.json as the run starts: every resolved option, the machine, the photos, how
+    the cells run, and the baselines' scores (the jobs assemble metrics.csv from it)."""
     device = plan.device
     return {
         "options": plan.cfg.to_dict(),
+        "launch": launch.to_dict(),
+        "world_size": launch.gpus_per_cell,  # processes per cell (per-rank BatchNorm statistics on a CPU)
         "combinations": [{"spec": c.spec, "name": c.name, "tags": c.tags} for c in plan.combos],
         "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+        "device_name": (torch.cuda.get_device_name(device) if device.type == "cuda" and torch.cuda.is_available()
+                        else platform.processor() or platform.machine()),
         "precision": plan.precision,
-        "threads": torch.get_num_threads(),
+        "threads": cell_threads(launch),  # per cell (per process): a CPU's last bits depend on it
         "versions": package_versions(),
         "data": data.manifest,
         "steps_per_cell": steps,
         "started": datetime.now().isoformat(timespec="seconds"),
         "ground_truth": scorer.ground_truth(),
+        "gray": gray, "metric_notes": scorer.notes,
         "protocol": metric_protocol(scorer, data.manifest, plan.cfg.size),
     }
 
 
-def baseline_rows(folder: RunFolder, scorer: Scorer, seeds) -> list[dict]:
+def baseline_rows(config: dict) -> list[dict]:
     """metrics.csv's rows for ``gray`` (the input itself) and the val photos' own values,
     one per seed so that means over seeds line up with the models'."""
-    gray = scorer.gray_scores()
-    write_baseline_scores(folder.path, scorer, gray)  # per-image scores for paired statistics
-    rows = [{"combination": GRAY, "seed": s, "metric": m, "value": v, "note": scorer.notes.get(m, "")}
-            for s in seeds for m, v in gray.means.items()]
+    seeds, notes = config["options"]["seeds"], config.get("metric_notes", {})
+    rows = [{"combination": GRAY, "seed": s, "metric": m, "value": v, "note": notes.get(m, "")}
+            for s in seeds for m, v in config["gray"].items()]
     return rows + [{"combination": TRUTH, "seed": s, "metric": m, "value": v, "note": "the val photos themselves"}
-                   for s in seeds for m, v in scorer.ground_truth().items()]
+                   for s in seeds for m, v in config["ground_truth"].items()]
 
 
-@holds_run_lock  # one process writes a run folder at a time (bench/lock.py)
-def run_benchmark(cfg: RunConfig, progress: bool = True, overwrite: bool = False) -> Path:
+def assemble_metrics(folder: RunFolder, config: dict) -> bool:
+    """Rewrite metrics.csv from config.json's baselines and every finished cell's record, in
+    the run's order (seeds, then combinations) whoever finished them: a parallel run's table
+    is the serial run's, row for row. Returns whether every cell is in it.
+
+    Jobs finishing together each rewrite it; they take turns on a lock, and each reads the
+    records under it, so the last to write has seen every cell finished before it."""
+    rows, complete = baseline_rows(config), True
+    with open(folder.metrics_lock, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # blocking: a rewrite takes milliseconds
+        for seed in config["options"]["seeds"]:
+            for combo in config["combinations"]:
+                cell = folder.cell(combo["name"], seed)
+                if cell.is_done():
+                    rows += record_rows(read_json(cell.record))
+                else:
+                    complete = False
+        write_csv(folder.metrics, metrics_frame(rows))
+    return complete
+
+
+@holds_run_lock  # one process plans and assembles a run folder at a time (bench/lock.py)
+def run_benchmark(cfg: RunConfig, progress: bool = True, overwrite: bool = False,
+                  launch: LaunchConfig | None = None) -> Path:
     """Train and score every cell of ``cfg``; returns the run folder. Finished cells of an
-    earlier run in the same ``--out`` are kept, an unfinished one resumes."""
-    plan = plan_run(cfg, overwrite)
+    earlier run in the same ``--out`` are kept, an unfinished one resumes. ``launch`` says
+    how the cells run (bench/launch.py): in this process by default."""
+    launch = launch or LaunchConfig()
+    started = time.perf_counter()
+    run = prepare_run(cfg, launch, progress, overwrite)
+    folder, config = run.plan.folder, run.config
+    if launch.launcher == "serial" and launch.gpus_per_cell == 1:
+        with torch_threads(config["threads"]):
+            run_cells(run, progress)
+    else:
+        from bench.launch import launch_cells
+
+        if not launch_cells(folder, config, launch, progress):
+            return folder.path  # --no-wait: the jobs finish it
+    assemble_metrics(folder, config)
+    config |= {"finished": datetime.now().isoformat(timespec="seconds"),
+               "wall_seconds": round(time.perf_counter() - started, 1), "data_seconds": round(run.data_seconds, 2)}
+    write_json(folder.config, config)
+    return folder.path
+
+
+@dataclass
+class PreparedRun:
+    """A run ready to train its cells: its plan, photos, scorer and config.json as written."""
+
+    plan: Plan
+    data: object
+    data_seconds: float
+    scorer: Scorer
+    settings: TrainSettings
+    config: dict
+
+
+def prepare_run(cfg: RunConfig, launch: LaunchConfig, progress: bool, overwrite: bool) -> PreparedRun:
+    """Everything before the first cell trains: options, photos and weights checked, kept
+    cells checked against the photos, config.json and the baselines' scores written."""
+    plan = plan_run(cfg, overwrite, launch)
     # --strict-weights fails in seconds, before the photos load; otherwise the options and
     # the photos are checked first, so a typo is not buried under weights warnings.
     nets = None
     if cfg.strict_weights:
         plan.combos, nets = load_weights(plan.combos, plan.options, plan.device, strict=True)
-    started = time.perf_counter()
     data, data_seconds = load_photos(plan, progress)
     settings = cfg.train_settings(plan.precision)
     steps = total_steps(settings, len(data.train))
@@ -262,43 +342,52 @@ def run_benchmark(cfg: RunConfig, progress: bool = True, overwrite: bool = False
     if overwrite:
         discard_run(plan.folder.path)  # every file of the old run, report and figures included
     set_determinism(cfg.deterministic, plan.device)
-    scorer = Scorer.for_split(data.val.to(plan.device), nets, cfg.eval_batch_size)
-    config = start_config(plan, data, steps, scorer)
+    # The submitting machine of a SLURM run may have no GPU: it scores gray on its CPU.
+    scoring_device = plan.device if plan.device.type == "cpu" or torch.cuda.is_available() else torch.device("cpu")
+    scorer = Scorer.for_split(data.val.to(scoring_device), nets, cfg.eval_batch_size)
+    gray = scorer.gray_scores()
+    write_baseline_scores(plan.folder.path, scorer, gray)  # per-image scores for paired statistics
+    config = start_config(plan, data, steps, scorer, gray.means, launch)
     write_json(plan.folder.config, config)
-    rows = baseline_rows(plan.folder, scorer, cfg.seeds)
-    rows = run_cells(plan, data.train.to(plan.device), data.manifest["fingerprint"], scorer, settings, progress, rows)
-    write_csv(plan.folder.metrics, metrics_frame(rows))
-    config |= {"finished": datetime.now().isoformat(timespec="seconds"),
-               "wall_seconds": round(time.perf_counter() - started, 1), "data_seconds": round(data_seconds, 2)}
-    write_json(plan.folder.config, config)
-    return plan.folder.path
+    assemble_metrics(plan.folder, config)  # the baselines and any kept cells, before the first cell trains
+    return PreparedRun(plan, data, data_seconds, scorer, settings, config)
 
 
-def run_cells(plan: Plan, train_split, data_print: dict, scorer: Scorer, settings: TrainSettings, progress: bool,
-              rows: list[dict]) -> list[dict]:
-    """``rows`` and every (seed, combination) cell's: a finished cell is kept, an unfinished
+@contextmanager
+def torch_threads(n: int):
+    """torch's intra-op threads set to ``n`` for a block (a library call leaves them as it
+    found them)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def run_cells(run: PreparedRun, progress: bool) -> None:
+    """Every (seed, combination) cell in this process: a finished cell is kept, an unfinished
     one trained (or resumed) and scored. metrics.csv is rewritten after each, so a killed
     run leaves the table of what it finished."""
-    rows = list(rows)
+    plan, config = run.plan, run.config
+    train = run.data.train.to(plan.device)
     with StopOnSigint() as stop:
         for seed in plan.cfg.seeds:
             for combo in plan.combos:
                 cell = plan.folder.cell(combo.name, seed)
                 if cell.is_done():
-                    record = read_json(cell.record)
-                    check_cell_numerics(cell.record, record, plan.precision, plan.device)
+                    check_cell_numerics(cell.record, read_json(cell.record), plan.precision, plan.device)
                     log.info("%-28s seed %d: already done, kept", combo.name, seed)
-                else:
+                    continue
+                with cell.lock():  # a job of an earlier --no-wait launch may be training it
                     try:
-                        record = run_cell(combo, seed, train_split, scorer, settings, plan.options, plan.device, cell,
-                                          progress, stop, data=data_print)
+                        run_cell(combo, seed, train, run.scorer, run.settings, plan.options, plan.device, cell,
+                                 progress, stop, data=run.data.manifest["fingerprint"])
                     except Interrupted:
                         raise RunInterrupted(plan.folder.path) from None
                     except CorruptCheckpoint as exc:
                         raise RunError(str(exc)) from None
-                rows += record_rows(record)
-                write_csv(plan.folder.metrics, metrics_frame(rows))
-    return rows
+                assemble_metrics(plan.folder, config)
 
 
 # Steps timed before the median: the first steps pay for allocation, oneDNN's kernel choice
@@ -314,21 +403,30 @@ def step_time(log: list[dict]) -> dict:
 
 
 def run_cell(combo, seed, train_split, scorer: Scorer, settings, options, device, cell: CellFolder, progress: bool,
-             stop=lambda: False, data: dict | None = None) -> dict:
-    """Train (or resume) and score one cell; its files are written, its record returned."""
-    cell.path.mkdir(parents=True, exist_ok=True)
-    if cell.checkpoint.is_file():
-        log.info("%-28s seed %d: resuming from its checkpoint", combo.name, seed)
+             stop=lambda: False, data: dict | None = None, dist=None) -> dict | None:
+    """Train (or resume) and score one cell; its files are written, its record returned.
+    ``dist``: this process is one rank of a data-parallel cell (bench/distributed.py); the
+    other ranks only train, and return None."""
+    main_rank = dist is None or dist.is_main
+    if main_rank:
+        cell.path.mkdir(parents=True, exist_ok=True)
+        if cell.checkpoint.is_file():
+            log.info("%-28s seed %d: resuming from its checkpoint", combo.name, seed)
     result = train_cell(
         combo, seed, train_split, settings, options, device,
-        checkpoint=cell.checkpoint, progress=progress, desc=f"{combo.name} s{seed}", should_stop=stop,
+        checkpoint=cell.checkpoint, progress=progress and main_rank, desc=f"{combo.name} s{seed}", should_stop=stop,
+        **({"dist": dist} if dist is not None else {}),
     )
+    if not main_rank:
+        return None
     write_csv(cell.train_log, pd.DataFrame(result.log))
     record = {
         "combination": combo.name, "spec": combo.spec, "seed": seed, "seconds": round(result.seconds, 2),
         "steps": len(result.log), **step_time(result.log),
-        # what the numbers were computed in: one table never mixes them (check_numerics)
-        "precision": settings.precision, "device": device.type,
+        # what the numbers were computed in: one table never mixes them (check_numerics); the
+        # threads and processes change only the last bits, and are recorded
+        "precision": settings.precision, "device": device.type, "threads": torch.get_num_threads(),
+        "world_size": dist.world_size if dist is not None else 1, "job": job_name(), "host": platform.node(),
         # the photos it was trained and scored on: a rerun keeps the cell only for the same
         "data": data,
     }

@@ -452,8 +452,9 @@ def test_overwrite_discards_the_old_runs_report_and_figures_and_nothing_else(cop
     res = cli(*run_args(photos, run, "mse", "--width", "8", "--overwrite"))
     assert res.exit_code == 0, res.output
     left = sorted(p.relative_to(run).as_posix() for p in run.rglob("*") if p.is_file())
-    assert left == ["cells/mse/seed0/generator.pt", "cells/mse/seed0/metrics.json", "cells/mse/seed0/per_image.csv.gz",
-                    "cells/mse/seed0/train_log.csv", "config.json", "metrics.csv", "notes.txt", "per_image.csv.gz"]
+    assert left == [".metrics.lock", "cells/mse/seed0/generator.pt", "cells/mse/seed0/metrics.json",
+                    "cells/mse/seed0/per_image.csv.gz", "cells/mse/seed0/train_log.csv", "config.json", "metrics.csv",
+                    "notes.txt", "per_image.csv.gz"]
 
 
 def test_report_refuses_to_replace_another_runs_report(copied, tmp_path):

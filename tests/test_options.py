@@ -11,7 +11,8 @@ from click.testing import CliRunner
 from bench import config
 from bench.cli import main, run
 from bench.config import (
-    IDENTITY_FIELDS, OPTIONS_ADDED_LATER, PRESET_FIELDS, PRESETS, RUN_FIELDS, RunConfig, make_config,
+    IDENTITY_FIELDS, LAUNCH_FIELDS, OPTIONS_ADDED_LATER, PRESET_FIELDS, PRESETS, RUN_FIELDS, LaunchConfig, RunConfig,
+    make_config,
 )
 from bench.train import TrainSettings
 from losses import LossOptions
@@ -34,7 +35,9 @@ def test_every_field_is_an_option_of_bench_run_or_marked_internal():
         else:
             assert name in params, f"RunConfig.{name} is neither a `bench run` option nor marked internal"
             assert f.metadata["help"], f"--{name} has no help"
-    assert set(params) - set(RUN_FIELDS) == CLI_ONLY
+    for name, f in LAUNCH_FIELDS.items():  # how a run executes: every field an option
+        assert name in params and f.metadata["help"] and not f.metadata["internal"], name
+    assert set(params) - set(RUN_FIELDS) - set(LAUNCH_FIELDS) == CLI_ONLY
     internal = {n for n, f in RUN_FIELDS.items() if f.metadata["internal"]}
     assert internal == {"betas", "eval_batch_size", "workers", "extra"}
 
@@ -51,12 +54,14 @@ def test_defaults_and_help_come_from_the_metadata():
     for name, p in params.items():
         if name in CLI_ONLY:
             continue
-        f = RUN_FIELDS[name]
+        f = RUN_FIELDS.get(name) or LAUNCH_FIELDS[name]
         assert p.help.startswith(f.metadata["help"])
         if name in PRESET_FIELDS:  # the preset fills it: None on the command line
             assert p.default is None and "[default: preset's" in p.help
         elif name == "seeds":
             assert p.default == "0"
+        elif f.metadata["multiple"]:  # --slurm-option: repeatable, none by default
+            assert p.multiple and f.default == ()
         else:
             assert p.default == f.default, name
         if f.metadata["choices"]:
@@ -73,10 +78,11 @@ def test_defaults_and_help_come_from_the_metadata():
 
 
 def test_cli_defaults_make_the_python_defaults():
-    """`bench run` with no options and RunConfig() are one configuration."""
+    """`bench run` with no options and RunConfig(), LaunchConfig() are one configuration."""
     ctx = run.make_context("run", [])
     options = dict(ctx.params)
     options.pop("quiet"), options.pop("overwrite")
+    assert LaunchConfig(**{name: options.pop(name) for name in LAUNCH_FIELDS}) == LaunchConfig()
     assert make_config(options.pop("preset"), **options) == RunConfig()
 
 

@@ -1,0 +1,258 @@
+"""One run's cells trained by a job of their own: a local worker, a SLURM array task, or the
+ranks of ``torchrun -m bench.cell`` training one cell data-parallel.
+
+Every job starts from the run folder alone: config.json (written by ``bench run`` before it
+submits) says the options, the photos' fingerprint, the precision and the threads per cell;
+the job loads the photos and weights itself, refuses to train if either differs from what
+the run was planned with, and then trains its cells one at a time, each under the cell's
+own lock (bench/lock.py). A job given several cells (a local worker) takes whichever are
+neither finished nor held by another job, so N workers share one queue with no scheduler
+of ours. After each cell the job rewrites metrics.csv from the cells' records; the last
+one to finish leaves the complete table.
+
+    torchrun --nproc-per-node 2 -m bench.cell results/run-A --combination l1 --seed 0
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import socket
+import sys
+import traceback
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import torch
+
+from bench.config import RUN_FIELDS, OPTIONS_ADDED_LATER, RunConfig, resolve_device
+from bench.folder import CellFolder, RunFolder
+from bench.lock import RunFolderBusy, job_name
+from bench.records import read_config
+from bench.results import read_json, write_json
+
+log = logging.getLogger("colorbench")
+
+
+class JobRefused(RuntimeError):
+    """This job cannot train the run's cells as planned; the message names what differs and
+    the fix."""
+
+
+def config_options(options: dict) -> RunConfig:
+    """The ``RunConfig`` that config.json's ``options`` record."""
+    values = {**OPTIONS_ADDED_LATER, **{k: v for k, v in options.items() if k in RUN_FIELDS}}
+    values["seeds"], values["betas"] = tuple(values["seeds"]), tuple(values["betas"])
+    return RunConfig(**values)
+
+
+@dataclass
+class JobRun:
+    """A run folder opened by a job: what ``runner.run_cell`` needs for any of its cells."""
+
+    folder: RunFolder
+    config: dict
+    plan: object  # runner.Plan
+    train: object  # the train split, on the device
+    data_print: dict
+    scorer: object | None  # None on ranks other than 0: only rank 0 scores
+    settings: object
+
+
+def open_run(run_dir: Path, device: str | None = None, dist=None) -> JobRun:
+    """The run folder's plan, photos and (rank 0) scorer, checked against config.json."""
+    from bench.evaluate import Scorer
+    from bench.runner import Plan, load_photos, load_weights, set_determinism
+    from losses import parse_losses
+
+    folder = RunFolder(run_dir)
+    config = read_config(folder.config)
+    cfg = config_options(config["options"])
+    torch.set_num_threads(int(config.get("threads") or torch.get_num_threads()))
+    dev = resolve_device(device or ("cuda" if str(config["device"]).startswith("cuda") else "cpu"))
+    main_rank = dist is None or dist.is_main
+    if dev.type == "cuda" and dist is not None and dist.world_size > 1:
+        dev = torch.device("cuda", dist.local_rank)
+    precision = config["precision"]
+    if dev.type == "cuda" and precision == "bf16" and not torch.cuda.is_bf16_supported():
+        raise JobRefused(f"{folder.config} plans bf16 and this GPU ({torch.cuda.get_device_name(dev)}) lacks it: "
+                         "rerun `bench run` into a new --out with --precision fp16 or fp32")
+    plan = Plan(cfg, parse_losses(cfg.losses), dev, precision, folder, cfg.loss_options(dev))
+    data, _ = load_photos(plan, progress=False)
+    if data.manifest["fingerprint"] != config["data"].get("fingerprint"):
+        raise JobRefused(f"the photos this job loaded ({data.manifest['source']}) are not those {folder.config} "
+                         "was planned with: a job must see the same --data (a path shared by every node)")
+    plan.combos, nets = load_weights(plan.combos, plan.options, dev, strict=cfg.strict_weights)
+    planned = [c["name"] for c in config["combinations"]]
+    if [c.name for c in plan.combos] != planned:
+        raise JobRefused(f"this job would train {', '.join(c.name for c in plan.combos)} and the run planned "
+                         f"{', '.join(planned)}: its machine lacks weights the submitting one had (`bench weights`); "
+                         "share TORCH_HOME between the nodes, or import the files on every node")
+    set_determinism(cfg.deterministic, dev)
+    scorer = Scorer.for_split(data.val.to(dev), nets, cfg.eval_batch_size) if main_rank else None
+    return JobRun(folder, config, plan, data.train.to(dev), data.manifest["fingerprint"], scorer,
+                  cfg.train_settings(precision))
+
+
+def write_failure(cell: CellFolder, exc: BaseException, job: str, launch_id: str) -> None:
+    """failure.json: why this cell's job failed, for `bench status`, until it is retried."""
+    write_json(cell.failure, {
+        "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc().splitlines()[-30:],
+        "job": job, "host": socket.gethostname(), "launch": launch_id,
+        "when": datetime.now().isoformat(timespec="seconds"),
+    })
+
+
+def failed_in_launch(cell: CellFolder, launch_id: str) -> bool:
+    """Whether ``cell`` already failed in this launch (a worker does not retry what another
+    worker of the same launch saw fail; a new `bench run` does)."""
+    if not launch_id or not cell.failure.is_file():
+        return False
+    try:
+        return read_json(cell.failure).get("launch") == launch_id
+    except (OSError, ValueError):
+        return False
+
+
+def train_one(run: JobRun, name: str, seed: int, stop, dist=None) -> dict | None:
+    """Train and score one cell of ``run`` (its lock already held by this job)."""
+    from bench.runner import check_cell_numerics, run_cell
+
+    combo = next(c for c in run.plan.combos if c.name == name)
+    cell = run.folder.cell(name, seed)
+    if cell.is_done():
+        check_cell_numerics(cell.record, read_json(cell.record), run.plan.precision, run.plan.device)
+        return None
+    return run_cell(combo, seed, run.train, run.scorer, run.settings, run.plan.options, run.plan.device, cell,
+                    progress=False, stop=stop, data=run.data_print, dist=dist)
+
+
+def run_job(run_dir: str | Path, cells: list[tuple[str, int]], device: str | None = None, launch_id: str = "",
+            gpus_per_cell: int = 1) -> int:
+    """A job's work: each of ``cells`` that is neither finished nor held by another job,
+    trained under its lock (by torchrun's processes when ``gpus_per_cell`` > 1). A cell that
+    fails is recorded (failure.json) and the job goes on to the next; raises at the end if
+    any failed. Returns how many cells it trained."""
+    from bench.runner import RunInterrupted, StopOnSigint, assemble_metrics
+
+    folder, job = RunFolder(run_dir), job_name()
+    run = open_run(folder.path, device) if gpus_per_cell == 1 else None
+    config = run.config if run else read_config(folder.config)
+    trained, failed = 0, []
+    with StopOnSigint() as stop:
+        for name, seed in cells:
+            cell = folder.cell(name, seed)
+            if cell.is_done() or failed_in_launch(cell, launch_id):
+                continue
+            try:
+                lock = cell.lock(job).acquire()
+            except RunFolderBusy:
+                continue  # another job trains it
+            try:
+                if not cell.is_done():
+                    cell.failure.unlink(missing_ok=True)
+                    log.info("%s seed %d: training (%s)", name, seed, job or f"pid {os.getpid()}")
+                    if run is None:
+                        from bench.launch import torchrun_cell
+
+                        torchrun_cell(folder.path, name, seed, gpus_per_cell, device)
+                    else:
+                        train_one(run, name, seed, stop)
+                    trained += 1
+            except Exception as exc:  # noqa: BLE001 - recorded for `bench status`, then the next cell
+                if type(exc).__name__ == "Interrupted":
+                    raise RunInterrupted(folder.path) from None
+                write_failure(cell, exc, job, launch_id)
+                failed.append(f"{name} seed {seed}: {type(exc).__name__}: {exc}")
+                log.error("%s seed %d failed: %s", name, seed, exc)
+            finally:
+                lock.release()
+            assemble_metrics(folder, config)
+    if failed:
+        raise RuntimeError("cells failed (their failure.json has the traceback): " + "; ".join(failed))
+    return trained
+
+
+@dataclass
+class CellJob:
+    """What submitit runs: ``run_job`` on the listed cells. On a preempted or timed-out SLURM
+    job, submitit calls ``checkpoint`` and requeues the same job, which resumes each cell from
+    its checkpoint (written every --checkpoint-seconds), so a requeue loses at most that."""
+
+    run_dir: str
+    cells: list[tuple[str, int]]
+    device: str | None = None
+    launch_id: str = ""
+    gpus_per_cell: int = 1
+    extra: dict = field(default_factory=dict)
+
+    def __call__(self) -> int:
+        if self.gpus_per_cell > 1 and os.environ.get("SUBMITIT_EXECUTOR") == "slurm":
+            # One task per GPU in this job: each task is a rank of the cell's process group.
+            import submitit
+
+            submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+            (name, seed), = self.cells
+            return int(train_distributed(self.run_dir, name, seed, self.device))
+        return run_job(self.run_dir, self.cells, self.device, self.launch_id, self.gpus_per_cell)
+
+    def checkpoint(self, *args, **kwargs):
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(self)
+
+
+def train_distributed(run_dir: str | Path, name: str, seed: int, device: str | None = None,
+                      parent_holds_lock: bool = False) -> bool:
+    """One cell, data-parallel over torchrun's processes: rank 0 takes the cell's lock (unless
+    the process that launched torchrun holds it), every rank trains its shard of each global
+    batch, rank 0 alone writes. Returns whether this group trained the cell."""
+    from bench.distributed import agree, process_group
+    from bench.runner import RunInterrupted, StopOnSigint, assemble_metrics
+
+    want = torch.device(device) if device else None
+    with process_group(want or torch.device("cuda" if torch.cuda.is_available() else "cpu")) as dist:
+        run = open_run(Path(run_dir), device, dist)
+        cell = run.folder.cell(name, seed)
+        lock = None
+        if dist.is_main and not parent_holds_lock and not cell.is_done():
+            try:
+                lock = cell.lock(job_name()).acquire()
+            except RunFolderBusy as exc:
+                log.info("%s", exc)
+        go = agree(dist.is_main and not cell.is_done() and (lock is not None or parent_holds_lock))
+        try:
+            if go:
+                with StopOnSigint() as stop:
+                    try:
+                        train_one(run, name, seed, stop, dist)
+                    except Exception as exc:
+                        if type(exc).__name__ == "Interrupted":
+                            raise RunInterrupted(run.folder.path) from None
+                        raise
+                if dist.is_main:
+                    assemble_metrics(run.folder, run.config)
+        finally:
+            if lock is not None:
+                lock.release()
+    return go
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.cell", description=__doc__.split("\n\n")[0])
+    parser.add_argument("run_dir", help="a run folder planned by `bench run` (its config.json)")
+    parser.add_argument("--combination", required=True, help="the cell's combination, as config.json names it")
+    parser.add_argument("--seed", type=int, required=True)
+    parser.add_argument("--device", default=None, help="cpu or cuda (each rank takes cuda:LOCAL_RANK)")
+    parser.add_argument("--parent-holds-lock", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        train_distributed(args.run_dir, args.combination, args.seed, args.device, args.parent_holds_lock)
+    except (ValueError, OSError, JobRefused) as exc:
+        sys.exit(f"Error: {exc}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,235 @@
+"""Cells as jobs, through submitit: parallel workers on this machine (``--launcher local``)
+or one SLURM job per cell as a job array (``--launcher slurm``); and a cell data-parallel
+over several processes through torchrun (``--gpus-per-cell``).
+
+Colorbench schedules nothing itself. ``bench run`` writes config.json, submits jobs that each
+open the run folder on their own (bench/cell.py), records them in launch.json, and either
+waits (a progress bar of finished cells) or exits (``--no-wait``) and lets ``bench status``
+follow them. A local launch starts ``--max-parallel`` workers that share the run's cells as a
+queue, each cell claimed by its lock; a SLURM launch submits one array task per cell, with
+the array's concurrency set to ``--max-parallel``. Rerunning ``bench run`` submits only the
+cells that are neither finished, nor trained right now, nor waiting in a live job.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from datetime import datetime
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from bench.cell import CellJob
+from bench.config import LaunchConfig, max_parallel, parse_devices
+from bench.folder import RunFolder
+from bench.lock import holder
+from bench.results import read_json, write_json
+
+log = logging.getLogger("colorbench")
+
+# Seconds between SLURM's warning signal and the kill: a cell saves at its next step boundary.
+SIGNAL_DELAY_S = 120
+# Requeues of a job that reaches its time limit before submitit gives up on it (a preempted
+# job is requeued whatever the count).
+MAX_TIMEOUTS = 20
+ALIVE_SLURM_STATES = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "SUSPENDED", "RESIZING",
+                      "REQUEUE_HOLD", "REQUEUE_FED", "PREEMPTED", "SIGNALING", "STAGE_OUT"}
+
+
+def run_cells_of(config: dict) -> list[tuple[str, int]]:
+    """Every cell of the run, in the run's order: seeds, then combinations."""
+    return [(c["name"], seed) for seed in config["options"]["seeds"] for c in config["combinations"]]
+
+
+def read_launches(folder: RunFolder) -> list[dict]:
+    try:
+        return list(read_json(folder.launch).get("launches", [])) if folder.launch.is_file() else []
+    except (OSError, ValueError, AttributeError):
+        return []
+
+
+def job_alive(launch: dict, job: dict) -> bool:
+    """Whether a recorded job may still train cells: a local worker whose process lives on
+    this host, or a SLURM job that SLURM lists as pending, running or requeued."""
+    if launch["launcher"] == "local":
+        if launch.get("host") != socket.gethostname():
+            return False
+        try:
+            os.kill(int(job["id"]), 0)
+        except (OSError, ValueError):
+            return False
+        return _not_zombie(int(job["id"]))
+    if launch["launcher"] == "slurm":
+        return slurm_state(job["id"]) in ALIVE_SLURM_STATES
+    return False
+
+
+def _not_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True  # no /proc: the signal said it exists
+
+
+def slurm_state(job_id: str) -> str:
+    """SLURM's state of a job (``sacct`` through submitit), or UNKNOWN off the cluster."""
+    try:
+        from submitit.slurm.slurm import SlurmJob
+
+        return SlurmJob(folder="/", job_id=str(job_id)).state
+    except Exception:  # noqa: BLE001 - no sacct here: nothing known
+        return "UNKNOWN"
+
+
+def cells_waiting(folder: RunFolder) -> set[tuple[str, int]]:
+    """The cells a live job of an earlier launch will still train."""
+    waiting = set()
+    for launch in read_launches(folder):
+        for job in launch.get("jobs", []):
+            if job_alive(launch, job):
+                waiting |= {(name, int(seed)) for name, seed in job["cells"]}
+    return waiting
+
+
+def cells_to_submit(folder: RunFolder, config: dict) -> list[tuple[str, int]]:
+    """Cells that are neither finished, nor held by a job now, nor waiting in a live job."""
+    waiting = cells_waiting(folder)
+    return [(name, seed) for name, seed in run_cells_of(config)
+            if not folder.cell(name, seed).is_done() and holder(folder.cell(name, seed).path) is None
+            and (name, seed) not in waiting]
+
+
+def make_executor(folder: RunFolder, launch: LaunchConfig, config: dict, kind: str | None = None):
+    """submitit's executor for ``launch`` (``kind`` overrides the launcher: ``debug`` runs
+    the jobs in this process, for tests), its logs under the run's jobs/ folder."""
+    import submitit
+
+    kind = kind or launch.launcher
+    jobs = folder.jobs_dir / "%j"
+    on_gpu = str(config["device"]).startswith("cuda")
+    if kind == "debug":
+        return submitit.DebugExecutor(folder=jobs)
+    if kind == "local":
+        executor = submitit.LocalExecutor(folder=jobs, max_num_timeout=MAX_TIMEOUTS)
+        executor.update_parameters(timeout_min=launch.timeout_min, signal_delay_s=SIGNAL_DELAY_S)
+        return executor
+    executor = submitit.SlurmExecutor(folder=jobs, max_num_timeout=MAX_TIMEOUTS)
+    options = dict(item.split("=", 1) for item in launch.slurm_option)
+    executor.update_parameters(
+        job_name="colorbench", time=launch.timeout_min, partition=launch.slurm_partition,
+        ntasks_per_node=launch.gpus_per_cell, gpus_per_node=launch.gpus_per_cell if on_gpu else None,
+        cpus_per_task=config.get("threads") if not on_gpu else None, signal_delay_s=SIGNAL_DELAY_S,
+        array_parallelism=max_parallel(launch) or 256, additional_parameters=options,
+    )
+    return executor
+
+
+def submit(folder: RunFolder, config: dict, launch: LaunchConfig, cells, launch_id: str, kind: str | None = None):
+    """Submit jobs for ``cells``: one per cell on SLURM, ``--max-parallel`` queue workers
+    locally (each started at another cell, so they rarely race for the same lock)."""
+    executor = make_executor(folder, launch, config, kind)
+    run_dir = str(folder.path.resolve())
+    if (kind or launch.launcher) == "slurm":
+        return executor.submit_array([CellJob(run_dir, [cell], "cuda" if str(config["device"]).startswith("cuda")
+                                              else "cpu", launch_id, launch.gpus_per_cell) for cell in cells])
+    devices = parse_devices(launch.devices)
+    workers = min(max_parallel(launch) or 1, len(cells))
+    jobs = []
+    for i in range(workers):
+        group = devices[i * launch.gpus_per_cell:(i + 1) * launch.gpus_per_cell]
+        if group and kind != "debug":
+            executor.update_parameters(gpus_per_node=len(group), visible_gpus=[int(d.split(":")[1]) for d in group])
+        device = ("cuda" if group else "cpu") if devices else None
+        jobs.append(executor.submit(CellJob(run_dir, cells[i:] + cells[:i], device, launch_id, launch.gpus_per_cell)))
+    return jobs
+
+
+def record_launch(folder: RunFolder, launch: LaunchConfig, jobs, cells, launch_id: str) -> None:
+    """launch.json: every launch of this run, its jobs, their cells and logs (`bench status`)."""
+    entry = {
+        "id": launch_id, "launcher": launch.launcher, "host": socket.gethostname(),
+        "submitted": datetime.now().isoformat(timespec="seconds"),
+        "jobs": [{"id": str(job.job_id), "cells": [list(c) for c in job_cells(job, cells, launch)],
+                  "stdout": str(job.paths.stdout), "stderr": str(job.paths.stderr)} for job in jobs],
+    }
+    write_json(folder.launch, {"launches": [*read_launches(folder), entry]})
+
+
+def job_cells(job, cells, launch: LaunchConfig):
+    submission = job.submission() if callable(getattr(job, "submission", None)) else None
+    fn = getattr(submission, "function", None)
+    return fn.cells if isinstance(fn, CellJob) else cells
+
+
+def launch_cells(folder: RunFolder, config: dict, launch: LaunchConfig, progress: bool, kind: str | None = None) -> bool:
+    """Submit the cells still to train, and wait for every cell unless ``--no-wait``. Returns
+    whether all are finished; raises ``LaunchFailed`` naming the cells that failed."""
+    if launch.launcher == "serial":  # --gpus-per-cell N without a scheduler: torchrun, one cell after another
+        from bench.cell import run_job
+
+        try:
+            run_job(folder.path, cells_to_submit(folder, config), launch_id=uuid.uuid4().hex[:8],
+                    gpus_per_cell=launch.gpus_per_cell)
+        except RuntimeError as exc:
+            raise LaunchFailed(f"{exc}; `bench status {folder.path}` shows them") from None
+        return True
+    cells = cells_to_submit(folder, config)
+    launch_id = uuid.uuid4().hex[:8]
+    jobs = []
+    if cells:
+        jobs = submit(folder, config, launch, cells, launch_id, kind)
+        record_launch(folder, launch, jobs, cells, launch_id)
+        log.info("Submitted %d %s job(s) for %d cell(s); logs in %s", len(jobs), kind or launch.launcher,
+                 len(cells), folder.jobs_dir)
+    if launch.no_wait:
+        return False
+    wait_for_cells(folder, config, jobs, progress)
+    return True
+
+
+class LaunchFailed(ValueError):
+    """Some cells did not finish; the message names them, their errors and their logs."""
+
+
+def wait_for_cells(folder: RunFolder, config: dict, jobs, progress: bool, poll_s: float = 1.0) -> None:
+    """Block until every cell is finished, or no job is left to finish the rest."""
+    from bench.status import cell_states
+
+    cells = run_cells_of(config)
+    bar = tqdm(total=len(cells), desc="Cells", unit="cell", disable=not progress, dynamic_ncols=True)
+    try:
+        while True:
+            if any(getattr(job, "_submission", None) is not None for job in jobs):  # debug: run them here
+                for job in jobs:
+                    job.exception()  # runs it; a failure is recorded in the cell's failure.json
+            done = sum(folder.cell(name, seed).is_done() for name, seed in cells)
+            bar.update(done - bar.n)
+            working = any(not job.done() for job in jobs) or any(
+                holder(folder.cell(n, s).path) is not None for n, s in cells) or cells_waiting(folder)
+            if done == len(cells) or not working:
+                break
+            time.sleep(poll_s)
+    finally:
+        bar.close()
+    unfinished = [s for s in cell_states(folder, config) if s.state not in ("done", "diverged")]
+    if unfinished:
+        lines = [f"  {s.combination} seed {s.seed}: {s.state}{' - ' + s.detail if s.detail else ''}" for s in unfinished]
+        raise LaunchFailed(
+            f"{len(unfinished)} of {len(cells)} cells did not finish:\n" + "\n".join(lines)
+            + f"\n`bench status {folder.path}` shows their logs; rerun the same `bench run` to resubmit them "
+              "(finished cells are kept)")
+
+
+def torchrun_cell(run_dir: Path, name: str, seed: int, processes: int, device: str | None = None) -> None:
+    """Train one cell data-parallel in ``processes`` processes started by torchrun, this
+    process holding the cell's lock for them."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
+               "-m", "bench.cell", str(run_dir), "--combination", name, "--seed", str(seed), "--parent-holds-lock"]
+    if device:
+        command += ["--device", device]
+    subprocess.run(command, check=True)
