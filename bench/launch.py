@@ -65,7 +65,8 @@ def job_alive(launch: dict, job: dict) -> bool:
             return False
         return _not_zombie(int(job["id"]))
     if launch["launcher"] == "slurm":
-        return slurm_state(job["id"]) in ALIVE_SLURM_STATES
+        # UNKNOWN: sacct cannot be asked from here; never submit a cell twice on a guess
+        return slurm_state(job["id"]) in ALIVE_SLURM_STATES | {"UNKNOWN"}
     return False
 
 
@@ -214,6 +215,11 @@ def wait_for_cells(folder: RunFolder, config: dict, jobs, progress: bool, poll_s
             if done == len(cells) or not working:
                 break
             time.sleep(poll_s)
+    except KeyboardInterrupt:
+        # Ctrl-C reached the local workers too (one process group): each saves its cell and stops.
+        from bench.runner import RunInterrupted
+
+        raise RunInterrupted(folder.path) from None
     finally:
         bar.close()
     unfinished = [s for s in cell_states(folder, config) if s.state not in ("done", "diverged")]

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.folder import RunFolder
-from bench.launch import job_alive, read_launches, run_cells_of
+from bench.launch import job_alive, read_launches, run_cells_of, slurm_state
 from bench.lock import holder
 from bench.results import read_json
 
@@ -78,7 +78,8 @@ def cell_state(folder: RunFolder, name: str, seed: int, latest: dict, alive: dic
         if key not in alive:
             alive[key] = job_alive(launch, job)
         if alive[key]:
-            return CellState(name, seed, "pending", job=job_label)
+            detail = f"SLURM: {slurm_state(job['id'])}" if launch["launcher"] == "slurm" else "waiting for a worker"
+            return CellState(name, seed, "pending", job=job_label, detail=detail)
         return CellState(name, seed, "stopped", job=job_label, log=tail(job.get("stderr"), lines),
                          detail="its job ended without finishing it" + (
                              "; the checkpoint is kept" if cell.checkpoint.is_file() else ""))

@@ -1,0 +1,267 @@
+"""Cells as jobs (bench/launch.py, bench/cell.py, bench/status.py): the local launcher's
+workers, a SLURM array's submission, `bench status`, the per-cell lock, and the rule that a
+parallel run's table is the serial run's, to the last bit."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from bench.cli import main
+from bench.config import LaunchConfig, make_config
+from bench.folder import RunFolder
+from bench.lock import RunFolderBusy
+
+# Four cells (2 combinations x 2 seeds), a few seconds each on one core.
+TINY = ["--size", "32", "--width", "4", "--steps", "12", "--batch-size", "4", "--losses", "l1,gan", "--seeds", "0,1",
+        "--max-parallel", "2", "-q"]
+
+
+def cli(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def run_args(photos, out, *extra):
+    return ["run", "--data", photos, "--out", out, *TINY, *extra]
+
+
+@pytest.fixture(scope="module")
+def serial(tmp_path_factory):
+    """The serial run of the command every launcher test repeats."""
+    from conftest import offline_env, write_photo_folder
+
+    root = tmp_path_factory.mktemp("launch")
+    photos = write_photo_folder(root)
+    with offline_env(root):
+        res = cli(*run_args(photos, root / "serial"))
+    assert res.exit_code == 0, res.output
+    return photos, root / "serial"
+
+
+def wait_until(predicate, timeout=180.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_local_launcher_repeats_the_serial_table_to_the_last_bit(serial, tmp_path):
+    photos, serial_run = serial
+    out = tmp_path / "local"
+    res = cli(*run_args(photos, out, "--launcher", "local"))
+    assert res.exit_code == 0, res.output
+    assert (out / "metrics.csv").read_bytes() == (serial_run / "metrics.csv").read_bytes()
+    launches = json.loads((out / "launch.json").read_text())["launches"]
+    assert [len(launch["jobs"]) for launch in launches] == [2]  # --max-parallel 2 workers shared the 4 cells
+    records = [json.loads(p.read_text()) for p in out.glob("cells/*/seed*/metrics.json")]
+    assert len(records) == 4 and all(r["job"].startswith("local job ") for r in records)
+    config = json.loads((out / "config.json").read_text())
+    assert config["threads"] == json.loads((serial_run / "config.json").read_text())["threads"]
+    assert config["launch"]["launcher"] == "local" and config["world_size"] == 1
+    # Everything is done: a rerun of the same command submits nothing and keeps the table.
+    res = cli(*run_args(photos, out, "--launcher", "local"))
+    assert res.exit_code == 0, res.output
+    assert len(json.loads((out / "launch.json").read_text())["launches"]) == 1
+    assert (out / "metrics.csv").read_bytes() == (serial_run / "metrics.csv").read_bytes()
+
+
+def test_no_wait_returns_at_once_and_status_follows_the_jobs_to_the_end(serial, tmp_path):
+    photos, serial_run = serial
+    out = tmp_path / "nowait"
+    res = cli(*run_args(photos, out, "--launcher", "local", "--no-wait"))
+    assert res.exit_code == 0, res.output
+    assert "bench status" in res.output and "Results in" not in res.output
+    first = cli("status", out)
+    assert first.exit_code == 0, first.output
+    assert "4 cells:" in first.output and ("running" in first.output or "pending" in first.output
+                                           or "4 done" in first.output)
+    assert wait_until(lambda: "4 done" in cli("status", out).output)
+    status = cli("status", out).output
+    assert "metrics.csv has every cell" in status and "local job" in status
+    # The last job to finish assembled the complete table: the serial run's.
+    assert wait_until(lambda: (out / "metrics.csv").read_bytes() == (serial_run / "metrics.csv").read_bytes(), 30)
+
+
+def test_a_killed_local_job_is_reported_stopped_and_a_rerun_resumes_it_to_the_same_numbers(serial, tmp_path):
+    photos, serial_run = serial
+    out = tmp_path / "killed"
+    # Save after every pass, so the kill leaves a checkpoint to resume from.
+    args = run_args(photos, out, "--launcher", "local", "--checkpoint-seconds", "0", "--no-wait")
+    assert cli(*args).exit_code == 0
+    jobs = json.loads((out / "launch.json").read_text())["launches"][0]["jobs"]
+    assert wait_until(lambda: any(out.glob("cells/*/seed*/checkpoint.pt")) or any(out.glob("cells/*/seed*/metrics.json")))
+    for job in jobs:
+        _kill_tree(int(job["id"]))
+    assert wait_until(lambda: "running" not in cli("status", out).output, 30)
+    status = cli("status", out).output
+    assert "stopped" in status and "its job ended without finishing it" in status, status
+    res = cli(*[a for a in args if a != "--no-wait"])
+    assert res.exit_code == 0, res.output
+    assert (out / "metrics.csv").read_bytes() == (serial_run / "metrics.csv").read_bytes()
+
+
+def _kill_tree(pid: int) -> None:
+    """SIGKILL a local job's controller and the task it started (a node failure, an OOM kill)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    kids = [int(k) for k in children.read_text().split()] if children.exists() else []
+    for p in [*kids, pid]:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def test_a_cell_held_by_another_process_is_neither_trained_nor_resubmitted(serial, tmp_path):
+    from bench.launch import cells_to_submit
+    from bench.records import read_config
+
+    photos, _ = serial
+    out = tmp_path / "held"
+    cfg = make_config("quick", data=str(photos), out=str(out), size=32, width=4, steps=12, batch_size=4,
+                      losses="l1,gan", seeds=(0, 1))
+    from bench.runner import run_benchmark
+
+    run_benchmark(cfg, progress=False, launch=LaunchConfig(max_parallel=2))
+    held = RunFolder(out).cell("gan", 1)
+    for name in ("metrics.json", "generator.pt", "per_image.csv.gz", "train_log.csv"):
+        (held.path / name).unlink()
+    with held.lock("test job 7"):
+        config = read_config(RunFolder(out).config)
+        assert cells_to_submit(RunFolder(out), config) == []
+        status = cli("status", out).output
+        assert "running" in status and f"pid {os.getpid()}" in status and "test job 7" in status
+        with pytest.raises(RunFolderBusy, match="being trained by another process.*test job 7"):
+            held.lock().acquire()
+        res = cli(*run_args(photos, out, "--overwrite"))
+        assert res.exit_code != 0 and "being trained right now" in res.output and "test job 7" in res.output
+    assert cells_to_submit(RunFolder(out), read_config(RunFolder(out).config)) == [("gan", 1)]
+
+
+def test_a_failing_cell_is_recorded_named_in_status_and_retried_by_the_next_run(serial, tmp_path, monkeypatch):
+    """The debug executor runs the jobs in this process, so the failure can be planted."""
+    from bench import launch, runner
+
+    photos, serial_run = serial
+    out = tmp_path / "fails"
+    real = runner.run_cell
+
+    def flaky(combo, seed, *args, **kwargs):
+        if (combo.name, seed) == ("gan", 0):
+            raise RuntimeError("CUDA error: an illegal memory access was encountered (planted)")
+        return real(combo, seed, *args, **kwargs)
+
+    monkeypatch.setattr(runner, "run_cell", flaky)
+    monkeypatch.setattr(launch, "make_executor", _debug_executor(launch.make_executor))
+    res = cli(*run_args(photos, out, "--launcher", "local"))
+    assert res.exit_code != 0
+    assert "1 of 4 cells did not finish" in res.output and "gan seed 0: failed" in res.output and "planted" in res.output
+    status = cli("status", out).output
+    assert "failed" in status and "3 done" in status and "planted" in status and "last log lines" in status
+    failure = json.loads((out / "cells/gan/seed0/failure.json").read_text())
+    assert "planted" in failure["error"] and failure["traceback"]
+    monkeypatch.setattr(runner, "run_cell", real)
+    res = cli(*run_args(photos, out, "--launcher", "local"))
+    assert res.exit_code == 0, res.output
+    assert not (out / "cells/gan/seed0/failure.json").exists()
+    assert (out / "metrics.csv").read_bytes() == (serial_run / "metrics.csv").read_bytes()
+
+
+def _debug_executor(make):
+    def debug(folder, launch, config, kind=None):
+        return make(folder, launch, config, "debug")
+    return debug
+
+
+@pytest.fixture
+def fake_sbatch(tmp_path, monkeypatch):
+    """An `sbatch` on PATH that keeps each submission file and answers like SLURM."""
+    bin_dir, kept = tmp_path / "bin", tmp_path / "submitted"
+    bin_dir.mkdir(), kept.mkdir()
+    script = bin_dir / "sbatch"
+    script.write_text(f"""#!{sys.executable}
+import shutil, sys, pathlib
+kept = pathlib.Path({str(kept)!r})
+n = len(list(kept.iterdir()))
+shutil.copy(sys.argv[-1], kept / f"{{n}}.sh")
+print(f"Submitted batch job {{4242 + n}}")
+""")
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    srun = bin_dir / "srun"  # submitit looks for it before it submits
+    srun.write_text("#!/bin/sh\nexit 1\n")
+    srun.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    return kept
+
+
+def test_slurm_submits_one_array_task_per_cell_with_the_options_given(serial, tmp_path, fake_sbatch):
+    photos, _ = serial
+    out = tmp_path / "slurm"
+    res = cli(*run_args(photos, out, "--device", "cpu", "--launcher", "slurm", "--slurm-partition", "gpu-long",
+                        "--timeout-min", "90", "--slurm-option", "account=proj42", "--slurm-option", "qos=high",
+                        "--no-wait"))
+    assert res.exit_code == 0, res.output
+    (sbatch,) = fake_sbatch.iterdir()
+    text = sbatch.read_text()
+    for line in ("#SBATCH --array=0-3%2", "#SBATCH --partition=gpu-long", "#SBATCH --time=90",
+                 "#SBATCH --account=proj42", "#SBATCH --qos=high", "#SBATCH --signal=USR2@120",
+                 "#SBATCH --job-name=colorbench", "#SBATCH --ntasks-per-node=1", "#SBATCH --cpus-per-task="):
+        assert line in text, (line, text)
+    assert "--gpus-per-node" not in text  # --device cpu: no GPU asked for
+    assert str(out.resolve() / "jobs") in text  # the logs go into the run folder
+    jobs = json.loads((out / "launch.json").read_text())["launches"][0]["jobs"]
+    assert [j["id"] for j in jobs] == ["4242_0", "4242_1", "4242_2", "4242_3"]
+    assert [j["cells"] for j in jobs] == [[["l1", 0]], [["gan", 0]], [["l1", 1]], [["gan", 1]]]
+    # Off the cluster sacct cannot say more: the cells wait in their jobs, never resubmitted on a guess.
+    status = cli("status", out).output
+    assert "4 pending" in status and "slurm job 4242_1" in status and "SLURM: UNKNOWN" in status, status
+    # Each array task's pickled job is the cell it names.
+    import cloudpickle
+
+    pickled = sorted((out / "jobs").rglob("*_submitted.pkl"))
+    cells = [cloudpickle.loads(p.read_bytes()).function.cells for p in pickled]
+    assert sorted(map(tuple, (c[0] for c in cells))) == sorted([("l1", 0), ("gan", 0), ("l1", 1), ("gan", 1)])
+
+
+def test_slurm_asks_for_the_gpus_of_a_data_parallel_cell(serial, tmp_path, fake_sbatch):
+    from bench.launch import make_executor
+
+    photos, _ = serial
+    launch = LaunchConfig(launcher="slurm", gpus_per_cell=4, max_parallel=3, slurm_partition="a100")
+    executor = make_executor(RunFolder(tmp_path / "r"), launch, {"device": "cuda", "threads": 1})
+    text = executor._make_submission_file_text("python -m submitit.core._submit x", "uid")
+    assert "#SBATCH --gpus-per-node=4" in text and "#SBATCH --ntasks-per-node=4" in text
+    assert "#SBATCH --partition=a100" in text
+
+
+def test_slurm_jobs_requeue_themselves_on_preemption():
+    """submitit calls ``checkpoint`` on SIGUSR2 (time limit, preemption) and requeues what it
+    returns: the same job, which resumes its cell from the checkpoint."""
+    from bench.cell import CellJob
+
+    job = CellJob("/runs/a", [("l1", 0)], "cuda", "abc")
+    again = job.checkpoint()
+    assert again.function is job and again.args == () and again.kwargs == {}
+
+
+@pytest.mark.parametrize("bad, message", [
+    (["--launcher", "serial", "--no-wait"], "--no-wait needs --launcher local or slurm"),
+    (["--launcher", "slurm", "--devices", "cuda:0"], "--devices spreads cells over this machine's GPUs"),
+    (["--launcher", "local", "--devices", "gpu0"], "--devices: 'gpu0' is not a GPU"),
+    (["--launcher", "slurm", "--slurm-option", "account"], "--slurm-option 'account': give KEY=VALUE"),
+    (["--launcher", "local", "--slurm-partition", "p"], "--slurm-partition and --slurm-option are for --launcher slurm"),
+    (["--gpus-per-cell", "3"], "--batch-size 4 does not split evenly over --gpus-per-cell 3"),
+])
+def test_launch_options_are_checked_before_anything_runs(serial, tmp_path, bad, message):
+    photos, _ = serial
+    res = cli(*run_args(photos, tmp_path / "bad", *bad))
+    assert res.exit_code != 0 and message in res.output, res.output
+    assert not (tmp_path / "bad").exists()
