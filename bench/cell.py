@@ -188,6 +188,8 @@ class CellJob:
     extra: dict = field(default_factory=dict)
 
     def __call__(self) -> int:
+        if not logging.getLogger("colorbench").handlers:  # the job's log: what it trains, what failed
+            logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
         if self.gpus_per_cell > 1 and os.environ.get("SUBMITIT_EXECUTOR") == "slurm":
             # One task per GPU in this job: each task is a rank of the cell's process group.
             import submitit

@@ -199,15 +199,18 @@ class LaunchFailed(ValueError):
 
 def wait_for_cells(folder: RunFolder, config: dict, jobs, progress: bool, poll_s: float = 1.0) -> None:
     """Block until every cell is finished, or no job is left to finish the rest."""
+    from submitit.local.debug import DebugJob
+
     from bench.status import cell_states
 
     cells = run_cells_of(config)
+    for job in jobs:
+        if isinstance(job, DebugJob):
+            job.exception()  # the debug executor runs its job here, now; a failure is in failure.json
+    jobs = [job for job in jobs if not isinstance(job, DebugJob)]
     bar = tqdm(total=len(cells), desc="Cells", unit="cell", disable=not progress, dynamic_ncols=True)
     try:
         while True:
-            if any(getattr(job, "_submission", None) is not None for job in jobs):  # debug: run them here
-                for job in jobs:
-                    job.exception()  # runs it; a failure is recorded in the cell's failure.json
             done = sum(folder.cell(name, seed).is_done() for name, seed in cells)
             bar.update(done - bar.n)
             working = any(not job.done() for job in jobs) or any(
