@@ -22,10 +22,10 @@ def _imported_after(code: str) -> set[str]:
     return set(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
-def test_report_compare_and_colorize_never_import_the_training_stack():
-    # what `bench report`, `bench compare` and `bench colorize` import (bench/cli.py's commands)
+def test_report_compare_colorize_and_status_never_import_the_training_stack():
+    # what `bench report`, `bench compare`, `bench colorize` and `bench status` import (bench/cli.py's commands)
     loaded = _imported_after("import bench.cli, bench.config, bench.report, bench.compare, bench.colorize, "
-                             "bench.runs, bench.evaluate, bench.folder")
+                             "bench.runs, bench.evaluate, bench.folder, bench.status")
     assert "bench.runner" not in loaded and "bench.train" not in loaded
     assert "bench.report" in loaded  # the probe really imported the reading side
 
