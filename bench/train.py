@@ -14,6 +14,10 @@ from tqdm.auto import tqdm
 
 from bench.cells import checkpoint_problem
 from bench.config import autocast_dtype
+from bench.distributed import (
+    SINGLE, DistContext, any_rank, barrier, broadcast_buffers, check_batch, check_device, discriminator_as,
+    mean_over_ranks, rank_noise, replicate, same_on_all_ranks, shard, sync_batchnorm,
+)
 from bench.results import atomic_torch_save
 from colorbench_datasets import LabSplit, random_crop_flip
 from colorbench_datasets.manifest import split_print
@@ -71,8 +75,12 @@ def adam(params, settings: TrainSettings, device: torch.device) -> torch.optim.A
     return torch.optim.Adam(params, lr=settings.lr, betas=settings.betas, fused=fused)
 
 
-def train_step(G, terms, opt_G, opt_D, L, ab, autocast=contextlib.nullcontext) -> torch.Tensor:
+def train_step(G, terms, opt_G, opt_D, L, ab, autocast=contextlib.nullcontext, D_step: nn.Module | None = None
+               ) -> torch.Tensor:
     """One optimisation step: the discriminator (if a term is adversarial), then the generator.
+
+    ``G`` may be a DistributedDataParallel wrapper, and ``D_step`` the discriminator's: D's
+    own step runs through it, G's through the term's plain, frozen discriminator.
 
     Each term gets ``(L, fake_ab, real_ab)``, and a term that declares a generator head
     (classification) also the head's output of the same forward pass. Returns each term's
@@ -89,7 +97,7 @@ def train_step(G, terms, opt_G, opt_D, L, ab, autocast=contextlib.nullcontext) -
     if critic is not None:
         critic.discriminator.requires_grad_(True)
         opt_D.zero_grad(set_to_none=True)
-        with autocast():
+        with autocast(), discriminator_as(critic, D_step):
             d_loss = critic.discriminator_loss(L, fake, ab)
         d_loss.backward()
         opt_D.step()
@@ -243,8 +251,9 @@ def for_device(net: nn.Module, device: torch.device, memory_format) -> nn.Module
 
 
 def build_cell(combo: Combination, seed: int, train: LabSplit, settings: TrainSettings, options: LossOptions,
-               device: torch.device, memory_format) -> Cell:
+               device: torch.device, memory_format, dist: DistContext = SINGLE) -> Cell:
     G = for_device(make_generator(settings, seed, generator_head(combo)), device, memory_format)
+    G = sync_batchnorm(G, device, dist)  # in place, before compile sees the layers
     if settings.compile:
         G.compile()  # in place: state_dict keys stay those of the plain module
     terms = build_terms(combo, options, seed)
@@ -254,6 +263,7 @@ def build_cell(combo: Combination, seed: int, train: LabSplit, settings: TrainSe
             term.prepare(train)
     critic = next((t for name, _, t in terms if LOSSES[name].adversarial), None)
     D = for_device(critic.discriminator, device, memory_format) if critic is not None else None
+    D = sync_batchnorm(D, device, dist) if D is not None else None
     # The data order and crops come from their own generator, seeded alike for every
     # combination, so all combinations of a seed see identical batches.
     stream = BatchStream(len(train), settings.batch_size, seed)
@@ -263,11 +273,13 @@ def build_cell(combo: Combination, seed: int, train: LabSplit, settings: TrainSe
                 train_print=split_print(train))
 
 
-def log_rows(cell: Cell, losses: list[torch.Tensor], seconds: list[float], n_images: int, batch_size: int) -> int | None:
+def log_rows(cell: Cell, losses: list[torch.Tensor], seconds: list[float], n_images: int, batch_size: int,
+             dist: DistContext = SINGLE) -> int | None:
     """Append the pending steps' losses (one host sync) to ``cell.log``; returns the first
-    step whose loss is not finite, if any."""
+    step whose loss is not finite, if any. With several processes the losses are the mean
+    over the ranks (one all-reduce), so every rank logs, and stops on, the same numbers."""
     names = [name for name, _, _ in cell.terms]
-    rows = torch.stack(losses).cpu().tolist() if losses else []
+    rows = mean_over_ranks(torch.stack(losses), dist).cpu().tolist() if losses else []
     first = len(cell.log)
     for j, (row, sec) in enumerate(zip(rows, seconds)):
         step = first + j
@@ -282,10 +294,13 @@ def uses_channels_last(settings: TrainSettings, device: torch.device) -> bool:
     return default_channels_last(device, settings.precision) if settings.channels_last is None else settings.channels_last
 
 
-def next_batch(stream: BatchStream, train: LabSplit, size: int, device: torch.device, memory_format):
-    """The stream's next batch, randomly cropped and flipped, on ``device``."""
+def next_batch(stream: BatchStream, train: LabSplit, size: int, device: torch.device, memory_format,
+               part: slice = slice(None)):
+    """The stream's next batch, randomly cropped and flipped, on ``device``: its ``part``
+    (a rank's shard), after the crops of the whole batch are drawn as one process draws them."""
     idx = stream.next().to(train.L.device)
     L, ab = random_crop_flip(train.L[idx], train.ab[idx], size, stream.rng)
+    L, ab = L[part], ab[part]
     return (L.to(device, non_blocking=True).contiguous(memory_format=memory_format),
             ab.to(device, non_blocking=True).contiguous(memory_format=memory_format))
 
@@ -297,17 +312,45 @@ def save_due(since_save: float, pass_end: bool, checkpoint_seconds: float) -> bo
     return since_save >= checkpoint_seconds or (pass_end and since_save >= checkpoint_seconds / 5)
 
 
+def resume(cell: Cell, checkpoint: Path | None, device: torch.device, train: LabSplit, dist: DistContext) -> None:
+    """Restore ``cell`` from ``checkpoint`` if it exists; with several processes every rank
+    reads the same file, and they check that they did."""
+    # Rank 0 alone writes a cell's files: whatever it did to them before this call is done
+    # before any rank looks. Within the cell it writes only after the first step's gradient
+    # reduction, which no rank reaches before all have read.
+    barrier(dist)
+    if checkpoint is not None and checkpoint.is_file():
+        cell.restore(checkpoint, device, train)
+    if not same_on_all_ranks(cell.step, dist):
+        raise CorruptCheckpoint(
+            f"the {dist.world_size} processes found different states in {checkpoint}: put the run folder "
+            "where every process sees the same files"
+        )
+
+
+class Steps:
+    """A cell's training steps, one per call. With several processes each runs through the
+    networks' DDP wrappers, on this rank's shard of the global batch, with this rank's noise."""
+
+    def __init__(self, cell: Cell, train: LabSplit, settings: TrainSettings, device: torch.device, memory_format,
+                 dist: DistContext):
+        self.cell, self.train, self.size, self.dist = cell, train, settings.size, dist
+        self.device, self.memory_format, self.part = device, memory_format, shard(settings.batch_size, dist)
+        self.G = replicate(cell.G, device, dist)
+        self.D = replicate(cell.D, device, dist) if cell.D is not None else None
+        self.autocast = autocast_context(settings.precision, device)
+
+    def __call__(self) -> torch.Tensor:
+        cell = self.cell
+        L, ab = next_batch(cell.stream, self.train, self.size, self.device, self.memory_format, self.part)
+        with rank_noise(self.dist, self.device):
+            return train_step(self.G, cell.terms, cell.opt_G, cell.opt_D, L, ab, self.autocast, self.D)
+
+
 def train_cell(
-    combo: Combination,
-    seed: int,
-    train: LabSplit,
-    settings: TrainSettings,
-    options: LossOptions,
-    device: torch.device,
-    checkpoint: Path | None = None,
-    progress: bool = True,
-    desc: str = "",
-    should_stop: Callable[[], bool] = lambda: False,
+    combo: Combination, seed: int, train: LabSplit, settings: TrainSettings, options: LossOptions, device: torch.device,
+    checkpoint: Path | None = None, progress: bool = True, desc: str = "",
+    should_stop: Callable[[], bool] = lambda: False, dist: DistContext | None = None,
 ) -> CellResult:
     """Train a generator on ``train`` with ``combo`` for ``total_steps`` optimizer steps.
 
@@ -316,43 +359,50 @@ def train_cell(
     turns true the state is saved at the next step boundary and ``Interrupted`` is raised.
     Each step's wall time is logged (``seconds``): on a GPU it is the host's, which tracks the
     device's once its queue is full.
+
+    With ``dist`` of several processes (torchrun, bench/distributed.py) every rank calls this
+    alike, ``checkpoint`` included; rank 0 alone writes it (in a one-process run's format), all
+    stop together and return the same plain generator. On CPUs BatchNorm is per rank.
     """
+    dist = dist or SINGLE
+    check_batch(settings.batch_size, dist)
+    device = check_device(device, dist)
     memory_format = torch.channels_last if uses_channels_last(settings, device) else torch.contiguous_format
-    cell = build_cell(combo, seed, train, settings, options, device, memory_format)
-    if checkpoint is not None and checkpoint.is_file():
-        cell.restore(checkpoint, device, train)
+    cell = build_cell(combo, seed, train, settings, options, device, memory_format, dist)
+    resume(cell, checkpoint, device, train, dist)
+    step = Steps(cell, train, settings, device, memory_format, dist)
     total = total_steps(settings, len(train))
     pass_steps = math.ceil(len(train) / settings.batch_size)  # one pass over the photos
-    autocast = autocast_context(settings.precision, device)
-    bar = tqdm(total=total, initial=cell.step, desc=desc, disable=not progress, leave=True, dynamic_ncols=True, unit="step")
+    bar = tqdm(total=total, initial=cell.step, desc=desc, disable=not (progress and dist.is_main), leave=True,
+               dynamic_ncols=True, unit="step")
     t0, last_save = time.perf_counter() - cell.seconds, time.perf_counter()
     losses, seconds = [], []  # per-step values still on the device, synced at each save
 
     def sync(save: bool) -> int | None:
         nonlocal last_save
-        bad = log_rows(cell, losses, seconds, len(train), settings.batch_size)
+        bad = log_rows(cell, losses, seconds, len(train), settings.batch_size, dist)
         losses.clear(), seconds.clear()
         if bad is None and save:
-            cell.save(checkpoint, device, time.perf_counter() - t0)
+            cell.save(checkpoint if dist.is_main else None, device, time.perf_counter() - t0)
             last_save = time.perf_counter()
         return bad
 
     cell.G.train()
     while cell.step < total:
-        if should_stop():
+        if any_rank(should_stop(), dist):
             sync(save=True)
+            barrier(dist)  # rank 0's save is whole before any rank leaves (and torchrun ends the rest)
             bar.close()
             raise Interrupted(checkpoint)
         started = time.perf_counter()
-        L, ab = next_batch(cell.stream, train, settings.size, device, memory_format)
-        losses.append(train_step(cell.G, cell.terms, cell.opt_G, cell.opt_D, L, ab, autocast))
+        losses.append(step())
         seconds.append(time.perf_counter() - started)
         cell.step += 1
         bar.update(1)
         # The losses are synced (and checked for divergence) after every pass and at the end.
         pass_end = cell.step % pass_steps == 0 or cell.step == total
-        save = checkpoint is not None and cell.step < total and save_due(
-            time.perf_counter() - last_save, pass_end, settings.checkpoint_seconds)
+        save = checkpoint is not None and cell.step < total and any_rank(save_due(
+            time.perf_counter() - last_save, pass_end, settings.checkpoint_seconds), dist)
         if pass_end or save:
             if (bad := sync(save)) is not None:
                 bar.close()
@@ -360,4 +410,5 @@ def train_cell(
             shown = [name for name, _, _ in cell.terms] + (["d_loss"] if cell.D is not None else [])
             bar.set_postfix({k: f"{cell.log[-1][k]:.3g}" for k in shown}, refresh=False)
     bar.close()
+    broadcast_buffers(cell.G, dist)  # every rank returns the generator rank 0 saves and scores
     return CellResult(cell.G, cell.log, seconds=time.perf_counter() - t0)
