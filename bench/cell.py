@@ -20,6 +20,8 @@ import os
 import socket
 import sys
 import traceback
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -79,11 +81,12 @@ def open_run(run_dir: Path, device: str | None = None, dist=None) -> JobRun:
         raise JobRefused(f"{folder.config} plans bf16 and this GPU ({torch.cuda.get_device_name(dev)}) lacks it: "
                          "rerun `bench run` into a new --out with --precision fp16 or fp32")
     plan = Plan(cfg, parse_losses(cfg.losses), dev, precision, folder, cfg.loss_options(dev))
-    data, _ = load_photos(plan, progress=False)
+    with quiet_loading():
+        data, _ = load_photos(plan, progress=False)
+        plan.combos, nets = load_weights(plan.combos, plan.options, dev, strict=cfg.strict_weights)
     if data.manifest["fingerprint"] != config["data"].get("fingerprint"):
         raise JobRefused(f"the photos this job loaded ({data.manifest['source']}) are not those {folder.config} "
                          "was planned with: a job must see the same --data (a path shared by every node)")
-    plan.combos, nets = load_weights(plan.combos, plan.options, dev, strict=cfg.strict_weights)
     planned = [c["name"] for c in config["combinations"]]
     if [c.name for c in plan.combos] != planned:
         raise JobRefused(f"this job would train {', '.join(c.name for c in plan.combos)} and the run planned "
@@ -91,8 +94,28 @@ def open_run(run_dir: Path, device: str | None = None, dist=None) -> JobRun:
                          "share TORCH_HOME between the nodes, or import the files on every node")
     set_determinism(cfg.deterministic, dev)
     scorer = Scorer.for_split(data.val.to(dev), nets, cfg.eval_batch_size) if main_rank else None
+    if scorer is not None and scorer.notes != config.get("metric_notes", scorer.notes):
+        raise JobRefused(f"this job's metric networks are not those {folder.config} was planned with "
+                         f"({scorer.notes} here, {config.get('metric_notes')} there): its machine has other "
+                         "weights files (`bench weights`); share TORCH_HOME between the nodes")
     return JobRun(folder, config, plan, data.train.to(dev), data.manifest["fingerprint"], scorer,
                   cfg.train_settings(precision))
+
+
+@contextmanager
+def quiet_loading():
+    """A job's photos and weights load without repeating what `bench run` already said
+    once (the sample set's caveat, each missing weights file): the job refuses to start if
+    what it loaded differs from the plan, so nothing it would say is new."""
+    logger = logging.getLogger("colorbench")
+    level = logger.level
+    logger.setLevel(max(level, logging.ERROR))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
 
 
 def write_failure(cell: CellFolder, exc: BaseException, job: str, launch_id: str) -> None:
@@ -190,10 +213,11 @@ class CellJob:
     def __call__(self) -> int:
         if not logging.getLogger("colorbench").handlers:  # the job's log: what it trains, what failed
             logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-        if self.gpus_per_cell > 1 and os.environ.get("SUBMITIT_EXECUTOR") == "slurm":
-            # One task per GPU in this job: each task is a rank of the cell's process group.
-            import submitit
+        import submitit
 
+        if self.gpus_per_cell > 1 and submitit.JobEnvironment().num_tasks > 1:
+            # One task per GPU in this job (SLURM's --ntasks-per-node): each task is a rank
+            # of the cell's process group, as torchrun's processes are.
             submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
             (name, seed), = self.cells
             return int(train_distributed(self.run_dir, name, seed, self.device))
@@ -210,7 +234,7 @@ def train_distributed(run_dir: str | Path, name: str, seed: int, device: str | N
     """One cell, data-parallel over torchrun's processes: rank 0 takes the cell's lock (unless
     the process that launched torchrun holds it), every rank trains its shard of each global
     batch, rank 0 alone writes. Returns whether this group trained the cell."""
-    from bench.distributed import agree, process_group
+    from bench.distributed import any_rank, process_group
     from bench.runner import RunInterrupted, StopOnSigint, assemble_metrics
 
     want = torch.device(device) if device else None
@@ -223,7 +247,7 @@ def train_distributed(run_dir: str | Path, name: str, seed: int, device: str | N
                 lock = cell.lock(job_name()).acquire()
             except RunFolderBusy as exc:
                 log.info("%s", exc)
-        go = agree(dist.is_main and not cell.is_done() and (lock is not None or parent_holds_lock))
+        go = any_rank(dist.is_main and not cell.is_done() and (lock is not None or parent_holds_lock), dist)
         try:
             if go:
                 with StopOnSigint() as stop:
@@ -250,8 +274,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--parent-holds-lock", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from bench.runner import RunInterrupted
+
     try:
         train_distributed(args.run_dir, args.combination, args.seed, args.device, args.parent_holds_lock)
+    except RunInterrupted:
+        if os.environ.get("RANK", "0") == "0":  # one message for the group; the checkpoint is saved
+            print(f"Stopped; rerun the same command to resume {args.combination} seed {args.seed}.", file=sys.stderr)
+        sys.exit(130)
     except (ValueError, OSError, JobRefused) as exc:
         sys.exit(f"Error: {exc}")
 
