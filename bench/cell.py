@@ -22,7 +22,7 @@ import sys
 import traceback
 import warnings
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -71,7 +71,6 @@ def open_run(run_dir: Path, device: str | None = None, dist=None) -> JobRun:
     folder = RunFolder(run_dir)
     config = read_config(folder.config)
     cfg = config_options(config["options"])
-    torch.set_num_threads(int(config.get("threads") or torch.get_num_threads()))
     dev = resolve_device(device or ("cuda" if str(config["device"]).startswith("cuda") else "cpu"))
     main_rank = dist is None or dist.is_main
     if dev.type == "cuda" and dist is not None and dist.world_size > 1:
@@ -157,11 +156,28 @@ def run_job(run_dir: str | Path, cells: list[tuple[str, int]], device: str | Non
     trained under its lock (by torchrun's processes when ``gpus_per_cell`` > 1). A cell that
     fails is recorded (failure.json) and the job goes on to the next; raises at the end if
     any failed. Returns how many cells it trained."""
-    from bench.runner import RunInterrupted, StopOnSigint, assemble_metrics
+    from bench.runner import torch_threads
 
     folder, job = RunFolder(run_dir), job_name()
-    run = open_run(folder.path, device) if gpus_per_cell == 1 else None
-    config = run.config if run else read_config(folder.config)
+    config = read_config(folder.config)
+    with torch_threads(config_threads(config)):  # restored after: the debug executor runs jobs in-process
+        run = open_run(folder.path, device) if gpus_per_cell == 1 else None
+        trained, failed = _train_cells(run, folder, config, cells, job, launch_id, gpus_per_cell, device)
+    if failed:
+        raise RuntimeError("cells failed (their failure.json has the traceback): " + "; ".join(failed))
+    return trained
+
+
+def config_threads(config: dict) -> int:
+    """The threads each cell of the run trains with (config.json's ``threads``)."""
+    return int(config.get("threads") or torch.get_num_threads())
+
+
+def _train_cells(run, folder, config, cells, job, launch_id, gpus_per_cell, device) -> tuple[int, list[str]]:
+    """``run_job``'s loop: the cells trained here, and those that failed."""
+    from bench.runner import RunInterrupted, StopOnSigint, assemble_metrics
+    from bench.train import Interrupted
+
     trained, failed = 0, []
     with StopOnSigint() as stop:
         for name, seed in cells:
@@ -183,18 +199,16 @@ def run_job(run_dir: str | Path, cells: list[tuple[str, int]], device: str | Non
                     else:
                         train_one(run, name, seed, stop)
                     trained += 1
+            except Interrupted:
+                raise RunInterrupted(folder.path) from None
             except Exception as exc:  # noqa: BLE001 - recorded for `bench status`, then the next cell
-                if type(exc).__name__ == "Interrupted":
-                    raise RunInterrupted(folder.path) from None
                 write_failure(cell, exc, job, launch_id)
                 failed.append(f"{name} seed {seed}: {type(exc).__name__}: {exc}")
                 log.error("%s seed %d failed: %s", name, seed, exc)
             finally:
                 lock.release()
             assemble_metrics(folder, config)
-    if failed:
-        raise RuntimeError("cells failed (their failure.json has the traceback): " + "; ".join(failed))
-    return trained
+    return trained, failed
 
 
 @dataclass
@@ -208,7 +222,6 @@ class CellJob:
     device: str | None = None
     launch_id: str = ""
     gpus_per_cell: int = 1
-    extra: dict = field(default_factory=dict)
 
     def __call__(self) -> int:
         if not logging.getLogger("colorbench").handlers:  # the job's log: what it trains, what failed
@@ -235,11 +248,18 @@ def train_distributed(run_dir: str | Path, name: str, seed: int, device: str | N
     the process that launched torchrun holds it), every rank trains its shard of each global
     batch, rank 0 alone writes. Returns whether this group trained the cell."""
     from bench.distributed import any_rank, process_group
-    from bench.runner import RunInterrupted, StopOnSigint, assemble_metrics
+    from bench.runner import RunInterrupted, StopOnSigint, assemble_metrics, torch_threads
+    from bench.train import Interrupted
 
     want = torch.device(device) if device else None
-    with process_group(want or torch.device("cuda" if torch.cuda.is_available() else "cpu")) as dist:
+    config = read_config(RunFolder(run_dir).config)
+    with torch_threads(config_threads(config)), \
+            process_group(want or torch.device("cuda" if torch.cuda.is_available() else "cpu")) as dist:
         run = open_run(Path(run_dir), device, dist)
+        if (name, seed) not in [(c.name, s) for s in run.plan.cfg.seeds for c in run.plan.combos]:
+            raise JobRefused(f"{run.folder.path} has no cell {name} seed {seed}; its cells are the combinations "
+                             f"{', '.join(c.name for c in run.plan.combos)} with seeds "
+                             f"{', '.join(map(str, run.plan.cfg.seeds))}")
         cell = run.folder.cell(name, seed)
         lock = None
         if dist.is_main and not parent_holds_lock and not cell.is_done():
@@ -253,10 +273,8 @@ def train_distributed(run_dir: str | Path, name: str, seed: int, device: str | N
                 with StopOnSigint() as stop:
                     try:
                         train_one(run, name, seed, stop, dist)
-                    except Exception as exc:
-                        if type(exc).__name__ == "Interrupted":
-                            raise RunInterrupted(run.folder.path) from None
-                        raise
+                    except Interrupted:
+                        raise RunInterrupted(run.folder.path) from None
                 if dist.is_main:
                     assemble_metrics(run.folder, run.config)
         finally:

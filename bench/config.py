@@ -243,14 +243,17 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
+# torch's intra-op threads as this process started (the physical cores, or OMP_NUM_THREADS),
+# read once: a library call that changes them later must not change the next run's numbers.
+STARTING_THREADS = torch.get_num_threads()
+
+
 def cell_threads(launch: LaunchConfig) -> int:
     """Intra-op threads for one CPU cell (per process of a data-parallel cell). A CPU splits a
     reduction's work by thread, so the thread count changes a cell's last bits: it follows
     from --max-parallel alone, never from the launcher, and the serial run of a command
-    repeats its parallel run exactly (a 2-core machine: 1 thread each for --max-parallel 2).
-    torch's own default (the physical cores) caps it."""
-    share = max(1, cores() // (max_parallel(launch) or 1) // launch.gpus_per_cell)
-    return min(share, torch.get_num_threads()) if torch.get_num_threads() > 0 else share
+    repeats its parallel run exactly (a 2-core machine: 1 thread each for --max-parallel 2)."""
+    return max(1, min(cores(), STARTING_THREADS) // (max_parallel(launch) or 1) // launch.gpus_per_cell)
 
 
 def _check_launch(launch: LaunchConfig, cfg: RunConfig) -> None:
@@ -400,7 +403,7 @@ def validate(cfg: RunConfig, launch: LaunchConfig | None = None) -> None:
     _check_what_trains(cfg)
     _check_how_long(cfg)
     _check_seeds_and_optimizer(cfg)
-    _check_machine(cfg)
+    _check_machine(cfg, remote=launch is not None and launch.launcher == "slurm")
     _check_photos_and_out(cfg)
     if launch is not None:
         _check_launch(launch, cfg)
@@ -470,15 +473,23 @@ def _check_seeds_and_optimizer(cfg: RunConfig) -> None:
         raise OptionError(f"betas {betas!r}: Adam needs two numbers in [0, 1), e.g. (0.5, 0.999)")
 
 
-def _check_machine(cfg: RunConfig) -> None:
-    """The device, the precision and the switches."""
-    device = resolve_device(cfg.device) if isinstance(cfg.device, str) else None
-    if device is None:
+def _check_machine(cfg: RunConfig, remote: bool = False) -> None:
+    """The device, the precision and the switches. ``remote``: the cells run on other
+    machines (SLURM), so this one's GPUs say nothing about theirs."""
+    if not isinstance(cfg.device, str):
         raise OptionError(f"--device must be auto, cpu or cuda[:N], got {cfg.device!r}")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise OptionError(f"--device {cfg.device}: this machine has {torch.cuda.device_count()} GPU(s), "
-                          f"numbered from 0; use --device cuda:0 (or auto)")
-    resolve_precision(cfg.precision, device)
+    if remote:
+        if cfg.device not in ("auto", "cpu", "cuda"):
+            raise OptionError(f"--device {cfg.device} with --launcher slurm: a job's GPUs are its own; use "
+                              "--device cuda (or auto, or cpu), and --gpus-per-cell for more than one")
+        if cfg.precision not in PRECISIONS:
+            raise OptionError(f"unknown --precision {cfg.precision!r}; use auto, fp32, bf16 or fp16")
+    else:
+        device = resolve_device(cfg.device)
+        if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+            raise OptionError(f"--device {cfg.device}: this machine has {torch.cuda.device_count()} GPU(s), "
+                              f"numbered from 0; use --device cuda:0 (or auto)")
+        resolve_precision(cfg.precision, device)
     for name in ("strict_weights", "deterministic", "compile"):
         if not isinstance(getattr(cfg, name), bool):
             raise OptionError(f"{_flag(name)} is a flag (True or False), got {getattr(cfg, name)!r}")

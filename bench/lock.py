@@ -16,6 +16,7 @@ on NFSv4 and Lustre (emulated as POSIX locks), the usual homes of a shared run f
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -180,6 +181,16 @@ def holder(folder: str | Path) -> dict | None:
         return info if isinstance(info, dict) else {}
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def taking_turns(path: Path):
+    """Hold an exclusive lock on the file ``path`` for a block, waiting for it if another
+    process holds it (a short critical section: rewriting metrics.csv)."""
+    with open(path, "a") as handle:
+        if fcntl is not None:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
 
 
 def job_name() -> str:

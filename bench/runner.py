@@ -1,7 +1,6 @@
 """``bench run`` as a library call: every (combination, seed) cell, trained and scored."""
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import platform
@@ -26,9 +25,8 @@ from bench.config import (
 )
 from bench.evaluate import Scorer, generator_record
 from bench.folder import GRAY, TRUTH, CellFolder, RunFolder
-from bench.lock import holds_run_lock, job_name
+from bench.lock import holds_run_lock, job_name, taking_turns
 from bench.records import read_config, record_rows
-
 from bench.per_image import write_baseline_scores, write_cell_scores
 from bench.protocol import metric_protocol
 from bench.results import metrics_frame, read_json, write_csv, write_json, atomic_torch_save
@@ -266,8 +264,7 @@ def assemble_metrics(folder: RunFolder, config: dict) -> bool:
     Jobs finishing together each rewrite it; they take turns on a lock, and each reads the
     records under it, so the last to write has seen every cell finished before it."""
     rows, complete = baseline_rows(config), True
-    with open(folder.metrics_lock, "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # blocking: a rewrite takes milliseconds
+    with taking_turns(folder.metrics_lock):  # a rewrite takes milliseconds
         for seed in config["options"]["seeds"]:
             for combo in config["combinations"]:
                 cell = folder.cell(combo["name"], seed)
@@ -320,11 +317,14 @@ def prepare_run(cfg: RunConfig, launch: LaunchConfig, progress: bool, overwrite:
     """Everything before the first cell trains: options, photos and weights checked, kept
     cells checked against the photos, config.json and the baselines' scores written."""
     plan = plan_run(cfg, overwrite, launch)
+    # Where this process loads weights and scores gray: the jobs' device, unless they run on
+    # other machines (SLURM) and this one has no GPU.
+    here = plan.device if plan.device.type == "cpu" or torch.cuda.is_available() else torch.device("cpu")
     # --strict-weights fails in seconds, before the photos load; otherwise the options and
     # the photos are checked first, so a typo is not buried under weights warnings.
     nets = None
     if cfg.strict_weights:
-        plan.combos, nets = load_weights(plan.combos, plan.options, plan.device, strict=True)
+        plan.combos, nets = load_weights(plan.combos, cfg.loss_options(here), here, strict=True)
     data, data_seconds = load_photos(plan, progress)
     settings = cfg.train_settings(plan.precision)
     steps = total_steps(settings, len(data.train))
@@ -334,7 +334,7 @@ def prepare_run(cfg: RunConfig, launch: LaunchConfig, progress: bool, overwrite:
         steps, cfg.batch_size, steps * cfg.batch_size / len(data.train),
     )
     if nets is None:
-        plan.combos, nets = load_weights(plan.combos, plan.options, plan.device, strict=False)
+        plan.combos, nets = load_weights(plan.combos, cfg.loss_options(here), here, strict=False)
     check_cells(plan.folder.path, plan.combos, cfg.seeds, data.manifest, overwrite)  # kept cells: same photos
     # Only now, with options, weights and data known good, is anything written: a run that
     # fails before training leaves no empty run folder behind.
@@ -342,9 +342,7 @@ def prepare_run(cfg: RunConfig, launch: LaunchConfig, progress: bool, overwrite:
     if overwrite:
         discard_run(plan.folder.path)  # every file of the old run, report and figures included
     set_determinism(cfg.deterministic, plan.device)
-    # The submitting machine of a SLURM run may have no GPU: it scores gray on its CPU.
-    scoring_device = plan.device if plan.device.type == "cpu" or torch.cuda.is_available() else torch.device("cpu")
-    scorer = Scorer.for_split(data.val.to(scoring_device), nets, cfg.eval_batch_size)
+    scorer = Scorer.for_split(data.val.to(here), nets, cfg.eval_batch_size)
     gray = scorer.gray_scores()
     write_baseline_scores(plan.folder.path, scorer, gray)  # per-image scores for paired statistics
     config = start_config(plan, data, steps, scorer, gray.means, launch)
@@ -415,7 +413,7 @@ def run_cell(combo, seed, train_split, scorer: Scorer, settings, options, device
     result = train_cell(
         combo, seed, train_split, settings, options, device,
         checkpoint=cell.checkpoint, progress=progress and main_rank, desc=f"{combo.name} s{seed}", should_stop=stop,
-        **({"dist": dist} if dist is not None else {}),
+        dist=dist,
     )
     if not main_rank:
         return None

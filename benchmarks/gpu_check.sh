@@ -45,6 +45,20 @@ done
 cmp "$WORK/det1/metrics.csv" "$WORK/det2/metrics.csv" && echo "deterministic: metrics.csv identical" \
   || { echo "deterministic: metrics.csv DIFFER"; diff "$WORK/det1/metrics.csv" "$WORK/det2/metrics.csv" | head; }
 
+step "scale-out: cells as local jobs on the GPU(s), and one cell data-parallel when there are 2+ GPUs"
+NGPU=$($PY -c "import torch; print(torch.cuda.device_count())")
+if [ "$DEVICE" = cuda ] && [ "$NGPU" -ge 1 ]; then
+  DEVS=$($PY -c "print(','.join(f'cuda:{i}' for i in range($NGPU)))")
+  /usr/bin/time -f "local launcher on $DEVS: %e s wall" $BENCH run --launcher local --devices "$DEVS" \
+    --losses l1,100*l1+gan --steps 100 --out "$WORK/local" -q && $BENCH status "$WORK/local" | tail -3
+  if [ "$NGPU" -ge 2 ]; then
+    /usr/bin/time -f "--gpus-per-cell 2 (NCCL, SyncBatchNorm): %e s wall" $BENCH run --gpus-per-cell 2 \
+      --losses 100*l1+gan --steps 100 --out "$WORK/ddp" -q && grep -h world_size "$WORK"/ddp/cells/*/seed0/metrics.json
+  else
+    echo "one GPU: --gpus-per-cell 2 (NCCL) not checked"
+  fi
+fi
+
 step "training-step throughput (reference vs colorbench, fp32/bf16, NCHW/NHWC)"
 cd - >/dev/null
 $PY benchmarks/train_step.py --device "$DEVICE" --configs "$STEP_CONFIGS" --steps "$STEPS" --warmup 3 \

@@ -23,7 +23,7 @@ from bench.distributed import (
     SINGLE, DistContext, any_rank, check_batch, check_device, from_env, mean_over_ranks, process_group, rank_noise,
     same_on_all_ranks, shard,
 )
-from bench.train import Interrupted, train_cell
+from bench.train import Interrupted
 
 ROOT = Path(__file__).resolve().parents[1]
 

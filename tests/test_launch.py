@@ -219,7 +219,7 @@ def test_slurm_submits_one_array_task_per_cell_with_the_options_given(serial, tm
     assert str(out.resolve() / "jobs") in text  # the logs go into the run folder
     jobs = json.loads((out / "launch.json").read_text())["launches"][0]["jobs"]
     assert [j["id"] for j in jobs] == ["4242_0", "4242_1", "4242_2", "4242_3"]
-    assert [j["cells"] for j in jobs] == [[["l1", 0]], [["gan", 0]], [["l1", 1]], [["gan", 1]]]
+    assert [j["cells"] for j in jobs] == [[["gan", 0]], [["gan", 1]], [["l1", 0]], [["l1", 1]]]  # the longest first
     # Off the cluster sacct cannot say more: the cells wait in their jobs, never resubmitted on a guess.
     status = cli("status", out).output
     assert "4 pending" in status and "slurm job 4242_1" in status and "SLURM: UNKNOWN" in status, status
@@ -329,3 +329,18 @@ def test_a_multi_task_job_trains_its_cell_as_one_process_group(serial, tmp_path)
     job.results()  # one result per task; raises if a task failed
     record = json.loads(cell.record.read_text())
     assert record["world_size"] == 2 and record["steps"] == 12 and record["status"] == "ok"
+
+
+def test_a_login_node_without_a_gpu_submits_gpu_jobs(serial, tmp_path, fake_sbatch):
+    """`--device cuda` (or auto) with --launcher slurm describes the jobs' machines, not the
+    submitting one: planned here on a CPU, each array task asks SLURM for a GPU."""
+    photos, _ = serial
+    out = tmp_path / "gpujobs"
+    res = cli(*run_args(photos, out, "--device", "cuda", "--launcher", "slurm", "--no-wait"))
+    assert res.exit_code == 0, res.output
+    (sbatch,) = fake_sbatch.iterdir()
+    assert "#SBATCH --gpus-per-node=1" in sbatch.read_text()
+    config = json.loads((out / "config.json").read_text())
+    assert config["device"] == "cuda" and config["precision"] == "bf16"
+    assert "--launcher slurm" in cli(*run_args(photos, tmp_path / "x", "--device", "cuda:1",
+                                                "--launcher", "slurm")).output

@@ -24,7 +24,7 @@ def test_paper_preset_is_the_tutorials_recipe():
 def test_preset_losses_apply_unless_given_on_the_command_line(monkeypatch):
     seen = {}
 
-    def fake_run(cfg, progress, overwrite):
+    def fake_run(cfg, progress, overwrite, launch=None):
         seen["cfg"] = cfg
         raise ValueError("stop here")
 
