@@ -162,10 +162,12 @@ def submit(folder: RunFolder, config: dict, launch: LaunchConfig, cells, launch_
         return executor.submit_array([CellJob(run_dir, [cell], "cuda" if str(config["device"]).startswith("cuda")
                                               else "cpu", launch_id, launch.gpus_per_cell) for cell in cells])
     devices = parse_devices(launch.devices)
+    groups = [devices[k:k + launch.gpus_per_cell] for k in range(0, len(devices) - launch.gpus_per_cell + 1,
+                                                               launch.gpus_per_cell)]
     workers = min(max_parallel(launch) or 1, len(cells))
     jobs = []
     for i in range(workers):
-        group = devices[i * launch.gpus_per_cell:(i + 1) * launch.gpus_per_cell]
+        group = groups[i % len(groups)] if groups else []  # more workers than GPUs: they share them in turn
         if group and kind != "debug":
             executor.update_parameters(gpus_per_node=len(group), visible_gpus=[int(d.split(":")[1]) for d in group])
         device = ("cuda" if group else "cpu") if devices else None

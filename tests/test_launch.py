@@ -344,3 +344,33 @@ def test_a_login_node_without_a_gpu_submits_gpu_jobs(serial, tmp_path, fake_sbat
     assert config["device"] == "cuda" and config["precision"] == "bf16"
     assert "--launcher slurm" in cli(*run_args(photos, tmp_path / "x", "--device", "cuda:1",
                                                 "--launcher", "slurm")).output
+
+
+def test_local_workers_are_spread_over_the_listed_gpus(monkeypatch, tmp_path):
+    """--devices cuda:0,cuda:1,cuda:2 --max-parallel 4: each worker sees one GPU
+    (CUDA_VISIBLE_DEVICES through submitit's visible_gpus), the fourth shares the first."""
+    from bench import launch
+
+    calls = []
+
+    class Recorder:
+        def update_parameters(self, **params):
+            calls.append(("params", params))
+
+        def submit(self, job):
+            calls.append(("submit", job))
+            return job
+
+    monkeypatch.setattr(launch, "make_executor", lambda *a, **k: Recorder())
+    cfg = LaunchConfig(launcher="local", devices="cuda:0,cuda:1,cuda:2", max_parallel=4)
+    cells = [("l1", 0), ("gan", 0), ("l1", 1), ("gan", 1), ("mse", 0)]
+    jobs = launch.submit(RunFolder(tmp_path), {"device": "cuda"}, cfg, cells, "id")
+    visible = [c[1]["visible_gpus"] for c in calls if c[0] == "params"]
+    assert visible == [[0], [1], [2], [0]]
+    assert [job.device for job in jobs] == ["cuda"] * 4
+    assert [job.cells[0] for job in jobs] == cells[:4]  # each starts at its own cell of the shared queue
+    calls.clear()
+    two = LaunchConfig(launcher="local", devices="cuda:0,cuda:1,cuda:2,cuda:3", gpus_per_cell=2)
+    jobs = launch.submit(RunFolder(tmp_path), {"device": "cuda"}, two, cells, "id")
+    assert [c[1]["visible_gpus"] for c in calls if c[0] == "params"] == [[0, 1], [2, 3]]
+    assert all(job.gpus_per_cell == 2 for job in jobs)
