@@ -31,7 +31,7 @@ import torch
 from bench.config import RUN_FIELDS, OPTIONS_ADDED_LATER, RunConfig, resolve_device
 from bench.folder import CellFolder, RunFolder
 from bench.lock import RunFolderBusy, job_name
-from bench.records import read_config
+from bench.records import cells_in_order, read_config
 from bench.results import read_json, write_json
 
 log = logging.getLogger("colorbench")
@@ -256,7 +256,7 @@ def train_distributed(run_dir: str | Path, name: str, seed: int, device: str | N
     with torch_threads(config_threads(config)), \
             process_group(want or torch.device("cuda" if torch.cuda.is_available() else "cpu")) as dist:
         run = open_run(Path(run_dir), device, dist)
-        if (name, seed) not in [(c.name, s) for s in run.plan.cfg.seeds for c in run.plan.combos]:
+        if (name, seed) not in cells_in_order(run.config):
             raise JobRefused(f"{run.folder.path} has no cell {name} seed {seed}; its cells are the combinations "
                              f"{', '.join(c.name for c in run.plan.combos)} with seeds "
                              f"{', '.join(map(str, run.plan.cfg.seeds))}")

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from bench.folder import CELL_FILES, METRICS, RUN_FILES, RunFolder
-from bench.lock import holder
+from bench.lock import describe_holder, holder
 from bench.records import RecordError, read_cell_record, read_config, read_json_file
 from colorbench_datasets.manifest import describe_change, describe_split_change, split_print
 
@@ -231,9 +231,8 @@ def discard_run(out: Path) -> list[Path]:
     folder = RunFolder(out)
     for cell in folder.cell_dirs():
         if (busy := holder(cell)) is not None:
-            raise RecordError(f"--overwrite: {cell} is being trained right now (pid {busy.get('pid')} on "
-                              f"{busy.get('host')}{', ' + busy['job'] if busy.get('job') else ''}); stop that job "
-                              "first (`bench status` lists them), or use another --out")
+            raise RecordError(f"--overwrite: {cell} is being trained right now ({describe_holder(busy)}); stop that "
+                              "job first (`bench status` lists them), or use another --out")
     doomed = [out / name for name in RUN_FILES] + folder.figures() + list(out.glob(".*.tmp"))
     doomed += list(folder.cells_dir.glob("*/.seed*.lock"))  # left by a killed job; nobody holds them (checked)
     cells = folder.cells_dir

@@ -28,6 +28,7 @@ from bench.cell import CellJob
 from bench.config import LaunchConfig, max_parallel, parse_devices
 from bench.folder import RunFolder
 from bench.lock import holder
+from bench.records import cells_in_order
 from bench.results import read_json, write_json
 
 log = logging.getLogger("colorbench")
@@ -39,11 +40,6 @@ SIGNAL_DELAY_S = 120
 MAX_TIMEOUTS = 20
 ALIVE_SLURM_STATES = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "SUSPENDED", "RESIZING",
                       "REQUEUE_HOLD", "REQUEUE_FED", "PREEMPTED", "SIGNALING", "STAGE_OUT"}
-
-
-def run_cells_of(config: dict) -> list[tuple[str, int]]:
-    """Every cell of the run, in the run's order: seeds, then combinations."""
-    return [(c["name"], seed) for seed in config["options"]["seeds"] for c in config["combinations"]]
 
 
 def read_launches(folder: RunFolder) -> list[dict]:
@@ -111,7 +107,7 @@ def cells_to_submit(folder: RunFolder, config: dict) -> list[tuple[str, int]]:
     instead of one of them starting the longest cell last."""
     waiting = cells_waiting(folder)
     specs = {c["name"]: c["spec"] for c in config["combinations"]}
-    todo = [(name, seed) for name, seed in run_cells_of(config)
+    todo = [(name, seed) for name, seed in cells_in_order(config)
             if not folder.cell(name, seed).is_done() and holder(folder.cell(name, seed).path) is None
             and (name, seed) not in waiting]
     return sorted(todo, key=lambda cell: -relative_cost(specs[cell[0]]))  # stable: the run's order within a cost
@@ -159,8 +155,8 @@ def submit(folder: RunFolder, config: dict, launch: LaunchConfig, cells, launch_
     executor = make_executor(folder, launch, config, kind)
     run_dir = str(folder.path.resolve())
     if (kind or launch.launcher) == "slurm":
-        return executor.submit_array([CellJob(run_dir, [cell], "cuda" if str(config["device"]).startswith("cuda")
-                                              else "cpu", launch_id, launch.gpus_per_cell) for cell in cells])
+        # device None: each task takes the run's planned device type (bench.cell.open_run)
+        return executor.submit_array([CellJob(run_dir, [cell], None, launch_id, launch.gpus_per_cell) for cell in cells])
     devices = parse_devices(launch.devices)
     groups = [devices[k:k + launch.gpus_per_cell] for k in range(0, len(devices) - launch.gpus_per_cell + 1,
                                                                launch.gpus_per_cell)]
@@ -228,7 +224,7 @@ def wait_for_cells(folder: RunFolder, config: dict, jobs, progress: bool, poll_s
 
     from bench.status import cell_states
 
-    cells = run_cells_of(config)
+    cells = cells_in_order(config)
     for job in jobs:
         if isinstance(job, DebugJob):
             job.exception()  # the debug executor runs its job here, now; a failure is in failure.json

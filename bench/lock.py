@@ -44,14 +44,24 @@ def lock_path(out: Path) -> Path:
     return out.parent / f".{out.name}.lock"
 
 
-def _holder(path: Path) -> str:
+UNKNOWN_HOLDER = "a process that has not written its details yet"
+
+
+def describe_holder(info: dict) -> str:
+    """A lock holder's details (``holder``, or the lock file's JSON) in a refusal's words."""
     try:
-        info = json.loads(path.read_text())
         job = f", {info['job']}" if info.get("job") else ""
         return (f"pid {info['pid']} on {info['host']}{job}, since {info['started']}: "
                 f"{' '.join(info.get('command', []))}").strip()
-    except (OSError, ValueError, KeyError, TypeError):
-        return "a process that has not written its details yet"
+    except (KeyError, TypeError, AttributeError):
+        return UNKNOWN_HOLDER
+
+
+def _holder(path: Path) -> str:
+    try:
+        return describe_holder(json.loads(path.read_text()))
+    except (OSError, ValueError):
+        return UNKNOWN_HOLDER
 
 
 def _flock_soon(fd: int, tries: int = 5) -> bool:
@@ -71,9 +81,6 @@ def _flock_soon(fd: int, tries: int = 5) -> bool:
 class RunLock:
     """``with RunLock(out):`` -- hold the run folder ``out`` for writing, or raise
     ``RunFolderBusy`` naming the process that holds it."""
-
-    # What the folder is, and what holds it, in the refusal's words.
-    what, writer = "--out", "`bench run`"
 
     def __init__(self, out: str | Path, job: str = ""):
         self.out = Path(out)
@@ -120,7 +127,7 @@ class RunLock:
         return self
 
     def busy_message(self) -> str:
-        return (f"{self.what} {self.out} is being written by another {self.writer} ({_holder(self.path)}); wait "
+        return (f"--out {self.out} is being written by another `bench run` ({_holder(self.path)}); wait "
                 f"for it to finish or stop it, or use another --out. (Lock file: {self.path}; it is released "
                 "automatically when that process ends.)")
 
@@ -152,8 +159,6 @@ class RunLock:
 class CellLock(RunLock):
     """``with CellLock(cell_folder, job):`` -- train one cell, or raise ``RunFolderBusy``
     naming the process (and job) that trains it."""
-
-    what, writer = "cell", "job"
 
     def busy_message(self) -> str:
         return (f"cell {self.out} is being trained by another process ({_holder(self.path)}); `bench status` "

@@ -87,6 +87,12 @@ def read_config(path: Path) -> dict:
     return config
 
 
+def cells_in_order(config: dict) -> list[tuple[str, int]]:
+    """Every (combination, seed) cell of a run (its config.json), in the run's order: seeds,
+    then combinations. metrics.csv's rows, the jobs' queue and `bench status` follow it."""
+    return [(c["name"], seed) for seed in config["options"]["seeds"] for c in config["combinations"]]
+
+
 # ---------------------------------------------------------------- a cell's metrics.json
 
 def cell_fix(cell: Path) -> str:

@@ -26,7 +26,7 @@ from bench.config import (
 from bench.evaluate import Scorer, generator_record
 from bench.folder import GRAY, TRUTH, CellFolder, RunFolder
 from bench.lock import holds_run_lock, job_name, taking_turns
-from bench.records import read_config, record_rows
+from bench.records import cells_in_order, read_config, record_rows
 from bench.per_image import write_baseline_scores, write_cell_scores
 from bench.protocol import metric_protocol
 from bench.results import metrics_frame, read_json, write_csv, write_json, atomic_torch_save
@@ -265,13 +265,12 @@ def assemble_metrics(folder: RunFolder, config: dict) -> bool:
     records under it, so the last to write has seen every cell finished before it."""
     rows, complete = baseline_rows(config), True
     with taking_turns(folder.metrics_lock):  # a rewrite takes milliseconds
-        for seed in config["options"]["seeds"]:
-            for combo in config["combinations"]:
-                cell = folder.cell(combo["name"], seed)
-                if cell.is_done():
-                    rows += record_rows(read_json(cell.record))
-                else:
-                    complete = False
+        for name, seed in cells_in_order(config):
+            cell = folder.cell(name, seed)
+            if cell.is_done():
+                rows += record_rows(read_json(cell.record))
+            else:
+                complete = False
         write_csv(folder.metrics, metrics_frame(rows))
     return complete
 

@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.folder import RunFolder
-from bench.launch import job_alive, read_launches, run_cells_of, slurm_state
+from bench.launch import job_alive, read_launches, slurm_state
 from bench.lock import holder
+from bench.records import cells_in_order
 from bench.results import read_json
 
 STATES = ("done", "diverged", "running", "pending", "failed", "stopped", "not started")
@@ -94,7 +95,7 @@ def cell_states(folder: RunFolder | str | Path, config: dict | None = None, line
     folder = folder if isinstance(folder, RunFolder) else RunFolder(folder)
     config = config or read_config(folder.config)
     latest, alive = _latest_jobs(folder), {}
-    return [cell_state(folder, name, seed, latest, alive, lines) for name, seed in run_cells_of(config)]
+    return [cell_state(folder, name, seed, latest, alive, lines) for name, seed in cells_in_order(config)]
 
 
 def status_text(folder: RunFolder, states: list[CellState]) -> str:
