@@ -59,6 +59,19 @@ class Report:
 # ---------------------------------------------------------------- header and caveats
 
 
+def _threads(config: dict) -> str:
+    """How the cells ran: threads per cell (config.json's ``threads`` is per cell since runs
+    record their launch) and, for a launched run, how."""
+    threads, launch = config.get("threads", "?"), config.get("launch")
+    text = f"{threads} thread{'' if threads == 1 else 's'}"
+    if not launch:
+        return text
+    text += " per cell"
+    if config.get("world_size", 1) > 1:
+        text += f" × {config['world_size']} processes"
+    return text + (f", {launch['launcher']} launcher" if launch.get("launcher") != "serial" else "")
+
+
 def _duration(seconds) -> str:
     if seconds is None:
         return "unfinished"
@@ -95,7 +108,7 @@ def run_header(run: Run) -> list[str]:
         f"- **Data**: {d.get('source', '?')} — {d.get('train_images', '?')} train / "
         f"{d.get('val_images', '?')} val images",
         f"- **Device**: {c.get('device', '?')} ({c.get('device_name', '?')}), {c.get('precision', '?')}, "
-        f"{c.get('threads', '?')} threads · **wall time** {_duration(c.get('wall_seconds'))}"
+        f"{_threads(c)} · **wall time** {_duration(c.get('wall_seconds'))}"
         + (f" · started {c['started']}" if c.get("started") else ""),
     ]
     versions = c.get("versions", {})
