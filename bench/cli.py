@@ -9,7 +9,14 @@ import warnings
 
 import click
 
-from bench.config import LAUNCH_FIELDS, PRESET_FIELDS, PRESETS, RUN_FIELDS, LaunchConfig, RunConfig
+from bench.config.options import (
+    LAUNCH_FIELDS,
+    PRESET_FIELDS,
+    PRESETS,
+    RUN_FIELDS,
+    LaunchConfig,
+    RunConfig,
+)
 
 log = logging.getLogger("colorbench")
 
@@ -123,8 +130,9 @@ def run(quiet, overwrite, **options):
     Rerunning the same command resumes: finished cells are kept and an unfinished one
     continues from its last checkpoint. Ctrl-C saves and stops.
     """
-    from bench.config import make_config
-    from bench.runner import RunInterrupted, run_benchmark
+    from bench.config.options import make_config
+    from bench.run.runner import run_benchmark
+    from bench.run.stop import RunInterrupted
 
     preset = options.pop("preset")
     launch = LaunchConfig(**{name: options.pop(name) for name in LAUNCH_FIELDS})
@@ -156,8 +164,8 @@ def _resume_command(out) -> str:
 def _print_summary(out) -> None:
     """The run's table as the report prints it: mean over seeds, the report's digits per
     metric, "—" where a metric has no value."""
-    from bench.results import read_metrics
-    from bench.summary import arrow, decimals
+    from bench.report.summary import arrow, decimals
+    from bench.rundir.read import read_metrics
 
     frame = read_metrics(out)
     table = frame.pivot_table(index="combination", columns="metric", values="value", aggfunc="mean", sort=False, dropna=False)
@@ -187,9 +195,9 @@ def report(run_dirs, out, samples, display_size, device, overwrite):
 
     Several RUN_DIRs give one report comparing them, written into the first.
     """
-    from bench.config import resolve_device
-    from bench.report import ReportSettings, build_report
-    from bench.runs import newest_run
+    from bench.config.machine import resolve_device
+    from bench.report.build import ReportSettings, build_report
+    from bench.rundir.read import newest_run
 
     try:
         dirs = list(run_dirs) or [newest_run()]
@@ -219,9 +227,9 @@ def colorize(inputs, run_dir, loss, seed, out, overwrite, device, quiet):
     full-resolution lightness, so the output keeps the photo's size and detail.
     """
     from bench.colorize import colorize_paths, plan_jobs
-    from bench.config import resolve_device
-    from bench.evaluate import load_generator
-    from bench.runs import generator_path, load_run, resolve_combination
+    from bench.config.machine import resolve_device
+    from bench.rundir.read import generator_path, load_run, resolve_combination
+    from bench.score.scorer import load_generator
 
     try:
         run = load_run(run_dir)
@@ -245,10 +253,9 @@ def colorize(inputs, run_dir, loss, seed, out, overwrite, device, quiet):
 def status(run_dir, lines):
     """Where every cell of RUN_DIR stands: done, diverged, running (where, which job),
     pending, failed or stopped (with its log's last lines).  [default: newest run under results/]"""
-    from bench.folder import RunFolder
-    from bench.records import read_config
-    from bench.runs import newest_run
-    from bench.status import cell_states, status_text
+    from bench.run.status import cell_states, status_text
+    from bench.rundir.layout import RunFolder
+    from bench.rundir.read import newest_run, read_config
 
     try:
         folder = RunFolder(run_dir or newest_run())
@@ -313,7 +320,8 @@ def _list_weights() -> None:
 def import_weights(files):
     """Copy downloaded weights FILEs into the cache, after checking the SHA-256 prefix in
     each file's name (as torchvision and pytorch-fid name them)."""
-    from models.pretrained import WeightsImportError, import_weights as install
+    from models.pretrained import WeightsImportError
+    from models.pretrained import import_weights as install
 
     refused = 0
     for f in files:
@@ -343,9 +351,9 @@ def compare_runs(run_dir, metrics, resamples, csv_path):
     t-test over seeds) after Holm's correction, and whether the difference is real.
     [default RUN_DIR: newest run under results/]
     """
-    from bench import compare
-    from bench.metrics import METRICS
-    from bench.runs import load_run, newest_run
+    from bench.report import compare
+    from bench.rundir.read import load_run, newest_run
+    from bench.score.metrics import METRICS
 
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
@@ -371,7 +379,7 @@ def compare_runs(run_dir, metrics, resamples, csv_path):
             continue
         click.echo(compare.terminal_table(pairs, metric) + "\n")
     if csv_path:
-        from bench.results import write_csv
+        from bench.rundir.write import write_csv
 
         write_csv(csv_path, pairs)
         click.echo(f"Table: {csv_path}")

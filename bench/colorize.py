@@ -13,12 +13,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from colorbench_datasets import (
+    IMAGE_EXTENSIONS,
+    UnreadableImage,
+    find_images,
+    lab_to_rgb,
+    load_rgb,
+    normalize_lab,
+    rgb_to_lab,
+)
+from colorbench_datasets.lab import AB_SCALE
 from PIL import Image
 from torch.nn import functional as F
 
-from bench.evaluate import predict_ab
-from colorbench_datasets import IMAGE_EXTENSIONS, UnreadableImage, find_images, lab_to_rgb, load_rgb, normalize_lab, rgb_to_lab
-from colorbench_datasets.lab import AB_SCALE
+from bench.score.scorer import predict_ab
 
 log = logging.getLogger("colorbench")
 
@@ -159,7 +167,7 @@ def save_png(img: Image.Image, path: Path) -> None:
     """Atomic: a crash never leaves a truncated PNG under the final name."""
     import io
 
-    from bench.results import atomic_write_bytes
+    from bench.rundir.write import atomic_write_bytes
 
     buf = io.BytesIO()
     img.save(buf, format="PNG")

@@ -94,7 +94,7 @@ def main() -> None:
                     help="also time LPIPS and the Inception features (slow on a CPU), and Fréchet/KID math")
     args = ap.parse_args()
 
-    from bench import metrics as M
+    from bench.score import metrics as M
     from colorbench_datasets.lab import model_to_rgb
 
     if args.threads:
@@ -159,7 +159,7 @@ def network_rows(pred, target, device, bs, runs, sync):
     import torchvision
     from scipy import linalg
 
-    from bench import metrics as M
+    from bench.score import metrics as M
     from models import metric_nets, pretrained
 
     def weights_or_random(key, random_state):

@@ -4,7 +4,7 @@ and the grid's projected wall time on N GPUs at a sustained rate R (docs/scale.m
     python benchmarks/paper_flops.py                        # counts on the CPU (about a minute)
     python benchmarks/paper_flops.py --tflops 50,100,200 --gpus 1,4,8,15
 
-``torch.utils.flop_counter`` over one ``bench.train.train_step`` (forward and backward, G and,
+``torch.utils.flop_counter`` over one ``bench.train.loop.train_step`` (forward and backward, G and,
 for GAN terms, D) at the paper preset's 256 px and widths, batch 2, divided per photo. The
 perceptual term's VGG16 is random-initialised when its weights are missing: same FLOPs.
 The projection packs the grid's cells onto GPUs longest first (a cell never splits) and
@@ -18,9 +18,9 @@ import warnings
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from bench.config import make_config
-from bench.launch import relative_cost
-from bench.train import adam, build_terms, make_generator, train_step
+from bench.config.options import make_config
+from bench.run.launch import relative_cost
+from bench.train.loop import adam, build_terms, make_generator, train_step
 from losses import LOSSES, parse_losses
 
 

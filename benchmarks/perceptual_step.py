@@ -2,7 +2,7 @@
 
     python benchmarks/perceptual_step.py             # the quick preset's cell: 64 px, nf 32, batch 32
 
-``bench.train.train_step`` with the ``perceptual`` term as ``bench run`` builds it (VGG16 in
+``bench.train.loop.train_step`` with the ``perceptual`` term as ``bench run`` builds it (VGG16 in
 channels_last, losses/perceptual.py), and the same with VGG16 kept in NCHW; the two take
 turns step by step (train_step.py's ``measure``), median of --steps after 2 warm-up steps.
 VGG16's weights are the ImageNet ones if cached, else random (the speed is the same).
@@ -16,7 +16,7 @@ from functools import partial
 
 import torch
 
-from bench.train import train_step
+from bench.train.loop import train_step
 from losses.perceptual import PerceptualLoss, vgg16_features
 from models import build_generator
 from train_step import Config, measure  # this folder's: the same interleaved timing

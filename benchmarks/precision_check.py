@@ -20,10 +20,10 @@ import argparse
 import math
 from pathlib import Path
 
-from bench.config import make_config
-from bench.results import read_metrics
-from bench.runner import run_benchmark
-from bench.runs import BASELINES
+from bench.config.options import make_config
+from bench.rundir.read import read_metrics
+from bench.run.runner import run_benchmark
+from bench.rundir.layout import BASELINES
 
 
 def scores(out: Path) -> dict[tuple[str, int, str], float]:

@@ -2,7 +2,7 @@
 
 The reference is the public "U-Net + conditional GAN" colorization tutorial's step as
 written there: fp32, NCHW, plain Adam, and a ``loss.item()`` per logged loss every step.
-Colorbench's step is ``bench.train.train_step`` with its settings (fused Adam, set_to_none,
+Colorbench's step is ``bench.train.loop.train_step`` with its settings (fused Adam, set_to_none,
 no per-step host sync) for each precision and memory format. Same networks, same math:
 pix2pix U-Net + 70x70 PatchGAN, L1 for G-only, 100*L1 + vanilla GAN for the GAN step.
 
@@ -25,8 +25,8 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from bench.config import cpu_has_native_bf16
-from bench.train import autocast_context, default_channels_last, for_device, train_step
+from bench.config.machine import cpu_has_native_bf16
+from bench.train.loop import autocast_context, default_channels_last, for_device, train_step
 from losses.adversarial import AdversarialLoss, GANLoss
 from losses.pixel import PixelLoss
 from models import build_discriminator, build_generator

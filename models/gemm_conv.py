@@ -80,7 +80,7 @@ def _swap_classes(net: nn.Module, classes: dict[type, type]) -> nn.Module:
 def with_gemm_convs(net: nn.Module) -> nn.Module:
     """``net``, in place, with its torch convolutions as these (the same parameters), so its
     tiny-map layers run as GEMMs on a CPU. The networks are defined with torch's layers;
-    ``bench.train`` applies this where a cell's generator and discriminator are built."""
+    ``bench.train.loop`` applies this where a cell's generator and discriminator are built."""
     return _swap_classes(net, {nn.Conv2d: GemmConv2d, nn.ConvTranspose2d: GemmConvTranspose2d})
 
 

@@ -80,60 +80,9 @@ def _inception_pool() -> nn.Module:
     return fid_inception(pretrained.load_state_dict(pretrained.known_weights()["inception"]))
 
 
-# The networks a metric may declare (``bench.metrics.Metric.network``): key -> loader, which
+# The networks a metric may declare (``bench.score.metrics.Metric.network``): key -> loader, which
 # raises ``WeightsUnavailable`` naming the file it lacks.
 NETWORKS: dict[str, Callable[[], nn.Module]] = {
     "alexnet": _alexnet_lpips,  # LPIPS (AlexNet trunk, v0.1 linear layers)
     "inception": _inception_pool,  # pytorch-fid's InceptionV3 pool features
 }
-
-
-@dataclass
-class MetricNets:
-    """The networks of one run, loaded once, by ``NETWORKS`` key; a metric whose network is
-    missing maps to the file it lacks in ``missing`` (its reason in ``reasons``, its
-    metrics.csv note in ``notes``)."""
-
-    networks: dict[str, nn.Module] = field(default_factory=dict)
-    missing: dict[str, WeightsFile] = field(default_factory=dict)
-    reasons: dict[str, str] = field(default_factory=dict)
-    notes: dict[str, str] = field(default_factory=dict)  # metrics.csv's note for each missing metric
-
-    def get(self, key: str) -> nn.Module | None:
-        return self.networks.get(key)
-
-    @property
-    def lpips(self) -> nn.Module | None:
-        return self.networks.get("alexnet")
-
-    @property
-    def inception(self) -> nn.Module | None:
-        return self.networks.get("inception")
-
-
-def load_metric_nets(device="cpu", strict: bool = False, metrics=None) -> MetricNets:
-    """The networks the registered metrics (``bench.metrics.METRICS``, or ``metrics``) declare,
-    on ``device``. A missing file raises under ``strict`` (``--strict-weights``), else warns and
-    leaves that network, and so exactly the metrics that need it, out."""
-    if metrics is None:
-        from bench.metrics import METRICS as metrics
-    nets = MetricNets()
-    needed: dict[str, list[str]] = {}
-    for name, metric in metrics.items():
-        if metric.network is not None:
-            needed.setdefault(metric.network, []).append(name)
-    for key, names in needed.items():
-        if key not in NETWORKS:
-            raise KeyError(f"metric {names[0]} needs network {key!r}; known: {', '.join(NETWORKS)}")
-        try:
-            nets.networks[key] = NETWORKS[key]().to(device)
-        except WeightsUnavailable as exc:
-            if strict:
-                raise
-            for m in names:
-                nets.missing[m], nets.reasons[m], nets.notes[m] = exc.weights, str(exc), exc.note
-            warnings.warn(
-                exc.one_line(f"{' and '.join(m.upper() for m in names)} recorded as missing, the other metrics computed"),
-                stacklevel=2,
-            )
-    return nets

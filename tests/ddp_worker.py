@@ -17,9 +17,10 @@ import torch
 import torch.distributed as torch_dist
 from torch import nn
 
-import bench.train as train_mod
-from bench.distributed import SINGLE, DistContext, barrier, discriminator_as, process_group, replicate
-from bench.train import Interrupted, TrainSettings, train_cell
+import bench.train.loop as train_mod
+from bench.train.distributed import SINGLE, DistContext, barrier, discriminator_as, process_group, replicate
+from bench.train.loop import Interrupted, train_cell
+from bench.config.options import TrainSettings
 from colorbench_datasets import load_data
 from losses import LossOptions, parse_losses
 from losses.adversarial import AdversarialLoss, GANLoss

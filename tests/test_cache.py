@@ -2,8 +2,9 @@
 import pytest
 import torch
 
-from bench.evaluate import Scorer
-from bench.train import TrainSettings, train_cell
+from bench.score.scorer import Scorer
+from bench.config.options import TrainSettings
+from bench.train.loop import train_cell
 from colorbench_datasets import resolve_sources
 from colorbench_datasets.cache import MappedLabSplit, build_cache, dequantize_L, dequantize_ab, quantize_lab
 from colorbench_datasets.lab import L_SCALE, AB_SCALE, rgb_to_lab

@@ -187,7 +187,7 @@ def test_a_combination_cannot_ask_for_two_generator_heads():
 
 
 def test_classification_plus_gan_trains_saves_and_reloads(photo_dir, tmp_path):
-    from bench.evaluate import load_generator, predict_ab
+    from bench.score.scorer import load_generator, predict_ab
 
     out = tmp_path / "run"
     res = CliRunner().invoke(

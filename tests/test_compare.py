@@ -13,11 +13,13 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from bench import compare, stats
+from bench.report import compare
+from bench.score import stats
 from bench.cli import main
-from bench.per_image import PER_IMAGE, REPLICATES, replicates_frame, write_frame
-from bench.folder import slug
-from bench.runs import load_run
+from bench.rundir.layout import PER_IMAGE, REPLICATES
+from bench.score.per_image import replicates_frame, write_frame
+from bench.rundir.layout import slug
+from bench.rundir.read import load_run
 from conftest import offline_env, write_photo_folder
 
 TINY = ["--size", "32", "--width", "8", "--epochs", "1", "--batch-size", "4", "-q"]
@@ -193,7 +195,7 @@ def test_planted_differences_are_found_and_identical_losses_are_not(tmp_path):
 
 
 def _summary(run):
-    from bench.summary import summarize
+    from bench.report.summary import summarize
 
     return summarize([load_run(run)])
 
@@ -224,7 +226,7 @@ def test_bench_compare_prints_the_pairwise_table(tmp_path):
 def test_fid_and_kid_replicates_come_from_the_features_in_memory():
     from test_scoring import _tiny_nets, _val
 
-    from bench.evaluate import Scorer
+    from bench.score.scorer import Scorer
 
     val = _val()
     scorer = Scorer.for_split(val, _tiny_nets())
@@ -234,7 +236,7 @@ def test_fid_and_kid_replicates_come_from_the_features_in_memory():
     assert set(frame.metric) == {"fid", "kid"} and len(frame) == 40
     # replicate r is FID on the photos of resample r, predictions and photos alike
     idx = torch.as_tensor(stats.photo_indices(len(val), 20)[3])
-    from bench.metrics import fid
+    from bench.score.metrics import fid
 
     expect = fid(scores.features["inception"][idx], scorer.target_features["inception"][idx]).item()
     got = frame[(frame.metric == "fid") & (frame.replicate == 3)]["value"].item()

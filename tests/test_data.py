@@ -85,7 +85,7 @@ def test_bench_works_when_huggingface_datasets_is_installed(tmp_path):
     code = (
         "import datasets; assert datasets.HF\n"
         "from colorbench_datasets import load_data\n"
-        "import bench.runner, losses\n"
+        "import bench.run.runner, losses\n"
         "print(len(load_data(size=32).train))"
     )
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True)

@@ -19,11 +19,8 @@ import torch.distributed as torch_dist
 from torch import nn
 
 import ddp_worker as worker
-from bench.distributed import (
-    SINGLE, DistContext, any_rank, check_batch, check_device, from_env, mean_over_ranks, process_group, rank_noise,
-    same_on_all_ranks, shard,
-)
-from bench.train import Interrupted
+from bench.train.distributed import SINGLE, DistContext, any_rank, check_batch, check_device, from_env, mean_over_ranks, process_group, rank_noise, same_on_all_ranks, shard
+from bench.train.loop import Interrupted
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -156,7 +153,7 @@ class Calls:
     """torch.distributed's group calls, recorded instead of made."""
 
     def __init__(self, monkeypatch):
-        import bench.distributed as module
+        import bench.train.distributed as module
 
         self.order = []
         for name in ("init_process_group", "new_group", "barrier", "destroy_process_group"):
@@ -263,7 +260,7 @@ def test_the_process_group_ends_cleanly_normally_on_a_stop_and_on_one_rank_s_fai
     assert done.returncode != 0
     assert_clean(done)
     assert [len(torch.load(tmp_path / "stop" / f"rank{r}.pt", weights_only=False)["toy"]["log"]) for r in (0, 1)] == [2, 2]
-    assert done.stderr.count("bench.train.Interrupted: interrupted; state saved to") == 2, done.stderr[-5000:]
+    assert done.stderr.count("bench.train.loop.Interrupted: interrupted; state saved to") == 2, done.stderr[-5000:]
     assert torch.load(tmp_path / "stop" / "toy.pt", weights_only=True)["step"] == 0
     # One rank fails while the other waits for it in a collective: the failed one leaves
     # without waiting and torchrun ends the other (a hang would time out here).

@@ -144,7 +144,7 @@ def test_a_registered_generator_is_trained_by_bench_run(toy_generator, photo_dir
     frame = pd.read_csv(out / "metrics.csv")
     assert {"l1", "classification"} <= set(frame["combination"])
     assert frame[frame.combination.isin(["l1", "classification"]) & (frame.metric == "psnr")]["value"].notna().all()
-    from bench.evaluate import load_generator
+    from bench.score.scorer import load_generator
 
     assert isinstance(load_generator(out / "cells" / "l1" / "seed0" / "generator.pt"), ToyGenerator)
     assert isinstance(load_generator(out / "cells" / "classification" / "seed0" / "generator.pt").net, ToyGenerator)

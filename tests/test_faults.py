@@ -153,7 +153,8 @@ def only_l1(run: Path) -> Path:
 
 def _checkpoint(photos, cell: Path, width: int = 4, drop_data: bool = False) -> None:
     """A cell's checkpoint as an interrupted run leaves it (saved at a step boundary)."""
-    from bench.train import Interrupted, TrainSettings, train_cell
+    from bench.train.loop import Interrupted, train_cell
+    from bench.config.options import TrainSettings
     from colorbench_datasets import load_data
     from losses import LossOptions, parse_losses
 
@@ -218,7 +219,7 @@ def test_val_photos_changed_under_an_unfinished_cell_resume_it(copied):
 # ---------------------------------------------------------------- 3. one writer per run folder
 
 def test_a_second_run_on_a_busy_out_is_refused_naming_the_holder(photo_dir, tmp_path):
-    from bench.lock import RunLock
+    from bench.rundir.lock import RunLock
 
     out = tmp_path / "run"
     with RunLock(out):
@@ -230,7 +231,7 @@ def test_a_second_run_on_a_busy_out_is_refused_naming_the_holder(photo_dir, tmp_
 
 
 def test_the_lock_covers_every_name_of_the_folder(photo_dir, tmp_path, monkeypatch):
-    from bench.lock import RunLock
+    from bench.rundir.lock import RunLock
 
     out = tmp_path / "run"
     out.mkdir()
@@ -243,13 +244,13 @@ def test_the_lock_covers_every_name_of_the_folder(photo_dir, tmp_path, monkeypat
 
 
 def test_the_lock_is_released_when_its_holder_is_killed(tmp_path):
-    from bench.lock import RunFolderBusy, RunLock
+    from bench.rundir.lock import RunFolderBusy, RunLock
 
     out = tmp_path / "run"
     code = textwrap.dedent(f"""
         import sys, time
         sys.path.insert(0, {str(Path(__file__).parents[1])!r})
-        from bench.lock import RunLock
+        from bench.rundir.lock import RunLock
         RunLock({str(out)!r}).acquire()
         print("held", flush=True)
         time.sleep(60)
@@ -302,15 +303,15 @@ BAD_OPTIONS = {
 
 @pytest.mark.parametrize("case", BAD_OPTIONS)
 def test_every_option_is_checked_before_any_work(photo_dir, tmp_path, monkeypatch, case):
-    import bench.runner
-    import models.metric_nets
+    import bench.run.stages
+    import bench.score.networks
 
     def never(*a, **k):
         raise AssertionError("work started before the options were checked")
 
-    monkeypatch.setattr(bench.runner, "load_data", never)
-    monkeypatch.setattr(bench.runner, "load_metric_nets", never)
-    monkeypatch.setattr(models.metric_nets, "load_metric_nets", never)
+    monkeypatch.setattr(bench.run.stages, "load_data", never)
+    monkeypatch.setattr(bench.run.stages, "load_metric_nets", never)
+    monkeypatch.setattr(bench.score.networks, "load_metric_nets", never)
     extra, message = BAD_OPTIONS[case]
     out = tmp_path / "run"
     (tmp_path / "FILE").write_text("x")
@@ -324,7 +325,8 @@ def test_every_option_is_checked_before_any_work(photo_dir, tmp_path, monkeypatc
 
 
 def test_the_python_api_is_checked_too():
-    from bench.config import OptionError, RunConfig, validate
+    from bench.config.validate import OptionError, validate
+    from bench.config.options import RunConfig
 
     for bad in (dict(size="64"), dict(seeds=()), dict(seeds=(0, 0)), dict(betas=(0.5, 1.0)), dict(workers=-1),
                 dict(eval_batch_size=0), dict(compile="yes"), dict(lr=True), dict(extra=[])):
@@ -489,7 +491,7 @@ def test_the_same_run_given_other_spellings_resumes(copied, monkeypatch):
 
 
 def test_options_are_compared_as_what_they_mean(tmp_path, monkeypatch):
-    from bench.config import changed_options
+    from bench.config.identity import changed_options
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "photos").mkdir()
@@ -520,9 +522,9 @@ def test_a_folder_that_is_not_a_run_is_never_written_over(photo_dir, tmp_path):
 
 def test_a_run_folder_whose_name_is_not_utf8_reports(photo_dir, tmp_path):
     # (The library calls: click's test runner, unlike a terminal, cannot print such a name.)
-    from bench.config import make_config
-    from bench.report import ReportSettings, build_report
-    from bench.runner import run_benchmark
+    from bench.config.options import make_config
+    from bench.report.build import ReportSettings, build_report
+    from bench.run.runner import run_benchmark
 
     out = Path(os.fsdecode(os.fsencode(tmp_path) + b"/r\xe9"))
     run_benchmark(make_config("quick", data=str(photo_dir), losses="l1", out=str(out), size=32, width=4, epochs=1,
@@ -543,7 +545,7 @@ def test_photos_that_cannot_fit_in_memory_are_refused_before_decoding(photo_dir,
 
 
 def test_colorize_finds_a_combination_by_any_order_of_its_terms(copied, tmp_path):
-    from bench.runs import load_run, resolve_combination
+    from bench.rundir.read import load_run, resolve_combination
 
     _, run = copied
     config = json.loads((run / "config.json").read_text())
@@ -564,18 +566,19 @@ def random_alexnet_features() -> dict:
 
 def test_a_foreign_file_under_a_weights_name_is_missing_with_the_reason(tmp_path, monkeypatch):
     from conftest import place_in_cache
-    from models import metric_nets, pretrained
+    from bench.score import networks
+    from models import pretrained
 
     path = place_in_cache("alexnet", random_alexnet_features(), trusted=False)
     hashed = []
     real = pretrained.sha256
     monkeypatch.setattr(pretrained, "sha256", lambda p: hashed.append(p) or real(p))
     with pytest.warns(UserWarning, match="is not the published alexnet-owt-7be5be79.pth: its SHA-256 starts"):
-        nets = metric_nets.load_metric_nets("cpu")
+        nets = networks.load_metric_nets("cpu")
     assert nets.lpips is None and "SHA-256 mismatch" in nets.notes["lpips"]
     assert nets.notes["lpips"].startswith("missing weights file alexnet-owt-7be5be79.pth")
     with pytest.raises(pretrained.WeightsUnavailable, match="delete it"):
-        metric_nets.load_metric_nets("cpu", strict=True)
+        networks.load_metric_nets("cpu", strict=True)
     listing = cli("weights").output
     assert "WRONG FILE" in next(line for line in listing.splitlines() if path.name in line)
     assert hashed == [path]  # hashed once, the verdict remembered by size and mtime ...
@@ -621,7 +624,7 @@ def test_colorize_skips_a_photo_too_large_for_memory_and_does_the_rest(tmp_path,
 
 
 def test_an_out_where_no_lock_can_be_made_is_named():
-    from bench.lock import RunFolderBusy, RunLock
+    from bench.rundir.lock import RunFolderBusy, RunLock
 
     with pytest.raises(RunFolderBusy, match="--out /proc/nope/run: cannot create its parent folder.*choose an --out"):
         RunLock("/proc/nope/run").acquire()  # /proc refuses new folders, even to root

@@ -11,8 +11,9 @@ import torch
 from click.testing import CliRunner
 
 from bench.cli import main
-from bench.config import PRESETS, QUICK_STEPS, RunConfig, make_config
-from bench.train import BatchStream, TrainSettings, total_steps
+from bench.config.options import PRESETS, QUICK_STEPS, RunConfig, make_config
+from bench.train.loop import BatchStream, total_steps
+from bench.config.options import TrainSettings
 
 TINY = ["--size", "32", "--width", "8", "--batch-size", "4", "-q"]
 
@@ -143,7 +144,7 @@ def test_a_failed_download_prints_no_downloading_line(monkeypatch, capsys):
 def test_a_run_is_never_continued_in_another_precision(photo_dir, tmp_path, monkeypatch):
     """``--precision auto`` resolves per machine: a run made in fp32 and resumed where auto
     means bf16 is refused, naming both and the option that continues it."""
-    import bench.runner as runner
+    import bench.run.runner as runner
 
     out = str(tmp_path / "run")
     args = ["run", "--data", str(photo_dir), "--losses", "l1", "--steps", "2", "--out", out, *TINY]

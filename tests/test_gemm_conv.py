@@ -104,7 +104,8 @@ def test_a_generator_matches_its_stock_twin(name, unfold_calls):
 
 def test_a_cells_networks_take_the_gemm_path_on_the_cpu_only():
     """The swap happens in one place, where a cell is built for its device."""
-    from bench.train import TrainSettings, build_cell
+    from bench.config.options import TrainSettings
+    from bench.train.loop import build_cell
     from colorbench_datasets import LabSplit
     from losses import LossOptions, parse_losses
 

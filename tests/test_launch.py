@@ -15,9 +15,9 @@ import pytest
 from click.testing import CliRunner
 
 from bench.cli import main
-from bench.config import LaunchConfig, make_config
-from bench.folder import RunFolder
-from bench.lock import RunFolderBusy
+from bench.config.options import LaunchConfig, make_config
+from bench.rundir.layout import RunFolder
+from bench.rundir.lock import RunFolderBusy
 
 # Four cells (2 combinations x 2 seeds), a few seconds each on one core.
 TINY = ["--size", "32", "--width", "4", "--steps", "12", "--batch-size", "4", "--losses", "l1,gan", "--seeds", "0,1",
@@ -121,14 +121,14 @@ def _kill_tree(pid: int) -> None:
 
 
 def test_a_cell_held_by_another_process_is_neither_trained_nor_resubmitted(serial, tmp_path):
-    from bench.launch import cells_to_submit
-    from bench.records import read_config
+    from bench.run.launch import cells_to_submit
+    from bench.rundir.read import read_config
 
     photos, _ = serial
     out = tmp_path / "held"
     cfg = make_config("quick", data=str(photos), out=str(out), size=32, width=4, steps=12, batch_size=4,
                       losses="l1,gan", seeds=(0, 1))
-    from bench.runner import run_benchmark
+    from bench.run.runner import run_benchmark
 
     run_benchmark(cfg, progress=False, launch=LaunchConfig(max_parallel=2))
     held = RunFolder(out).cell("gan", 1)
@@ -148,7 +148,7 @@ def test_a_cell_held_by_another_process_is_neither_trained_nor_resubmitted(seria
 
 def test_a_failing_cell_is_recorded_named_in_status_and_retried_by_the_next_run(serial, tmp_path, monkeypatch):
     """The debug executor runs the jobs in this process, so the failure can be planted."""
-    from bench import launch, runner
+    from bench.run import launch, stages as runner
 
     photos, serial_run = serial
     out = tmp_path / "fails"
@@ -232,7 +232,7 @@ def test_slurm_submits_one_array_task_per_cell_with_the_options_given(serial, tm
 
 
 def test_slurm_asks_for_the_gpus_of_a_data_parallel_cell(serial, tmp_path, fake_sbatch):
-    from bench.launch import make_executor
+    from bench.run.launch import make_executor
 
     photos, _ = serial
     launch = LaunchConfig(launcher="slurm", gpus_per_cell=4, max_parallel=3, slurm_partition="a100")
@@ -245,9 +245,9 @@ def test_slurm_asks_for_the_gpus_of_a_data_parallel_cell(serial, tmp_path, fake_
 def test_slurm_jobs_requeue_themselves_on_preemption():
     """submitit calls ``checkpoint`` on SIGUSR2 (time limit, preemption) and requeues what it
     returns: the same job, which resumes its cell from the checkpoint."""
-    from bench.cell import CellJob
+    from bench.run.job import Job
 
-    job = CellJob("/runs/a", [("l1", 0)], "cuda", "abc")
+    job = Job("/runs/a", [("l1", 0)], "cuda", "abc")
     again = job.checkpoint()
     assert again.function is job and again.args == () and again.kwargs == {}
 
@@ -312,8 +312,8 @@ def test_a_multi_task_job_trains_its_cell_as_one_process_group(serial, tmp_path)
     local executor, whose tasks get the same environment as SLURM's."""
     import submitit
 
-    from bench.cell import CellJob
-    from bench.runner import run_benchmark
+    from bench.run.job import Job
+    from bench.run.runner import run_benchmark
 
     photos, _ = serial
     out = tmp_path / "tasks"
@@ -325,7 +325,7 @@ def test_a_multi_task_job_trains_its_cell_as_one_process_group(serial, tmp_path)
         (cell.path / name).unlink()
     executor = submitit.LocalExecutor(folder=tmp_path / "jobs")
     executor.update_parameters(tasks_per_node=2, timeout_min=10)
-    job = executor.submit(CellJob(str(out), [("l1", 0)], "cpu", "t", gpus_per_cell=2))
+    job = executor.submit(Job(str(out), [("l1", 0)], "cpu", "t", gpus_per_cell=2))
     job.results()  # one result per task; raises if a task failed
     record = json.loads(cell.record.read_text())
     assert record["world_size"] == 2 and record["steps"] == 12 and record["status"] == "ok"
@@ -349,7 +349,7 @@ def test_a_login_node_without_a_gpu_submits_gpu_jobs(serial, tmp_path, fake_sbat
 def test_local_workers_are_spread_over_the_listed_gpus(monkeypatch, tmp_path):
     """--devices cuda:0,cuda:1,cuda:2 --max-parallel 4: each worker sees one GPU
     (CUDA_VISIBLE_DEVICES through submitit's visible_gpus), the fourth shares the first."""
-    from bench import launch
+    from bench.run import launch
 
     calls = []
 

@@ -13,11 +13,12 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from bench import metrics
+from bench.score import metrics
 from bench.cli import main
-from bench.evaluate import Scorer
-from bench.metrics import DERIVED, METRICS, register_metric
+from bench.score.scorer import Scorer
+from bench.score.metrics import DERIVED, METRICS, register_metric
 from models import metric_nets
+from bench.score import networks
 
 TINY = ["--size", "32", "--width", "8", "--batch-size", "4", "--steps", "3", "-q"]
 ROOT = Path(__file__).resolve().parents[1]
@@ -104,7 +105,7 @@ def test_a_missing_network_makes_exactly_the_metrics_that_need_it_missing(regist
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        nets = metric_nets.load_metric_nets("cpu")
+        nets = networks.load_metric_nets("cpu")
     assert set(nets.missing) == {"lpips", "fid", "kid", "toy_deep"}
     assert nets.notes["toy_deep"] == nets.notes["fid"] == "missing weights file pt_inception-2015-12-05-6726825d.pth"
     assert any("FID and KID and TOY_DEEP recorded as missing" in str(w.message) for w in caught)
@@ -145,5 +146,5 @@ def _code_strings(path: Path) -> set[str]:
 
 
 def test_the_scorer_and_the_network_loader_hold_no_metric_names():
-    for module in ("bench/evaluate.py", "models/metric_nets.py", "bench/per_image.py"):
+    for module in ("bench/score/scorer.py", "bench/score/networks.py", "models/metric_nets.py", "bench/score/per_image.py"):
         assert not _code_strings(ROOT / module) & set(METRICS), module

@@ -3,7 +3,7 @@ import pytest
 import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from bench.metrics import METRICS, psnr, ssim
+from bench.score.metrics import METRICS, psnr, ssim
 from conftest import real_photos
 
 
@@ -92,7 +92,7 @@ def _colour_pairs():
 def test_de00_equals_skimage_ciede2000_on_real_photos():
     from skimage.color import deltaE_ciede2000, rgb2lab
 
-    from bench.metrics import de00
+    from bench.score.metrics import de00
 
     pairs = _colour_pairs()
     ours = de00(_batch([p for p, _ in pairs]), _batch([g for _, g in pairs]))
@@ -131,7 +131,7 @@ def test_ciede2000_matches_skimage_on_edge_colours():
     """
     from skimage.color import deltaE_ciede2000
 
-    from bench.metrics import ciede2000
+    from bench.score.metrics import ciede2000
 
     rng = np.random.default_rng(2)
     lab1 = np.stack([rng.uniform(0, 100, 400), rng.uniform(-110, 110, 400), rng.uniform(-110, 110, 400)], -1)
@@ -155,7 +155,7 @@ def test_ciede2000_matches_skimage_on_edge_colours():
 
 
 def test_colourfulness_and_delta_cf_equal_plain_numpy():
-    from bench.metrics import cf, delta_cf
+    from bench.score.metrics import cf, delta_cf
 
     pairs = _colour_pairs()
     pred, gt = _batch([p for p, _ in pairs]), _batch([g for _, g in pairs])
@@ -168,7 +168,7 @@ def test_colourfulness_and_delta_cf_equal_plain_numpy():
 
 
 def test_auc_equals_plain_numpy_and_gray_scores_as_zhang_reports():
-    from bench.metrics import auc
+    from bench.score.metrics import auc
 
     pairs = _colour_pairs()
     ours = auc(_batch([p for p, _ in pairs]), _batch([g for _, g in pairs]))
@@ -198,7 +198,7 @@ def _np_auc_rebal(preds, gts):
 
 
 def test_auc_rebal_pools_pixels_weighted_by_the_rarity_of_their_colour():
-    from bench.metrics import ab_cell_counts, ab_cell_weights, auc, auc_rebal, image_weight
+    from bench.score.metrics import ab_cell_counts, ab_cell_weights, auc, auc_rebal, image_weight
     from colorbench_datasets.lab import rgb_to_lab
 
     pairs = _colour_pairs()
@@ -218,7 +218,7 @@ def test_auc_rebal_pools_pixels_weighted_by_the_rarity_of_their_colour():
 
 
 def test_lpips_feeds_the_network_images_in_minus_one_to_one():
-    from bench.metrics import lpips
+    from bench.score.metrics import lpips
 
     seen = []
 
@@ -252,7 +252,7 @@ def _sample(mu, sigma, n, seed):
 def test_frechet_distance_closed_forms():
     from scipy.linalg import sqrtm
 
-    from bench.metrics import frechet_distance
+    from bench.score.metrics import frechet_distance
 
     mu1, s1, mu2, s2 = _gaussians()
     assert frechet_distance(mu1, s1, mu1, s1).item() == pytest.approx(0, abs=1e-9)
@@ -268,7 +268,7 @@ def test_frechet_distance_closed_forms():
 
 @pytest.mark.parametrize("n, d", [(40, 64), (500, 6)])  # fewer images than dims (the SVD path), and more
 def test_fid_of_features_equals_frechet_distance_of_their_statistics(n, d):
-    from bench.metrics import fid, frechet_distance
+    from bench.score.metrics import fid, frechet_distance
 
     g = torch.Generator().manual_seed(n)
     x = torch.randn(n, d, generator=g, dtype=torch.float64).exp()  # skewed, non-negative, like pool features
@@ -279,7 +279,7 @@ def test_fid_of_features_equals_frechet_distance_of_their_statistics(n, d):
 
 
 def test_fid_of_samples_approaches_the_gaussians_closed_form():
-    from bench.metrics import fid, frechet_distance
+    from bench.score.metrics import fid, frechet_distance
 
     mu1, s1, mu2, s2 = _gaussians()
     x, y = _sample(mu1, s1, 20000, 1), _sample(mu2, s2, 20000, 2)
@@ -303,7 +303,7 @@ def _cubic_kernel_mean(mu_a, s_a, mu_b, s_b):
 
 
 def test_kid_is_unbiased_for_the_gaussians_closed_form():
-    from bench.metrics import kid
+    from bench.score.metrics import kid
 
     mu1, s1, mu2, s2 = _gaussians(d=4, seed=3)
     mu2 = mu1 + 0.5 * (mu2 - mu1)
@@ -317,7 +317,7 @@ def test_kid_is_unbiased_for_the_gaussians_closed_form():
 
 
 def test_kid_equals_the_unbiased_estimator_written_as_loops_and_subsets_agree():
-    from bench.metrics import kid
+    from bench.score.metrics import kid
 
     g = torch.Generator().manual_seed(5)
     x, y = torch.randn(9, 5, generator=g).double(), torch.randn(7, 5, generator=g).double() + 0.4

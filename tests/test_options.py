@@ -8,13 +8,11 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from bench import config
+from bench.config import options as config
+from bench.config.identity import changed_options
 from bench.cli import main, run
-from bench.config import (
-    IDENTITY_FIELDS, LAUNCH_FIELDS, OPTIONS_ADDED_LATER, PRESET_FIELDS, PRESETS, RUN_FIELDS, LaunchConfig, RunConfig,
-    make_config,
-)
-from bench.train import TrainSettings
+from bench.config.options import IDENTITY_FIELDS, LAUNCH_FIELDS, OPTIONS_ADDED_LATER, PRESET_FIELDS, PRESETS, RUN_FIELDS, LaunchConfig, RunConfig, make_config
+from bench.config.options import TrainSettings
 from losses import LossOptions
 from losses.perceptual import DEFAULT_LAYERS
 from losses.registry import DEFAULT_PERCEPTUAL_LAYERS
@@ -111,10 +109,10 @@ def test_identity_fields_are_derived_from_the_metadata():
 
 def test_identity_is_compared_on_resolved_values():
     # --disc-width unset resolves to --width: the same run as one asking for it
-    assert config.changed_options(RunConfig(width=16).to_dict(), RunConfig(width=16, disc_width=16).to_dict()) == []
-    assert config.changed_options(RunConfig().to_dict(), RunConfig(disc_width=64).to_dict()) == ["disc_width"]
-    assert config.changed_options(RunConfig().to_dict(), RunConfig(steps=300).to_dict()) == []
-    assert config.changed_options(RunConfig().to_dict(), RunConfig(precision="fp32", device="cpu").to_dict()) == []
+    assert changed_options(RunConfig(width=16).to_dict(), RunConfig(width=16, disc_width=16).to_dict()) == []
+    assert changed_options(RunConfig().to_dict(), RunConfig(disc_width=64).to_dict()) == ["disc_width"]
+    assert changed_options(RunConfig().to_dict(), RunConfig(steps=300).to_dict()) == []
+    assert changed_options(RunConfig().to_dict(), RunConfig(precision="fp32", device="cpu").to_dict()) == []
 
 
 def test_preset_fields_are_the_presets_keys():

@@ -5,8 +5,9 @@ import torch
 from click.testing import CliRunner
 
 from bench.cli import main
-from bench.config import make_config
-from bench.train import TrainSettings, build_terms, train_cell
+from bench.config.options import make_config
+from bench.config.options import TrainSettings
+from bench.train.loop import build_terms, train_cell
 from colorbench_datasets import resolve_sources
 from colorbench_datasets.tensors import build_split
 from losses import LossOptions, parse_losses
@@ -28,7 +29,7 @@ def test_preset_losses_apply_unless_given_on_the_command_line(monkeypatch):
         seen["cfg"] = cfg
         raise ValueError("stop here")
 
-    monkeypatch.setattr("bench.runner.run_benchmark", fake_run)
+    monkeypatch.setattr("bench.run.runner.run_benchmark", fake_run)
     CliRunner().invoke(main, ["run", "--preset", "paper"])
     assert seen["cfg"].losses == make_config("paper").losses
     CliRunner().invoke(main, ["run", "--preset", "paper", "--losses", "l1"])

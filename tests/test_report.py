@@ -14,11 +14,11 @@ from click.testing import CliRunner
 from PIL import Image
 
 from bench.cli import main
-from bench.metrics import METRICS, Metric
-from bench.report import FIGURES, pick_samples
-from bench import summary as summary_mod
-from bench.folder import slug
-from bench.runner import WARMUP_STEPS
+from bench.score.metrics import METRICS, Metric
+from bench.report.build import FIGURES, pick_samples
+from bench.report import summary as summary_mod
+from bench.rundir.layout import slug
+from bench.run.stages import WARMUP_STEPS
 from conftest import offline_env, write_photo_folder, write_photos
 
 TINY = ["--size", "32", "--width", "8", "--epochs", "1", "--batch-size", "4", "-q"]
@@ -299,7 +299,7 @@ def test_several_runs_make_one_comparison_report(tiny_run, tmp_path):
 def test_report_defaults_to_the_newest_run_under_results(tiny_run, tmp_path, monkeypatch):
     import os
 
-    import bench.report
+    import bench.report.build
 
     old, new = copy_run(tiny_run, tmp_path / "results" / "old"), copy_run(tiny_run, tmp_path / "results" / "new")
     os.utime(old / "metrics.csv", (1, 1))
@@ -308,9 +308,9 @@ def test_report_defaults_to_the_newest_run_under_results(tiny_run, tmp_path, mon
 
     def fake_build(dirs, out, settings, overwrite=False):  # the default is what is tested, not the build again
         seen.append([Path(d).resolve() for d in dirs])
-        return bench.report.Report(Path(dirs[0]) / "report.md", {})
+        return bench.report.build.Report(Path(dirs[0]) / "report.md", {})
 
-    monkeypatch.setattr(bench.report, "build_report", fake_build)
+    monkeypatch.setattr(bench.report.build, "build_report", fake_build)
     make_report()
     assert seen == [[new.resolve()]]
 

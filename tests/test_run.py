@@ -8,9 +8,10 @@ import torch
 from click.testing import CliRunner
 
 from bench.cli import main
-from bench.config import make_config
-from bench.metrics import METRICS
-from bench.train import TrainSettings, build_terms, make_generator
+from bench.config.options import make_config
+from bench.score.metrics import METRICS
+from bench.config.options import TrainSettings
+from bench.train.loop import build_terms, make_generator
 from colorbench_datasets import load_data, random_crop_flip
 from losses import LossOptions, parse_losses
 
@@ -32,7 +33,7 @@ def test_every_combination_of_a_seed_starts_from_the_same_generator():
 
 def test_every_combination_of_a_seed_sees_the_same_batches(photo_dir, monkeypatch):
     """Record the batches train_cell draws for two combinations and compare them."""
-    import bench.train as train_mod
+    import bench.train.loop as train_mod
 
     seen = {}
     real = train_mod.random_crop_flip
@@ -140,7 +141,7 @@ def test_discriminator_width_follows_the_generator_width_unless_given():
     assert make_config("quick").disc_width == make_config("quick").width == 32
     assert make_config("quick", width=48).disc_width == 48
     assert make_config("quick", disc_width=16).disc_width == 16
-    from bench.config import RunConfig
+    from bench.config.options import RunConfig
 
     assert RunConfig(width=24).disc_width == 24  # the Python API resolves it alike
     term = LOSSES["gan"].factory(LossOptions(disc_width=16))
@@ -149,7 +150,7 @@ def test_discriminator_width_follows_the_generator_width_unless_given():
 
 
 def test_saved_generator_reloads_and_predicts_like_the_trained_one(photo_dir, tmp_path):
-    from bench.evaluate import load_generator, predict_ab
+    from bench.score.scorer import load_generator, predict_ab
 
     out = tmp_path / "run"
     assert CliRunner().invoke(main, ["run", "--data", str(photo_dir), "--losses", "l1", "--out", str(out), *TINY]).exit_code == 0
@@ -160,7 +161,7 @@ def test_saved_generator_reloads_and_predicts_like_the_trained_one(photo_dir, tm
 
 
 def test_bf16_training_keeps_weights_and_batchnorm_in_fp32_and_runs_channels_last(photo_dir):
-    from bench.train import train_cell
+    from bench.train.loop import train_cell
     from colorbench_datasets import resolve_sources
     from colorbench_datasets.tensors import build_split
     from losses import LossOptions, parse_losses

@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from bench.evaluate import Scorer
-from bench.metrics import METRICS
+from bench.score.scorer import Scorer
+from bench.score.metrics import METRICS
 from colorbench_datasets.tensors import rgb_uint8_to_split
 from conftest import real_photos
-from models.metric_nets import MetricNets
+from bench.score.networks import MetricNets
 from models.pretrained import known_weights
 
 

@@ -1,4 +1,4 @@
-"""bench.stats on synthetic per-image scores where the truth is planted."""
+"""bench.score.stats on synthetic per-image scores where the truth is planted."""
 from __future__ import annotations
 
 import math
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from bench import stats as st
+from bench.score import stats as st
 
 N = 242  # the shared val set's size
 

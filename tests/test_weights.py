@@ -11,6 +11,7 @@ from torch import nn
 from bench.cli import main
 from conftest import place_in_cache
 from models import metric_nets, pretrained
+from bench.score import networks
 from models.pretrained import WeightsFile, WeightsUnavailable, known_weights
 
 TINY = ["--size", "32", "--width", "8", "--epochs", "1", "--batch-size", "4", "-q"]
@@ -92,7 +93,7 @@ def test_import_refuses_a_wrong_file_clearly_and_writes_nothing(tmp_path):
 
 def test_offline_without_files_the_networks_are_missing_with_the_file_named():
     with pytest.warns(UserWarning, match="recorded as missing"):
-        nets = metric_nets.load_metric_nets("cpu")
+        nets = networks.load_metric_nets("cpu")
     assert nets.lpips is None and nets.inception is None
     assert {m: w.filename for m, w in nets.missing.items()} == {
         "lpips": "alexnet-owt-7be5be79.pth",
@@ -100,7 +101,7 @@ def test_offline_without_files_the_networks_are_missing_with_the_file_named():
         "kid": "pt_inception-2015-12-05-6726825d.pth",
     }
     with pytest.raises(WeightsUnavailable, match="bench weights import alexnet-owt-7be5be79.pth"):
-        metric_nets.load_metric_nets("cpu", strict=True)
+        networks.load_metric_nets("cpu", strict=True)
 
 
 def _spy_loads(monkeypatch, provide=None) -> list[str]:
@@ -129,14 +130,14 @@ def test_lpips_is_built_from_the_alexnet_file_and_equals_the_lpips_package(monke
     place_in_cache("alexnet", features)  # what a real (features-only here) file holds, at the real name
     calls = _spy_loads(monkeypatch)
     with pytest.warns(UserWarning):  # the inception file is still missing
-        nets = metric_nets.load_metric_nets("cpu")
+        nets = networks.load_metric_nets("cpu")
     assert calls == ["alexnet-owt-7be5be79.pth", "pt_inception-2015-12-05-6726825d.pth"]
 
     monkeypatch.setattr(lpips.pretrained_networks.tv, "alexnet", lambda **_: alex)
     reference = lpips.LPIPS(net="alex", version="0.1", verbose=False)  # its own linear layers
     g = torch.Generator().manual_seed(0)
     a, b = torch.rand(3, 3, 48, 48, generator=g), torch.rand(3, 3, 48, 48, generator=g)
-    from bench.metrics import lpips as lpips_metric
+    from bench.score.metrics import lpips as lpips_metric
 
     ours = lpips_metric(a, b, nets.lpips)
     assert torch.allclose(ours, reference(a * 2 - 1, b * 2 - 1).flatten(), atol=1e-6)
@@ -151,7 +152,7 @@ def test_fid_network_is_pytorch_fids_inception_built_from_the_inception_file(mon
     state = torchvision.models.inception_v3(weights=None, num_classes=1008, aux_logits=False, init_weights=False).state_dict()
     calls = _spy_loads(monkeypatch, provide={"inception": state})
     with pytest.warns(UserWarning):  # AlexNet missing
-        nets = metric_nets.load_metric_nets("cpu")
+        nets = networks.load_metric_nets("cpu")
     assert "pt_inception-2015-12-05-6726825d.pth" in calls and nets.inception is not None
     mixed_7c = nets.inception.net.blocks[3][2]  # pytorch-fid's last block before the pool
     assert torch.equal(mixed_7c.branch_pool.conv.weight, state["Mixed_7c.branch_pool.conv.weight"])

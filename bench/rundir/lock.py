@@ -27,6 +27,8 @@ from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
+from bench.config.options import default_out
+
 try:
     import fcntl
 except ImportError:  # not POSIX (Windows): no lock, as before
@@ -196,23 +198,6 @@ def taking_turns(path: Path):
         if fcntl is not None:
             fcntl.flock(handle, fcntl.LOCK_EX)
         yield
-
-
-def job_name() -> str:
-    """The scheduler's name for the job this process belongs to ("slurm job 1234_5", "local
-    job 987"), or "" outside one: shown by `bench status` and recorded with each cell."""
-    env = os.environ
-    if env.get("SLURM_ARRAY_JOB_ID"):
-        return f"slurm job {env['SLURM_ARRAY_JOB_ID']}_{env.get('SLURM_ARRAY_TASK_ID', '')}"
-    if env.get("SLURM_JOB_ID"):
-        return f"slurm job {env['SLURM_JOB_ID']}"
-    if env.get("SUBMITIT_LOCAL_JOB_ID"):
-        return f"local job {env['SUBMITIT_LOCAL_JOB_ID']}"
-    return ""
-
-
-def default_out() -> str:
-    return str(Path("results") / datetime.now().strftime("run-%Y%m%d-%H%M%S"))
 
 
 def holds_run_lock(run):

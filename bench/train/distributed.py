@@ -47,6 +47,7 @@ def from_env() -> DistContext:
 # and never a host-device sync that would drain the GPU's queue.
 _host_group = None
 
+
 # How long a rank may wait in a collective for the others. Rank 0 scores a cell alone
 # (the caller's business) while the others wait at the next cell's first barrier.
 WAIT = timedelta(hours=2)
@@ -178,6 +179,8 @@ def replicate(net: nn.Module, device: torch.device, ctx: DistContext) -> nn.Modu
 
 
 DDP = nn.parallel.DistributedDataParallel
+
+
 # Newer torch renamed ``broadcast_buffers`` (the old name warns); pyproject allows torch 2.2.
 _NO_FORWARD_BUFFER_SYNC = (
     {"forward_sync_buffers": False} if "forward_sync_buffers" in inspect.signature(DDP).parameters

@@ -1,8 +1,8 @@
 """Which differences are real? Paired comparisons of a run's combinations, photo by photo.
 
-From the per-image scores ``bench run`` keeps (``bench.per_image``) this builds, per run:
+From the per-image scores ``bench run`` keeps (``bench.score.per_image``) this builds, per run:
 every pair of combinations (and each against ``gray``) on every ranked metric, with the
-mean paired difference, its 95 % interval and p-values (``bench.stats.compare``), Holm's
+mean paired difference, its 95 % interval and p-values (``bench.score.stats.compare``), Holm's
 correction over the pairs of each metric, and the verdict; the photo-bootstrap intervals of
 each row for summary.csv; and the report's section and matrix figure. ``bench compare`` and
 ``bench report`` both call it.
@@ -16,30 +16,38 @@ from itertools import combinations as pairs_of
 import numpy as np
 import pandas as pd
 
-from bench import stats
-from bench.metrics import METRICS
-from bench.folder import GRAY, TRUTH
-from bench.per_image import PerImage, read_per_image
-from bench.runs import Run
-from bench.summary import arrow, decimals, direction, table_rows
+from bench.report.summary import arrow, decimals, direction, table_rows
+from bench.rundir.layout import GRAY, TRUTH
+from bench.rundir.read import Run
+from bench.score import stats
+from bench.score.metrics import METRICS
+from bench.score.per_image import PerImage, read_per_image
 
 # The report's matrices and claims; lpips joins when the run has its values.
 HEADLINE = ("psnr", "de00", "delta_cf", "lpips")
+
+
 PAIRWISE_COLUMNS = [
     "run", "metric", "direction", "a", "b", "diff", "ci_low", "ci_high", "p", "p_holm", "p_seeds", "p_combined",
     "significant", "verdict", "better", "test", "photos", "seeds", "resamples",
 ]
+
+
 # The verdicts of a pair: real (photos, seeds and interval agree), these models only (photo
 # by photo these trained models differ, but the seeds do not show it holds for the losses),
 # or not told apart.
 REAL, MODELS_ONLY, UNCLEAR = "real", "these models only", "not told apart"
+
+
 INTERVAL_COLUMNS = ["seed_ci_low", "seed_ci_high", "photo_ci_low", "photo_ci_high"]
+
+
 SIGN = {"higher": 1.0, "lower": -1.0}
 
 
 @dataclass
 class RunScores:
-    """One run's per-image scores, arranged for ``bench.stats``: every value of
+    """One run's per-image scores, arranged for ``bench.score.stats``: every value of
     (combination, seed, metric) as an array over ``images`` (the val photos, in the order
     gray's scores list them)."""
 
@@ -206,9 +214,6 @@ def photo_intervals(scores: RunScores, metrics: list[str] | None = None, n_boot:
     return pd.DataFrame.from_records(records, columns=["run", "combination", "metric", "photo_ci_low", "photo_ci_high"])
 
 
-# ---------------------------------------------------------------- a report's analysis
-
-
 @dataclass
 class Analysis:
     """Everything the report needs: one ``RunScores`` per run, the pairwise table of all
@@ -262,9 +267,6 @@ def with_intervals(summary: pd.DataFrame, analysis: Analysis | None) -> pd.DataF
             if key in table.index:
                 out.loc[i, ["photo_ci_low", "photo_ci_high"]] = table.loc[key, ["photo_ci_low", "photo_ci_high"]].to_numpy(float)
     return out
-
-
-# ---------------------------------------------------------------- words
 
 
 def format_p(p: float, alpha: float = stats.ALPHA) -> str:
@@ -462,9 +464,6 @@ def interval_table(summary: pd.DataFrame) -> list[str]:
     return lines + [""]
 
 
-# ---------------------------------------------------------------- terminal
-
-
 def terminal_table(pairs: pd.DataFrame, metric: str) -> str:
     """``bench compare``'s table of one metric."""
     rows = pairs[pairs.metric == metric]
@@ -492,9 +491,6 @@ def terminal_table(pairs: pd.DataFrame, metric: str) -> str:
     return head + "\n" + table.to_string(index=False)
 
 
-# ---------------------------------------------------------------- figure
-
-
 def difference_matrix(pairs: pd.DataFrame, order: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(Δ, verdict) square frames over ``order``: cell (row, column) is the row's
     combination over the column's, in the metric's direction; the diagonal is empty."""
@@ -517,7 +513,7 @@ def _draw_matrix(ax, rows: pd.DataFrame, order: list[str], digits: int, title: s
     from matplotlib.colors import ListedColormap
     from matplotlib.patches import Rectangle
 
-    from bench import figures
+    from bench.report import figures
 
     delta, verdicts = difference_matrix(rows, order)
     real, pale = (verdicts == REAL).to_numpy(), (verdicts == MODELS_ONLY).to_numpy()
@@ -556,7 +552,7 @@ def _draw_matrix(ax, rows: pd.DataFrame, order: list[str], digits: int, title: s
 
 def pairwise_figure(analysis: Analysis, summary: pd.DataFrame | None, path) -> bool:
     """One matrix per run and headline metric; False (nothing written) without pairs."""
-    from bench import figures
+    from bench.report import figures
 
     panels = []
     for s in analysis.scores:

@@ -1,5 +1,5 @@
 """One run's cells trained by a job of their own: a local worker, a SLURM array task, or the
-ranks of ``torchrun -m bench.cell`` training one cell data-parallel.
+ranks of ``torchrun -m bench.run.job`` training one cell data-parallel.
 
 Every job starts from the run folder alone: config.json (written by ``bench run`` before it
 submits) says the options, the photos' fingerprint, the precision and the threads per cell;
@@ -10,7 +10,7 @@ neither finished nor held by another job, so N workers share one queue with no s
 of ours. After each cell the job rewrites metrics.csv from the cells' records; the last
 one to finish leaves the complete table.
 
-    torchrun --nproc-per-node 2 -m bench.cell results/run-A --combination l1 --seed 0
+    torchrun --nproc-per-node 2 -m bench.run.job results/run-A --combination l1 --seed 0
 """
 from __future__ import annotations
 
@@ -28,11 +28,12 @@ from pathlib import Path
 
 import torch
 
-from bench.config import RUN_FIELDS, OPTIONS_ADDED_LATER, RunConfig, resolve_device
-from bench.folder import CellFolder, RunFolder
-from bench.lock import RunFolderBusy, job_name
-from bench.records import cells_in_order, read_config
-from bench.results import read_json, write_json
+from bench.config.options import config_options
+from bench.config.machine import job_name, resolve_device
+from bench.rundir.layout import CellFolder, RunFolder
+from bench.rundir.lock import RunFolderBusy
+from bench.rundir.read import cells_in_order, read_config, read_json
+from bench.rundir.write import write_json
 
 log = logging.getLogger("colorbench")
 
@@ -40,13 +41,6 @@ log = logging.getLogger("colorbench")
 class JobRefused(RuntimeError):
     """This job cannot train the run's cells as planned; the message names what differs and
     the fix."""
-
-
-def config_options(options: dict) -> RunConfig:
-    """The ``RunConfig`` that config.json's ``options`` record."""
-    values = {**OPTIONS_ADDED_LATER, **{k: v for k, v in options.items() if k in RUN_FIELDS}}
-    values["seeds"], values["betas"] = tuple(values["seeds"]), tuple(values["betas"])
-    return RunConfig(**values)
 
 
 @dataclass
@@ -64,8 +58,9 @@ class JobRun:
 
 def open_run(run_dir: Path, device: str | None = None, dist=None) -> JobRun:
     """The run folder's plan, photos and (rank 0) scorer, checked against config.json."""
-    from bench.evaluate import Scorer
-    from bench.runner import Plan, load_photos, load_weights, set_determinism
+    from bench.config.machine import set_determinism
+    from bench.run.stages import Plan, load_photos, load_weights
+    from bench.score.scorer import Scorer
     from losses import parse_losses
 
     folder = RunFolder(run_dir)
@@ -139,7 +134,8 @@ def failed_in_launch(cell: CellFolder, launch_id: str) -> bool:
 
 def train_one(run: JobRun, name: str, seed: int, stop, dist=None) -> dict | None:
     """Train and score one cell of ``run`` (its lock already held by this job)."""
-    from bench.runner import check_cell_numerics, run_cell
+    from bench.run.reuse import check_cell_numerics
+    from bench.run.stages import run_cell
 
     combo = next(c for c in run.plan.combos if c.name == name)
     cell = run.folder.cell(name, seed)
@@ -156,7 +152,7 @@ def run_job(run_dir: str | Path, cells: list[tuple[str, int]], device: str | Non
     trained under its lock (by torchrun's processes when ``gpus_per_cell`` > 1). A cell that
     fails is recorded (failure.json) and the job goes on to the next; raises at the end if
     any failed. Returns how many cells it trained."""
-    from bench.runner import torch_threads
+    from bench.config.machine import torch_threads
 
     folder, job = RunFolder(run_dir), job_name()
     config = read_config(folder.config)
@@ -175,8 +171,9 @@ def config_threads(config: dict) -> int:
 
 def _train_cells(run, folder, config, cells, job, launch_id, gpus_per_cell, device) -> tuple[int, list[str]]:
     """``run_job``'s loop: the cells trained here, and those that failed."""
-    from bench.runner import RunInterrupted, StopOnSigint, assemble_metrics
-    from bench.train import Interrupted
+    from bench.run.stages import assemble_metrics
+    from bench.run.stop import RunInterrupted, StopOnSigint
+    from bench.train.loop import Interrupted
 
     trained, failed = 0, []
     with StopOnSigint() as stop:
@@ -193,7 +190,7 @@ def _train_cells(run, folder, config, cells, job, launch_id, gpus_per_cell, devi
                     cell.failure.unlink(missing_ok=True)
                     log.info("%s seed %d: training (%s)", name, seed, job or f"pid {os.getpid()}")
                     if run is None:
-                        from bench.launch import torchrun_cell
+                        from bench.run.launch import torchrun_cell
 
                         torchrun_cell(folder.path, name, seed, gpus_per_cell, device)
                     else:
@@ -212,7 +209,7 @@ def _train_cells(run, folder, config, cells, job, launch_id, gpus_per_cell, devi
 
 
 @dataclass
-class CellJob:
+class Job:
     """What submitit runs: ``run_job`` on the listed cells. On a preempted or timed-out SLURM
     job, submitit calls ``checkpoint`` and requeues the same job, which resumes each cell from
     its checkpoint (written every --checkpoint-seconds), so a requeue loses at most that."""
@@ -247,9 +244,11 @@ def train_distributed(run_dir: str | Path, name: str, seed: int, device: str | N
     """One cell, data-parallel over torchrun's processes: rank 0 takes the cell's lock (unless
     the process that launched torchrun holds it), every rank trains its shard of each global
     batch, rank 0 alone writes. Returns whether this group trained the cell."""
-    from bench.distributed import any_rank, process_group
-    from bench.runner import RunInterrupted, StopOnSigint, assemble_metrics, torch_threads
-    from bench.train import Interrupted
+    from bench.config.machine import torch_threads
+    from bench.run.stages import assemble_metrics
+    from bench.run.stop import RunInterrupted, StopOnSigint
+    from bench.train.distributed import any_rank, process_group
+    from bench.train.loop import Interrupted
 
     want = torch.device(device) if device else None
     config = read_config(RunFolder(run_dir).config)
@@ -284,7 +283,7 @@ def train_distributed(run_dir: str | Path, name: str, seed: int, device: str | N
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.cell", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.run.job", description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir", help="a run folder planned by `bench run` (its config.json)")
     parser.add_argument("--combination", required=True, help="the cell's combination, as config.json names it")
     parser.add_argument("--seed", type=int, required=True)
@@ -292,7 +291,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--parent-holds-lock", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    from bench.runner import RunInterrupted
+    from bench.run.stop import RunInterrupted
 
     try:
         train_distributed(args.run_dir, args.combination, args.seed, args.device, args.parent_holds_lock)

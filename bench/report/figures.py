@@ -20,12 +20,16 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from bench.folder import GRAY, TRUTH
-from bench.results import atomic_write_bytes
-from bench.summary import arrow, direction
+from bench.report.summary import arrow, direction
+from bench.rundir.layout import GRAY, TRUTH
+from bench.rundir.write import atomic_write_bytes
 
 GRAY_COLOR = "#9a9a9a"
+
+
 TRUTH_COLOR = "#c4c4c4"
+
+
 DPI = 110
 
 

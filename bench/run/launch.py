@@ -13,7 +13,6 @@ cells that are neither finished, nor trained right now, nor waiting in a live jo
 from __future__ import annotations
 
 import logging
-import os
 import socket
 import subprocess
 import sys
@@ -24,81 +23,24 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from bench.cell import CellJob
-from bench.config import LaunchConfig, max_parallel, parse_devices
-from bench.folder import RunFolder
-from bench.lock import holder
-from bench.records import cells_in_order
-from bench.results import read_json, write_json
+from bench.config.options import LaunchConfig, max_parallel, parse_devices
+from bench.run.job import Job
+from bench.run.status import cells_waiting, read_launches
+from bench.rundir.layout import RunFolder
+from bench.rundir.lock import holder
+from bench.rundir.read import cells_in_order
+from bench.rundir.write import write_json
 
 log = logging.getLogger("colorbench")
 
+
 # Seconds between SLURM's warning signal and the kill: a cell saves at its next step boundary.
 SIGNAL_DELAY_S = 120
+
+
 # Requeues of a job that reaches its time limit before submitit gives up on it (a preempted
 # job is requeued whatever the count).
 MAX_TIMEOUTS = 20
-ALIVE_SLURM_STATES = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "SUSPENDED", "RESIZING",
-                      "REQUEUE_HOLD", "REQUEUE_FED", "PREEMPTED", "SIGNALING", "STAGE_OUT"}
-
-
-def read_launches(folder: RunFolder) -> list[dict]:
-    """launch.json's launches, oldest first (none if the run never launched jobs)."""
-    if not folder.launch.is_file():
-        return []
-    try:
-        launches = read_json(folder.launch)["launches"]
-        if all(isinstance(launch, dict) and isinstance(launch.get("jobs"), list) for launch in launches):
-            return list(launches)
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    log.warning("%s is damaged: the jobs it listed are not followed (each cell's lock still keeps it to one "
-                "process); delete it once those jobs have ended", folder.launch)
-    return []
-
-
-def job_alive(launch: dict, job: dict) -> bool:
-    """Whether a recorded job may still train cells: a local worker whose process lives on
-    this host, or a SLURM job that SLURM lists as pending, running or requeued."""
-    if launch["launcher"] == "local":
-        if launch.get("host") != socket.gethostname():
-            return False
-        try:
-            os.kill(int(job["id"]), 0)
-        except (OSError, ValueError):
-            return False
-        return _not_zombie(int(job["id"]))
-    if launch["launcher"] == "slurm":
-        # UNKNOWN: sacct cannot be asked from here; never submit a cell twice on a guess
-        return slurm_state(job["id"]) in ALIVE_SLURM_STATES | {"UNKNOWN"}
-    return False
-
-
-def _not_zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return True  # no /proc: the signal said it exists
-
-
-def slurm_state(job_id: str) -> str:
-    """SLURM's state of a job (``sacct`` through submitit), or UNKNOWN off the cluster."""
-    try:
-        from submitit.slurm.slurm import SlurmJob
-
-        return SlurmJob(folder="/", job_id=str(job_id)).state
-    except Exception:  # noqa: BLE001 - no sacct here: nothing known
-        return "UNKNOWN"
-
-
-def cells_waiting(folder: RunFolder) -> set[tuple[str, int]]:
-    """The cells a live job of an earlier launch will still train."""
-    waiting = set()
-    for launch in read_launches(folder):
-        for job in launch.get("jobs", []):
-            if job_alive(launch, job):
-                waiting |= {(name, int(seed)) for name, seed in job["cells"]}
-    return waiting
 
 
 def cells_to_submit(folder: RunFolder, config: dict) -> list[tuple[str, int]]:
@@ -155,8 +97,8 @@ def submit(folder: RunFolder, config: dict, launch: LaunchConfig, cells, launch_
     executor = make_executor(folder, launch, config, kind)
     run_dir = str(folder.path.resolve())
     if (kind or launch.launcher) == "slurm":
-        # device None: each task takes the run's planned device type (bench.cell.open_run)
-        return executor.submit_array([CellJob(run_dir, [cell], None, launch_id, launch.gpus_per_cell) for cell in cells])
+        # device None: each task takes the run's planned device type (bench.run.job.open_run)
+        return executor.submit_array([Job(run_dir, [cell], None, launch_id, launch.gpus_per_cell) for cell in cells])
     devices = parse_devices(launch.devices)
     groups = [devices[k:k + launch.gpus_per_cell] for k in range(0, len(devices) - launch.gpus_per_cell + 1,
                                                                launch.gpus_per_cell)]
@@ -167,7 +109,7 @@ def submit(folder: RunFolder, config: dict, launch: LaunchConfig, cells, launch_
         if group and kind != "debug":
             executor.update_parameters(gpus_per_node=len(group), visible_gpus=[int(d.split(":")[1]) for d in group])
         device = ("cuda" if group else "cpu") if devices else None
-        jobs.append(executor.submit(CellJob(run_dir, cells[i:] + cells[:i], device, launch_id, launch.gpus_per_cell)))
+        jobs.append(executor.submit(Job(run_dir, cells[i:] + cells[:i], device, launch_id, launch.gpus_per_cell)))
     return jobs
 
 
@@ -185,14 +127,14 @@ def record_launch(folder: RunFolder, launch: LaunchConfig, jobs, cells, launch_i
 def job_cells(job, cells, launch: LaunchConfig):
     submission = job.submission() if callable(getattr(job, "submission", None)) else None
     fn = getattr(submission, "function", None)
-    return fn.cells if isinstance(fn, CellJob) else cells
+    return fn.cells if isinstance(fn, Job) else cells
 
 
 def launch_cells(folder: RunFolder, config: dict, launch: LaunchConfig, progress: bool, kind: str | None = None) -> bool:
     """Submit the cells still to train, and wait for every cell unless ``--no-wait``. Returns
     whether all are finished; raises ``LaunchFailed`` naming the cells that failed."""
     if launch.launcher == "serial":  # --gpus-per-cell N without a scheduler: torchrun, one cell after another
-        from bench.cell import run_job
+        from bench.run.job import run_job
 
         try:
             run_job(folder.path, cells_to_submit(folder, config), launch_id=uuid.uuid4().hex[:8],
@@ -222,7 +164,7 @@ def wait_for_cells(folder: RunFolder, config: dict, jobs, progress: bool, poll_s
     """Block until every cell is finished, or no job is left to finish the rest."""
     from submitit.local.debug import DebugJob
 
-    from bench.status import cell_states
+    from bench.run.status import cell_states
 
     cells = cells_in_order(config)
     for job in jobs:
@@ -241,7 +183,7 @@ def wait_for_cells(folder: RunFolder, config: dict, jobs, progress: bool, poll_s
             time.sleep(poll_s)
     except KeyboardInterrupt:
         # Ctrl-C reached the local workers too (one process group): each saves its cell and stops.
-        from bench.runner import RunInterrupted
+        from bench.run.stop import RunInterrupted
 
         raise RunInterrupted(folder.path) from None
     finally:
@@ -259,7 +201,7 @@ def torchrun_cell(run_dir: Path, name: str, seed: int, processes: int, device: s
     """Train one cell data-parallel in ``processes`` processes started by torchrun, this
     process holding the cell's lock for them."""
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
-               "-m", "bench.cell", str(run_dir), "--combination", name, "--seed", str(seed), "--parent-holds-lock"]
+               "-m", "bench.run.job", str(run_dir), "--combination", name, "--seed", str(seed), "--parent-holds-lock"]
     if device:
         command += ["--device", device]
     subprocess.run(command, check=True)

@@ -61,11 +61,6 @@ def write_json(path: Path, obj) -> None:
     atomic_write_text(path, text + "\n")
 
 
-def read_json(path: Path):
-    """Reads ``null`` and, from runs written before it, bare ``NaN`` alike."""
-    return json.loads(Path(path).read_text())
-
-
 def atomic_torch_save(path: Path, obj) -> None:
     buf = io.BytesIO()
     torch.save(obj, buf)
@@ -81,9 +76,3 @@ def metrics_frame(rows: list[dict]) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=METRICS_COLUMNS)
     frame["note"] = frame["note"].fillna("")
     return frame
-
-
-def read_metrics(run_dir: Path) -> pd.DataFrame:
-    from bench.folder import RunFolder
-
-    return pd.read_csv(RunFolder(run_dir).metrics, dtype={"note": str}).fillna({"note": ""})

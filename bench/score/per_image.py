@@ -1,4 +1,4 @@
-"""Every val image's score, kept in the run folder for paired statistics (``bench.stats``).
+"""Every val image's score, kept in the run folder for paired statistics (``bench.score.stats``).
 
 Layout (tidy gzip CSVs that ``pandas.read_csv`` reads as they are):
 
@@ -9,7 +9,7 @@ Layout (tidy gzip CSVs that ``pandas.read_csv`` reads as they are):
   compares with) and its share of ``auc_rebal``'s pooled weight (``auc_rebal_weight``);
 * ``set_replicates.csv.gz`` beside either, only when the Inception network was there:
   combination, seed, metric, replicate, value -- every set metric (FID and KID) recomputed on each of the
-  first ``N_BOOT_SET`` photo resamples of ``bench.stats.photo_indices`` while the features
+  first ``N_BOOT_SET`` photo resamples of ``bench.score.stats.photo_indices`` while the features
   were in memory (the 2048-d features themselves are not kept).
 """
 from __future__ import annotations
@@ -22,13 +22,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from bench import stats
-from bench.evaluate import Scorer, Scores
-from bench.folder import GRAY, PER_IMAGE, REPLICATES, TRUTH
-from bench.metrics import METRICS, SET
-from bench.results import atomic_write_bytes
+from bench.rundir.layout import GRAY, PER_IMAGE, REPLICATES, TRUTH
+from bench.rundir.write import atomic_write_bytes
+from bench.score import stats
+from bench.score.metrics import METRICS, SET
+from bench.score.scorer import Scorer, Scores
 
 COLUMNS = ["combination", "seed", "image", "metric", "value"]
+
+
 REPLICATE_COLUMNS = ["combination", "seed", "metric", "replicate", "value"]
 
 
@@ -108,9 +110,6 @@ def write_baseline_scores(out: Path, scorer: Scorer, gray: Scores) -> None:
         write_frame(Path(out) / REPLICATES, replicates)
 
 
-# ---------------------------------------------------------------- reading back
-
-
 @dataclass
 class PerImage:
     """A run's per-image scores as written: ``frame`` (COLUMNS; gray's and the ground
@@ -133,7 +132,7 @@ def _read(path: Path, columns: list[str]) -> pd.DataFrame:
 
 
 def read_per_image(run) -> PerImage:
-    """Everything ``bench run`` kept per image for ``run`` (a ``bench.runs.Run``)."""
+    """Everything ``bench run`` kept per image for ``run`` (a ``bench.rundir.read.Run``)."""
     frames = [_read(run.folder.per_image, COLUMNS)]
     replicates = [_read(run.folder.replicates, REPLICATE_COLUMNS)]
     missing = {}

@@ -2,18 +2,18 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
+from colorbench_datasets import LabSplit, model_to_rgb
 from torch import nn
 
-from bench import metrics
-from bench.metrics import DERIVED, METRICS, PER_IMAGE, SET, Batch
-from colorbench_datasets import LabSplit, model_to_rgb
+from bench.score import metrics
+from bench.score.metrics import DERIVED, METRICS, PER_IMAGE, SET, Batch
+from bench.score.networks import MetricNets
 from models import build_generator
-from models.metric_nets import MetricNets
 
 
 def generator_record(G: nn.Module, settings, combination: str, seed: int) -> dict:
@@ -76,7 +76,7 @@ class Scores:
 
 class Scorer:
     """Scores ab predictions against one val split, batched on the split's device, with every
-    metric of ``METRICS`` by its kind (``bench.metrics``): it holds no metric names.
+    metric of ``METRICS`` by its kind (``bench.score.metrics``): it holds no metric names.
 
     Made once per run: it holds the metric networks (``MetricNets``, loaded once) and what the
     ground truth contributes (computed once): the features of the set metrics' networks, the

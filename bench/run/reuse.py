@@ -13,98 +13,16 @@ import shutil
 from pathlib import Path
 
 import torch
+from colorbench_datasets.manifest import describe_change, describe_split_change
 
-from bench.folder import CELL_FILES, METRICS, RUN_FILES, RunFolder
-from bench.lock import describe_holder, holder
-from bench.records import RecordError, read_cell_record, read_config, read_json_file
-from colorbench_datasets.manifest import describe_change, describe_split_change, split_print
+from bench.config.identity import changed_options
+from bench.config.options import IDENTITY_FIELDS, OPTIONS_ADDED_LATER, RunConfig
+from bench.config.validate import RunError
+from bench.rundir.layout import CELL_FILES, METRICS, RUN_FILES, RunFolder
+from bench.rundir.lock import describe_holder, holder
+from bench.rundir.read import RecordError, read_cell_record, read_config, read_json_file
 
 log = logging.getLogger("colorbench")
-
-
-# ---------------------------------------------------------------- checkpoints
-
-def _shapes(state: dict) -> dict:
-    return {k: tuple(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)}
-
-
-def _net_problem(name: str, saved, net: torch.nn.Module) -> str | None:
-    if not isinstance(saved, dict):
-        return f"its {name} weights are not a state dict"
-    want, have = _shapes(net.state_dict()), _shapes(saved)
-    if set(want) != set(have):
-        extra = sorted(set(have) - set(want))[:2]
-        lacking = sorted(set(want) - set(have))[:2]
-        return (f"its {name} has other layers than these options build ("
-                + ", ".join([f"{k} not expected" for k in extra] + [f"{k} missing" for k in lacking])
-                + "): another --generator, --size or loss combination?")
-    for key, shape in want.items():
-        if have[key] != shape:
-            return (f"its {name} does not match these options ({key} is {'x'.join(map(str, have[key]))} in the file, "
-                    f"{'x'.join(map(str, shape))} here: another --width, --disc-width, --size or --generator?)")
-    return None
-
-
-def _optimizer_problem(name: str, saved, net: torch.nn.Module) -> str | None:
-    try:
-        groups = saved["param_groups"]
-        count = sum(len(g["params"]) for g in groups)
-    except (TypeError, KeyError):
-        return f"its {name} optimizer state is not an Adam state dict"
-    params = list(net.parameters())
-    if count != len(params):
-        return f"its {name} optimizer holds {count} parameters, the network here has {len(params)}"
-    for index, param in zip(range(count), params):
-        moments = saved.get("state", {}).get(index, {})
-        avg = moments.get("exp_avg") if isinstance(moments, dict) else None
-        if isinstance(avg, torch.Tensor) and avg.shape != param.shape:
-            return f"its {name} optimizer state does not match the network's shapes"
-    return None
-
-
-def checkpoint_problem(state, G, D, train, train_print: dict | None = None) -> str | None:
-    """Why ``state`` (a loaded checkpoint.pt) cannot resume training ``G`` (and ``D``) on
-    ``train``, or None. Checked before anything is loaded from it, so a mismatch is a clear
-    message instead of a size-mismatch traceback or an IndexError from a batch queue saved
-    for other photos."""
-    if not isinstance(state, dict):
-        return "it is not a checkpoint (no dictionary of states)"
-    needed = ["G", "opt_G", "step", "stream", "log", "torch_rng", "seconds"]
-    needed += ["D", "opt_D"] if D is not None else []
-    missing = [k for k in needed if k not in state]
-    if missing:
-        return f"it lacks {', '.join(missing)} (saved by another version, or for a combination with a discriminator?)"
-    if D is None and "D" in state:
-        return "it holds a discriminator, and this cell's combination has none"
-    for problem in (
-        _net_problem("generator", state["G"], G),
-        D is not None and _net_problem("discriminator", state["D"], D),
-        _optimizer_problem("generator", state["opt_G"], G),
-        D is not None and _optimizer_problem("discriminator", state["opt_D"], D),
-    ):
-        if problem:
-            return problem
-    if isinstance(state.get("data"), dict):
-        change = describe_split_change("train", state["data"], train_print or split_print(train))
-        if change:
-            return f"it was saved while training on other photos ({change}; restore those photos to resume it)"
-    stream = state["stream"]
-    if not isinstance(stream, dict) or not {"rng", "queue", "n"} <= set(stream):
-        return "its batch stream is not one Colorbench saves"
-    queue = stream["queue"]
-    if not isinstance(queue, torch.Tensor) or queue.ndim != 1 or queue.dtype not in (torch.int64, torch.int32):
-        return "its saved batch queue is not a list of photo indices"
-    if stream["n"] != len(train) or (len(queue) and (int(queue.min()) < 0 or int(queue.max()) >= len(train))):
-        return (f"its saved batch queue is for {stream['n']} train photos and the train split now has "
-                f"{len(train)} (the photos changed since it was saved; restore them to resume it)")
-    if not isinstance(state["log"], list):
-        return "its training log is not a list"
-    if not (isinstance(state["step"], int) and state["step"] >= 0 and state["step"] == len(state["log"])):
-        return f"its position (step {state['step']!r}) does not match its log of {len(state['log'])} steps"
-    for rng in (stream["rng"], state["torch_rng"]):
-        if not isinstance(rng, torch.Tensor) or rng.dtype != torch.uint8:
-            return "a saved random generator state is not one"
-    return None
 
 
 def _peek_checkpoint(path: Path):
@@ -118,8 +36,6 @@ def _peek_checkpoint(path: Path):
             f"{str(exc).splitlines()[0][:200] if str(exc) else ''}). Delete it to restart this cell from scratch."
         ) from None
 
-
-# ---------------------------------------------------------------- finished cells
 
 def _legacy_print(config: dict | None) -> dict | None:
     """What config.json's data manifest tells of the photos of cells recorded before cells
@@ -198,8 +114,6 @@ def check_cells(out: Path, combos, seeds, manifest: dict, overwrite: bool = Fals
         )
 
 
-# ---------------------------------------------------------------- --overwrite
-
 def check_is_run_folder(out: Path, overwrite: bool) -> None:
     """Refuse an existing --out that holds files by Colorbench's names but is not a run
     folder (no cells, and a config.json that is not a run's): a run would write over its
@@ -253,3 +167,47 @@ def discard_run(out: Path) -> list[Path]:
             except OSError:
                 pass  # holds something we did not write
     return deleted
+
+
+def check_reuse(out: Path, recorded: dict, cfg: RunConfig) -> None:
+    """Refuse to mix results of two different configurations in one --out (``recorded``:
+    its config.json)."""
+    old = {**OPTIONS_ADDED_LATER, **recorded["options"]}
+    new = cfg.to_dict()
+    diff = changed_options(old, new, IDENTITY_FIELDS)  # paths resolved, combinations canonical
+    if diff:
+        changes = ", ".join(
+            f"--{k.replace('_', '-')}: {old.get(k)!r}{'' if k in recorded['options'] else ' (before the option existed)'} "
+            f"-> {new.get(k)!r}"
+            for k in diff
+        )
+        raise RunError(
+            f"{out} holds a run with other options ({changes}); use another --out, "
+            "or --overwrite to discard it"
+        )
+
+
+def check_numerics(out: Path, recorded: dict, precision: str, device: torch.device) -> None:
+    """Refuse to add cells trained in another precision or on another kind of device to a
+    run: ``--precision auto`` resolves per machine (bf16 on a CPU with AVX512-BF16, fp32 on
+    one without), and a table mixing the two compares numerics, not losses."""
+    was = (recorded.get("precision"), str(recorded.get("device", "")).split(":")[0])
+    now = (precision, device.type)
+    if was[0] is not None and was != now:
+        raise RunError(
+            f"{out} was trained in {was[0]} on {was[1] or '?'}, and this run would train in {now[0]} on {now[1]} "
+            f"(--precision {'auto resolves differently on this machine' if was[0] != now[0] else 'is the same'}); "
+            f"one table must not mix them. Rerun with --precision {was[0]}"
+            + (f" --device {was[1]}" if was[1] != now[1] else "") + " to continue it, or use another --out"
+        )
+
+
+def check_cell_numerics(path: Path, record: dict, precision: str, device: torch.device) -> None:
+    """A finished cell kept in the table must have been trained as the rest will be."""
+    was = (record.get("precision", precision), record.get("device", device.type))
+    if was != (precision, device.type):
+        raise RunError(
+            f"{path} was trained in {was[0]} on {was[1]}, this run trains in {precision} on {device.type}; "
+            f"one table must not mix them. Rerun with --precision {was[0]} --device {was[1]}, or delete that "
+            "cell's folder to retrain it"
+        )

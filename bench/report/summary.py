@@ -8,20 +8,23 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from bench.metrics import METRICS
-from bench.folder import BASELINES, GRAY, TRUTH
-from bench.runs import Run
+from bench.rundir.layout import BASELINES, GRAY, TRUTH
+from bench.rundir.read import Run
+from bench.score.metrics import METRICS
 
 SUMMARY_COLUMNS = [
     "run", "row", "combination", "metric", "direction", "mean", "std", "seeds", "seeds_total",
     "best", "vs_gray", "ranked", "note",
 ]
 
+
 # A model is not ranked (never bold, never named a winner) while it has not learnt to
 # colour: trained fewer steps than this, or with less than this fraction of the val
 # photos' own colourfulness. Below either, its scores say how far it got, not which loss
 # is better (a 3-step model "wins" cf-like metrics by staying gray).
 MIN_RANKED_STEPS = 200
+
+
 MIN_CF_FRACTION = 0.1
 
 

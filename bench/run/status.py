@@ -7,20 +7,87 @@ finishing it: killed, out of memory, node failure; its checkpoint is kept) or ``
 """
 from __future__ import annotations
 
+import logging
+import os
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.folder import RunFolder
-from bench.launch import job_alive, read_launches, slurm_state
-from bench.lock import holder
-from bench.records import cells_in_order
-from bench.results import read_json
+from bench.rundir.layout import RunFolder
+from bench.rundir.lock import holder
+from bench.rundir.read import cells_in_order, read_json
+
+log = logging.getLogger("colorbench")
+
+
+ALIVE_SLURM_STATES = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "SUSPENDED", "RESIZING",
+                      "REQUEUE_HOLD", "REQUEUE_FED", "PREEMPTED", "SIGNALING", "STAGE_OUT"}
+
+
+def read_launches(folder: RunFolder) -> list[dict]:
+    """launch.json's launches, oldest first (none if the run never launched jobs)."""
+    if not folder.launch.is_file():
+        return []
+    try:
+        launches = read_json(folder.launch)["launches"]
+        if all(isinstance(launch, dict) and isinstance(launch.get("jobs"), list) for launch in launches):
+            return list(launches)
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    log.warning("%s is damaged: the jobs it listed are not followed (each cell's lock still keeps it to one "
+                "process); delete it once those jobs have ended", folder.launch)
+    return []
+
+
+def job_alive(launch: dict, job: dict) -> bool:
+    """Whether a recorded job may still train cells: a local worker whose process lives on
+    this host, or a SLURM job that SLURM lists as pending, running or requeued."""
+    if launch["launcher"] == "local":
+        if launch.get("host") != socket.gethostname():
+            return False
+        try:
+            os.kill(int(job["id"]), 0)
+        except (OSError, ValueError):
+            return False
+        return _not_zombie(int(job["id"]))
+    if launch["launcher"] == "slurm":
+        # UNKNOWN: sacct cannot be asked from here; never submit a cell twice on a guess
+        return slurm_state(job["id"]) in ALIVE_SLURM_STATES | {"UNKNOWN"}
+    return False
+
+
+def _not_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True  # no /proc: the signal said it exists
+
+
+def slurm_state(job_id: str) -> str:
+    """SLURM's state of a job (``sacct`` through submitit), or UNKNOWN off the cluster."""
+    try:
+        from submitit.slurm.slurm import SlurmJob
+
+        return SlurmJob(folder="/", job_id=str(job_id)).state
+    except Exception:  # noqa: BLE001 - no sacct here: nothing known
+        return "UNKNOWN"
+
+
+def cells_waiting(folder: RunFolder) -> set[tuple[str, int]]:
+    """The cells a live job of an earlier launch will still train."""
+    waiting = set()
+    for launch in read_launches(folder):
+        for job in launch.get("jobs", []):
+            if job_alive(launch, job):
+                waiting |= {(name, int(seed)) for name, seed in job["cells"]}
+    return waiting
+
 
 STATES = ("done", "diverged", "running", "pending", "failed", "stopped", "not started")
 
 
 @dataclass
-class CellState:
+class CellStatus:
     combination: str
     seed: int
     state: str
@@ -57,22 +124,22 @@ def _finished(record: dict) -> tuple[str, str]:
     return state, detail
 
 
-def cell_state(folder: RunFolder, name: str, seed: int, latest: dict, alive: dict, lines: int) -> CellState:
+def cell_state(folder: RunFolder, name: str, seed: int, latest: dict, alive: dict, lines: int) -> CellStatus:
     cell = folder.cell(name, seed)
     launch, job = latest.get((name, seed), (None, None))
     job_label = f"{launch['launcher']} job {job['id']}" if job else ""
     if cell.is_done():
         record = read_json(cell.record)
         state, detail = _finished(record)
-        return CellState(name, seed, state, where=record.get("host", ""), job=record.get("job", ""), detail=detail)
+        return CellStatus(name, seed, state, where=record.get("host", ""), job=record.get("job", ""), detail=detail)
     held = holder(cell.path)
     if held is not None:
-        return CellState(name, seed, "running", where=f"{held.get('host', '?')} pid {held.get('pid', '?')}",
+        return CellStatus(name, seed, "running", where=f"{held.get('host', '?')} pid {held.get('pid', '?')}",
                          job=held.get("job") or job_label, detail=f"since {held.get('started', '?')}")
     if cell.failure.is_file():
         failure = read_json(cell.failure)
         log_lines = (failure.get("traceback") or [])[-lines:]
-        return CellState(name, seed, "failed", where=failure.get("host", ""), job=failure.get("job") or job_label,
+        return CellStatus(name, seed, "failed", where=failure.get("host", ""), job=failure.get("job") or job_label,
                          detail=failure.get("error", ""), log=log_lines)
     if job is not None:
         key = (launch["id"], job["id"])
@@ -80,17 +147,17 @@ def cell_state(folder: RunFolder, name: str, seed: int, latest: dict, alive: dic
             alive[key] = job_alive(launch, job)
         if alive[key]:
             detail = f"SLURM: {slurm_state(job['id'])}" if launch["launcher"] == "slurm" else "waiting for a worker"
-            return CellState(name, seed, "pending", job=job_label, detail=detail)
-        return CellState(name, seed, "stopped", job=job_label, log=tail(job.get("stderr"), lines),
+            return CellStatus(name, seed, "pending", job=job_label, detail=detail)
+        return CellStatus(name, seed, "stopped", job=job_label, log=tail(job.get("stderr"), lines),
                          detail="its job ended without finishing it" + (
                              "; the checkpoint is kept" if cell.checkpoint.is_file() else ""))
     detail = "a checkpoint is kept" if cell.checkpoint.is_file() else ""
-    return CellState(name, seed, "not started", detail=detail)
+    return CellStatus(name, seed, "not started", detail=detail)
 
 
-def cell_states(folder: RunFolder | str | Path, config: dict | None = None, lines: int = 8) -> list[CellState]:
+def cell_states(folder: RunFolder | str | Path, config: dict | None = None, lines: int = 8) -> list[CellStatus]:
     """Every cell of the run, in the run's order, with where it stands."""
-    from bench.records import read_config
+    from bench.rundir.read import read_config
 
     folder = folder if isinstance(folder, RunFolder) else RunFolder(folder)
     config = config or read_config(folder.config)
@@ -98,7 +165,7 @@ def cell_states(folder: RunFolder | str | Path, config: dict | None = None, line
     return [cell_state(folder, name, seed, latest, alive, lines) for name, seed in cells_in_order(config)]
 
 
-def status_text(folder: RunFolder, states: list[CellState]) -> str:
+def status_text(folder: RunFolder, states: list[CellStatus]) -> str:
     """The table `bench status` prints, with the log lines of failed and stopped cells."""
     rows = [("combination", "seed", "state", "where", "job", "detail")]
     rows += [(s.combination, str(s.seed), s.state, s.where, s.job, s.detail) for s in states]

@@ -15,22 +15,38 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-
-from bench import compare, figures
-from bench.colorize import colorize_images, gray_image
-from bench.evaluate import load_generator, predict_ab
-from bench.metrics import METRICS, colorfulness
-from bench.records import read_train_log
-from bench.protocol import protocol_lines
-from bench.results import atomic_write_text, write_csv
-from bench.folder import BASELINES, GRAY, TRUTH, RunFolder
-from bench.runs import Run, RunFolderError, check_report_out, load_run, load_val_split, val_sources
-from bench.summary import RANKED, arrow, decimals, markdown_table, seed_values, summarize, table_rows, unranked
 from colorbench_datasets import model_to_rgb
 from colorbench_datasets.tensors import resize_and_crop
+
+from bench.colorize import colorize_images, gray_image
+from bench.report import compare, figures
+from bench.report.photos import load_val_split, val_sources
+from bench.report.summary import (
+    RANKED,
+    arrow,
+    decimals,
+    markdown_table,
+    seed_values,
+    summarize,
+    table_rows,
+    unranked,
+)
+from bench.rundir.layout import BASELINES, GRAY, TRUTH, RunFolder
+from bench.rundir.read import (
+    Run,
+    RunFolderError,
+    check_report_out,
+    load_run,
+    read_train_log,
+)
+from bench.rundir.write import atomic_write_text, write_csv
+from bench.score.metrics import METRICS, colorfulness
+from bench.score.protocol import protocol_lines
+from bench.score.scorer import load_generator, predict_ab
 from losses import is_adversarial
 
 log = logging.getLogger("colorbench")
+
 
 FIGURES = {
     "scores": "fig_scores.png",
@@ -54,9 +70,6 @@ class Report:
     path: Path
     figures: dict[str, Path]
     caveats: list[str] = field(default_factory=list)
-
-
-# ---------------------------------------------------------------- header and caveats
 
 
 def _threads(config: dict) -> str:
@@ -177,9 +190,6 @@ def caveats(runs: list[Run], summary: pd.DataFrame) -> list[str]:
     return out
 
 
-# ---------------------------------------------------------------- reading the results
-
-
 def _and(items: list[str]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
@@ -209,7 +219,7 @@ def _descriptive_sentences(summary: pd.DataFrame, digits: dict[str, int]) -> lis
 
 def reading(summary: pd.DataFrame, pairs: pd.DataFrame | None = None) -> tuple[list[str], list[str]]:
     """Built from the numbers: a sentence per metric (who wins, by how much over the
-    runner-up, and whether the paired tests of ``pairs`` (``bench.compare.pairwise``) call
+    runner-up, and whether the paired tests of ``pairs`` (``bench.report.compare.pairwise``) call
     that lead real, else against the seed spread) and a line per combination (where it
     stands against gray, at the table's precision)."""
     winners, standing = [], []
@@ -261,9 +271,6 @@ def reading(summary: pd.DataFrame, pairs: pd.DataFrame | None = None) -> tuple[l
         winners.append("With one seed per combination there is no spread to tell these differences from "
                        "noise; rerun with `--seeds 0,1,2` before drawing conclusions.")
     return winners, standing
-
-
-# ---------------------------------------------------------------- figures
 
 
 def training_logs(runs: list[Run]) -> tuple[dict, int | None]:
@@ -421,9 +428,6 @@ def _pil(arr: np.ndarray):
     from PIL import Image
 
     return Image.fromarray(arr)
-
-
-# ---------------------------------------------------------------- the report
 
 
 def _rel(path: Path, start: Path) -> str:

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from bench import stats
-from bench.per_image import set_resamples
-from bench.metrics import AB_GRID, AUC_MAX_THRESHOLD
+from bench.score import stats
+from bench.score.metrics import AB_GRID, AUC_MAX_THRESHOLD
+from bench.score.per_image import set_resamples
 
 
 def _version(package: str) -> str:

@@ -9,47 +9,39 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from colorbench_datasets import LabSplit, random_crop_flip
+from colorbench_datasets.manifest import split_print
 from torch import nn
 from tqdm.auto import tqdm
 
-from bench.cells import checkpoint_problem
-from bench.config import autocast_dtype
-from bench.distributed import (
-    SINGLE, DistContext, any_rank, barrier, broadcast_buffers, check_batch, check_device, discriminator_as,
-    mean_over_ranks, rank_noise, replicate, same_on_all_ranks, shard, sync_batchnorm,
+from bench.config.options import TrainSettings
+from bench.config.machine import autocast_dtype
+from bench.rundir.write import atomic_torch_save
+from bench.train.checkpoint import CHECKPOINT_FORMAT, CorruptCheckpoint, load_checkpoint
+from bench.train.checkpoint import checkpoint_problem
+from bench.train.distributed import (
+    SINGLE,
+    DistContext,
+    any_rank,
+    barrier,
+    broadcast_buffers,
+    check_batch,
+    check_device,
+    discriminator_as,
+    mean_over_ranks,
+    rank_noise,
+    replicate,
+    same_on_all_ranks,
+    shard,
+    sync_batchnorm,
 )
-from bench.results import atomic_torch_save
-from colorbench_datasets import LabSplit, random_crop_flip
-from colorbench_datasets.manifest import split_print
 from losses import LOSSES, Combination, LossOptions, generator_head
 from models import build_generator
 from models.gemm_conv import with_gemm_convs
 
 
 @dataclass
-class TrainSettings:
-    generator: str = "unet"
-    size: int = 64
-    width: int = 32
-    epochs: int = 3
-    # Optimizer steps per cell; when set it replaces ``epochs`` (the quick preset budgets
-    # steps, so a small photo set trains long enough and a large one stays quick).
-    steps: int | None = None
-    batch_size: int = 32
-    lr: float = 2e-4
-    betas: tuple[float, float] = (0.5, 0.999)
-    precision: str = "fp32"
-    out_channels: int = 2
-    # None: by device and precision. cuDNN's tensor-core kernels and oneDNN's bf16 ones want
-    # NHWC (a CPU bf16 step ran 1.8x faster in it); fp32 on a CPU gained nothing consistent
-    # and lost ~10% in some steps (benchmarks/README.md).
-    channels_last: bool | None = None
-    compile: bool = False  # torch.compile the generator (pays off on long GPU runs)
-    checkpoint_seconds: float = 300.0  # how much training a kill may cost at most
-
-
-@dataclass
-class CellResult:
+class TrainResult:
     generator: nn.Module
     log: list[dict] = field(default_factory=list)
     diverged_at: int | None = None
@@ -134,30 +126,6 @@ class Interrupted(Exception):
         super().__init__(f"interrupted; state saved to {checkpoint}")
 
 
-class CorruptCheckpoint(RuntimeError):
-    pass
-
-
-def load_checkpoint(path: Path, device: torch.device) -> dict:
-    try:
-        state = torch.load(path, map_location=device, weights_only=True)
-    except Exception as exc:  # truncated, foreign or pickled-code file: never trusted
-        raise CorruptCheckpoint(
-            f"cannot resume from {path}: not a readable Colorbench checkpoint ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0][:200]}). Delete it to restart this cell from scratch."
-        ) from None
-    if isinstance(state, dict) and state.get("format") != CHECKPOINT_FORMAT:
-        raise CorruptCheckpoint(
-            f"cannot resume from {path}: it was written by an older Colorbench (epoch-based batches). "
-            "Delete it to restart this cell from scratch."
-        )
-    return state
-
-
-# Checkpoints of the step-budgeted loop with its batch stream; older ones are refused by name.
-CHECKPOINT_FORMAT = 2
-
-
 def total_steps(settings: TrainSettings, n_images: int) -> int:
     """The cell's optimizer steps: ``steps`` if set, else enough for ``epochs`` passes over
     the photos (rounded up: every photo is seen ``epochs`` times)."""
@@ -193,7 +161,7 @@ class BatchStream:
 
 
 @dataclass
-class Cell:
+class TrainState:
     """Everything a cell's training changes, saved and restored as one checkpoint."""
 
     G: nn.Module
@@ -251,7 +219,7 @@ def for_device(net: nn.Module, device: torch.device, memory_format) -> nn.Module
 
 
 def build_cell(combo: Combination, seed: int, train: LabSplit, settings: TrainSettings, options: LossOptions,
-               device: torch.device, memory_format, dist: DistContext = SINGLE) -> Cell:
+               device: torch.device, memory_format, dist: DistContext = SINGLE) -> TrainState:
     G = for_device(make_generator(settings, seed, generator_head(combo)), device, memory_format)
     G = sync_batchnorm(G, device, dist)  # in place, before compile sees the layers
     if settings.compile:
@@ -268,12 +236,12 @@ def build_cell(combo: Combination, seed: int, train: LabSplit, settings: TrainSe
     # combination, so all combinations of a seed see identical batches.
     stream = BatchStream(len(train), settings.batch_size, seed)
     torch.manual_seed(seed)  # dropout
-    return Cell(G, terms, adam(G.parameters(), settings, device), D,
+    return TrainState(G, terms, adam(G.parameters(), settings, device), D,
                 adam(D.parameters(), settings, device) if D is not None else None, stream,
                 train_print=split_print(train))
 
 
-def log_rows(cell: Cell, losses: list[torch.Tensor], seconds: list[float], n_images: int, batch_size: int,
+def log_rows(cell: TrainState, losses: list[torch.Tensor], seconds: list[float], n_images: int, batch_size: int,
              dist: DistContext = SINGLE) -> int | None:
     """Append the pending steps' losses (one host sync) to ``cell.log``; returns the first
     step whose loss is not finite, if any. With several processes the losses are the mean
@@ -312,7 +280,7 @@ def save_due(since_save: float, pass_end: bool, checkpoint_seconds: float) -> bo
     return since_save >= checkpoint_seconds or (pass_end and since_save >= checkpoint_seconds / 5)
 
 
-def resume(cell: Cell, checkpoint: Path | None, device: torch.device, train: LabSplit, dist: DistContext) -> None:
+def resume(cell: TrainState, checkpoint: Path | None, device: torch.device, train: LabSplit, dist: DistContext) -> None:
     """Restore ``cell`` from ``checkpoint`` if it exists; with several processes every rank
     reads the same file, and they check that they did."""
     # Rank 0 alone writes a cell's files: whatever it did to them before this call is done
@@ -332,7 +300,7 @@ class Steps:
     """A cell's training steps, one per call. With several processes each runs through the
     networks' DDP wrappers, on this rank's shard of the global batch, with this rank's noise."""
 
-    def __init__(self, cell: Cell, train: LabSplit, settings: TrainSettings, device: torch.device, memory_format,
+    def __init__(self, cell: TrainState, train: LabSplit, settings: TrainSettings, device: torch.device, memory_format,
                  dist: DistContext):
         self.cell, self.train, self.size, self.dist = cell, train, settings.size, dist
         self.device, self.memory_format, self.part = device, memory_format, shard(settings.batch_size, dist)
@@ -351,7 +319,7 @@ def train_cell(
     combo: Combination, seed: int, train: LabSplit, settings: TrainSettings, options: LossOptions, device: torch.device,
     checkpoint: Path | None = None, progress: bool = True, desc: str = "",
     should_stop: Callable[[], bool] = lambda: False, dist: DistContext | None = None,
-) -> CellResult:
+) -> TrainResult:
     """Train a generator on ``train`` with ``combo`` for ``total_steps`` optimizer steps.
 
     State is saved to ``checkpoint`` every ``settings.checkpoint_seconds`` (and at the end of a pass
@@ -406,9 +374,9 @@ def train_cell(
         if pass_end or save:
             if (bad := sync(save)) is not None:
                 bar.close()
-                return CellResult(cell.G, cell.log, diverged_at=bad, seconds=time.perf_counter() - t0)
+                return TrainResult(cell.G, cell.log, diverged_at=bad, seconds=time.perf_counter() - t0)
             shown = [name for name, _, _ in cell.terms] + (["d_loss"] if cell.D is not None else [])
             bar.set_postfix({k: f"{cell.log[-1][k]:.3g}" for k in shown}, refresh=False)
     bar.close()
     broadcast_buffers(cell.G, dist)  # every rank returns the generator rank 0 saves and scores
-    return CellResult(cell.G, cell.log, seconds=time.perf_counter() - t0)
+    return TrainResult(cell.G, cell.log, seconds=time.perf_counter() - t0)

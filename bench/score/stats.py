@@ -31,11 +31,19 @@ import numpy as np
 from scipy import stats as sps
 
 LEVEL = 0.95
+
+
 ALPHA = 0.05
+
+
 N_BOOT = 2000
+
+
 # FID and KID are recomputed from the Inception features on each resample, at scoring time
 # while the features are in memory (a few ms each): fewer resamples than the plain metrics.
 N_BOOT_SET = 200
+
+
 BOOT_SEED = 0
 
 
@@ -67,9 +75,6 @@ def t_interval_from(mean: float, std: float, n: int, level: float = LEVEL) -> In
         return NAN_INTERVAL
     half = sps.t.ppf(0.5 + level / 2, n - 1) * std / math.sqrt(n)
     return Interval(mean - half, mean + half)
-
-
-# ---------------------------------------------------------------- resampling
 
 
 # Resamples are made in blocks of rows of about this many entries, so that a large val set
@@ -148,9 +153,6 @@ def set_replicates(metric_of, n_photos: int, n_boot: int = N_BOOT_SET, seed: int
     return np.array([float(metric_of(idx)) for block in index_blocks(n_photos, n_boot, seed) for idx in block])
 
 
-# ---------------------------------------------------------------- one combination's values
-
-
 @dataclass(frozen=True)
 class Sample:
     """One combination's values of one metric on the val photos.
@@ -222,9 +224,6 @@ def photo_ci(sample: Sample, n_boot: int = N_BOOT, seed: int = BOOT_SEED, level:
         sample.per_seed(counts, start).mean(1) for start, counts in count_blocks(sample.n_photos, n_boot, seed)
     ])
     return _percentiles(boot, level)
-
-
-# ---------------------------------------------------------------- paired comparisons
 
 
 def wilcoxon_p(differences) -> np.ndarray:
@@ -346,5 +345,5 @@ def is_real(p: float, ci: Interval, alpha: float = ALPHA) -> bool:
 def significant(p_photos: float, p_seeds: float, ci: Interval, alpha: float = ALPHA) -> bool:
     """One comparison's verdict: the photo test, the seed test (with several seeds) and
     the interval all reject. For a family of pairs, Holm-adjust ``combined_p`` first and
-    use ``is_real`` (``bench.compare.pairwise`` does)."""
+    use ``is_real`` (``bench.report.compare.pairwise`` does)."""
     return is_real(combined_p(p_photos, p_seeds), ci, alpha)

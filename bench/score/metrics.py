@@ -1,7 +1,7 @@
 """Val metrics as pure functions over batched tensors, and the registry that scores them.
 
 Every metric is registered once (``register_metric``) as one of three kinds, with what it
-needs declared, so ``bench.evaluate.Scorer`` holds no metric names:
+needs declared, so ``bench.score.scorer.Scorer`` holds no metric names:
 
 * ``PER_IMAGE``: ``fn(pred, target, batch) -> (N,)`` on sRGB batches (N,3,H,W) in [0, 1]; a run
   reports the mean over images (or, with ``pool_weight``, a weighted mean): ``psnr``, ``ssim``,
@@ -17,7 +17,7 @@ Descriptive metrics (``higher_is_better=None``) are also scored on the val photo
 (the ground truth a model is read against). The registry's order is metrics.csv's order.
 
 Nothing here loads a file or a network: ``models.metric_nets`` builds the networks the
-registered metrics declare and ``bench.evaluate`` feeds them in, so every function is
+registered metrics declare and ``bench.score.scorer`` feeds them in, so every function is
 testable with small tensors.
 """
 from __future__ import annotations
@@ -28,11 +28,11 @@ from functools import cached_property
 from typing import Callable
 
 import torch
-
 from colorbench_datasets.lab import rgb_to_lab
 
-
 PER_IMAGE, SET, DERIVED = "per_image", "set", "derived"
+
+
 KINDS = (PER_IMAGE, SET, DERIVED)
 
 
@@ -96,6 +96,7 @@ class Batch:
 # What the val set provides to per-image metrics that declare it (``Batch``): "val_ab", the
 # photos' ab distribution as ``ab_cell_weights``.
 VAL_STATISTICS = ("val_ab",)
+
 
 # name -> Metric, in registration order (metrics.csv's order)
 METRICS: dict[str, Metric] = {}
@@ -300,7 +301,11 @@ def auc_lab(
 # Zhang et al.'s ab grid (10 units, cells centred on multiples of 10, as ``models.ab_bins``);
 # |a|, |b| <= 125 covers every sRGB colour (about 110 at most), so no colour is clipped.
 AB_GRID = 10.0
+
+
 AB_HALF = 12
+
+
 AB_CELLS = (2 * AB_HALF + 1) ** 2
 
 
@@ -439,29 +444,45 @@ def kid(
     return (total / subsets).float()
 
 
-# ---------------------------------------------------------------- the registry (metrics.csv's order)
-
 register_metric("psnr", higher_is_better=True, description="peak signal-to-noise ratio on sRGB, dB")(
     lambda pred, target, batch: psnr(pred, target))
+
+
 register_metric("ssim", higher_is_better=True, description="structural similarity on sRGB (Gaussian, sigma 1.5)")(
     lambda pred, target, batch: ssim(pred, target))
+
+
 register_metric("lpips", higher_is_better=False, description="LPIPS distance (AlexNet, v0.1), mean over images",
                 network="alexnet")(lambda pred, target, batch: lpips(pred, target, batch.net("alexnet")))
+
+
 register_metric("fid", kind=SET, network="inception", min_images=2, higher_is_better=False,
                 description="Fréchet Inception distance to the val photos (biased below a few thousand images)")(fid)
+
+
 register_metric("kid", kind=SET, network="inception", min_images=2, higher_is_better=False,
                 description="kernel Inception distance (unbiased cubic-kernel MMD^2) to the val photos")(kid)
+
+
 register_metric("de00", higher_is_better=False, description="mean CIEDE2000 colour difference to the ground truth")(
     lambda pred, target, batch: de00_lab(batch.lab_pred, batch.lab_target))
+
+
 register_metric("cf", higher_is_better=None,
                 description="Hasler-Suesstrunk colourfulness of the predictions (descriptive: compare with "
                             "the ground truth's; delta_cf ranks the distance)")(lambda pred, target, batch: cf(pred))
+
+
 register_metric("delta_cf", kind=DERIVED, needs=("cf",), higher_is_better=False,
                 description="|mean CF of predictions - mean CF of ground truth|")(
     lambda pred, truth: delta_cf(pred["cf"], truth["cf"]))
+
+
 register_metric("auc", higher_is_better=True,
                 description="Zhang et al.'s AuC of the per-pixel ab error, thresholds 0..150, percent")(
     lambda pred, target, batch: auc_lab(batch.lab_pred, batch.lab_target))
+
+
 register_metric("auc_rebal", higher_is_better=True, needs=("val_ab",),
                 pool_weight=lambda batch: image_weight(batch.lab_target, batch.cell_weights),
                 description="AuC with pixels weighted inversely to their colour's frequency in "

@@ -1,0 +1,132 @@
+"""config.machine."""
+from __future__ import annotations
+
+import os
+import platform
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+from bench.config.options import PRECISIONS, max_parallel
+from bench.config.options import LaunchConfig
+
+
+def cores() -> int:
+    """The cores this process may use (its affinity mask: taskset, a SLURM allocation)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+# torch's intra-op threads as this process started (the physical cores, or OMP_NUM_THREADS),
+# read once: a library call that changes them later must not change the next run's numbers.
+STARTING_THREADS = torch.get_num_threads()
+
+
+def cell_threads(launch: LaunchConfig) -> int:
+    """Intra-op threads for one CPU cell (per process of a data-parallel cell). A CPU splits a
+    reduction's work by thread, so the thread count changes a cell's last bits: it follows
+    from --max-parallel alone, never from the launcher, and the serial run of a command
+    repeats its parallel run exactly (a 2-core machine: 1 thread each for --max-parallel 2)."""
+    return max(1, min(cores(), STARTING_THREADS) // (max_parallel(launch) or 1) // launch.gpus_per_cell)
+
+
+def resolve_device(requested: str) -> torch.device:
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for but no CUDA GPU is visible to torch; use --device cpu or auto")
+    if requested not in ("cpu",) and not requested.startswith("cuda"):
+        raise ValueError(f"unknown --device {requested!r}; use auto, cpu or cuda[:N]")
+    return torch.device(requested)
+
+
+def cpu_has_native_bf16() -> bool:
+    """AMX or AVX512-BF16: the CPUs where bf16 convolutions beat fp32."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def resolve_precision(requested: str, device: torch.device) -> str:
+    if requested not in PRECISIONS:
+        raise ValueError(f"unknown --precision {requested!r}; use auto, fp32, bf16 or fp16")
+    if requested == "fp16" and device.type != "cuda":
+        raise ValueError("--precision fp16 needs a CUDA GPU; use bf16 or fp32 on the CPU")
+    if requested != "auto":
+        return requested
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if cpu_has_native_bf16() else "fp32"
+
+
+def autocast_dtype(precision: str):
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+
+
+def set_determinism(deterministic: bool, device: torch.device) -> None:
+    """``--deterministic``: bitwise-repeatable GPU runs at some speed cost. CPU runs are
+    repeatable either way; on GPU, cuDNN autotuning and atomics-based kernels otherwise
+    make results vary in the last bits."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = not deterministic
+        torch.backends.cudnn.deterministic = deterministic
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def package_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for pkg in ("torch", "torchvision", "lpips", "pytorch-fid", "scikit-image", "numpy", "pandas", "colorbench"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def job_device(requested: str) -> torch.device:
+    """The device of a SLURM job's cells, decided on a login node that may have no GPU:
+    ``auto`` and ``cuda`` are a GPU (the jobs ask SLURM for one), ``cpu`` is a CPU."""
+    return torch.device("cpu" if requested == "cpu" else requested if requested.startswith("cuda") else "cuda")
+
+
+def job_precision(requested: str, device: torch.device) -> str:
+    """``--precision auto`` for jobs on another machine: bf16 on a GPU (every GPU since
+    Ampere runs it natively; a job on an older one refuses to start and names --precision
+    fp16), the CPU rule otherwise. Each cell records what it trained in."""
+    if requested == "auto" and device.type == "cuda":
+        return "bf16"
+    return resolve_precision(requested, device) if device.type == "cpu" else requested
+
+
+@contextmanager
+def torch_threads(n: int):
+    """torch's intra-op threads set to ``n`` for a block (a library call leaves them as it
+    found them)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def job_name() -> str:
+    """The scheduler's name for the job this process belongs to ("slurm job 1234_5", "local
+    job 987"), or "" outside one: shown by `bench status` and recorded with each cell."""
+    env = os.environ
+    if env.get("SLURM_ARRAY_JOB_ID"):
+        return f"slurm job {env['SLURM_ARRAY_JOB_ID']}_{env.get('SLURM_ARRAY_TASK_ID', '')}"
+    if env.get("SLURM_JOB_ID"):
+        return f"slurm job {env['SLURM_JOB_ID']}"
+    if env.get("SUBMITIT_LOCAL_JOB_ID"):
+        return f"local job {env['SUBMITIT_LOCAL_JOB_ID']}"
+    return ""

@@ -1,0 +1,305 @@
+"""Run configuration: one dataclass, two presets, and the device/precision choice."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from losses import LossOptions
+from losses.adversarial import GAN_MODES
+from losses.registry import DEFAULT_PERCEPTUAL_LAYERS
+
+DEFAULT_LOSSES = "mse,l1,perceptual,gan"
+
+
+PAPER_LOSSES = "mse,l1,perceptual,gan,100*l1+gan"
+
+
+# quick: the 4-loss default finishes in minutes on 2 CPU cores. paper: the colorization
+# tutorial's baseline (pix2pix U-Net n_down=8 nf=64, PatchGAN n_layers 3, batch 16,
+# Adam 2e-4 beta (0.5, 0.999), 256 px); it trains `train_model(model, train_dl, 100)`,
+# i.e. 100 epochs. lambda_L1 = 100 is the `100*l1+gan` term. For a GPU.
+# The quick preset budgets optimizer steps, not epochs, so that a small set (the built-in
+# sample's 45 tiles) trains long enough to show colour and a large one stays quick. 300
+# steps of batch 16 at 32 px: l1 beats gray on the sample by ~3 dB PSNR and ~6 ΔE00 units,
+# and the four default combinations train in under 2 minutes on 2 CPU cores in fp32 (the
+# VGG16 perceptual term is three fifths of it; at 64 px the same budget takes 4x longer).
+# Measured: benchmarks/README.md, "Quick preset".
+QUICK_STEPS = 300
+
+
+PRESETS: dict[str, dict] = {
+    "quick": dict(size=32, width=32, steps=QUICK_STEPS, batch_size=16, generator="unet", losses=DEFAULT_LOSSES),
+    "paper": dict(size=256, width=64, epochs=100, batch_size=16, generator="unet", losses=PAPER_LOSSES),
+}
+
+
+def _preset_summary() -> str:
+    """What each preset sets, for ``--preset``'s help."""
+    return "; ".join(
+        f"{name}: " + ", ".join(f"{k.replace('_', '-')} {v}" for k, v in values.items())
+        for name, values in PRESETS.items()
+    )
+
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+_NOT_GIVEN = object()
+
+
+def option(default=dataclasses.MISSING, *, help: str = "", identity: bool = False, old_runs=_NOT_GIVEN,
+           internal: str = "", flag: str = "", choices: tuple = (), path: str = "", min=None,
+           default_text: str = "", multiple: bool = False, default_factory=dataclasses.MISSING):
+    """A ``RunConfig`` field with what ``bench run`` and a resumed run need to know about it:
+
+    - ``help``: the ``bench run`` help text (the default is appended by bench/cli.py).
+    - ``identity``: the option changes what a cell computes, so a resumed ``--out`` must
+      match on it; ``old_runs``: for an identity option added after runs existed, the
+      value those runs used (absent from their config.json).
+    - ``internal``: why the field is not a ``bench run`` option (Python API only).
+    - ``flag``: the command-line flag when not ``--field-name``; ``choices``: the values
+      the flag accepts; ``path``: ``"path"`` or ``"folder"`` for a path option; ``min``:
+      the smallest number it accepts; ``default_text``: how help shows a default that is
+      not a plain value (None resolved later, or a preset's); ``multiple``: a repeatable
+      flag, each value one item of a tuple.
+    """
+    metadata = {"help": help, "identity": identity, "internal": internal, "flag": flag, "choices": tuple(choices),
+                "path": path, "min": min, "default_text": default_text, "multiple": multiple}
+    if old_runs is not _NOT_GIVEN:
+        metadata["old_runs"] = old_runs
+    return field(default=default, default_factory=default_factory, metadata=metadata)
+
+
+@dataclass
+class RunConfig:
+    """Every option of ``bench run``; ``config.json`` stores the resolved copy.
+
+    Each field's metadata (``option``) is the one source of its help, its flag and whether
+    it is an identity option; bench/cli.py builds ``bench run``'s options from it."""
+
+    losses: str = option(
+        DEFAULT_LOSSES, identity=True,
+        help="Comma-separated combinations; each a '+'-sum of optionally weighted terms, "
+             "e.g. 'mse,l1,100*l1+gan,l1+0.1*perceptual'. See `bench losses`.")
+    data: str | None = option(
+        None, identity=True, path="path", default_text="built-in sample set",
+        help="Folder of photos (recursive). Uses its train/ and val/ (or test/) subfolders "
+             "if present, else a 10% file-name-hash val split.")
+    val_data: str | None = option(
+        None, identity=True, path="path", help="Folder of val photos (then --data is all train).")
+    dataset: str | None = option(
+        None, identity=True,
+        help="A named dataset instead of --data: sample, coco-sample (the tutorial's 8000/2000 "
+             "COCO split), cifar10, stl10, places365. Downloaded once into --data-root.")
+    data_root: str | None = option(  # None: COLORBENCH_DATA or the user cache
+        None, path="folder",
+        default_text="$COLORBENCH_DATA, else colorbench/data in the user cache folder, e.g. ~/.cache/colorbench/data",
+        help="Cache folder for named datasets.")
+    preset: str = option("quick", choices=tuple(PRESETS), help=f"Defaults for the options below. {_preset_summary()}.")
+    generator: str = option("unet", identity=True, help="Generator network: unet or resunet.")
+    discriminator: str = option("patchgan", identity=True, help="Discriminator for GAN terms.")
+    # PatchGAN base channels; None: --width, as pix2pix's ndf = ngf, so the quick preset's
+    # half-width G meets a half-width D (and its GAN step costs ~2x less, benchmarks/README).
+    # Runs made before the option trained a 64-channel D.
+    disc_width: int | None = option(
+        None, identity=True, old_runs=64, default_text="--width, as pix2pix's ndf = ngf",
+        help="Discriminator base channels (pix2pix's ndf).")
+    size: int = option(32, identity=True, help="Training/val crop size in px (a multiple of 32).")
+    width: int = option(32, identity=True, help="Generator base channels.")
+    # How long each cell trains: passes over the train photos, or optimizer steps; one of
+    # the two (neither: the quick preset's steps). Runs made before --steps trained epochs.
+    epochs: int | None = option(
+        None, identity=True, help="Passes over the train photos per cell (replaces --steps).")
+    steps: int | None = option(
+        None, identity=True, old_runs=None, help="Optimizer steps per cell (replaces --epochs).")
+    batch_size: int = option(16, identity=True, help="Batch size.")
+    seeds: tuple[int, ...] = option((0,), help="Comma-separated seeds; each is a cell per combination.")
+    lr: float = option(2e-4, identity=True, help="Adam learning rate for G and D.")
+    betas: tuple[float, float] = option(
+        (0.5, 0.999), identity=True, internal="Adam's betas are pix2pix's; set them from Python")
+    gan_mode: str = option(
+        "vanilla", identity=True, choices=GAN_MODES,
+        help="GAN objective (wgangp: Wasserstein loss with gradient penalty).")
+    perceptual_layers: str = option(
+        DEFAULT_PERCEPTUAL_LAYERS, identity=True,
+        help="VGG16 layers the perceptual loss compares, each optionally LAYER:WEIGHT, "
+             "e.g. 'relu2_2' or 'relu1_2:0.5,relu2_2,relu3_3' (relu1_1 ... relu5_3).")
+    device: str = option("auto", help="auto, cpu or cuda[:N].")
+    # Not an identity option: what --precision resolved to (``auto`` differs per machine)
+    # is compared instead, with the device type (runner.check_numerics).
+    precision: str = option(
+        "auto", choices=PRECISIONS, help="auto: bf16 where the hardware runs it natively, else fp32.")
+    strict_weights: bool = option(
+        False, help="Fail before training if pretrained weights are missing, instead of falling back.")
+    deterministic: bool = option(
+        False, help="Deterministic GPU kernels (slower); CPU runs are repeatable without it.")
+    compile: bool = option(
+        False, help="torch.compile the generator: faster steps on GPU after a compile pause; off by default "
+                    "because on CPU the compile time outweighs short runs.")
+    checkpoint_seconds: float = option(
+        300.0, min=0,
+        help="Save a cell's training state at least this often, so a kill loses no more; also at "
+             "the end of a pass over the photos once a fifth of it has gone by.")
+    eval_batch_size: int = option(64, internal="how many val photos are scored at once; set it from Python")
+    workers: int = option(2, internal="threads decoding photos; set it from Python")
+    out: str | None = option(
+        None, path="path", default_text="results/run-TIMESTAMP",
+        help="Run folder; rerunning into it skips finished cells.")
+    extra: dict = option(default_factory=dict, internal="free-form notes kept in config.json")
+
+    def __post_init__(self):
+        if self.epochs is not None and self.steps is not None:
+            raise ValueError("give --epochs or --steps, not both: each sets how long every cell trains")
+        if self.epochs is None and self.steps is None:
+            self.steps = QUICK_STEPS
+        if self.disc_width is None:
+            self.disc_width = self.width
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["seeds"], d["betas"] = list(self.seeds), list(self.betas)
+        return d
+
+    def loss_options(self, device) -> LossOptions:
+        """What the loss factories get: the loss fields of this config, on ``device`` (resolved)."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(LossOptions) if f.name != "device"}
+        return LossOptions(device=str(device), **values)
+
+    def train_settings(self, precision: str):
+        """How every cell trains: the training fields of this config, in ``precision`` (resolved)."""
+        from bench.config.options import TrainSettings
+
+        return TrainSettings(
+            generator=self.generator, size=self.size, width=self.width, epochs=self.epochs or 0, steps=self.steps,
+            batch_size=self.batch_size, lr=self.lr, betas=tuple(self.betas), precision=precision,
+            compile=self.compile, checkpoint_seconds=self.checkpoint_seconds,
+        )
+
+
+LAUNCHERS = ("serial", "local", "slurm")
+
+
+@dataclass
+class LaunchConfig:
+    """How ``bench run`` executes the cells, not what they compute: in this process one
+    after another, as parallel jobs on this machine, or as a SLURM job array (bench/launch.py),
+    each cell on one device or data-parallel on several. config.json records it under
+    ``launch``; the per-cell thread count it implies is recorded under ``threads``."""
+
+    launcher: str = option(
+        "serial", choices=LAUNCHERS,
+        help="serial: cells one after another in this process; local: parallel jobs on this machine "
+             "(submitit's local executor); slurm: one SLURM job per cell, as a job array.")
+    max_parallel: int | None = option(
+        None, min=1, default_text="serial: 1; local: one per --devices GPU, else 2; slurm: no limit",
+        help="Cells at once (local jobs, or the SLURM array's concurrency). On a CPU each cell gets "
+             "cores/N threads whatever the launcher, so a parallel run repeats the serial run of the "
+             "same command to the last bit.")
+    devices: str | None = option(
+        None, help="local: the GPUs to spread cells over, one cell per device at a time, e.g. cuda:0,cuda:1.")
+    gpus_per_cell: int = option(
+        1, min=1,
+        help="Train each cell data-parallel on N GPUs (torchrun + DistributedDataParallel; N gloo "
+             "processes on a CPU). --batch-size stays the global batch.")
+    slurm_partition: str | None = option(None, help="slurm: the partition to submit to.")
+    timeout_min: int = option(
+        24 * 60, min=1,
+        help="slurm (and local): a job's time limit in minutes; a job that reaches it is requeued "
+             "and resumes its cell from the checkpoint.")
+    slurm_option: tuple[str, ...] = option(
+        (), multiple=True,
+        help="slurm: an extra sbatch option KEY=VALUE (repeatable), e.g. --slurm-option account=proj "
+             "--slurm-option constraint=a100.")
+    no_wait: bool = option(
+        False, help="local/slurm: exit once the jobs are submitted; `bench status RUN` follows them, and "
+                    "the last job assembles metrics.csv.")
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["slurm_option"] = list(self.slurm_option)
+        return d
+
+
+LAUNCH_FIELDS = {f.name: f for f in dataclasses.fields(LaunchConfig)}
+
+
+def parse_devices(devices: str | None) -> list[str]:
+    return [d.strip() for d in devices.split(",") if d.strip()] if devices else []
+
+
+def max_parallel(launch: LaunchConfig) -> int | None:
+    """How many cells run at once: None for a SLURM array without a limit."""
+    if launch.max_parallel is not None:
+        return launch.max_parallel
+    if launch.launcher == "local":
+        return max(1, len(parse_devices(launch.devices)) // launch.gpus_per_cell) if launch.devices else 2
+    return None if launch.launcher == "slurm" else 1
+
+
+RUN_FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
+
+
+# Options that change what a cell computes; a resumed --out must match on these. Not
+# --precision as asked: what it resolved to (``auto`` differs per machine) is compared
+# instead, with the device type (runner.check_numerics).
+IDENTITY_FIELDS = tuple(name for name, f in RUN_FIELDS.items() if f.metadata["identity"])
+
+
+# Identity options added after runs were made, with the value those runs used.
+OPTIONS_ADDED_LATER = {name: f.metadata["old_runs"] for name, f in RUN_FIELDS.items() if "old_runs" in f.metadata}
+
+
+# Options whose default comes from --preset.
+PRESET_FIELDS = tuple(name for name in RUN_FIELDS if any(name in values for values in PRESETS.values()))
+
+
+def make_config(preset: str = "quick", **options) -> RunConfig:
+    """Preset values, overridden by every option that is not None."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown --preset {preset!r}; choose one of: {', '.join(PRESETS)}")
+    given = {k: v for k, v in options.items() if v is not None}
+    if "epochs" in given and "steps" in given:
+        raise ValueError("give --epochs or --steps, not both: each sets how long every cell trains")
+    preset_values = dict(PRESETS[preset])
+    if "epochs" in given or "steps" in given:  # the budget given replaces the preset's, of either kind
+        preset_values.pop("epochs", None), preset_values.pop("steps", None)
+    values = {"epochs": None, "steps": None, **preset_values, **given}
+    for key in ("data", "val_data", "out", "data_root"):
+        if values.get(key) is not None:
+            values[key] = str(Path(values[key]))
+    return RunConfig(preset=preset, **values)
+
+
+@dataclass
+class TrainSettings:
+    generator: str = "unet"
+    size: int = 64
+    width: int = 32
+    epochs: int = 3
+    # Optimizer steps per cell; when set it replaces ``epochs`` (the quick preset budgets
+    # steps, so a small photo set trains long enough and a large one stays quick).
+    steps: int | None = None
+    batch_size: int = 32
+    lr: float = 2e-4
+    betas: tuple[float, float] = (0.5, 0.999)
+    precision: str = "fp32"
+    out_channels: int = 2
+    # None: by device and precision. cuDNN's tensor-core kernels and oneDNN's bf16 ones want
+    # NHWC (a CPU bf16 step ran 1.8x faster in it); fp32 on a CPU gained nothing consistent
+    # and lost ~10% in some steps (benchmarks/README.md).
+    channels_last: bool | None = None
+    compile: bool = False  # torch.compile the generator (pays off on long GPU runs)
+    checkpoint_seconds: float = 300.0  # how much training a kill may cost at most
+
+
+def config_options(options: dict) -> RunConfig:
+    """The ``RunConfig`` that config.json's ``options`` record."""
+    values = {**OPTIONS_ADDED_LATER, **{k: v for k, v in options.items() if k in RUN_FIELDS}}
+    values["seeds"], values["betas"] = tuple(values["seeds"]), tuple(values["betas"])
+    return RunConfig(**values)
+
+
+def default_out() -> str:
+    return str(Path("results") / datetime.now().strftime("run-%Y%m%d-%H%M%S"))

@@ -1,0 +1,235 @@
+"""config.validate."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from bench.config.options import LAUNCHERS, PRECISIONS, PRESETS, parse_devices
+from bench.config.machine import resolve_device, resolve_precision
+from bench.config.options import LaunchConfig, RunConfig
+from losses.adversarial import GAN_MODES
+
+
+def _check_launch(launch: LaunchConfig, cfg: RunConfig) -> None:
+    if launch.launcher not in LAUNCHERS:
+        raise OptionError(f"unknown --launcher {launch.launcher!r}; choose one of: {', '.join(LAUNCHERS)}")
+    for name in ("max_parallel", "gpus_per_cell", "timeout_min"):
+        value = getattr(launch, name)
+        if value is not None and (not _is_int(value) or value < 1):
+            raise OptionError(f"{_flag(name)} must be a whole number of at least 1, got {value!r}")
+    if cfg.batch_size % launch.gpus_per_cell:
+        raise OptionError(f"--batch-size {cfg.batch_size} does not split evenly over --gpus-per-cell "
+                          f"{launch.gpus_per_cell}: each process trains on an equal shard of the global batch; use a "
+                          f"--batch-size that is a multiple of {launch.gpus_per_cell}")
+    devices = parse_devices(launch.devices)
+    if devices and launch.launcher != "local":
+        raise OptionError("--devices spreads cells over this machine's GPUs: it needs --launcher local "
+                          "(SLURM picks the GPUs of each job: use --gpus-per-cell)")
+    bad = [d for d in devices if not (d.startswith("cuda:") and d[5:].isdigit())]
+    if bad:
+        raise OptionError(f"--devices: {bad[0]!r} is not a GPU; list them as cuda:0,cuda:1,...")
+    if devices and len(devices) < launch.gpus_per_cell:
+        raise OptionError(f"--devices lists {len(devices)} GPU(s) and --gpus-per-cell asks for "
+                          f"{launch.gpus_per_cell} per cell; list more devices or lower --gpus-per-cell")
+    for item in launch.slurm_option:
+        if not isinstance(item, str) or "=" not in item or not item.split("=", 1)[0].strip():
+            raise OptionError(f"--slurm-option {item!r}: give KEY=VALUE, e.g. --slurm-option account=myproject")
+    if launch.launcher != "slurm" and (launch.slurm_partition or launch.slurm_option):
+        raise OptionError("--slurm-partition and --slurm-option are for --launcher slurm")
+    if launch.no_wait and launch.launcher == "serial":
+        raise OptionError("--no-wait needs --launcher local or slurm: a serial run trains in this process")
+
+
+class OptionError(ValueError):
+    """An option outside its allowed range; the message names the option, the range and the fix."""
+
+
+MAX_SIZE = 2048          # px; the paper preset is 256
+
+
+MAX_WIDTH = 512          # base channels; the paper's U-Net is 64 (512 is ~3.5e9 parameters)
+
+
+MAX_EPOCHS = 100_000
+
+
+MAX_STEPS = 1_000_000_000
+
+
+MAX_BATCH = 65_536
+
+
+MAX_WORKERS = 256
+
+
+MAX_SEED = 2**32 - 1     # numpy's seed range; torch's manual_seed(seed + offset) stays far from 2**64
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _int_in(cfg, name: str, low: int, high: int, hint: str = "") -> None:
+    value = getattr(cfg, name)
+    if not _is_int(value) or not low <= value <= high:
+        raise OptionError(f"{_flag(name)} must be at least {low} and at most {high:,} (a whole number), got {value!r}{hint}")
+
+
+def _folder(value, flag: str) -> None:
+    from colorbench_datasets.images import check_folder
+
+    if not isinstance(value, (str, os.PathLike)):
+        raise OptionError(f"{flag} must be a folder path, got {value!r}")
+    check_folder(Path(value), flag)
+
+
+def _inside(path, folder) -> bool:
+    path, folder = Path(os.path.realpath(path)), Path(os.path.realpath(folder))
+    return path == folder or folder in path.parents
+
+
+def validate(cfg: RunConfig, launch: LaunchConfig | None = None) -> None:
+    """Check every option of ``cfg`` (and of ``launch``) against its allowed range, before
+    any work: no weights loaded, no photo decoded, no run folder created. Raises
+    ``OptionError`` (a ValueError) naming the option, what it may be and how to fix it."""
+    if cfg.preset not in PRESETS:
+        raise OptionError(f"unknown --preset {cfg.preset!r}; choose one of: {', '.join(PRESETS)}")
+    _check_what_trains(cfg)
+    _check_how_long(cfg)
+    _check_seeds_and_optimizer(cfg)
+    _check_machine(cfg, remote=launch is not None and launch.launcher == "slurm")
+    _check_photos_and_out(cfg)
+    if launch is not None:
+        _check_launch(launch, cfg)
+
+
+def _check_what_trains(cfg: RunConfig) -> None:
+    """The losses, the networks and their sizes."""
+    from bench.rundir.layout import (
+        slug,  # cells are folders by name; two combinations must not share one
+    )
+    from losses import parse_losses
+    from losses.perceptual import parse_layer_weights
+    from models import DISCRIMINATORS, GENERATORS, unet_depth
+
+    if not isinstance(cfg.losses, str):
+        raise OptionError(f"--losses must be a string such as 'l1,100*l1+gan', got {cfg.losses!r}")
+    folders = {}
+    for c in parse_losses(cfg.losses):  # LossSpecError names the bad part
+        if slug(c.spec) in folders:
+            raise OptionError(f"--losses: {folders[slug(c.spec)]!r} and {c.spec!r} would share the cell folder "
+                              f"{slug(c.spec)!r}; rename one of the losses")
+        folders[slug(c.spec)] = c.spec
+    if cfg.generator not in GENERATORS:
+        raise OptionError(f"unknown --generator {cfg.generator!r}; choose one of: {', '.join(sorted(GENERATORS))}")
+    if cfg.discriminator not in DISCRIMINATORS:
+        raise OptionError(f"unknown --discriminator {cfg.discriminator!r}; choose one of: {', '.join(sorted(DISCRIMINATORS))}")
+    if not _is_int(cfg.size) or not 32 <= cfg.size <= MAX_SIZE or cfg.size % 32:
+        raise OptionError(f"--size {cfg.size!r} is out of range: use one of the multiples of 32 from 32 to "
+                          f"{MAX_SIZE} (e.g. 64, or 256 as the paper preset)")
+    unet_depth(cfg.size)
+    _int_in(cfg, "width", 1, MAX_WIDTH, " (the paper's U-Net is 64)")
+    _int_in(cfg, "disc_width", 1, MAX_WIDTH, " (pix2pix's PatchGAN is 64)")
+    if cfg.gan_mode not in GAN_MODES:
+        raise OptionError(f"unknown --gan-mode {cfg.gan_mode!r}; choose one of: {', '.join(GAN_MODES)}")
+    try:
+        parse_layer_weights(cfg.perceptual_layers)
+    except (ValueError, AttributeError, TypeError) as exc:
+        raise OptionError(str(exc)) from None
+
+
+def _check_how_long(cfg: RunConfig) -> None:
+    """The training budget, the batches, the checkpoints."""
+    # One of epochs and steps is set (RunConfig.__post_init__).
+    if cfg.epochs is not None:
+        _int_in(cfg, "epochs", 1, MAX_EPOCHS)
+    if cfg.steps is not None:
+        _int_in(cfg, "steps", 1, MAX_STEPS)
+    if cfg.checkpoint_seconds != cfg.checkpoint_seconds or cfg.checkpoint_seconds < 0:  # NaN or negative
+        raise OptionError(f"--checkpoint-seconds must be 0 or more, got {cfg.checkpoint_seconds}")
+    _int_in(cfg, "batch_size", 1, MAX_BATCH)
+    _int_in(cfg, "eval_batch_size", 1, MAX_BATCH)
+    _int_in(cfg, "workers", 0, MAX_WORKERS)
+
+
+def _check_seeds_and_optimizer(cfg: RunConfig) -> None:
+    seeds = cfg.seeds
+    if not isinstance(seeds, (tuple, list)) or not seeds:
+        raise OptionError("--seeds is empty; give comma-separated integers such as 0,1,2")
+    bad = [s for s in seeds if not _is_int(s) or not 0 <= s <= MAX_SEED]
+    if bad:
+        raise OptionError(f"--seeds: {bad[0]!r} is out of range; seeds are whole numbers from 0 to {MAX_SEED:,} (2^32 - 1)")
+    if len(set(seeds)) != len(seeds):
+        raise OptionError(f"--seeds {','.join(map(str, seeds))}: each seed may be given once")
+    if isinstance(cfg.lr, bool) or not isinstance(cfg.lr, (int, float)) or not 0 < cfg.lr <= 1:
+        raise OptionError(f"--lr {cfg.lr!r} is out of range: use a positive number up to 1 (Adam's usual is 2e-4)")
+    betas = cfg.betas
+    if (not isinstance(betas, (tuple, list)) or len(betas) != 2
+            or not all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in betas)):
+        raise OptionError(f"betas {betas!r}: Adam needs two numbers in [0, 1), e.g. (0.5, 0.999)")
+
+
+def _check_machine(cfg: RunConfig, remote: bool = False) -> None:
+    """The device, the precision and the switches. ``remote``: the cells run on other
+    machines (SLURM), so this one's GPUs say nothing about theirs."""
+    if not isinstance(cfg.device, str):
+        raise OptionError(f"--device must be auto, cpu or cuda[:N], got {cfg.device!r}")
+    if remote:
+        if cfg.device not in ("auto", "cpu", "cuda"):
+            raise OptionError(f"--device {cfg.device} with --launcher slurm: a job's GPUs are its own; use "
+                              "--device cuda (or auto, or cpu), and --gpus-per-cell for more than one")
+        if cfg.precision not in PRECISIONS:
+            raise OptionError(f"unknown --precision {cfg.precision!r}; use auto, fp32, bf16 or fp16")
+    else:
+        device = resolve_device(cfg.device)
+        if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+            raise OptionError(f"--device {cfg.device}: this machine has {torch.cuda.device_count()} GPU(s), "
+                              f"numbered from 0; use --device cuda:0 (or auto)")
+        resolve_precision(cfg.precision, device)
+    for name in ("strict_weights", "deterministic", "compile"):
+        if not isinstance(getattr(cfg, name), bool):
+            raise OptionError(f"{_flag(name)} is a flag (True or False), got {getattr(cfg, name)!r}")
+    if not isinstance(cfg.extra, dict):
+        raise OptionError(f"extra must be a dict, got {type(cfg.extra).__name__}")
+
+
+def _check_photos_and_out(cfg: RunConfig) -> None:
+    """Where the photos come from and where the run goes: cheap checks only (the folders
+    are walked when the photos load)."""
+    from colorbench_datasets import DATASETS
+
+    if cfg.data is not None and cfg.dataset is not None:
+        raise OptionError("give either --data DIR or --dataset NAME, not both")
+    if cfg.val_data is not None and cfg.data is None:
+        raise OptionError("--val-data needs --data (the training photos) too")
+    if cfg.dataset is not None and cfg.dataset not in DATASETS:
+        raise OptionError(f"unknown --dataset {cfg.dataset!r}; choose one of: {', '.join(sorted(DATASETS))}")
+    if cfg.data is not None:
+        _folder(cfg.data, "--data")
+    if cfg.val_data is not None:
+        _folder(cfg.val_data, "--val-data")
+    if cfg.data_root is not None and (not isinstance(cfg.data_root, (str, os.PathLike))
+                                      or (Path(cfg.data_root).exists() and not Path(cfg.data_root).is_dir())):
+        raise OptionError(f"--data-root {cfg.data_root!r} must be a folder (it is created if missing)")
+    if cfg.out is None:
+        return
+    if not isinstance(cfg.out, (str, os.PathLike)):
+        raise OptionError(f"--out must be a folder path, got {cfg.out!r}")
+    if Path(cfg.out).exists() and not Path(cfg.out).is_dir():
+        raise OptionError(f"--out {cfg.out} is a file; give a folder for the run (new or an earlier run's)")
+    for value, flag in ((cfg.data, "--data"), (cfg.val_data, "--val-data")):
+        if value is not None and _inside(cfg.out, value):
+            raise OptionError(
+                f"--out {cfg.out} is inside {flag} {value}: the run's files (and its report's PNG figures) "
+                "would be read as photos next time; put --out outside the photo folders"
+            )
+
+
+class RunError(ValueError):
+    """A run that cannot start; the message names the option and the fix."""

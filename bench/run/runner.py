@@ -1,0 +1,183 @@
+"""``bench run`` as a library call: every (combination, seed) cell, trained and scored."""
+from __future__ import annotations
+
+import logging
+import platform
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import torch
+
+from bench.config.machine import (
+    job_device,
+    job_precision,
+    package_versions,
+    set_determinism,
+    torch_threads,
+)
+from bench.config.machine import cell_threads, resolve_device, resolve_precision
+from bench.config.options import LaunchConfig, RunConfig, TrainSettings
+from bench.config.validate import RunError
+from bench.config.validate import validate
+from bench.run.reuse import (
+    check_cell_numerics,
+    check_cells,
+    check_numerics,
+    check_reuse,
+    discard_run,
+)
+from bench.run.stages import Plan, assemble_metrics, load_photos, load_weights, run_cell
+from bench.run.stop import RunInterrupted, StopOnSigint
+from bench.rundir.layout import RunFolder
+from bench.rundir.lock import holds_run_lock
+from bench.rundir.read import read_config, read_json
+from bench.rundir.write import write_json
+from bench.score.per_image import write_baseline_scores
+from bench.score.protocol import metric_protocol
+from bench.score.scorer import Scorer
+from bench.train.checkpoint import CorruptCheckpoint
+from bench.train.loop import Interrupted, total_steps
+from losses import parse_losses
+
+log = logging.getLogger("colorbench")
+
+
+def plan_run(cfg: RunConfig, overwrite: bool, launch: LaunchConfig | None = None) -> Plan:
+    """Every option checked, the device and precision resolved, and an existing --out
+    checked against them: nothing is loaded or written yet."""
+    validate(cfg, launch)  # every option, the losses spec included
+    remote = launch is not None and launch.launcher == "slurm"
+    device = job_device(cfg.device) if remote else resolve_device(cfg.device)
+    precision = job_precision(cfg.precision, device) if remote else resolve_precision(cfg.precision, device)
+    folder = RunFolder(cfg.out)
+    if not overwrite and folder.config.is_file():
+        recorded = read_config(folder.config)  # a damaged config.json: RecordError naming the fix
+        check_reuse(folder.path, recorded, cfg)
+        check_numerics(folder.path, recorded, precision, device)
+    return Plan(cfg, parse_losses(cfg.losses), device, precision, folder, cfg.loss_options(device))
+
+
+def start_config(plan: Plan, data, steps: int, scorer: Scorer, gray: dict, launch: LaunchConfig) -> dict:
+    """config.json as the run starts: every resolved option, the machine, the photos, how
+    the cells run, and the baselines' scores (the jobs assemble metrics.csv from it)."""
+    device = plan.device
+    return {
+        "options": plan.cfg.to_dict(),
+        "launch": launch.to_dict(),
+        "world_size": launch.gpus_per_cell,  # processes per cell (per-rank BatchNorm statistics on a CPU)
+        "combinations": [{"spec": c.spec, "name": c.name, "tags": c.tags} for c in plan.combos],
+        "device": str(device),
+        "device_name": (torch.cuda.get_device_name(device) if device.type == "cuda" and torch.cuda.is_available()
+                        else platform.processor() or platform.machine()),
+        "precision": plan.precision,
+        "threads": cell_threads(launch),  # per cell (per process): a CPU's last bits depend on it
+        "versions": package_versions(),
+        "data": data.manifest,
+        "steps_per_cell": steps,
+        "started": datetime.now().isoformat(timespec="seconds"),
+        "ground_truth": scorer.ground_truth(),
+        "gray": gray, "metric_notes": scorer.notes,
+        "protocol": metric_protocol(scorer, data.manifest, plan.cfg.size),
+    }
+
+
+@holds_run_lock  # one process plans and assembles a run folder at a time (bench/lock.py)
+def run_benchmark(cfg: RunConfig, progress: bool = True, overwrite: bool = False,
+                  launch: LaunchConfig | None = None) -> Path:
+    """Train and score every cell of ``cfg``; returns the run folder. Finished cells of an
+    earlier run in the same ``--out`` are kept, an unfinished one resumes. ``launch`` says
+    how the cells run (bench/launch.py): in this process by default."""
+    launch = launch or LaunchConfig()
+    started = time.perf_counter()
+    run = prepare_run(cfg, launch, progress, overwrite)
+    folder, config = run.plan.folder, run.config
+    if launch.launcher == "serial" and launch.gpus_per_cell == 1:
+        with torch_threads(config["threads"]):
+            run_cells(run, progress)
+    else:
+        from bench.run.launch import launch_cells
+
+        if not launch_cells(folder, config, launch, progress):
+            return folder.path  # --no-wait: the jobs finish it
+    assemble_metrics(folder, config)
+    config |= {"finished": datetime.now().isoformat(timespec="seconds"),
+               "wall_seconds": round(time.perf_counter() - started, 1), "data_seconds": round(run.data_seconds, 2)}
+    write_json(folder.config, config)
+    return folder.path
+
+
+@dataclass
+class PreparedRun:
+    """A run ready to train its cells: its plan, photos, scorer and config.json as written."""
+
+    plan: Plan
+    data: object
+    data_seconds: float
+    scorer: Scorer
+    settings: TrainSettings
+    config: dict
+
+
+def prepare_run(cfg: RunConfig, launch: LaunchConfig, progress: bool, overwrite: bool) -> PreparedRun:
+    """Everything before the first cell trains: options, photos and weights checked, kept
+    cells checked against the photos, config.json and the baselines' scores written."""
+    plan = plan_run(cfg, overwrite, launch)
+    # Where this process loads weights and scores gray: the jobs' device, unless they run on
+    # other machines (SLURM) and this one has no GPU.
+    here = plan.device if plan.device.type == "cpu" or torch.cuda.is_available() else torch.device("cpu")
+    # --strict-weights fails in seconds, before the photos load; otherwise the options and
+    # the photos are checked first, so a typo is not buried under weights warnings.
+    nets = None
+    if cfg.strict_weights:
+        plan.combos, nets = load_weights(plan.combos, cfg.loss_options(here), here, strict=True)
+    data, data_seconds = load_photos(plan, progress)
+    settings = cfg.train_settings(plan.precision)
+    steps = total_steps(settings, len(data.train))
+    log.info(
+        "Data: %s — %d train / %d val images at %d px (%.1fs to load); %d steps of %d per cell (%.1f passes)",
+        data.manifest["source"], len(data.train), len(data.val), cfg.size, data_seconds,
+        steps, cfg.batch_size, steps * cfg.batch_size / len(data.train),
+    )
+    if nets is None:
+        plan.combos, nets = load_weights(plan.combos, cfg.loss_options(here), here, strict=False)
+    check_cells(plan.folder.path, plan.combos, cfg.seeds, data.manifest, overwrite)  # kept cells: same photos
+    # Only now, with options, weights and data known good, is anything written: a run that
+    # fails before training leaves no empty run folder behind.
+    plan.folder.path.mkdir(parents=True, exist_ok=True)
+    if overwrite:
+        discard_run(plan.folder.path)  # every file of the old run, report and figures included
+    set_determinism(cfg.deterministic, plan.device)
+    scorer = Scorer.for_split(data.val.to(here), nets, cfg.eval_batch_size)
+    gray = scorer.gray_scores()
+    write_baseline_scores(plan.folder.path, scorer, gray)  # per-image scores for paired statistics
+    config = start_config(plan, data, steps, scorer, gray.means, launch)
+    write_json(plan.folder.config, config)
+    assemble_metrics(plan.folder, config)  # the baselines and any kept cells, before the first cell trains
+    return PreparedRun(plan, data, data_seconds, scorer, settings, config)
+
+
+def run_cells(run: PreparedRun, progress: bool) -> None:
+    """Every (seed, combination) cell in this process: a finished cell is kept, an unfinished
+    one trained (or resumed) and scored. metrics.csv is rewritten after each, so a killed
+    run leaves the table of what it finished."""
+    plan, config = run.plan, run.config
+    train = run.data.train.to(plan.device)
+    with StopOnSigint() as stop:
+        for seed in plan.cfg.seeds:
+            for combo in plan.combos:
+                cell = plan.folder.cell(combo.name, seed)
+                if cell.is_done():
+                    check_cell_numerics(cell.record, read_json(cell.record), plan.precision, plan.device)
+                    log.info("%-28s seed %d: already done, kept", combo.name, seed)
+                    continue
+                with cell.lock():  # a job of an earlier --no-wait launch may be training it
+                    try:
+                        run_cell(combo, seed, train, run.scorer, run.settings, plan.options, plan.device, cell,
+                                 progress, stop, data=run.data.manifest["fingerprint"])
+                    except Interrupted:
+                        raise RunInterrupted(plan.folder.path) from None
+                    except CorruptCheckpoint as exc:
+                        raise RunError(str(exc)) from None
+                assemble_metrics(plan.folder, config)

@@ -1,0 +1,162 @@
+"""run.stages."""
+from __future__ import annotations
+
+import logging
+import platform
+import statistics
+import time
+from dataclasses import dataclass
+from functools import partial
+
+import pandas as pd
+import torch
+from colorbench_datasets import load_data
+from tqdm.auto import tqdm
+
+from bench.config.machine import job_name
+from bench.config.options import RunConfig
+from bench.config.validate import RunError
+from bench.rundir.layout import GRAY, TRUTH, CellFolder, RunFolder
+from bench.rundir.lock import taking_turns
+from bench.rundir.read import cells_in_order, read_json, record_rows
+from bench.rundir.write import atomic_torch_save, metrics_frame, write_csv, write_json
+from bench.score.networks import load_metric_nets
+from bench.score.per_image import write_cell_scores
+from bench.score.scorer import Scorer, generator_record
+from bench.train.loop import train_cell
+from losses import Combination, LossOptions, weights_tags
+from models.pretrained import WeightsUnavailable
+
+log = logging.getLogger("colorbench")
+
+
+def tag_combinations(combos: list[Combination], options: LossOptions) -> list[Combination]:
+    """The combinations with any weights caveat (``random-vgg``) in their names; the losses
+    that declare pretrained weights load them once here, before any training."""
+    tags = weights_tags([t.name for c in combos for t in c.terms], options)
+    return [c.tagged(tags) for c in combos]
+
+
+def load_weights(combos: list[Combination], options: LossOptions, device: torch.device, strict: bool):
+    """The losses' and metrics' pretrained networks, each missing file said in one line:
+    ``(combinations with their weights caveats, metric networks)``."""
+    try:
+        combos = tag_combinations(combos, options)
+        # LPIPS's and FID's networks: loaded once per run, not once per cell.
+        return combos, load_metric_nets(device, strict=strict)
+    except WeightsUnavailable as exc:
+        raise RunError(f"--strict-weights: {exc}") from None
+
+
+@dataclass
+class Plan:
+    """What a run will do, settled before any photo is loaded or file written."""
+
+    cfg: RunConfig
+    combos: list[Combination]
+    device: torch.device
+    precision: str
+    folder: RunFolder
+    options: LossOptions
+
+
+def load_photos(plan: Plan, progress: bool):
+    """The train and val splits, checked against the batch size; and how long they took."""
+    cfg = plan.cfg
+    started = time.perf_counter()
+    bar = partial(tqdm, desc="Loading photos", unit="img", leave=False, dynamic_ncols=True) if progress else None
+    data = load_data(
+        cfg.data, cfg.val_data, cfg.dataset, cfg.size, workers=cfg.workers, progress=bar, data_root=cfg.data_root
+    )
+    if cfg.batch_size > len(data.train):
+        raise RunError(
+            f"--batch-size {cfg.batch_size} is larger than the {len(data.train)} training images; "
+            f"use --batch-size {len(data.train)} or less, or add photos"
+        )
+    return data, time.perf_counter() - started
+
+
+def baseline_rows(config: dict) -> list[dict]:
+    """metrics.csv's rows for ``gray`` (the input itself) and the val photos' own values,
+    one per seed so that means over seeds line up with the models'."""
+    seeds, notes = config["options"]["seeds"], config.get("metric_notes", {})
+    rows = [{"combination": GRAY, "seed": s, "metric": m, "value": v, "note": notes.get(m, "")}
+            for s in seeds for m, v in config["gray"].items()]
+    return rows + [{"combination": TRUTH, "seed": s, "metric": m, "value": v, "note": "the val photos themselves"}
+                   for s in seeds for m, v in config["ground_truth"].items()]
+
+
+def assemble_metrics(folder: RunFolder, config: dict) -> bool:
+    """Rewrite metrics.csv from config.json's baselines and every finished cell's record, in
+    the run's order (seeds, then combinations) whoever finished them: a parallel run's table
+    is the serial run's, row for row. Returns whether every cell is in it.
+
+    Jobs finishing together each rewrite it; they take turns on a lock, and each reads the
+    records under it, so the last to write has seen every cell finished before it."""
+    rows, complete = baseline_rows(config), True
+    with taking_turns(folder.metrics_lock):  # a rewrite takes milliseconds
+        for name, seed in cells_in_order(config):
+            cell = folder.cell(name, seed)
+            if cell.is_done():
+                rows += record_rows(read_json(cell.record))
+            else:
+                complete = False
+        write_csv(folder.metrics, metrics_frame(rows))
+    return complete
+
+
+# Steps timed before the median: the first steps pay for allocation, oneDNN's kernel choice
+# and cuDNN's autotuning, and are not what a step costs.
+WARMUP_STEPS = 5
+
+
+def step_time(log: list[dict]) -> dict:
+    """The median step time after warm-up (at most half the steps), and how many steps it
+    is over."""
+    timed = [r["seconds"] for r in log[min(WARMUP_STEPS, len(log) // 2):] if r.get("seconds") is not None]
+    return {"step_seconds": round(statistics.median(timed), 4) if timed else None, "timed_steps": len(timed)}
+
+
+def run_cell(combo, seed, train_split, scorer: Scorer, settings, options, device, cell: CellFolder, progress: bool,
+             stop=lambda: False, data: dict | None = None, dist=None) -> dict | None:
+    """Train (or resume) and score one cell; its files are written, its record returned.
+    ``dist``: this process is one rank of a data-parallel cell (bench/distributed.py); the
+    other ranks only train, and return None."""
+    main_rank = dist is None or dist.is_main
+    if main_rank:
+        cell.path.mkdir(parents=True, exist_ok=True)
+        if cell.checkpoint.is_file():
+            log.info("%-28s seed %d: resuming from its checkpoint", combo.name, seed)
+    result = train_cell(
+        combo, seed, train_split, settings, options, device,
+        checkpoint=cell.checkpoint, progress=progress and main_rank, desc=f"{combo.name} s{seed}", should_stop=stop,
+        dist=dist,
+    )
+    if not main_rank:
+        return None
+    write_csv(cell.train_log, pd.DataFrame(result.log))
+    record = {
+        "combination": combo.name, "spec": combo.spec, "seed": seed, "seconds": round(result.seconds, 2),
+        "steps": len(result.log), **step_time(result.log),
+        # what the numbers were computed in: one table never mixes them (check_numerics); the
+        # threads and processes change only the last bits, and are recorded
+        "precision": settings.precision, "device": device.type, "threads": torch.get_num_threads(),
+        "world_size": dist.world_size if dist is not None else 1, "job": job_name(), "host": platform.node(),
+        # the photos it was trained and scored on: a rerun keeps the cell only for the same
+        "data": data,
+    }
+    if result.diverged_at is not None:
+        log.warning("%s seed %d diverged at step %d (non-finite loss); moving on", combo.name, seed, result.diverged_at)
+        record |= {"status": "diverged", "diverged_at": result.diverged_at, "metrics": {}}
+    else:
+        atomic_torch_save(cell.generator, generator_record(result.generator, settings, combo.name, seed))
+        scores = scorer.generator_scores(result.generator)
+        write_cell_scores(cell.path, combo.name, seed, scorer, scores)  # per-image scores, before the record marks it done
+        record |= {"status": "ok", "diverged_at": None, "metrics": scores.means, "notes": scorer.notes}
+        log.info(
+            "%-28s seed %d: %s (%.0fs)", combo.name, seed,
+            ", ".join(f"{k} {v:.4g}" for k, v in scores.means.items() if v == v), result.seconds,  # v == v: not NaN
+        )
+    write_json(cell.record, record)
+    cell.checkpoint.unlink(missing_ok=True)
+    return record
