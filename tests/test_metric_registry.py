@@ -17,7 +17,6 @@ from bench.score import metrics
 from bench.cli import main
 from bench.score.scorer import Scorer
 from bench.score.metrics import DERIVED, METRICS, register_metric
-from models import metric_nets
 from bench.score import networks
 
 TINY = ["--size", "32", "--width", "8", "--batch-size", "4", "--steps", "3", "-q"]

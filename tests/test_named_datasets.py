@@ -1,6 +1,5 @@
 """Named datasets against small local archives of the real layouts (no network)."""
 import hashlib
-import io
 import json
 import pickle
 import tarfile

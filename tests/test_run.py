@@ -12,7 +12,7 @@ from bench.config.options import make_config
 from bench.score.metrics import METRICS
 from bench.config.options import TrainSettings
 from bench.train.loop import build_terms, make_generator
-from colorbench_datasets import load_data, random_crop_flip
+from colorbench_datasets import load_data
 from losses import LossOptions, parse_losses
 
 TINY = ["--size", "32", "--width", "8", "--epochs", "2", "--batch-size", "4", "-q"]
