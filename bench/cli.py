@@ -85,7 +85,7 @@ def _click_type(f, kind):
 
 def _field_options(cls, fields: dict) -> list[click.Option]:
     """One click option per field of ``cls`` that is not internal, built from the field's
-    metadata (bench/config.py): flag, type, default and help. Options a preset sets default
+    metadata (bench/config/options.py): flag, type, default and help. Options a preset sets default
     to None here, so the preset's value fills them (make_config)."""
     hints = typing.get_type_hints(cls)
     options = []

@@ -34,7 +34,7 @@ def torchrun(photos: Path, out: Path, mode: str) -> subprocess.CompletedProcess:
 
 
 def assert_clean(done: subprocess.CompletedProcess) -> None:
-    # What a gloo group torn down without a barrier did in 2 of 5 runs (bench/distributed.py)
+    # What a gloo group torn down without a barrier did in 2 of 5 runs (bench/train/distributed.py)
     assert "terminate called" not in done.stderr, done.stderr[-3000:]
 
 

@@ -1,4 +1,4 @@
-"""Cells as jobs (bench/launch.py, bench/cell.py, bench/status.py): the local launcher's
+"""Cells as jobs (bench/run/launch.py, bench/run/job.py, bench/run/status.py): the local launcher's
 workers, a SLURM array's submission, `bench status`, the per-cell lock, and the rule that a
 parallel run's table is the serial run's, to the last bit."""
 from __future__ import annotations

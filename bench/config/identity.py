@@ -1,4 +1,5 @@
-"""config.identity."""
+"""Which options a finished cell must share with a rerun to be kept: paths compared
+resolved, loss combinations canonical, options added after old runs given their old value."""
 from __future__ import annotations
 
 import os

@@ -1,4 +1,6 @@
-"""config.machine."""
+"""What the options resolve to on this machine: the device, the precision, torch's threads per
+cell, determinism, the job this process belongs to, and the package versions recorded with
+every run."""
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
-"""Run configuration: one dataclass, two presets, and the device/precision choice."""
+"""Run configuration: ``RunConfig`` (every option of ``bench run``), ``LaunchConfig`` (how its
+cells run), the presets, and ``TrainSettings`` (how every cell trains)."""
 from __future__ import annotations
 
 import dataclasses
@@ -184,7 +185,7 @@ LAUNCHERS = ("serial", "local", "slurm")
 @dataclass
 class LaunchConfig:
     """How ``bench run`` executes the cells, not what they compute: in this process one
-    after another, as parallel jobs on this machine, or as a SLURM job array (bench/launch.py),
+    after another, as parallel jobs on this machine, or as a SLURM job array (bench/run/launch.py),
     each cell on one device or data-parallel on several. config.json records it under
     ``launch``; the per-cell thread count it implies is recorded under ``threads``."""
 

@@ -1,4 +1,5 @@
-"""config.validate."""
+"""Every option checked before any photo is loaded or file written; each refusal names the
+option and the fix."""
 from __future__ import annotations
 
 import os

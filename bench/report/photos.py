@@ -1,4 +1,5 @@
-"""report.photos."""
+"""The val photos of a finished run, found again from its config.json, for the figures that
+show them."""
 from __future__ import annotations
 
 from bench.rundir.read import Run

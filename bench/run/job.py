@@ -5,7 +5,7 @@ Every job starts from the run folder alone: config.json (written by ``bench run`
 submits) says the options, the photos' fingerprint, the precision and the threads per cell;
 the job loads the photos and weights itself, refuses to train if either differs from what
 the run was planned with, and then trains its cells one at a time, each under the cell's
-own lock (bench/lock.py). A job given several cells (a local worker) takes whichever are
+own lock (bench/rundir/lock.py). A job given several cells (a local worker) takes whichever are
 neither finished nor held by another job, so N workers share one queue with no scheduler
 of ours. After each cell the job rewrites metrics.csv from the cells' records; the last
 one to finish leaves the complete table.

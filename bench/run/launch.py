@@ -3,7 +3,7 @@ or one SLURM job per cell as a job array (``--launcher slurm``); and a cell data
 over several processes through torchrun (``--gpus-per-cell``).
 
 Colorbench schedules nothing itself. ``bench run`` writes config.json, submits jobs that each
-open the run folder on their own (bench/cell.py), records them in launch.json, and either
+open the run folder on their own (bench/run/job.py), records them in launch.json, and either
 waits (a progress bar of finished cells) or exits (``--no-wait``) and lets ``bench status``
 follow them. A local launch starts ``--max-parallel`` workers that share the run's cells as a
 queue, each cell claimed by its lock; a SLURM launch submits one array task per cell, with

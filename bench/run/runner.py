@@ -83,12 +83,12 @@ def start_config(plan: Plan, data, steps: int, scorer: Scorer, gray: dict, launc
     }
 
 
-@holds_run_lock  # one process plans and assembles a run folder at a time (bench/lock.py)
+@holds_run_lock  # one process plans and assembles a run folder at a time (bench/rundir/lock.py)
 def run_benchmark(cfg: RunConfig, progress: bool = True, overwrite: bool = False,
                   launch: LaunchConfig | None = None) -> Path:
     """Train and score every cell of ``cfg``; returns the run folder. Finished cells of an
     earlier run in the same ``--out`` are kept, an unfinished one resumes. ``launch`` says
-    how the cells run (bench/launch.py): in this process by default."""
+    how the cells run (bench/run/launch.py): in this process by default."""
     launch = launch or LaunchConfig()
     started = time.perf_counter()
     run = prepare_run(cfg, launch, progress, overwrite)

@@ -1,4 +1,5 @@
-"""run.stages."""
+"""The stages a run and every job share: the photos and weights loaded, one cell trained and
+scored into its folder, and metrics.csv assembled from the cells' records."""
 from __future__ import annotations
 
 import logging
@@ -120,7 +121,7 @@ def step_time(log: list[dict]) -> dict:
 def run_cell(combo, seed, train_split, scorer: Scorer, settings, options, device, cell: CellFolder, progress: bool,
              stop=lambda: False, data: dict | None = None, dist=None) -> dict | None:
     """Train (or resume) and score one cell; its files are written, its record returned.
-    ``dist``: this process is one rank of a data-parallel cell (bench/distributed.py); the
+    ``dist``: this process is one rank of a data-parallel cell (bench/train/distributed.py); the
     other ranks only train, and return None."""
     main_rank = dist is None or dist.is_main
     if main_rank:

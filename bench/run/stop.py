@@ -1,4 +1,5 @@
-"""run.stop."""
+"""How a run stops without losing work: a signal asks training to stop at the next step
+boundary, after saving; rerunning the same command resumes."""
 from __future__ import annotations
 
 import logging

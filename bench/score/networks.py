@@ -1,4 +1,5 @@
-"""score.networks."""
+"""The networks of one run's metrics, loaded once from what the registered metrics declare
+(builders in ``models.metric_nets``); a missing file leaves exactly its metrics missing."""
 from __future__ import annotations
 
 import warnings

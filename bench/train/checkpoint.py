@@ -1,4 +1,5 @@
-"""train.checkpoint."""
+"""A cell's checkpoint: the one loader, and the checks that a saved state fits the networks
+and photos it is resumed with."""
 from __future__ import annotations
 
 from pathlib import Path

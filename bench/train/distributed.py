@@ -1,5 +1,5 @@
 """One cell trained data-parallel by several processes (``torchrun``): the process group
-and the few collectives the training loop needs. bench/train.py uses them; with one
+and the few collectives the training loop needs. bench/train/loop.py uses them; with one
 process every function here is a no-op, so a single-process run is untouched.
 
 Every rank draws the same global batch and trains on its own contiguous shard of it, so

@@ -183,7 +183,7 @@ class TrainState:
             "format": CHECKPOINT_FORMAT, "G": self.G.state_dict(), "opt_G": self.opt_G.state_dict(),
             "step": self.step, "log": self.log, "stream": self.stream.state_dict(),
             "torch_rng": torch.get_rng_state(), "seconds": seconds,
-            "data": self.train_print,  # resumed only on the same train photos (bench/cells.py)
+            "data": self.train_print,  # resumed only on the same train photos (bench/run/reuse.py)
         }
         if device.type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state(device)
@@ -328,7 +328,7 @@ def train_cell(
     Each step's wall time is logged (``seconds``): on a GPU it is the host's, which tracks the
     device's once its queue is full.
 
-    With ``dist`` of several processes (torchrun, bench/distributed.py) every rank calls this
+    With ``dist`` of several processes (torchrun, bench/train/distributed.py) every rank calls this
     alike, ``checkpoint`` included; rank 0 alone writes it (in a one-process run's format), all
     stop together and return the same plain generator. On CPUs BatchNorm is per rank.
     """
