@@ -26,7 +26,10 @@ from colorbench_datasets.lab import AB_SCALE
 from PIL import Image
 from torch.nn import functional as F
 
+from bench.rundir.read import Run, RunFolderError
+from bench.rundir.write import atomic_write_bytes
 from bench.score.scorer import predict_ab
+from losses import parse_combination
 
 log = logging.getLogger("colorbench")
 
@@ -167,8 +170,6 @@ def save_png(img: Image.Image, path: Path) -> None:
     """Atomic: a crash never leaves a truncated PNG under the final name."""
     import io
 
-    from bench.rundir.write import atomic_write_bytes
-
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     atomic_write_bytes(path, buf.getvalue())
@@ -210,3 +211,24 @@ def colorize_paths(
         bar.update(len(jobs[start : start + chunk]))
     bar.close()
     return done, skipped
+
+
+def resolve_combination(run: Run, loss: str) -> str:
+    """A combination's name from its name or its ``--losses`` spec (``perceptual`` finds
+    ``perceptual[random-vgg]``)."""
+    for c in run.combinations:
+        if loss in (c["name"], c["spec"]):
+            return c["name"]
+    canonical = _canonical(loss)  # `gan+100*l1` finds `100*l1+gan`
+    for c in run.combinations:
+        if canonical is not None and _canonical(c["spec"]) == canonical:
+            return c["name"]
+    known = ", ".join(c["name"] for c in run.combinations)
+    raise RunFolderError(f"--loss {loss!r} is not a combination of {run.path}; choose one of: {known}")
+
+
+def _canonical(spec: str) -> str | None:
+    try:
+        return parse_combination(spec).spec
+    except ValueError:
+        return None

@@ -28,7 +28,7 @@ fi
 $PY -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --target "$WORK/site" . || exit 1
 export PYTHONPATH="$WORK/site${PYTHONPATH:+:$PYTHONPATH}" COLORBENCH_OFFLINE=1 PYTHONUNBUFFERED=1
 cd "$WORK"  # run the installed copy, as a user would
-BENCH="$PY -m bench.cli"
+BENCH="$PY -m bench"
 $PY -c "import torch; print('torch', torch.__version__, '| cuda', torch.cuda.is_available(),
       torch.cuda.get_device_name() if torch.cuda.is_available() else '', '| bf16', torch.cuda.is_available() and torch.cuda.is_bf16_supported())"
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv

@@ -29,7 +29,7 @@ def bench(*args: str) -> float:
     """Run `bench ARGS` in a fresh process; its wall time in seconds."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "bench.cli", *args], env=env, capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-m", "bench", *args], env=env, capture_output=True, text=True)
     if done.returncode != 0:
         sys.exit(f"bench {' '.join(args)} failed:\n{done.stderr[-3000:]}")
     return time.perf_counter() - started

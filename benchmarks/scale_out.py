@@ -25,7 +25,7 @@ from pathlib import Path
 def timed_run(args: list[str]) -> float:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "bench.cli", "run", *args], env=env, capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-m", "bench", "run", *args], env=env, capture_output=True, text=True)
     if done.returncode != 0:
         sys.exit(f"bench run {' '.join(args)} failed:\n{done.stderr[-3000:]}")
     return time.perf_counter() - started

@@ -9,49 +9,28 @@ Installed under the import name ``colorbench_datasets`` so it never shadows Hugg
 """
 from __future__ import annotations
 
-import hashlib
 import logging
-from dataclasses import dataclass, field
-from functools import partial
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from . import coco, standard  # noqa: F401  (they register their datasets by name)
+from .cache import build_cache
+from .download import default_data_root
 from .images import (
     IMAGE_EXTENSIONS,
     DataError,
     UnreadableImage,
-    display_name,
     find_images,
-    hash_split,
     list_digest,
     load_rgb,
-    open_regular,
 )
-from .manifest import data_print, file_list
 from .lab import denormalize_lab, lab_to_rgb, model_to_rgb, normalize_lab, rgb_to_lab
-from .tensors import LabSplit, build_split, load_size, random_crop_flip
+from .manifest import data_print, file_list
+from .sources import DATASETS, Sources, register_dataset, resolve_sources
+from .tensors import LabSplit, build_split, load_size, random_crop_flip, stored_size
 
 log = logging.getLogger("colorbench")
-
-Item = tuple[str, Callable]
-DATASETS: dict[str, Callable[..., "Sources"]] = {}
-
-
-@dataclass
-class Sources:
-    """Where a run's photos come from, before any decoding."""
-
-    train: list[Item]
-    val: list[Item]
-    description: str
-    is_sample: bool = False
-    warnings: list[str] = field(default_factory=list)
-    # "crop" (aspect kept, centre crop, random-crop margin) or "squash" (size x size
-    # directly, as the colorization tutorial); see tensors.RESIZE_MODES.
-    resize: str = "crop"
-    # Set for sets too large for memory: splits are kept as uint8 Lab memory-mapped files
-    # in this folder (built once, see cache.py) instead of in-memory float tensors.
-    cache: Path | None = None
 
 
 @dataclass
@@ -59,104 +38,6 @@ class Data:
     train: LabSplit
     val: LabSplit
     manifest: dict
-
-
-def register_dataset(name: str):
-    """Register ``fn(**options) -> Sources`` as ``--dataset NAME``."""
-
-    def wrap(fn):
-        DATASETS[name] = fn
-        return fn
-
-    return wrap
-
-
-@register_dataset("sample")
-def sample_sources(**_) -> Sources:
-    from .sample import TRAIN_PHOTOS, VAL_PHOTOS, sample_split
-
-    def items(photos):
-        return [(name, (lambda im=im: im)) for name, im in sample_split(photos)]
-
-    return Sources(
-        items(TRAIN_PHOTOS),
-        items(VAL_PHOTOS),
-        "sample: scikit-image's bundled photos in 3x3 tiles (a smoke test, NOT a benchmark)",
-        is_sample=True,
-    )
-
-
-def _items(paths: list[Path], root: Path) -> list[Item]:
-    # Names are valid text even for file names that are not UTF-8 (shown escaped); the
-    # opener keeps the real path.
-    return [(display_name(p.relative_to(root).as_posix()), partial(load_rgb, p)) for p in paths]
-
-
-def _digest_file(path: Path) -> str | None:
-    """The file's SHA-1, or None for anything that is not a readable regular file (a FIFO,
-    a dangling link...): those are skipped, with their reason, when the photos load."""
-    try:
-        digest = hashlib.sha1()
-        with open_regular(path) as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        return digest.hexdigest()
-    except (UnreadableImage, OSError):
-        return None
-
-
-def folder_sources(data: Path, val_data: Path | None = None, val_fraction: float = 0.1) -> Sources:
-    """A folder of photos: its ``train/`` + ``val/`` (or ``test/``) subfolders, else
-    ``val_data``, else a split by file-name hash."""
-    data = Path(data)
-    find_images(data)  # existence and permission errors first, with the folder's name
-    warnings = []
-    if val_data is not None:
-        train_root, val_root = data, Path(val_data)
-        train, val = find_images(train_root), find_images(val_root)
-        how = f"train {train_root}, val {val_root}"
-        shared = ({_digest_file(p) for p in train} & {_digest_file(p) for p in val}) - {None}
-        if shared:
-            warnings.append(
-                f"{len(shared)} photo(s) appear in both {train_root} and {val_root}: val scores "
-                "will be optimistic; remove the duplicates from one folder"
-            )
-    else:
-        val_dir = next((data / d for d in ("val", "test") if (data / d).is_dir()), None)
-        if (data / "train").is_dir() and val_dir is not None:
-            train_root, val_root = data / "train", val_dir
-            train, val = find_images(train_root), find_images(val_root)
-            how = f"{data}: train/ and {val_dir.name}/ subfolders"
-        else:
-            train_root = val_root = data
-            train, val = hash_split(find_images(data), data, val_fraction)
-            how = f"{data}: split by file-name hash, {val_fraction:.0%} val"
-    for root, paths, flag in ((train_root, train, "--data"), (val_root, val, "--val-data")):
-        if not paths:
-            raise DataError(
-                f"no photos ({', '.join(IMAGE_EXTENSIONS)}) found in {root} for the "
-                f"{'train' if paths is train else 'val'} split; check {flag}"
-            )
-    return Sources(_items(train, train_root), _items(val, val_root), how, warnings=warnings)
-
-
-def resolve_sources(
-    data: str | Path | None = None,
-    val_data: str | Path | None = None,
-    dataset: str | None = None,
-    val_fraction: float = 0.1,
-    **dataset_options,
-) -> Sources:
-    if data is not None and dataset is not None:
-        raise DataError("give either --data DIR or --dataset NAME, not both")
-    if data is not None:
-        return folder_sources(Path(data), None if val_data is None else Path(val_data), val_fraction)
-    if val_data is not None:
-        raise DataError("--val-data needs --data (the training photos) too")
-    name = dataset or "sample"
-    if name not in DATASETS:
-        raise DataError(f"unknown --dataset {name!r}; choose one of: {', '.join(sorted(DATASETS))}")
-    return DATASETS[name](**dataset_options)
 
 
 # Bytes a stored pixel takes while a split is built and kept: uint8 RGB twice (the decoded
@@ -179,8 +60,6 @@ def check_memory(n_train: int, n_val: int, size: int, resize: str = "crop") -> N
     """Refuse, before decoding anything, splits that cannot fit in memory once decoded: a
     valid --size times many photos (1,400 photos at --size 2048 need ~110 GB) ends in a
     MemoryError an hour into loading otherwise."""
-    from .tensors import stored_size
-
     needed = (n_train * stored_size(size, True, resize) ** 2 + n_val * stored_size(size, False, resize) ** 2) * BYTES_PER_STORED_PIXEL
     free = available_memory()
     if free is not None and needed > free:
@@ -213,8 +92,6 @@ def load_data(
     if sources.is_sample:
         log.warning("Using the built-in sample set: a smoke test of the pipeline, not a benchmark.")
     if sources.cache is not None:
-        from .cache import build_cache
-
         train, train_skipped = build_cache(sources.train, size, True, sources.cache, sources.resize, workers, progress)
         val, val_skipped = build_cache(sources.val, size, False, sources.cache, sources.resize, workers, progress)
     else:
@@ -258,12 +135,10 @@ def load_data(
     return Data(train, val, manifest)
 
 
-# Named datasets register themselves on import (they need Sources and register_dataset).
-from . import coco, standard  # noqa: E402,F401
-from .download import default_data_root  # noqa: E402
 
 __all__ = [
     "DATASETS",
+    "IMAGE_EXTENSIONS",
     "Data",
     "DataError",
     "LabSplit",

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import Sources, register_dataset
 from .download import Archive, extract, fetch, resolve_data_root
 from .images import DataError, load_rgb
+from .sources import Sources, register_dataset
 
 log = logging.getLogger("colorbench")
 

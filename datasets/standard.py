@@ -19,9 +19,9 @@ from urllib.parse import urljoin
 import numpy as np
 from PIL import Image
 
-from . import Sources, register_dataset
 from .download import Archive, extract, fetch, resolve_data_root
 from .images import DataError, load_rgb
+from .sources import Sources, register_dataset
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .images import UnreadableImage, check_aspect, is_greyscale
 from .lab import normalize_lab, rgb_to_lab
 
 
@@ -97,8 +98,6 @@ def stored_size(size: int, train: bool, resize: str = "crop") -> int:
 
 def prepare_image(item: tuple[str, Callable[[], Image.Image]], stored: int, resize: str = "crop"):
     """``(name, uint8 HxWx3 array or None, skip reason or None)`` for one ``(name, opener)``."""
-    from .images import UnreadableImage, check_aspect, is_greyscale
-
     name, opener = item
     try:
         img = opener()

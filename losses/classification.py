@@ -11,10 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from colorbench_datasets.lab import AB_SCALE
 from torch import nn
 from torch.nn import functional as F
 
-from colorbench_datasets.lab import AB_SCALE
 from losses.registry import LossOptions, register_loss
 from models.ab_bins import ZHANG_GRID, ZHANG_TEMPERATURE, gamut_bins
 from models.classifier import class_head

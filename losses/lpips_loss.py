@@ -10,15 +10,22 @@ Without it Colorbench falls back -- loudly, and named ``lpips[random-alexnet]`` 
 from __future__ import annotations
 
 import functools
-import warnings
+import logging
 
 import torch
+from colorbench_datasets.lab import model_to_rgb
 from torch import nn
 
-from colorbench_datasets.lab import model_to_rgb
 from losses.registry import LossOptions, register_loss
 from models.metric_nets import lpips_alex
-from models.pretrained import WeightsUnavailable, known_weights, load_lpips_linear, load_state_dict
+from models.pretrained import (
+    WeightsUnavailable,
+    known_weights,
+    load_lpips_linear,
+    load_state_dict,
+)
+
+log = logging.getLogger("colorbench")
 
 RANDOM_TAG = "random-alexnet"
 
@@ -48,10 +55,9 @@ def lpips_network(device: str, strict: bool) -> tuple[FrozenLPIPS, str | None]:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
             trunk = alexnet(weights=None).state_dict()
-        warnings.warn(
+        log.warning(
             exc.one_line(f"the lpips loss runs on a RANDOMLY INITIALISED AlexNet under LPIPS's linear layers and is "
-                         f"named 'lpips[{RANDOM_TAG}]' (--strict-weights: an error instead)"),
-            stacklevel=2,
+                         f"named 'lpips[{RANDOM_TAG}]' (--strict-weights: an error instead)")
         )
     return FrozenLPIPS(lpips_alex(trunk, load_lpips_linear())).to(device), tag
 

@@ -7,15 +7,17 @@ e.g. ``relu2_2`` for Johnson's feature-reconstruction loss alone, or
 from __future__ import annotations
 
 import functools
-import warnings
+import logging
 
 import torch
+from colorbench_datasets.lab import model_to_rgb
 from torch import nn
 from torch.nn import functional as F
 
-from colorbench_datasets.lab import model_to_rgb
 from losses.registry import DEFAULT_PERCEPTUAL_LAYERS, LossOptions, register_loss
 from models.pretrained import WeightsUnavailable, known_weights, load_state_dict
+
+log = logging.getLogger("colorbench")
 
 # Index of each ReLU in torchvision's vgg16().features.
 VGG_LAYERS = {
@@ -105,10 +107,9 @@ def vgg16_features(
         if strict:
             raise
         tag = RANDOM_TAG
-        warnings.warn(
+        log.warning(
             exc.one_line(f"the perceptual loss runs on a RANDOMLY INITIALISED VGG16 and is named "
-                         f"'perceptual[{RANDOM_TAG}]' (--strict-weights: an error instead)"),
-            stacklevel=2,
+                         f"'perceptual[{RANDOM_TAG}]' (--strict-weights: an error instead)")
         )
     return VGGFeatures(net.features[: max(VGG_LAYERS[n] for n in layers) + 1], layers).to(device), tag
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 import functools
 
 import torch
+from colorbench_datasets.lab import AB_SCALE
 from torch import nn
 from torch.nn import functional as F
 
-from colorbench_datasets.lab import AB_SCALE
 from losses.registry import LossOptions, register_loss
 
 

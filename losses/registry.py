@@ -24,7 +24,6 @@ from typing import Callable
 
 from torch import nn
 
-
 # The perceptual loss's VGG16 layers when not told (``--perceptual-layers``, see
 # losses/perceptual.py); written once, here, for LossOptions, RunConfig and the loss.
 DEFAULT_PERCEPTUAL_LAYERS = "relu1_2,relu2_2,relu3_3,relu4_3"

@@ -8,9 +8,8 @@ from __future__ import annotations
 import functools
 
 import torch
-from torch.nn import functional as F
-
 from colorbench_datasets.lab import rgb_to_lab
+from torch.nn import functional as F
 
 ZHANG_GRID = 10.0  # ab grid step of the paper
 ZHANG_TEMPERATURE = 0.38  # the paper's annealed-mean temperature

@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
+from colorbench_datasets.lab import AB_SCALE
 from torch import nn
 
-from colorbench_datasets.lab import AB_SCALE
 from models.ab_bins import annealed_mean, gamut_bins
 
 CLASS_HEAD = "classes"

@@ -11,14 +11,12 @@ missing, never computed with random weights under its real name.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
 from torch import nn
 
 from models import pretrained
-from models.pretrained import WeightsFile, WeightsUnavailable
 
 
 def lpips_alex(trunk_state: dict, linear_state: dict) -> nn.Module:

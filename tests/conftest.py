@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import contextlib
+import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -103,3 +105,24 @@ def offline_env(root):
         mp.setenv("TORCH_HOME", str(root / "torch_home"))
         mp.setattr(torch.hub, "_hub_dir", None, raising=False)
         yield mp
+
+
+@contextlib.contextmanager
+def logged_warnings(match: str | None = None):
+    """The warnings Colorbench logs inside the block (its "colorbench" logger), as messages;
+    with ``match``, at least one must match it (a regular expression, as pytest.warns)."""
+    messages: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            if record.levelno >= logging.WARNING:
+                messages.append(record.getMessage())
+
+    logger, handler = logging.getLogger("colorbench"), Keep()
+    logger.addHandler(handler)
+    try:
+        yield messages
+    finally:
+        logger.removeHandler(handler)
+    if match is not None:
+        assert any(re.search(match, m) for m in messages), f"no warning matched {match!r}: {messages}"

@@ -50,12 +50,12 @@ def test_training_and_scoring_run_on_a_mapped_split(splits):
     (combo,) = parse_losses("l1")
     result = train_cell(combo, 0, map_train.to("cpu"), settings, LossOptions(), torch.device("cpu"), progress=False)
     assert len(result.log) == len(mem_train) // 4
-    mapped, memory = (Scorer.for_split(v).score_generator(result.generator) for v in (map_val, mem_val))
+    mapped, memory = (Scorer.for_split(v).generator_scores(result.generator).means for v in (map_val, mem_val))
     assert mapped.keys() == memory.keys()
     # Same model, inputs equal to within 8-bit Lab steps: scores agree closely, not bit for bit.
     for k in mapped:
         assert mapped[k] == pytest.approx(memory[k], rel=0.05, abs=0.02), k
-    assert Scorer.for_split(map_val).score_gray().keys() == memory.keys()
+    assert Scorer.for_split(map_val).gray_scores().means.keys() == memory.keys()
 
 
 def test_an_interrupted_build_is_redone(photo_dir, tmp_path, monkeypatch):

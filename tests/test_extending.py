@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from torch import nn
 
 import losses
+from conftest import logged_warnings
 from bench.cli import main
 from losses import LOSSES, LossOptions, is_adversarial, parse_losses, weights_tags
 from models import GENERATORS, register_generator
@@ -97,7 +98,7 @@ def test_weights_caveats_build_only_the_losses_that_declare_weights(monkeypatch)
 
     for name in ("gan", "l1", "classification"):
         monkeypatch.setitem(LOSSES, name, replace(LOSSES[name], factory=refuse))
-    with pytest.warns(UserWarning, match="RANDOMLY INITIALISED VGG16"):
+    with logged_warnings("RANDOMLY INITIALISED VGG16"):
         tags = weights_tags(["l1", "gan", "perceptual", "classification"], LossOptions())
     assert tags == {"perceptual": "random-vgg"}
     combo = parse_losses("100*l1+gan,perceptual")

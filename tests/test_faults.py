@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from bench.cli import main
-from conftest import offline_env, write_photo_folder, write_photos
+from conftest import logged_warnings, offline_env, write_photo_folder, write_photos
 
 TINY = ["--size", "32", "--width", "4", "--epochs", "1", "--batch-size", "4", "-q"]
 
@@ -545,7 +545,8 @@ def test_photos_that_cannot_fit_in_memory_are_refused_before_decoding(photo_dir,
 
 
 def test_colorize_finds_a_combination_by_any_order_of_its_terms(copied, tmp_path):
-    from bench.rundir.read import load_run, resolve_combination
+    from bench.colorize import resolve_combination
+    from bench.rundir.read import load_run
 
     _, run = copied
     config = json.loads((run / "config.json").read_text())
@@ -573,7 +574,7 @@ def test_a_foreign_file_under_a_weights_name_is_missing_with_the_reason(tmp_path
     hashed = []
     real = pretrained.sha256
     monkeypatch.setattr(pretrained, "sha256", lambda p: hashed.append(p) or real(p))
-    with pytest.warns(UserWarning, match="is not the published alexnet-owt-7be5be79.pth: its SHA-256 starts"):
+    with logged_warnings("is not the published alexnet-owt-7be5be79.pth: its SHA-256 starts"):
         nets = networks.load_metric_nets("cpu")
     assert nets.lpips is None and "SHA-256 mismatch" in nets.notes["lpips"]
     assert nets.notes["lpips"].startswith("missing weights file alexnet-owt-7be5be79.pth")
@@ -597,7 +598,7 @@ def test_the_lpips_loss_falls_back_loudly_for_a_foreign_alexnet(tmp_path):
 
     place_in_cache("alexnet", random_alexnet_features(), trusted=False)
     lpips_network.cache_clear()
-    with pytest.warns(UserWarning, match="SHA-256 starts"):
+    with logged_warnings("SHA-256 starts"):
         term = LOSSES["lpips"].factory(LossOptions())
     assert term.weights_tag == "random-alexnet"
 

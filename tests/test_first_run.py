@@ -10,6 +10,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from conftest import logged_warnings
 from bench.cli import main
 from bench.config.options import PRESETS, QUICK_STEPS, RunConfig, make_config
 from bench.train.loop import BatchStream, total_steps
@@ -108,14 +109,11 @@ def test_a_bad_data_folder_is_reported_before_any_weights_warning(tmp_path):
 
 
 def test_each_missing_weights_file_is_one_line(photo_dir, tmp_path):
-    import warnings
-
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with logged_warnings() as caught:
         res = CliRunner().invoke(main, ["run", "--data", str(photo_dir), "--losses", "perceptual", "--steps", "1",
                                         "--out", str(tmp_path / "run"), *TINY])
     assert res.exit_code == 0, res.output
-    messages = sorted({str(w.message) for w in caught if "is missing (" in str(w.message)})
+    messages = sorted({m for m in caught if "is missing (" in m})
     assert len(messages) == 3, messages  # vgg16, alexnet, inception: one warning each ...
     assert all("\n" not in m and "!!!" not in m for m in messages)  # ... of one line
     assert {m.split()[0] for m in messages} == {

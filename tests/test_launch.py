@@ -148,18 +148,18 @@ def test_a_cell_held_by_another_process_is_neither_trained_nor_resubmitted(seria
 
 def test_a_failing_cell_is_recorded_named_in_status_and_retried_by_the_next_run(serial, tmp_path, monkeypatch):
     """The debug executor runs the jobs in this process, so the failure can be planted."""
-    from bench.run import launch, stages as runner
+    from bench.run import job, launch
 
     photos, serial_run = serial
     out = tmp_path / "fails"
-    real = runner.run_cell
+    real = job.run_cell
 
     def flaky(combo, seed, *args, **kwargs):
         if (combo.name, seed) == ("gan", 0):
             raise RuntimeError("CUDA error: an illegal memory access was encountered (planted)")
         return real(combo, seed, *args, **kwargs)
 
-    monkeypatch.setattr(runner, "run_cell", flaky)
+    monkeypatch.setattr(job, "run_cell", flaky)
     monkeypatch.setattr(launch, "make_executor", _debug_executor(launch.make_executor))
     res = cli(*run_args(photos, out, "--launcher", "local"))
     assert res.exit_code != 0
@@ -168,7 +168,7 @@ def test_a_failing_cell_is_recorded_named_in_status_and_retried_by_the_next_run(
     assert "failed" in status and "3 done" in status and "planted" in status and "last log lines" in status
     failure = json.loads((out / "cells/gan/seed0/failure.json").read_text())
     assert "planted" in failure["error"] and failure["traceback"]
-    monkeypatch.setattr(runner, "run_cell", real)
+    monkeypatch.setattr(job, "run_cell", real)
     res = cli(*run_args(photos, out, "--launcher", "local"))
     assert res.exit_code == 0, res.output
     assert not (out / "cells/gan/seed0/failure.json").exists()

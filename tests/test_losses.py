@@ -2,6 +2,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from conftest import logged_warnings
 from bench.cli import main
 from losses import LOSSES, LossOptions, LossSpecError, parse_losses, register_loss
 from losses.registry import Combination, Term
@@ -80,7 +81,7 @@ def test_fallback_tag_goes_into_every_name():
 def test_perceptual_offline_falls_back_loudly_or_fails_when_strict():
     from models.pretrained import WeightsUnavailable
 
-    with pytest.warns(UserWarning, match="RANDOMLY INITIALISED VGG16"):
+    with logged_warnings("RANDOMLY INITIALISED VGG16"):
         term = LOSSES["perceptual"].factory(LossOptions())
     assert term.weights_tag == "random-vgg"
     L, ab = torch.zeros(2, 1, 32, 32), torch.rand(2, 2, 32, 32) - 0.5
@@ -94,7 +95,7 @@ def test_perceptual_offline_falls_back_loudly_or_fails_when_strict():
 def test_perceptual_runs_vgg_channels_last_and_computes_what_nchw_does():
     import copy
 
-    with pytest.warns(UserWarning, match="RANDOMLY INITIALISED VGG16"):
+    with logged_warnings("RANDOMLY INITIALISED VGG16"):
         term = LOSSES["perceptual"].factory(LossOptions())
     assert term.features.slices[0][0].weight.is_contiguous(memory_format=torch.channels_last)
     rgb = torch.rand(2, 3, 32, 32)

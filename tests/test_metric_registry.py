@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ast
 import math
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +12,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from conftest import logged_warnings
 from bench.score import metrics
 from bench.cli import main
 from bench.score.scorer import Scorer
@@ -102,16 +102,15 @@ def test_a_missing_network_makes_exactly_the_metrics_that_need_it_missing(regist
     def toy_deep(pred, target, batch):
         return batch.net("inception")(pred).mean(1)
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with logged_warnings() as caught:
         nets = networks.load_metric_nets("cpu")
     assert set(nets.missing) == {"lpips", "fid", "kid", "toy_deep"}
     assert nets.notes["toy_deep"] == nets.notes["fid"] == "missing weights file pt_inception-2015-12-05-6726825d.pth"
-    assert any("FID and KID and TOY_DEEP recorded as missing" in str(w.message) for w in caught)
+    assert any("FID and KID and TOY_DEEP recorded as missing" in m for m in caught)
     from test_scoring import _val
 
     scorer = Scorer.for_split(_val(), nets)
-    means = scorer.score_gray()
+    means = scorer.gray_scores().means
     assert math.isnan(means["toy_deep"]) and math.isnan(means["fid"]) and math.isfinite(means["psnr"])
     assert scorer.notes["toy_deep"] == "missing weights file pt_inception-2015-12-05-6726825d.pth"
 

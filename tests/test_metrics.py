@@ -249,10 +249,18 @@ def _sample(mu, sigma, n, seed):
     return mu + torch.randn(n, len(mu), generator=g, dtype=torch.float64) @ torch.linalg.cholesky(sigma).T
 
 
-def test_frechet_distance_closed_forms():
+def frechet_distance(mu1, sigma1, mu2, sigma2) -> torch.Tensor:
+    """The reference FID is read against: ||mu1 - mu2||^2 + tr(S1 + S2 - 2 sqrt(S1 S2)), with
+    scipy's matrix square root."""
     from scipy.linalg import sqrtm
 
-    from bench.score.metrics import frechet_distance
+    mu1, mu2, sigma1, sigma2 = (torch.as_tensor(t).double() for t in (mu1, mu2, sigma1, sigma2))
+    root = torch.from_numpy(np.asarray(sqrtm((sigma1 @ sigma2).numpy())).real)
+    return (mu1 - mu2).pow(2).sum() + sigma1.trace() + sigma2.trace() - 2 * root.trace()
+
+
+def test_frechet_distance_closed_forms():
+    from scipy.linalg import sqrtm
 
     mu1, s1, mu2, s2 = _gaussians()
     assert frechet_distance(mu1, s1, mu1, s1).item() == pytest.approx(0, abs=1e-9)
@@ -268,7 +276,7 @@ def test_frechet_distance_closed_forms():
 
 @pytest.mark.parametrize("n, d", [(40, 64), (500, 6)])  # fewer images than dims (the SVD path), and more
 def test_fid_of_features_equals_frechet_distance_of_their_statistics(n, d):
-    from bench.score.metrics import fid, frechet_distance
+    from bench.score.metrics import fid
 
     g = torch.Generator().manual_seed(n)
     x = torch.randn(n, d, generator=g, dtype=torch.float64).exp()  # skewed, non-negative, like pool features
@@ -279,7 +287,7 @@ def test_fid_of_features_equals_frechet_distance_of_their_statistics(n, d):
 
 
 def test_fid_of_samples_approaches_the_gaussians_closed_form():
-    from bench.score.metrics import fid, frechet_distance
+    from bench.score.metrics import fid
 
     mu1, s1, mu2, s2 = _gaussians()
     x, y = _sample(mu1, s1, 20000, 1), _sample(mu2, s2, 20000, 2)

@@ -4,6 +4,7 @@ import torch
 from click.testing import CliRunner
 from torch import nn
 
+from conftest import logged_warnings
 from bench.cli import main
 from colorbench_datasets.lab import AB_SCALE
 from losses import LOSSES, LossOptions
@@ -92,7 +93,7 @@ def test_perceptual_layers_and_weights_are_options():
     assert parse_layer_weights("relu3_3:0.5, relu1_2") == (("relu1_2", 1.0), ("relu3_3", 0.5))
     L, fake = torch.rand(1, 1, 32, 32), torch.rand(1, 2, 32, 32) - 0.5
     real = torch.zeros_like(fake)
-    with pytest.warns(UserWarning):
+    with logged_warnings("."):
         one = LOSSES["perceptual"].factory(LossOptions(perceptual_layers="relu2_2"))
     two = LOSSES["perceptual"].factory(LossOptions(perceptual_layers="relu2_2:2"))
     both = LOSSES["perceptual"].factory(LossOptions(perceptual_layers="relu1_2,relu2_2"))
@@ -123,7 +124,7 @@ def test_bad_perceptual_layers_fail_the_run_before_training(photo_dir, tmp_path)
 def test_lpips_offline_falls_back_loudly_or_fails_when_strict():
     from models.pretrained import WeightsUnavailable
 
-    with pytest.warns(UserWarning, match="RANDOMLY INITIALISED AlexNet"):
+    with logged_warnings("RANDOMLY INITIALISED AlexNet"):
         term = LOSSES["lpips"].factory(LossOptions())
     assert term.weights_tag == "random-alexnet"
     assert not any(p.requires_grad for p in term.parameters())

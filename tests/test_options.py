@@ -10,7 +10,8 @@ from click.testing import CliRunner
 
 from bench.config import options as config
 from bench.config.identity import changed_options
-from bench.cli import main, run
+from bench.cli import main
+from bench.cli.run import run
 from bench.config.options import IDENTITY_FIELDS, LAUNCH_FIELDS, OPTIONS_ADDED_LATER, PRESET_FIELDS, PRESETS, RUN_FIELDS, LaunchConfig, RunConfig, make_config
 from bench.config.options import TrainSettings
 from losses import LossOptions

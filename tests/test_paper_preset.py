@@ -29,7 +29,7 @@ def test_preset_losses_apply_unless_given_on_the_command_line(monkeypatch):
         seen["cfg"] = cfg
         raise ValueError("stop here")
 
-    monkeypatch.setattr("bench.run.runner.run_benchmark", fake_run)
+    monkeypatch.setattr("bench.cli.run.run_benchmark", fake_run)
     CliRunner().invoke(main, ["run", "--preset", "paper"])
     assert seen["cfg"].losses == make_config("paper").losses
     CliRunner().invoke(main, ["run", "--preset", "paper", "--losses", "l1"])

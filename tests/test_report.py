@@ -299,6 +299,7 @@ def test_several_runs_make_one_comparison_report(tiny_run, tmp_path):
 def test_report_defaults_to_the_newest_run_under_results(tiny_run, tmp_path, monkeypatch):
     import os
 
+    import bench.cli.report
     import bench.report.build
 
     old, new = copy_run(tiny_run, tmp_path / "results" / "old"), copy_run(tiny_run, tmp_path / "results" / "new")
@@ -310,7 +311,7 @@ def test_report_defaults_to_the_newest_run_under_results(tiny_run, tmp_path, mon
         seen.append([Path(d).resolve() for d in dirs])
         return bench.report.build.Report(Path(dirs[0]) / "report.md", {})
 
-    monkeypatch.setattr(bench.report.build, "build_report", fake_build)
+    monkeypatch.setattr(bench.cli.report, "build_report", fake_build)
     make_report()
     assert seen == [[new.resolve()]]
 

@@ -32,10 +32,10 @@ def test_scorer_is_independent_of_batch_size_and_scores_the_truth_perfectly():
     val, nets = _val(), _tiny_nets()
     ab = 0.5 * val.ab + 0.03 * torch.randn(val.ab.shape, generator=torch.Generator().manual_seed(1))
     whole, small = Scorer.for_split(val, nets, 64), Scorer.for_split(val, nets, 5)
-    a, b = whole.score_ab(ab), small.score_ab(ab)
+    a, b = whole.ab_scores(ab).means, small.ab_scores(ab).means
     assert list(a) == list(METRICS) and all(math.isfinite(v) for v in a.values())
     assert a == pytest.approx(b, rel=1e-5, abs=1e-7)  # set metrics see the whole set either way
-    truth = whole.score_ab(val.ab)
+    truth = whole.ab_scores(val.ab).means
     assert truth["psnr"] > 40 and truth["ssim"] > 0.999 and truth["de00"] < 0.05
     # float32 round-off makes most errors ~1e-6, not 0, so most of the t = 0 point of the
     # curve is lost: at most half a unit of 150, 0.33 points
@@ -47,11 +47,11 @@ def test_scorer_is_independent_of_batch_size_and_scores_the_truth_perfectly():
 
 def test_gray_has_no_colour_and_its_delta_cf_is_the_photos_colourfulness():
     scorer = Scorer.for_split(_val())
-    gray = scorer.score_gray()
+    gray = scorer.gray_scores().means
     assert set(gray) == {"psnr", "ssim", "de00", "cf", "delta_cf", "auc", "auc_rebal"}  # no networks asked for
     assert gray["cf"] < 1
     assert gray["delta_cf"] == pytest.approx(scorer.ground_truth()["cf"] - gray["cf"], rel=1e-5)
-    assert Scorer.for_split(_val(), batch_size=3).score_gray() == pytest.approx(gray, rel=1e-5)
+    assert Scorer.for_split(_val(), batch_size=3).gray_scores().means == pytest.approx(gray, rel=1e-5)
 
 
 def test_a_missing_network_leaves_its_metrics_empty_with_the_file_named():
@@ -59,6 +59,6 @@ def test_a_missing_network_leaves_its_metrics_empty_with_the_file_named():
     del nets.networks["alexnet"]
     nets.missing["lpips"] = known_weights()["alexnet"]
     scorer = Scorer.for_split(_val(), nets)
-    scores = scorer.score_gray()
+    scores = scorer.gray_scores().means
     assert math.isnan(scores["lpips"]) and math.isfinite(scores["fid"])
     assert scorer.notes["lpips"] == "missing weights file alexnet-owt-7be5be79.pth"

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from torch import nn
 
 from bench.cli import main
-from conftest import place_in_cache
+from conftest import logged_warnings, place_in_cache
 from models import metric_nets, pretrained
 from bench.score import networks
 from models.pretrained import WeightsFile, WeightsUnavailable, known_weights
@@ -92,7 +92,7 @@ def test_import_refuses_a_wrong_file_clearly_and_writes_nothing(tmp_path):
 
 
 def test_offline_without_files_the_networks_are_missing_with_the_file_named():
-    with pytest.warns(UserWarning, match="recorded as missing"):
+    with logged_warnings("recorded as missing"):
         nets = networks.load_metric_nets("cpu")
     assert nets.lpips is None and nets.inception is None
     assert {m: w.filename for m, w in nets.missing.items()} == {
@@ -129,7 +129,7 @@ def test_lpips_is_built_from_the_alexnet_file_and_equals_the_lpips_package(monke
     features = {k: v for k, v in alex.state_dict().items() if k.startswith("features.")}
     place_in_cache("alexnet", features)  # what a real (features-only here) file holds, at the real name
     calls = _spy_loads(monkeypatch)
-    with pytest.warns(UserWarning):  # the inception file is still missing
+    with logged_warnings("."):  # the inception file is still missing
         nets = networks.load_metric_nets("cpu")
     assert calls == ["alexnet-owt-7be5be79.pth", "pt_inception-2015-12-05-6726825d.pth"]
 
@@ -151,7 +151,7 @@ def test_fid_network_is_pytorch_fids_inception_built_from_the_inception_file(mon
     # torchvision Inception (1008 classes, no aux head) is a state dict in the file's format.
     state = torchvision.models.inception_v3(weights=None, num_classes=1008, aux_logits=False, init_weights=False).state_dict()
     calls = _spy_loads(monkeypatch, provide={"inception": state})
-    with pytest.warns(UserWarning):  # AlexNet missing
+    with logged_warnings("."):  # AlexNet missing
         nets = networks.load_metric_nets("cpu")
     assert "pt_inception-2015-12-05-6726825d.pth" in calls and nets.inception is not None
     mixed_7c = nets.inception.net.blocks[3][2]  # pytorch-fid's last block before the pool

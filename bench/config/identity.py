@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 
 from bench.config.options import IDENTITY_FIELDS
+from losses import parse_losses
+from losses.perceptual import parse_layer_weights
 
 PATH_OPTIONS = ("data", "val_data", "data_root", "out")
 
@@ -19,15 +21,13 @@ def _comparable(key: str, options: dict):
     if key in PATH_OPTIONS:
         return os.path.realpath(os.path.expanduser(str(value)))
     if key == "losses":
-        from losses import parse_losses
-
+    
         try:
             return sorted(c.spec for c in parse_losses(value))
         except ValueError:
             return value
     if key == "perceptual_layers":
-        from losses.perceptual import parse_layer_weights
-
+    
         try:
             return parse_layer_weights(value)
         except ValueError:

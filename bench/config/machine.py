@@ -10,8 +10,7 @@ from pathlib import Path
 
 import torch
 
-from bench.config.options import PRECISIONS, max_parallel
-from bench.config.options import LaunchConfig
+from bench.config.options import PRECISIONS, LaunchConfig, max_parallel
 
 
 def cores() -> int:
@@ -42,7 +41,11 @@ def resolve_device(requested: str) -> torch.device:
         raise ValueError("--device cuda was asked for but no CUDA GPU is visible to torch; use --device cpu or auto")
     if requested not in ("cpu",) and not requested.startswith("cuda"):
         raise ValueError(f"unknown --device {requested!r}; use auto, cpu or cuda[:N]")
-    return torch.device(requested)
+    device = torch.device(requested)
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"--device {requested}: this machine shows {torch.cuda.device_count()} GPU(s), "
+                         f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    return device
 
 
 def cpu_has_native_bf16() -> bool:

@@ -3,6 +3,7 @@ cells run), the presets, and ``TrainSettings`` (how every cell trains)."""
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -55,7 +56,7 @@ def option(default=dataclasses.MISSING, *, help: str = "", identity: bool = Fals
            default_text: str = "", multiple: bool = False, default_factory=dataclasses.MISSING):
     """A ``RunConfig`` field with what ``bench run`` and a resumed run need to know about it:
 
-    - ``help``: the ``bench run`` help text (the default is appended by bench/cli.py).
+    - ``help``: the ``bench run`` help text (the default is appended by bench/cli/run.py).
     - ``identity``: the option changes what a cell computes, so a resumed ``--out`` must
       match on it; ``old_runs``: for an identity option added after runs existed, the
       value those runs used (absent from their config.json).
@@ -78,7 +79,7 @@ class RunConfig:
     """Every option of ``bench run``; ``config.json`` stores the resolved copy.
 
     Each field's metadata (``option``) is the one source of its help, its flag and whether
-    it is an identity option; bench/cli.py builds ``bench run``'s options from it."""
+    it is an identity option; bench/cli/run.py builds ``bench run``'s options from it."""
 
     losses: str = option(
         DEFAULT_LOSSES, identity=True,
@@ -170,8 +171,6 @@ class RunConfig:
 
     def train_settings(self, precision: str):
         """How every cell trains: the training fields of this config, in ``precision`` (resolved)."""
-        from bench.config.options import TrainSettings
-
         return TrainSettings(
             generator=self.generator, size=self.size, width=self.width, epochs=self.epochs or 0, steps=self.steps,
             batch_size=self.batch_size, lr=self.lr, betas=tuple(self.betas), precision=precision,
@@ -256,8 +255,29 @@ OPTIONS_ADDED_LATER = {name: f.metadata["old_runs"] for name, f in RUN_FIELDS.it
 PRESET_FIELDS = tuple(name for name in RUN_FIELDS if any(name in values for values in PRESETS.values()))
 
 
+def parse_seeds(value) -> tuple[int, ...]:
+    """``--seeds`` as the CLI takes it ("0,1,2") or as Python gives it (0, or [0, 1])."""
+    try:
+        if isinstance(value, str):
+            seeds = tuple(int(s) for s in value.split(","))
+        else:
+            seeds = tuple(int(s) for s in ([value] if isinstance(value, int) else value))
+    except (TypeError, ValueError):
+        raise ValueError(f"--seeds {value!r} is not a comma-separated list of integers, e.g. 0,1,2") from None
+    if not seeds or any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+        raise ValueError(f"--seeds {value!r}: seeds must be distinct non-negative integers, e.g. 0,1,2")
+    return seeds
+
+
 def make_config(preset: str = "quick", **options) -> RunConfig:
-    """Preset values, overridden by every option that is not None."""
+    """Preset values, overridden by every option that is not None. Takes the values the CLI
+    takes (``seeds="0,1"``, ``losses="l1,mse"``) as well as Python's (``seeds=[0, 1]``)."""
+    unknown = sorted(set(options) - set(RUN_FIELDS))
+    if unknown:
+        raise ValueError(f"unknown option(s) {', '.join(unknown)}; `bench run --help` lists them "
+                         "(as --option-name; in Python, option_name)")
+    if options.get("seeds") is not None:
+        options["seeds"] = parse_seeds(options["seeds"])
     if preset not in PRESETS:
         raise ValueError(f"unknown --preset {preset!r}; choose one of: {', '.join(PRESETS)}")
     given = {k: v for k, v in options.items() if v is not None}
@@ -273,18 +293,25 @@ def make_config(preset: str = "quick", **options) -> RunConfig:
     return RunConfig(preset=preset, **values)
 
 
+def _run_default(name: str):
+    return RUN_FIELDS[name].default
+
+
 @dataclass
 class TrainSettings:
-    generator: str = "unet"
-    size: int = 64
-    width: int = 32
+    """How every cell of a run trains (``RunConfig.train_settings``); the defaults are
+    ``RunConfig``'s, so a cell trained from Python matches one trained by ``bench run``."""
+
+    generator: str = _run_default("generator")
+    size: int = _run_default("size")
+    width: int = _run_default("width")
     epochs: int = 3
     # Optimizer steps per cell; when set it replaces ``epochs`` (the quick preset budgets
     # steps, so a small photo set trains long enough and a large one stays quick).
     steps: int | None = None
-    batch_size: int = 32
-    lr: float = 2e-4
-    betas: tuple[float, float] = (0.5, 0.999)
+    batch_size: int = _run_default("batch_size")
+    lr: float = _run_default("lr")
+    betas: tuple[float, float] = _run_default("betas")
     precision: str = "fp32"
     out_channels: int = 2
     # None: by device and precision. cuDNN's tensor-core kernels and oneDNN's bf16 ones want
@@ -302,5 +329,14 @@ def config_options(options: dict) -> RunConfig:
     return RunConfig(**values)
 
 
-def default_out() -> str:
-    return str(Path("results") / datetime.now().strftime("run-%Y%m%d-%H%M%S"))
+def default_out(root: str | Path = "results") -> str:
+    """A new run folder under ``root``, named by the time and created here, so that two runs
+    started in the same second take ``run-...-2`` and ``run-...-3`` instead of one folder."""
+    stamp = datetime.now().strftime("run-%Y%m%d-%H%M%S")
+    for k in itertools.count(1):
+        path = Path(root) / (stamp if k == 1 else f"{stamp}-{k}")
+        try:
+            path.mkdir(parents=True)
+        except FileExistsError:
+            continue
+        return str(path)

@@ -6,11 +6,23 @@ import os
 from pathlib import Path
 
 import torch
+from colorbench_datasets import DATASETS
+from colorbench_datasets.images import check_folder
 
-from bench.config.options import LAUNCHERS, PRECISIONS, PRESETS, parse_devices
 from bench.config.machine import resolve_device, resolve_precision
-from bench.config.options import LaunchConfig, RunConfig
+from bench.config.options import (
+    LAUNCHERS,
+    PRECISIONS,
+    PRESETS,
+    LaunchConfig,
+    RunConfig,
+    parse_devices,
+)
+from bench.rundir.layout import slug
+from losses import parse_losses
 from losses.adversarial import GAN_MODES
+from losses.perceptual import parse_layer_weights
+from models import DISCRIMINATORS, GENERATORS, unet_depth
 
 
 def _check_launch(launch: LaunchConfig, cfg: RunConfig) -> None:
@@ -34,6 +46,7 @@ def _check_launch(launch: LaunchConfig, cfg: RunConfig) -> None:
     if devices and len(devices) < launch.gpus_per_cell:
         raise OptionError(f"--devices lists {len(devices)} GPU(s) and --gpus-per-cell asks for "
                           f"{launch.gpus_per_cell} per cell; list more devices or lower --gpus-per-cell")
+    _check_visible_gpus(launch, cfg, devices)
     for item in launch.slurm_option:
         if not isinstance(item, str) or "=" not in item or not item.split("=", 1)[0].strip():
             raise OptionError(f"--slurm-option {item!r}: give KEY=VALUE, e.g. --slurm-option account=myproject")
@@ -41,6 +54,21 @@ def _check_launch(launch: LaunchConfig, cfg: RunConfig) -> None:
         raise OptionError("--slurm-partition and --slurm-option are for --launcher slurm")
     if launch.no_wait and launch.launcher == "serial":
         raise OptionError("--no-wait needs --launcher local or slurm: a serial run trains in this process")
+
+
+def _check_visible_gpus(launch: LaunchConfig, cfg: RunConfig, devices: list[str]) -> None:
+    """GPUs asked for and not there, refused before any photo or weight loads (each cell
+    would fail on its own otherwise, minutes later). A SLURM submission is checked by
+    SLURM: its login node may see no GPU at all."""
+    visible = torch.cuda.device_count()
+    where = (f"this machine shows {visible} GPU(s), cuda:0 to cuda:{visible - 1}" if visible else
+             "this machine shows no GPU (CUDA_VISIBLE_DEVICES, or a node without one)")
+    absent = [d for d in devices if int(d[5:]) >= visible]
+    if absent:
+        raise OptionError(f"--devices {absent[0]}: {where}; list only those")
+    on_gpu = devices or (cfg.device != "cpu" and resolve_device(cfg.device).type == "cuda")
+    if launch.launcher != "slurm" and on_gpu and launch.gpus_per_cell > max(visible, 1):
+        raise OptionError(f"--gpus-per-cell {launch.gpus_per_cell}: {where}; ask for at most {visible}")
 
 
 class OptionError(ValueError):
@@ -83,8 +111,6 @@ def _int_in(cfg, name: str, low: int, high: int, hint: str = "") -> None:
 
 
 def _folder(value, flag: str) -> None:
-    from colorbench_datasets.images import check_folder
-
     if not isinstance(value, (str, os.PathLike)):
         raise OptionError(f"{flag} must be a folder path, got {value!r}")
     check_folder(Path(value), flag)
@@ -112,13 +138,6 @@ def validate(cfg: RunConfig, launch: LaunchConfig | None = None) -> None:
 
 def _check_what_trains(cfg: RunConfig) -> None:
     """The losses, the networks and their sizes."""
-    from bench.rundir.layout import (
-        slug,  # cells are folders by name; two combinations must not share one
-    )
-    from losses import parse_losses
-    from losses.perceptual import parse_layer_weights
-    from models import DISCRIMINATORS, GENERATORS, unet_depth
-
     if not isinstance(cfg.losses, str):
         raise OptionError(f"--losses must be a string such as 'l1,100*l1+gan', got {cfg.losses!r}")
     folders = {}
@@ -203,8 +222,6 @@ def _check_machine(cfg: RunConfig, remote: bool = False) -> None:
 def _check_photos_and_out(cfg: RunConfig) -> None:
     """Where the photos come from and where the run goes: cheap checks only (the folders
     are walked when the photos load)."""
-    from colorbench_datasets import DATASETS
-
     if cfg.data is not None and cfg.dataset is not None:
         raise OptionError("give either --data DIR or --dataset NAME, not both")
     if cfg.val_data is not None and cfg.data is None:

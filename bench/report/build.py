@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 from colorbench_datasets import model_to_rgb
+from colorbench_datasets.images import display_name
 from colorbench_datasets.tensors import resize_and_crop
 
 from bench.colorize import colorize_images, gray_image
@@ -35,7 +36,6 @@ from bench.rundir.layout import BASELINES, GRAY, TRUTH, RunFolder
 from bench.rundir.read import (
     Run,
     RunFolderError,
-    check_report_out,
     load_run,
     read_train_log,
 )
@@ -450,6 +450,30 @@ def metric_legend(summary: pd.DataFrame) -> str:
         info = METRICS.get(m)
         lines.append(f"`{m}` {arrow(m)} {info.description}" if info else f"`{m}`: not in this version's metric registry")
     return " · ".join(lines)
+
+
+def check_report_out(runs: list[Run], out: Path, overwrite: bool = False) -> None:
+    """Refuse to write a report over another run's report, or over a report on other runs,
+    unless ``overwrite``: ``bench report A --out B``, B being another run, would replace
+    B's report.md, summary.csv and figures."""
+    out, target = Path(out), RunFolder(out)
+    if overwrite or any(os.path.realpath(r.path) == os.path.realpath(out) for r in runs):
+        return
+    names = ", ".join(r.name for r in runs)
+    fix = "choose another --out, or pass --overwrite to replace it"
+    if target.config.is_file():
+        raise RunFolderError(f"--out {out} is another run's folder: its report.md, summary.csv and figures would be "
+                             f"replaced by a report on {names}; {fix}")
+    if target.summary.is_file():
+        try:
+            previous = set(pd.read_csv(target.summary, usecols=["run"])["run"].astype(str))
+        except (ValueError, pd.errors.ParserError, pd.errors.EmptyDataError):
+            previous = set()
+        if previous != {display_name(r.name) for r in runs}:  # as summary.csv writes names
+            raise RunFolderError(f"--out {out} holds a report on other runs ({', '.join(sorted(previous)) or 'unknown'}), "
+                                 f"not on {names}; {fix}")
+    elif target.report.is_file():
+        raise RunFolderError(f"--out {out} holds a report.md that `bench report` did not write for {names}; {fix}")
 
 
 def build_report(run_dirs: list[str | Path], out: str | Path | None = None, settings: ReportSettings | None = None,

@@ -16,6 +16,7 @@ from itertools import combinations as pairs_of
 import numpy as np
 import pandas as pd
 
+from bench.report import figures
 from bench.report.summary import arrow, decimals, direction, table_rows
 from bench.rundir.layout import GRAY, TRUTH
 from bench.rundir.read import Run
@@ -513,8 +514,6 @@ def _draw_matrix(ax, rows: pd.DataFrame, order: list[str], digits: int, title: s
     from matplotlib.colors import ListedColormap
     from matplotlib.patches import Rectangle
 
-    from bench.report import figures
-
     delta, verdicts = difference_matrix(rows, order)
     real, pale = (verdicts == REAL).to_numpy(), (verdicts == MODELS_ONLY).to_numpy()
     span = float(np.nanmax(np.abs(delta.to_numpy()))) if delta.notna().any().any() else 1.0
@@ -552,8 +551,6 @@ def _draw_matrix(ax, rows: pd.DataFrame, order: list[str], digits: int, title: s
 
 def pairwise_figure(analysis: Analysis, summary: pd.DataFrame | None, path) -> bool:
     """One matrix per run and headline metric; False (nothing written) without pairs."""
-    from bench.report import figures
-
     panels = []
     for s in analysis.scores:
         own = analysis.pairwise[analysis.pairwise.run == s.run.name]

@@ -2,13 +2,15 @@
 show them."""
 from __future__ import annotations
 
+from colorbench_datasets import resolve_sources
+from colorbench_datasets.cache import build_cache
+from colorbench_datasets.tensors import build_split
+
 from bench.rundir.read import Run
 
 
 def run_sources(run: Run):
     """The run's photo sources, located from config.json as ``bench run`` located them."""
-    from colorbench_datasets import resolve_sources
-
     o = run.options
     return resolve_sources(
         o.get("data"), o.get("val_data"), o.get("dataset"), size=int(o["size"]), data_root=o.get("data_root"),
@@ -24,13 +26,9 @@ def val_sources(run: Run):
 def load_val_split(run: Run):
     """The run's val split exactly as it was scored (same size, resize mode, crop and
     skips); a named dataset's cached split is reused, not rebuilt."""
-    from colorbench_datasets.tensors import build_split
-
     sources = run_sources(run)
     size, workers = int(run.options["size"]), int(run.options.get("workers", 2))
     if sources.cache is not None:
-        from colorbench_datasets.cache import build_cache
-
         split, _ = build_cache(sources.val, size, False, sources.cache, sources.resize, workers)
     else:
         split, _ = build_split(sources.val, size, False, workers, None, sources.resize)

@@ -18,6 +18,7 @@ import argparse
 import logging
 import os
 import socket
+import subprocess
 import sys
 import traceback
 import warnings
@@ -26,14 +27,27 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+import submitit
 import torch
 
+from bench.config.machine import (
+    job_name,
+    resolve_device,
+    set_determinism,
+    torch_threads,
+)
 from bench.config.options import config_options
-from bench.config.machine import job_name, resolve_device
+from bench.run.reuse import check_cell_numerics
+from bench.run.stages import Plan, assemble_metrics, load_photos, load_weights, run_cell
+from bench.run.stop import RunInterrupted, StopOnSigint
 from bench.rundir.layout import CellFolder, RunFolder
 from bench.rundir.lock import RunFolderBusy
 from bench.rundir.read import cells_in_order, read_config, read_json
 from bench.rundir.write import write_json
+from bench.score.scorer import Scorer
+from bench.train.distributed import any_rank, process_group
+from bench.train.loop import Interrupted
+from losses import parse_losses
 
 log = logging.getLogger("colorbench")
 
@@ -58,11 +72,6 @@ class JobRun:
 
 def open_run(run_dir: Path, device: str | None = None, dist=None) -> JobRun:
     """The run folder's plan, photos and (rank 0) scorer, checked against config.json."""
-    from bench.config.machine import set_determinism
-    from bench.run.stages import Plan, load_photos, load_weights
-    from bench.score.scorer import Scorer
-    from losses import parse_losses
-
     folder = RunFolder(run_dir)
     config = read_config(folder.config)
     cfg = config_options(config["options"])
@@ -134,9 +143,6 @@ def failed_in_launch(cell: CellFolder, launch_id: str) -> bool:
 
 def train_one(run: JobRun, name: str, seed: int, stop, dist=None) -> dict | None:
     """Train and score one cell of ``run`` (its lock already held by this job)."""
-    from bench.run.reuse import check_cell_numerics
-    from bench.run.stages import run_cell
-
     combo = next(c for c in run.plan.combos if c.name == name)
     cell = run.folder.cell(name, seed)
     if cell.is_done():
@@ -152,8 +158,6 @@ def run_job(run_dir: str | Path, cells: list[tuple[str, int]], device: str | Non
     trained under its lock (by torchrun's processes when ``gpus_per_cell`` > 1). A cell that
     fails is recorded (failure.json) and the job goes on to the next; raises at the end if
     any failed. Returns how many cells it trained."""
-    from bench.config.machine import torch_threads
-
     folder, job = RunFolder(run_dir), job_name()
     config = read_config(folder.config)
     with torch_threads(config_threads(config)):  # restored after: the debug executor runs jobs in-process
@@ -171,10 +175,6 @@ def config_threads(config: dict) -> int:
 
 def _train_cells(run, folder, config, cells, job, launch_id, gpus_per_cell, device) -> tuple[int, list[str]]:
     """``run_job``'s loop: the cells trained here, and those that failed."""
-    from bench.run.stages import assemble_metrics
-    from bench.run.stop import RunInterrupted, StopOnSigint
-    from bench.train.loop import Interrupted
-
     trained, failed = 0, []
     with StopOnSigint() as stop:
         for name, seed in cells:
@@ -190,8 +190,6 @@ def _train_cells(run, folder, config, cells, job, launch_id, gpus_per_cell, devi
                     cell.failure.unlink(missing_ok=True)
                     log.info("%s seed %d: training (%s)", name, seed, job or f"pid {os.getpid()}")
                     if run is None:
-                        from bench.run.launch import torchrun_cell
-
                         torchrun_cell(folder.path, name, seed, gpus_per_cell, device)
                     else:
                         train_one(run, name, seed, stop)
@@ -206,6 +204,16 @@ def _train_cells(run, folder, config, cells, job, launch_id, gpus_per_cell, devi
                 lock.release()
             assemble_metrics(folder, config)
     return trained, failed
+
+
+def torchrun_cell(run_dir: Path, name: str, seed: int, processes: int, device: str | None = None) -> None:
+    """Train one cell data-parallel in ``processes`` processes started by torchrun, this
+    process holding the cell's lock for them."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
+               "-m", "bench.run.job", str(run_dir), "--combination", name, "--seed", str(seed), "--parent-holds-lock"]
+    if device:
+        command += ["--device", device]
+    subprocess.run(command, check=True)
 
 
 @dataclass
@@ -223,8 +231,6 @@ class Job:
     def __call__(self) -> int:
         if not logging.getLogger("colorbench").handlers:  # the job's log: what it trains, what failed
             logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-        import submitit
-
         if self.gpus_per_cell > 1 and submitit.JobEnvironment().num_tasks > 1:
             # One task per GPU in this job (SLURM's --ntasks-per-node): each task is a rank
             # of the cell's process group, as torchrun's processes are.
@@ -234,8 +240,6 @@ class Job:
         return run_job(self.run_dir, self.cells, self.device, self.launch_id, self.gpus_per_cell)
 
     def checkpoint(self, *args, **kwargs):
-        import submitit
-
         return submitit.helpers.DelayedSubmission(self)
 
 
@@ -244,12 +248,6 @@ def train_distributed(run_dir: str | Path, name: str, seed: int, device: str | N
     """One cell, data-parallel over torchrun's processes: rank 0 takes the cell's lock (unless
     the process that launched torchrun holds it), every rank trains its shard of each global
     batch, rank 0 alone writes. Returns whether this group trained the cell."""
-    from bench.config.machine import torch_threads
-    from bench.run.stages import assemble_metrics
-    from bench.run.stop import RunInterrupted, StopOnSigint
-    from bench.train.distributed import any_rank, process_group
-    from bench.train.loop import Interrupted
-
     want = torch.device(device) if device else None
     config = read_config(RunFolder(run_dir).config)
     with torch_threads(config_threads(config)), \
@@ -291,8 +289,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--parent-holds-lock", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    from bench.run.stop import RunInterrupted
-
     try:
         train_distributed(args.run_dir, args.combination, args.seed, args.device, args.parent_holds_lock)
     except RunInterrupted:

@@ -14,22 +14,24 @@ from __future__ import annotations
 
 import logging
 import socket
-import subprocess
-import sys
 import time
 import uuid
 from datetime import datetime
-from pathlib import Path
 
+import submitit
+import torch
+from submitit.local.debug import DebugJob
 from tqdm.auto import tqdm
 
 from bench.config.options import LaunchConfig, max_parallel, parse_devices
-from bench.run.job import Job
-from bench.run.status import cells_waiting, read_launches
+from bench.run.job import Job, run_job
+from bench.run.status import cell_states, cells_waiting, read_launches
+from bench.run.stop import RunInterrupted
 from bench.rundir.layout import RunFolder
 from bench.rundir.lock import holder
 from bench.rundir.read import cells_in_order
 from bench.rundir.write import write_json
+from losses import LOSSES, parse_losses
 
 log = logging.getLogger("colorbench")
 
@@ -60,8 +62,6 @@ def relative_cost(spec: str) -> int:
     that runs a pretrained network (VGG16, AlexNet) costs most, one that trains a
     discriminator next. Measured per step on the shared photos (quick preset, 2 cores):
     l1 27 ms, gan 60 ms (2.2x), perceptual 122 ms (4.5x); the ranks are 1, 3 and 5."""
-    from losses import LOSSES, parse_losses
-
     (combo,) = parse_losses(spec)
     return 1 + sum(4 if LOSSES[t.name].weights else 2 if LOSSES[t.name].adversarial else 0 for t in combo.terms)
 
@@ -69,8 +69,6 @@ def relative_cost(spec: str) -> int:
 def make_executor(folder: RunFolder, launch: LaunchConfig, config: dict, kind: str | None = None):
     """submitit's executor for ``launch`` (``kind`` overrides the launcher: ``debug`` runs
     the jobs in this process, for tests), its logs under the run's jobs/ folder."""
-    import submitit
-
     kind = kind or launch.launcher
     jobs = folder.jobs_dir / "%j"
     on_gpu = str(config["device"]).startswith("cuda")
@@ -99,7 +97,7 @@ def submit(folder: RunFolder, config: dict, launch: LaunchConfig, cells, launch_
     if (kind or launch.launcher) == "slurm":
         # device None: each task takes the run's planned device type (bench.run.job.open_run)
         return executor.submit_array([Job(run_dir, [cell], None, launch_id, launch.gpus_per_cell) for cell in cells])
-    devices = parse_devices(launch.devices)
+    devices = local_devices(launch, config)
     groups = [devices[k:k + launch.gpus_per_cell] for k in range(0, len(devices) - launch.gpus_per_cell + 1,
                                                                launch.gpus_per_cell)]
     workers = min(max_parallel(launch) or 1, len(cells))
@@ -111,6 +109,15 @@ def submit(folder: RunFolder, config: dict, launch: LaunchConfig, cells, launch_
         device = ("cuda" if group else "cpu") if devices else None
         jobs.append(executor.submit(Job(run_dir, cells[i:] + cells[:i], device, launch_id, launch.gpus_per_cell)))
     return jobs
+
+
+def local_devices(launch: LaunchConfig, config: dict) -> list[str]:
+    """The GPUs a local launch spreads its workers over: ``--devices``, else, for a run on
+    CUDA, every GPU this process sees. submitit's local executor hides every GPU from a job
+    it is not told to give any (CUDA_VISIBLE_DEVICES=""), so a GPU run must always name them."""
+    if launch.devices or not str(config["device"]).startswith("cuda"):
+        return parse_devices(launch.devices)
+    return [f"cuda:{i}" for i in range(torch.cuda.device_count())]
 
 
 def record_launch(folder: RunFolder, launch: LaunchConfig, jobs, cells, launch_id: str) -> None:
@@ -134,8 +141,6 @@ def launch_cells(folder: RunFolder, config: dict, launch: LaunchConfig, progress
     """Submit the cells still to train, and wait for every cell unless ``--no-wait``. Returns
     whether all are finished; raises ``LaunchFailed`` naming the cells that failed."""
     if launch.launcher == "serial":  # --gpus-per-cell N without a scheduler: torchrun, one cell after another
-        from bench.run.job import run_job
-
         try:
             run_job(folder.path, cells_to_submit(folder, config), launch_id=uuid.uuid4().hex[:8],
                     gpus_per_cell=launch.gpus_per_cell)
@@ -162,10 +167,6 @@ class LaunchFailed(ValueError):
 
 def wait_for_cells(folder: RunFolder, config: dict, jobs, progress: bool, poll_s: float = 1.0) -> None:
     """Block until every cell is finished, or no job is left to finish the rest."""
-    from submitit.local.debug import DebugJob
-
-    from bench.run.status import cell_states
-
     cells = cells_in_order(config)
     for job in jobs:
         if isinstance(job, DebugJob):
@@ -183,8 +184,6 @@ def wait_for_cells(folder: RunFolder, config: dict, jobs, progress: bool, poll_s
             time.sleep(poll_s)
     except KeyboardInterrupt:
         # Ctrl-C reached the local workers too (one process group): each saves its cell and stops.
-        from bench.run.stop import RunInterrupted
-
         raise RunInterrupted(folder.path) from None
     finally:
         bar.close()
@@ -196,12 +195,3 @@ def wait_for_cells(folder: RunFolder, config: dict, jobs, progress: bool, poll_s
             + f"\n`bench status {folder.path}` shows their logs; rerun the same `bench run` to resubmit them "
               "(finished cells are kept)")
 
-
-def torchrun_cell(run_dir: Path, name: str, seed: int, processes: int, device: str | None = None) -> None:
-    """Train one cell data-parallel in ``processes`` processes started by torchrun, this
-    process holding the cell's lock for them."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
-               "-m", "bench.run.job", str(run_dir), "--combination", name, "--seed", str(seed), "--parent-holds-lock"]
-    if device:
-        command += ["--device", device]
-    subprocess.run(command, check=True)

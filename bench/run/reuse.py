@@ -21,20 +21,17 @@ from bench.config.validate import RunError
 from bench.rundir.layout import CELL_FILES, METRICS, RUN_FILES, RunFolder
 from bench.rundir.lock import describe_holder, holder
 from bench.rundir.read import RecordError, read_cell_record, read_config, read_json_file
+from bench.train.checkpoint import CorruptCheckpoint, load_checkpoint
 
 log = logging.getLogger("colorbench")
 
 
 def _peek_checkpoint(path: Path):
-    """A checkpoint's contents without reading its tensors (memory-mapped), or an error in
-    the words train.load_checkpoint uses."""
+    """A checkpoint's contents without reading its tensors (memory-mapped)."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as exc:  # truncated, foreign or pickled-code file: never trusted
-        raise RecordError(
-            f"cannot resume from {path}: not a readable Colorbench checkpoint ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0][:200] if str(exc) else ''}). Delete it to restart this cell from scratch."
-        ) from None
+        return load_checkpoint(path, mmap=True)
+    except CorruptCheckpoint as exc:
+        raise RecordError(str(exc)) from None
 
 
 def _legacy_print(config: dict | None) -> dict | None:

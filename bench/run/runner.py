@@ -1,26 +1,30 @@
 """``bench run`` as a library call: every (combination, seed) cell, trained and scored."""
 from __future__ import annotations
 
+import functools
 import logging
+import os
 import platform
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
 import torch
 
 from bench.config.machine import (
+    cell_threads,
     job_device,
     job_precision,
     package_versions,
+    resolve_device,
+    resolve_precision,
     set_determinism,
     torch_threads,
 )
-from bench.config.machine import cell_threads, resolve_device, resolve_precision
-from bench.config.options import LaunchConfig, RunConfig, TrainSettings
-from bench.config.validate import RunError
-from bench.config.validate import validate
+from bench.config.options import LaunchConfig, RunConfig, TrainSettings, default_out
+from bench.config.validate import RunError, validate
+from bench.run.launch import launch_cells
 from bench.run.reuse import (
     check_cell_numerics,
     check_cells,
@@ -31,7 +35,7 @@ from bench.run.reuse import (
 from bench.run.stages import Plan, assemble_metrics, load_photos, load_weights, run_cell
 from bench.run.stop import RunInterrupted, StopOnSigint
 from bench.rundir.layout import RunFolder
-from bench.rundir.lock import holds_run_lock
+from bench.rundir.lock import RunLock
 from bench.rundir.read import read_config, read_json
 from bench.rundir.write import write_json
 from bench.score.per_image import write_baseline_scores
@@ -83,6 +87,22 @@ def start_config(plan: Plan, data, steps: int, scorer: Scorer, gray: dict, launc
     }
 
 
+def holds_run_lock(run):
+    """Decorate ``run_benchmark(cfg, ...)``: pin ``cfg.out`` (a timestamped folder when not
+    given) and hold its lock for the whole call."""
+
+    @functools.wraps(run)
+    def locked(cfg, *args, **kwargs):
+        if cfg.out is None:
+            cfg = replace(cfg, out=default_out())
+        if not isinstance(cfg.out, (str, os.PathLike)):
+            return run(cfg, *args, **kwargs)  # validate() refuses it with its message
+        with RunLock(cfg.out):
+            return run(cfg, *args, **kwargs)
+
+    return locked
+
+
 @holds_run_lock  # one process plans and assembles a run folder at a time (bench/rundir/lock.py)
 def run_benchmark(cfg: RunConfig, progress: bool = True, overwrite: bool = False,
                   launch: LaunchConfig | None = None) -> Path:
@@ -97,8 +117,6 @@ def run_benchmark(cfg: RunConfig, progress: bool = True, overwrite: bool = False
         with torch_threads(config["threads"]):
             run_cells(run, progress)
     else:
-        from bench.run.launch import launch_cells
-
         if not launch_cells(folder, config, launch, progress):
             return folder.path  # --no-wait: the jobs finish it
     assemble_metrics(folder, config)

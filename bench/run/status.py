@@ -15,7 +15,7 @@ from pathlib import Path
 
 from bench.rundir.layout import RunFolder
 from bench.rundir.lock import holder
-from bench.rundir.read import cells_in_order, read_json
+from bench.rundir.read import cells_in_order, read_config, read_json
 
 log = logging.getLogger("colorbench")
 
@@ -157,8 +157,6 @@ def cell_state(folder: RunFolder, name: str, seed: int, latest: dict, alive: dic
 
 def cell_states(folder: RunFolder | str | Path, config: dict | None = None, lines: int = 8) -> list[CellStatus]:
     """Every cell of the run, in the run's order, with where it stands."""
-    from bench.rundir.read import read_config
-
     folder = folder if isinstance(folder, RunFolder) else RunFolder(folder)
     config = config or read_config(folder.config)
     latest, alive = _latest_jobs(folder), {}

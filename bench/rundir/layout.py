@@ -19,70 +19,35 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.rundir.lock import CellLock, RunLock
+
 # Rows of metrics.csv that are not trained models: ``gray`` (ab = 0, the input itself, the
 # floor every model is read against) and ``ground-truth`` (the val photos themselves, e.g.
 # their own colourfulness): shown in the table, never ranked or plotted as a model.
 GRAY = "gray"
-
-
 TRUTH = "ground-truth"
-
-
 BASELINES = (GRAY, TRUTH)
-
-
 CONFIG = "config.json"
-
-
 METRICS = "metrics.csv"
-
-
+METRICS_COLUMNS = ["combination", "seed", "metric", "value", "note"]
 PER_IMAGE = "per_image.csv.gz"
-
-
 REPLICATES = "set_replicates.csv.gz"
-
-
 REPORT = "report.md"
-
-
 SUMMARY = "summary.csv"
-
-
 PAIRWISE = "pairwise.csv"
-
-
 FIGURES = "fig_*.png"
-
-
 LAUNCH = "launch.json"
-
-
 JOBS = "jobs"
-
-
 METRICS_LOCK = ".metrics.lock"
-
-
 CELL_RECORD = "metrics.json"
-
-
 FAILURE = "failure.json"
-
-
 GENERATOR = "generator.pt"
-
-
 CHECKPOINT = "checkpoint.pt"
-
-
 TRAIN_LOG = "train_log.csv"
 
 
 # Everything a run (and its report) writes, so --overwrite discards exactly these.
 RUN_FILES = (CONFIG, METRICS, REPORT, SUMMARY, PAIRWISE, PER_IMAGE, REPLICATES, LAUNCH, METRICS_LOCK)
-
-
 CELL_FILES = (GENERATOR, CHECKPOINT, CELL_RECORD, TRAIN_LOG, PER_IMAGE, REPLICATES, FAILURE)
 
 
@@ -135,8 +100,6 @@ class CellFolder(_ScoredFolder):
 
     def lock(self, job: str = ""):
         """The lock of the one process that trains this cell (``with cell.lock(job): ...``)."""
-        from bench.rundir.lock import CellLock
-
         return CellLock(self.path, job)
 
 
@@ -202,6 +165,4 @@ class RunFolder(_ScoredFolder):
 
     def lock(self):
         """The exclusive lock a writer holds on this folder (``with folder.lock(): ...``)."""
-        from bench.rundir.lock import RunLock
-
         return RunLock(self.path)

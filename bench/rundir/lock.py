@@ -17,17 +17,13 @@ on NFSv4 and Lustre (emulated as POSIX locks), the usual homes of a shared run f
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import os
 import socket
 import sys
 import time
-from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
-
-from bench.config.options import default_out
 
 try:
     import fcntl
@@ -199,18 +195,3 @@ def taking_turns(path: Path):
             fcntl.flock(handle, fcntl.LOCK_EX)
         yield
 
-
-def holds_run_lock(run):
-    """Decorate ``run_benchmark(cfg, ...)``: pin ``cfg.out`` (a timestamped folder when not
-    given) and hold its lock for the whole call."""
-
-    @functools.wraps(run)
-    def locked(cfg, *args, **kwargs):
-        if cfg.out is None:
-            cfg = replace(cfg, out=default_out())
-        if not isinstance(cfg.out, (str, os.PathLike)):
-            return run(cfg, *args, **kwargs)  # validate() refuses it with its message
-        with RunLock(cfg.out):
-            return run(cfg, *args, **kwargs)
-
-    return locked

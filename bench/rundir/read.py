@@ -19,8 +19,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.rundir.layout import BASELINES, GRAY, METRICS, TRUTH, RunFolder
-from bench.rundir.write import METRICS_COLUMNS
+from bench.rundir.layout import (
+    BASELINES,
+    GRAY,
+    METRICS,
+    METRICS_COLUMNS,
+    TRUTH,
+    RunFolder,
+)
 
 
 def read_json(path: Path):
@@ -29,8 +35,6 @@ def read_json(path: Path):
 
 
 def read_metrics(run_dir: Path) -> pd.DataFrame:
-    from bench.rundir.layout import RunFolder
-
     return pd.read_csv(RunFolder(run_dir).metrics, dtype={"note": str}).fillna({"note": ""})
 
 
@@ -90,6 +94,10 @@ def config_problem(config) -> str | None:
 def read_config(path: Path) -> dict:
     """A run's config.json, checked: an object with ``options`` and ``combinations``."""
     path = Path(path)
+    if not path.exists():
+        what = "does not exist" if not path.parent.exists() else "has no config.json"
+        raise RecordError(f"{path.parent} {what}: it is not a `bench run` folder; pass the folder given to "
+                          "(or printed by) `bench run --out`")
     fix = config_fix(path.parent)
     config = read_json_file(path, fix)
     problem = config_problem(config)
@@ -143,15 +151,21 @@ def read_cell_record(path: Path) -> dict:
     return record
 
 
-def record_rows(record: dict, metrics=None) -> list[dict]:
+def run_metric_names(config: dict, table: pd.DataFrame | None = None) -> list[str]:
+    """The metrics a run scored, in its order: those of its gray baseline, which every run
+    scores first (else, for a folder written by hand, those its metrics.csv names)."""
+    if isinstance(config.get("gray"), dict):
+        return list(config["gray"])
+    return [] if table is None else list(table.metric.unique())
+
+
+def record_rows(record: dict, metrics: list[str]) -> list[dict]:
     """The metrics.csv rows of a cell record (as ``bench run`` writes them): a diverged cell
-    gets one empty row per metric, with the reason as its note."""
+    gets one empty row per metric of ``metrics``, with the reason as its note."""
     if record["status"] == "ok":
         values, notes = record["metrics"], record.get("notes", {})
     else:
-        from bench.score.metrics import METRICS
-
-        values = dict.fromkeys(metrics or METRICS, math.nan)
+        values = dict.fromkeys(metrics, math.nan)
         notes = dict.fromkeys(values, f"diverged at step {record['diverged_at']}")
     return [
         {"combination": record["combination"], "seed": record["seed"], "metric": m,
@@ -203,7 +217,8 @@ def _same(a: float, b: float) -> bool:
 
 
 def reconcile_metrics(
-    frame: pd.DataFrame, records: dict[tuple[str, int], dict], unreadable: set[tuple[str, int]], baselines
+    frame: pd.DataFrame, records: dict[tuple[str, int], dict], unreadable: set[tuple[str, int]], baselines,
+    metrics: list[str],
 ) -> tuple[pd.DataFrame, dict[str, list]]:
     """metrics.csv's rows checked against the cells' records (the source of truth).
 
@@ -224,8 +239,8 @@ def reconcile_metrics(
         pieces.append(group[~group.metric.isin(known)])  # metrics the record does not have: kept
     for (combo, seed), record in records.items():
         group = frame[(frame.combination == combo) & (frame.seed == seed)]
-        metrics = list(group.metric.unique()) if record["status"] == "diverged" and len(group) else None
-        rows = pd.DataFrame(record_rows(record, metrics), columns=METRICS_COLUMNS)
+        names = list(group.metric.unique()) if record["status"] == "diverged" and len(group) else metrics
+        rows = pd.DataFrame(record_rows(record, names), columns=METRICS_COLUMNS)
         label = f"`{combo}` seed {seed}"
         csv = {}
         for r in group.itertuples():
@@ -347,7 +362,7 @@ def _check_table(run: Run, csv_problems: list[str]) -> tuple[pd.DataFrame, list[
             except RecordError as exc:
                 unreadable.add((combination, seed))
                 problems.append(f"{exc} (until then the cell is left out of the table)")
-    frame, fixed = reconcile_metrics(run.metrics, records, unreadable, BASELINES)
+    frame, fixed = reconcile_metrics(run.metrics, records, unreadable, BASELINES, run_metric_names(run.config, run.metrics))
     rerun = "rerun `bench run` with the same options and --out to rewrite it (finished cells are kept)"
     where = run.folder.metrics
     if csv_problems or fixed["missing"]:
@@ -375,57 +390,6 @@ def newest_run(root: str | Path = "results") -> Path:
             f"no run found under {root}/ (no */{METRICS}); run `bench run` first or pass RUN_DIR"
         )
     return max(runs, key=lambda f: f.metrics.stat().st_mtime).path
-
-
-def resolve_combination(run: Run, loss: str) -> str:
-    """A combination's name from its name or its ``--losses`` spec (``perceptual`` finds
-    ``perceptual[random-vgg]``)."""
-    for c in run.combinations:
-        if loss in (c["name"], c["spec"]):
-            return c["name"]
-    canonical = _canonical(loss)  # `gan+100*l1` finds `100*l1+gan`
-    for c in run.combinations:
-        if canonical is not None and _canonical(c["spec"]) == canonical:
-            return c["name"]
-    known = ", ".join(c["name"] for c in run.combinations)
-    raise RunFolderError(f"--loss {loss!r} is not a combination of {run.path}; choose one of: {known}")
-
-
-def check_report_out(runs: list[Run], out: Path, overwrite: bool = False) -> None:
-    """Refuse to write a report over another run's report, or over a report on other runs,
-    unless ``overwrite``: ``bench report A --out B``, B being another run, would replace
-    B's report.md, summary.csv and figures."""
-    import os
-
-    out, target = Path(out), RunFolder(out)
-    if overwrite or any(os.path.realpath(r.path) == os.path.realpath(out) for r in runs):
-        return
-    names = ", ".join(r.name for r in runs)
-    fix = "choose another --out, or pass --overwrite to replace it"
-    if target.config.is_file():
-        raise RunFolderError(f"--out {out} is another run's folder: its report.md, summary.csv and figures would be "
-                             f"replaced by a report on {names}; {fix}")
-    if target.summary.is_file():
-        try:
-            previous = set(pd.read_csv(target.summary, usecols=["run"])["run"].astype(str))
-        except (ValueError, pd.errors.ParserError, pd.errors.EmptyDataError):
-            previous = set()
-        from colorbench_datasets.images import display_name
-
-        if previous != {display_name(r.name) for r in runs}:  # as summary.csv writes names
-            raise RunFolderError(f"--out {out} holds a report on other runs ({', '.join(sorted(previous)) or 'unknown'}), "
-                                 f"not on {names}; {fix}")
-    elif target.report.is_file():
-        raise RunFolderError(f"--out {out} holds a report.md that `bench report` did not write for {names}; {fix}")
-
-
-def _canonical(spec: str) -> str | None:
-    from losses import parse_combination
-
-    try:
-        return parse_combination(spec).spec
-    except ValueError:
-        return None
 
 
 def generator_path(run: Run, combination: str, seed: int) -> Path:

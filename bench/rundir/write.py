@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-METRICS_COLUMNS = ["combination", "seed", "metric", "value", "note"]
+from bench.rundir.layout import METRICS_COLUMNS
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

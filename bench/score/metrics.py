@@ -58,10 +58,6 @@ class Metric:
     pool_weight: Callable[["Batch"], torch.Tensor] | None = None
     min_images: int = 1  # SET: fewer val images leave it NaN, noted
 
-    @property
-    def per_image(self) -> bool:
-        return self.kind == PER_IMAGE
-
 
 class Batch:
     """What a per-image metric may read about one batch besides ``pred`` and ``target``:
@@ -379,14 +375,6 @@ def _trace_sqrt_product(sigma1: torch.Tensor, sigma2: torch.Tensor) -> torch.Ten
     w, v = torch.linalg.eigh(sigma1)
     root1 = (v * w.clamp(min=0).sqrt()) @ v.T
     return torch.linalg.eigvalsh(root1 @ sigma2 @ root1).clamp(min=0).sqrt().sum()
-
-
-def frechet_distance(mu1, sigma1, mu2, sigma2) -> torch.Tensor:
-    """||mu1 - mu2||^2 + tr(S1 + S2 - 2 sqrt(S1 S2)): the Fréchet distance of two Gaussians
-    (what ``pytorch_fid.fid_score.calculate_frechet_distance`` computes, without its
-    scipy ``sqrtm(disp=...)`` call that SciPy 1.18 removes)."""
-    mu1, mu2, sigma1, sigma2 = (torch.as_tensor(t).double() for t in (mu1, mu2, sigma1, sigma2))
-    return (mu1 - mu2).pow(2).sum() + sigma1.trace() + sigma2.trace() - 2 * _trace_sqrt_product(sigma1, sigma2)
 
 
 def fid(features_pred: torch.Tensor, features_real: torch.Tensor) -> torch.Tensor:

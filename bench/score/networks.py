@@ -2,13 +2,16 @@
 (builders in ``models.metric_nets``); a missing file leaves exactly its metrics missing."""
 from __future__ import annotations
 
-import warnings
+import logging
 from dataclasses import dataclass, field
 
 from torch import nn
 
+from bench.score.metrics import METRICS
 from models.metric_nets import NETWORKS
 from models.pretrained import WeightsFile, WeightsUnavailable
+
+log = logging.getLogger("colorbench")
 
 
 @dataclass
@@ -38,8 +41,7 @@ def load_metric_nets(device="cpu", strict: bool = False, metrics=None) -> Metric
     """The networks the registered metrics (``bench.score.metrics.METRICS``, or ``metrics``) declare,
     on ``device``. A missing file raises under ``strict`` (``--strict-weights``), else warns and
     leaves that network, and so exactly the metrics that need it, out."""
-    if metrics is None:
-        from bench.score.metrics import METRICS as metrics
+    metrics = METRICS if metrics is None else metrics
     nets = MetricNets()
     needed: dict[str, list[str]] = {}
     for name, metric in metrics.items():
@@ -55,8 +57,7 @@ def load_metric_nets(device="cpu", strict: bool = False, metrics=None) -> Metric
                 raise
             for m in names:
                 nets.missing[m], nets.reasons[m], nets.notes[m] = exc.weights, str(exc), exc.note
-            warnings.warn(
-                exc.one_line(f"{' and '.join(m.upper() for m in names)} recorded as missing, the other metrics computed"),
-                stacklevel=2,
+            log.warning(
+                exc.one_line(f"{' and '.join(m.upper() for m in names)} recorded as missing, the other metrics computed")
             )
     return nets

@@ -35,7 +35,7 @@ def load_generator(path, device="cpu") -> nn.Module:
     fix = (f"it was damaged or cut short: delete its cell folder {Path(path).parent} and rerun `bench run` with "
            "the same options and --out to train that cell again")
     try:
-        record = torch.load(path, map_location=device, weights_only=True)
+        record = torch.load(path, map_location="cpu", weights_only=True)  # then moved, as one module
     except Exception as exc:  # truncated, foreign or pickled-code file: never trusted
         raise GeneratorFileError(f"{path} is not a readable generator ({type(exc).__name__}); {fix}") from None
     try:
@@ -169,13 +169,10 @@ class Scorer:
         return {**{name: v.double().cpu().numpy() for name, v in self.truth.items()},
                 **{f"{name}_weight": w for name, w in self.image_weights.items()}}
 
-    def score_ab(self, ab: torch.Tensor) -> dict[str, float]:
-        """Every metric of ``names`` for predicted ab (model scale, (N,2,H,W)): the mean over
-        images of the per-image ones, one value over the set for the set and derived ones."""
-        return self.ab_scores(ab).means
-
     def ab_scores(self, ab: torch.Tensor) -> Scores:
-        """``score_ab`` with every per-image value kept (``Scores``)."""
+        """Every metric of ``names`` for predicted ab (model scale, (N,2,H,W)): ``.means`` has
+        the mean over images of the per-image ones and one value over the set for the set and
+        derived ones; every per-image value is kept (``Scores``)."""
         return self._score(lambda i, L: ab[i : i + len(L)])
 
     @torch.inference_mode()
@@ -213,17 +210,10 @@ class Scorer:
         kept = {name: v.double().cpu().numpy() for name, v in per_image.items()}
         return Scores(out, kept, features)
 
-    def score_generator(self, G: nn.Module) -> dict[str, float]:
-        return self.generator_scores(G).means
-
     def generator_scores(self, G: nn.Module) -> Scores:
-        """``score_generator`` with every per-image value kept (``Scores``)."""
+        """``ab_scores`` of the ab that ``G`` predicts from the val photos' L."""
         return self._score(lambda i, L: predict_ab(G, L, len(L)))
 
-    def score_gray(self) -> dict[str, float]:
-        """The floor every model is read against: ab = 0, i.e. the grayscale input itself."""
-        return self.gray_scores().means
-
     def gray_scores(self) -> Scores:
-        """``score_gray`` with every per-image value kept (``Scores``)."""
+        """The floor every model is read against: ab = 0, i.e. the grayscale input itself."""
         return self._score(lambda i, L: torch.zeros(len(L), 2, *L.shape[2:], device=L.device))

@@ -340,10 +340,3 @@ def combined_p(p_photos: float, p_seeds: float) -> float:
 def is_real(p: float, ci: Interval, alpha: float = ALPHA) -> bool:
     """Called real when the (adjusted, combined) p-value and the interval both say so."""
     return bool(math.isfinite(p) and p < alpha and ci.excludes(0.0))
-
-
-def significant(p_photos: float, p_seeds: float, ci: Interval, alpha: float = ALPHA) -> bool:
-    """One comparison's verdict: the photo test, the seed test (with several seeds) and
-    the interval all reject. For a family of pairs, Holm-adjust ``combined_p`` first and
-    use ``is_real`` (``bench.report.compare.pairwise`` does)."""
-    return is_real(combined_p(p_photos, p_seeds), ci, alpha)

@@ -12,18 +12,26 @@ class CorruptCheckpoint(RuntimeError):
     pass
 
 
-def load_checkpoint(path: Path, device: torch.device) -> dict:
+def load_checkpoint(path: Path, mmap: bool = False) -> dict:
+    """A cell's checkpoint.pt, always onto the CPU: its random generator states and batch
+    queue must stay CPU tensors (``Generator.set_state`` takes a CPU ByteTensor), and
+    ``load_state_dict`` moves each weight and optimizer moment onto its parameter's device.
+    ``mmap``: read the tensors lazily (to look at a checkpoint, not to resume it)."""
     try:
-        state = torch.load(path, map_location=device, weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as exc:  # truncated, foreign or pickled-code file: never trusted
         raise CorruptCheckpoint(
             f"cannot resume from {path}: not a readable Colorbench checkpoint ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0][:200]}). Delete it to restart this cell from scratch."
+            f"{str(exc).splitlines()[0][:200] if str(exc) else ''}). Delete it to restart this cell from scratch."
         ) from None
     if isinstance(state, dict) and state.get("format") != CHECKPOINT_FORMAT:
+        saved = state.get("format")
+        newer = isinstance(saved, int) and saved > CHECKPOINT_FORMAT
         raise CorruptCheckpoint(
-            f"cannot resume from {path}: it was written by an older Colorbench (epoch-based batches). "
-            "Delete it to restart this cell from scratch."
+            f"cannot resume from {path}: it was written by a "
+            + (f"newer Colorbench (checkpoint format {saved}; this one reads {CHECKPOINT_FORMAT}): resume it with "
+               "that version, or delete it to restart this cell from scratch here." if newer else
+               "older Colorbench (epoch-based batches). Delete it to restart this cell from scratch.")
         )
     return state
 
@@ -112,4 +120,8 @@ def checkpoint_problem(state, G, D, train, train_print: dict | None = None) -> s
     for rng in (stream["rng"], state["torch_rng"]):
         if not isinstance(rng, torch.Tensor) or rng.dtype != torch.uint8:
             return "a saved random generator state is not one"
+        if rng.numel() != torch.get_rng_state().numel():  # another torch build's generator
+            return (f"its random generator state has {rng.numel()} bytes and this torch's has "
+                    f"{torch.get_rng_state().numel()} (saved by another torch build?): it cannot continue the "
+                    "same random sequence")
     return None

@@ -14,11 +14,15 @@ from colorbench_datasets.manifest import split_print
 from torch import nn
 from tqdm.auto import tqdm
 
-from bench.config.options import TrainSettings
 from bench.config.machine import autocast_dtype
+from bench.config.options import TrainSettings
 from bench.rundir.write import atomic_torch_save
-from bench.train.checkpoint import CHECKPOINT_FORMAT, CorruptCheckpoint, load_checkpoint
-from bench.train.checkpoint import checkpoint_problem
+from bench.train.checkpoint import (
+    CHECKPOINT_FORMAT,
+    CorruptCheckpoint,
+    checkpoint_problem,
+    load_checkpoint,
+)
 from bench.train.distributed import (
     SINGLE,
     DistContext,
@@ -192,7 +196,7 @@ class TrainState:
         atomic_torch_save(path, state)
 
     def restore(self, path: Path, device: torch.device, train: LabSplit) -> None:
-        state = load_checkpoint(path, device)
+        state = load_checkpoint(path)
         # Checked before anything is loaded: other photos or options than it was saved with
         # get a message, not a size-mismatch traceback or an IndexError from the batch queue.
         if (problem := checkpoint_problem(state, self.G, self.D, train, self.train_print)) is not None:

@@ -1,0 +1,26 @@
+"""`bench status`: where every cell of a run stands. Imports no torch: it runs on a login
+node while the jobs train."""
+from __future__ import annotations
+
+import click
+
+from bench.run.status import cell_states, status_text
+from bench.rundir.layout import RunFolder
+from bench.rundir.read import newest_run, read_config
+
+
+@click.command("status")
+@click.argument("run_dir", required=False, type=click.Path(file_okay=False))
+@click.option("--lines", type=click.IntRange(0, 200), default=8, show_default=True,
+              help="Log lines shown for each failed or stopped cell.")
+def status(run_dir, lines):
+    """Where every cell of RUN_DIR stands.  [default: newest run under results/]
+
+    Each cell is done, diverged, running (where, which job), pending, failed or stopped
+    (with its log's last lines).
+    """
+    try:
+        folder = RunFolder(run_dir or newest_run())
+        click.echo(status_text(folder, cell_states(folder, read_config(folder.config), lines)))
+    except (ValueError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
