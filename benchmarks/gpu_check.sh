@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # The one prepared GPU check: does the CUDA path work end to end, and how fast is the step?
-# Fits a 10-minute device call on an H100. From the repo root, on the GPU machine:
+# Fits a 10-minute device call on an H100; the issue-#25 checks run first. From the repo root, on the GPU machine:
 #
 #   bash benchmarks/gpu_check.sh            # results under $OUT (device tool) or results/gpu-check
 #
 # That machine has torch and most dependencies but no network: carry lpips and pytorch-fid
 # as wheels in .whl/ (made here with `pip download --no-deps --only-binary=:all: -d .whl
 # lpips==0.1.4 pytorch-fid==0.3.0`, .whl/ git-ignored). DEVICE=cpu STEP_CONFIGS=64-nf32
-# STEPS=2 runs the same script on a CPU, to check the script itself.
+# STEPS=2 GPU_PATHS_ARGS="--size 64 --width 8 --photos 64" RESUME_STEPS=60 CHECK_STEPS=10 runs the same script on a CPU, to
+# check the script itself.
 set -uo pipefail
-OUT=${OUT:-results/gpu-check}
+OUT=$(realpath -m "${OUT:-results/gpu-check}")
+REPO=$PWD
 DEVICE=${DEVICE:-cuda}
 STEP_CONFIGS=${STEP_CONFIGS:-256,64-nf64,64-nf32}
 STEPS=${STEPS:-20}
@@ -32,6 +34,32 @@ BENCH="$PY -m bench"
 $PY -c "import torch; print('torch', torch.__version__, '| cuda', torch.cuda.is_available(),
       torch.cuda.get_device_name() if torch.cuda.is_available() else '', '| bf16', torch.cuda.is_available() and torch.cuda.is_bf16_supported())"
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv
+
+# --- the GPU paths of issue #25 first: each a bug a user's first GPU run would hit ---
+step "#25.1 a GAN cell stopped by SIGINT and resumed gives the metrics of an uninterrupted --deterministic run"
+RESUME="--device $DEVICE --deterministic --losses 100*l1+gan --steps ${RESUME_STEPS:-400} --checkpoint-seconds 2 -q"
+timeout 300 $BENCH run $RESUME --out "$WORK/whole" >/dev/null 2>&1
+timeout 300 $BENCH run $RESUME --out "$WORK/stopped" >/dev/null 2>"$WORK/stopped.err" & PID=$!
+for _ in $(seq 600); do ls "$WORK"/stopped/cells/*/seed0/checkpoint.pt >/dev/null 2>&1 && break; sleep 0.2; done
+kill -INT $PID; wait $PID; echo "stopped with exit code $? (130 expected): $(tail -2 "$WORK/stopped.err" | tr '\n' ' ')"
+timeout 300 $BENCH run $RESUME --out "$WORK/stopped" 2>&1 | grep -i "resum" | head -2
+cmp "$WORK/whole/metrics.csv" "$WORK/stopped/metrics.csv" && echo "resume: metrics.csv identical to the uninterrupted run" \
+  || { echo "resume: metrics.csv DIFFER"; diff "$WORK/whole/metrics.csv" "$WORK/stopped/metrics.csv" | head; }
+
+step "#25.2 --launcher local without --devices: the jobs see the GPUs"
+timeout 300 $BENCH run --device "$DEVICE" --launcher local --losses l1,gan --steps ${CHECK_STEPS:-50} --out "$WORK/nodevices" -q \
+  && $BENCH status "$WORK/nodevices" | tail -2 && grep -h '"device"' "$WORK"/nodevices/cells/*/seed0/metrics.json | sort | uniq -c
+
+step "#25.3-5 one paper-size step in fp32/bf16/fp16 (GradScaler), gradients compared; the Scorer on 2,000 photos at 256 px"
+timeout 300 $PY "$REPO/benchmarks/gpu_paths.py" --device "$DEVICE" ${GPU_PATHS_ARGS:-} | tee "$OUT/gpu_paths.md"
+
+step "#25.3 a wgangp cell (layer-norm critic, gradient penalty)"
+timeout 300 $BENCH run --device "$DEVICE" --gan-mode wgangp --losses 100*l1+gan --steps ${CHECK_STEPS:-100} --out "$WORK/wgangp" -q \
+  && grep -E "psnr|de00" "$WORK/wgangp/metrics.csv" | head -4
+
+step "--compile: 100 steps, then scoring"
+/usr/bin/time -f "compiled cell: %e s wall" timeout 300 $BENCH run --device "$DEVICE" --compile --losses l1 --steps ${CHECK_STEPS:-100} \
+  --out "$WORK/compile" -q && grep -E "psnr|de00" "$WORK/compile/metrics.csv" | head -4
 
 step "every loss trains and scores on $DEVICE (sample set, the quick preset's 300 steps, auto precision), then the report"
 /usr/bin/time -f "bench run: %e s wall" $BENCH run --device "$DEVICE" --losses mse,l1,perceptual,gan,100*l1+gan,classification,lpips \

@@ -56,11 +56,17 @@ def available_memory() -> int | None:
     return None
 
 
+def split_memory(n_train: int, n_val: int, size: int, resize: str = "crop") -> int:
+    """Bytes the decoded splits take in memory while they are built and kept."""
+    return (n_train * stored_size(size, True, resize) ** 2 + n_val * stored_size(size, False, resize) ** 2) \
+        * BYTES_PER_STORED_PIXEL
+
+
 def check_memory(n_train: int, n_val: int, size: int, resize: str = "crop") -> None:
     """Refuse, before decoding anything, splits that cannot fit in memory once decoded: a
     valid --size times many photos (1,400 photos at --size 2048 need ~110 GB) ends in a
     MemoryError an hour into loading otherwise."""
-    needed = (n_train * stored_size(size, True, resize) ** 2 + n_val * stored_size(size, False, resize) ** 2) * BYTES_PER_STORED_PIXEL
+    needed = split_memory(n_train, n_val, size, resize)
     free = available_memory()
     if free is not None and needed > free:
         raise DataError(

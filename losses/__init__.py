@@ -23,6 +23,7 @@ from losses.registry import (
     parse_combination,
     parse_losses,
     register_loss,
+    release_networks,
     weights_tags,
 )
 
@@ -51,5 +52,6 @@ __all__ = [
     "parse_combination",
     "parse_losses",
     "register_loss",
+    "release_networks",
     "weights_tags",
 ]

@@ -5,12 +5,18 @@
 """
 from __future__ import annotations
 
+import contextlib
+import inspect
+import logging
+
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from losses.registry import LossOptions, register_loss
-from models import build_discriminator
+from models import DISCRIMINATORS, build_discriminator
+
+log = logging.getLogger("colorbench")
 
 GAN_MODES = ("vanilla", "lsgan", "hinge", "wgangp")
 GP_WEIGHT = 10.0  # Gulrajani et al.'s lambda, pix2pix's cal_gradient_penalty default
@@ -52,9 +58,27 @@ def gradient_penalty(
     """
     alpha = torch.rand(real_ab.shape[0], 1, 1, 1, device=real_ab.device, dtype=real_ab.dtype)
     mixed = (alpha * real_ab + (1 - alpha) * fake_ab.detach()).requires_grad_(True)
-    score = discriminator(torch.cat([L, mixed], 1)).float().flatten(1).mean(1)
-    (grad,) = torch.autograd.grad(score.sum(), mixed, create_graph=True)
+    # Under fp16 the input gradient (unscaled: the loss scaler only sees the outer loss)
+    # would underflow, so the penalty's pass runs in fp32; bf16 has fp32's range.
+    device = mixed.device.type
+    half = torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device) == torch.float16
+    with torch.autocast(device, enabled=False) if half else contextlib.nullcontext():
+        score = discriminator(torch.cat([L, mixed], 1)).float().flatten(1).mean(1)
+        (grad,) = torch.autograd.grad(score.sum(), mixed, create_graph=True)
     return weight * ((grad.flatten(1).float().norm(2, dim=1) - 1) ** 2).mean()
+
+
+def critic_options(gan_mode: str, builder) -> dict:
+    """What the objective asks of the discriminator: WGAN-GP's critic has no batch
+    statistics (models/networks.py, DISCRIMINATOR_NORMS). A discriminator registered
+    without a ``norm`` argument is built as it is, and said so."""
+    if gan_mode != "wgangp":
+        return {}
+    if "norm" not in inspect.signature(builder).parameters:
+        log.warning("--gan-mode wgangp: discriminator %r takes no norm= argument, so its critic keeps whatever "
+                    "normalisation it has; the gradient penalty assumes none across the batch", builder.__name__)
+        return {}
+    return {"norm": "layer"}
 
 
 class AdversarialLoss(nn.Module):
@@ -87,10 +111,12 @@ class AdversarialLoss(nn.Module):
     defaults=(
         "PatchGAN n_layers=3, base channels --disc-width (default: --width; pix2pix: 64), "
         "Adam 2e-4 betas (0.5, 0.999), D loss halved, --gan-mode vanilla; "
-        f"wgangp adds a gradient penalty of weight {GP_WEIGHT:g} on interpolated ab"
+        f"wgangp adds a gradient penalty of weight {GP_WEIGHT:g} on interpolated ab and its critic uses layer "
+        "norm, not batch norm (Gulrajani et al.: the penalty is per sample)"
     ),
     adversarial=True,
 )
 def gan(options: LossOptions) -> nn.Module:
-    disc = build_discriminator(options.discriminator, in_channels=3, width=options.disc_width)
+    disc = build_discriminator(options.discriminator, in_channels=3, width=options.disc_width,
+                               **critic_options(options.gan_mode, DISCRIMINATORS[options.discriminator]))
     return AdversarialLoss(disc, GANLoss(options.gan_mode))

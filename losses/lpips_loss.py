@@ -9,14 +9,13 @@ Without it Colorbench falls back -- loudly, and named ``lpips[random-alexnet]`` 
 """
 from __future__ import annotations
 
-import functools
 import logging
 
 import torch
 from colorbench_datasets.lab import model_to_rgb
 from torch import nn
 
-from losses.registry import LossOptions, register_loss
+from losses.registry import LossOptions, cached_network, register_loss
 from models.metric_nets import lpips_alex
 from models.pretrained import (
     WeightsUnavailable,
@@ -39,7 +38,7 @@ class FrozenLPIPS(nn.Module):
         return super().train(False)  # frozen: dropout in the linear layers stays off
 
 
-@functools.lru_cache(maxsize=None)
+@cached_network
 def lpips_network(device: str, strict: bool) -> tuple[FrozenLPIPS, str | None]:
     """The LPIPS-AlexNet network (the same one the ``lpips`` metric uses), loaded once per
     device, and its caveat tag."""

@@ -6,7 +6,6 @@ e.g. ``relu2_2`` for Johnson's feature-reconstruction loss alone, or
 """
 from __future__ import annotations
 
-import functools
 import logging
 
 import torch
@@ -14,7 +13,12 @@ from colorbench_datasets.lab import model_to_rgb
 from torch import nn
 from torch.nn import functional as F
 
-from losses.registry import DEFAULT_PERCEPTUAL_LAYERS, LossOptions, register_loss
+from losses.registry import (
+    DEFAULT_PERCEPTUAL_LAYERS,
+    LossOptions,
+    cached_network,
+    register_loss,
+)
 from models.pretrained import WeightsUnavailable, known_weights, load_state_dict
 
 log = logging.getLogger("colorbench")
@@ -85,7 +89,7 @@ class VGGFeatures(nn.Module):
         return out
 
 
-@functools.lru_cache(maxsize=None)
+@cached_network
 def vgg16_features(
     device: str, strict: bool, layers: tuple[str, ...] = tuple(DEFAULT_LAYERS.split(","))
 ) -> tuple[VGGFeatures, str | None]:

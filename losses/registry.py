@@ -18,6 +18,7 @@ owes a term is declared on its registration, never probed on the module:
 from __future__ import annotations
 
 import difflib
+import functools
 import re
 from dataclasses import dataclass, field, replace
 from typing import Callable
@@ -82,6 +83,26 @@ def register_loss(
         return factory
 
     return wrap
+
+
+# Builders of pretrained networks a loss shares across cells (VGG16, LPIPS's AlexNet),
+# cached per device; ``release_networks`` empties them.
+_NETWORK_CACHES: list = []
+
+
+def cached_network(builder):
+    """``functools.lru_cache`` for a loss's pretrained-network builder, one network per
+    argument set (device included), released by ``release_networks``."""
+    cached = functools.lru_cache(maxsize=None)(builder)
+    _NETWORK_CACHES.append(cached)
+    return cached
+
+
+def release_networks() -> None:
+    """Drop every cached loss network, so its device memory can be freed (a launcher's parent
+    process, whose workers train on the same GPU)."""
+    for cached in _NETWORK_CACHES:
+        cached.cache_clear()
 
 
 def weights_tags(names, options: LossOptions) -> dict[str, str]:

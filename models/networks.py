@@ -21,9 +21,21 @@ MAX_DEPTH = 8  # pix2pix's n_down at 256 px: the bottleneck is 1x1
 MIN_DEPTH = 5  # innermost + three widening blocks + outermost
 
 
-def register_generator(name: str):
+# name -> ``rule(size) -> why it does not fit, or None``: each generator's own constraint on
+# --size (the U-Net's is a multiple of 2^5); a generator registered without one takes any.
+SIZE_RULES: dict[str, Callable[[int], str | None]] = {}
+
+
+def register_generator(name: str, size_rule: Callable[[int], str | None] | None = None):
+    """Register ``fn(size, width, out_channels, ...) -> nn.Module`` as ``--generator NAME``;
+    ``size_rule(size)`` says why a --size does not fit it (None: it fits)."""
     def wrap(fn: GeneratorBuilder) -> GeneratorBuilder:
+        if name in GENERATORS:
+            raise ValueError(f"generator {name!r} is already registered (by {GENERATORS[name].__module__}); "
+                             "pick another name")
         GENERATORS[name] = fn
+        if size_rule is not None:
+            SIZE_RULES[name] = size_rule
         return fn
 
     return wrap
@@ -31,10 +43,19 @@ def register_generator(name: str):
 
 def register_discriminator(name: str):
     def wrap(fn):
+        if name in DISCRIMINATORS:
+            raise ValueError(f"discriminator {name!r} is already registered (by {DISCRIMINATORS[name].__module__}); "
+                             "pick another name")
         DISCRIMINATORS[name] = fn
         return fn
 
     return wrap
+
+
+def size_problem(generator: str, size: int) -> str | None:
+    """Why ``--size size`` does not fit ``generator``, or None."""
+    rule = SIZE_RULES.get(generator)
+    return None if rule is None else rule(size)
 
 
 def valid_sizes_hint() -> str:
@@ -187,10 +208,21 @@ class ResUnetGenerator(nn.Module):
         return torch.tanh(x) if self.tanh else x
 
 
+# A PatchGAN's normalisation layers. "batch" is pix2pix's. "layer" normalises each sample
+# over its channels and positions (GroupNorm with one group), as Gulrajani et al. (WGAN-GP,
+# NeurIPS 2017, sec. 4) use in the critic: the gradient penalty is taken per sample, and
+# batch statistics would make each sample's critic value depend on the others (and
+# SyncBatchNorm has no double backward, so a penalty over several GPUs cannot run).
+DISCRIMINATOR_NORMS = {
+    "batch": nn.BatchNorm2d,
+    "layer": lambda channels: nn.GroupNorm(1, channels),
+}
+
+
 class NLayerDiscriminator(nn.Module):
     """PatchGAN: ``n_layers=3`` gives 70x70 receptive fields; no norm on the first layer."""
 
-    def __init__(self, input_nc: int = 3, ndf: int = 64, n_layers: int = 3):
+    def __init__(self, input_nc: int = 3, ndf: int = 64, n_layers: int = 3, norm: str = "batch"):
         super().__init__()
         layers: list[nn.Module] = [nn.Conv2d(input_nc, ndf, 4, 2, 1), nn.LeakyReLU(0.2, True)]
         mult = 1
@@ -199,7 +231,7 @@ class NLayerDiscriminator(nn.Module):
             stride = 2 if n < n_layers else 1
             layers += [
                 nn.Conv2d(ndf * prev, ndf * mult, 4, stride, 1, bias=False),
-                nn.BatchNorm2d(ndf * mult),
+                DISCRIMINATOR_NORMS[norm](ndf * mult),
                 nn.LeakyReLU(0.2, True),
             ]
         layers.append(nn.Conv2d(ndf * mult, 1, 4, 1, 1))
@@ -209,22 +241,30 @@ class NLayerDiscriminator(nn.Module):
         return self.model(x)
 
 
-@register_generator("unet")
+def unet_size_problem(size: int) -> str | None:
+    try:
+        unet_depth(size)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+@register_generator("unet", size_rule=unet_size_problem)
 def unet(size: int, width: int = 64, in_channels: int = 1, out_channels: int = 2, tanh: bool = True) -> nn.Module:
     """pix2pix U-Net (the tutorial's), n_down = log2(size) up to 8."""
     return init_weights(UnetGenerator(in_channels, out_channels, unet_depth(size), width, tanh))
 
 
-@register_generator("resunet")
+@register_generator("resunet", size_rule=unet_size_problem)
 def resunet(size: int, width: int = 64, in_channels: int = 1, out_channels: int = 2, tanh: bool = True) -> nn.Module:
     """The seed's residual U-Net."""
     return init_weights(ResUnetGenerator(in_channels, out_channels, unet_depth(size), width, tanh))
 
 
 @register_discriminator("patchgan")
-def patchgan(in_channels: int = 3, width: int = 64, n_layers: int = 3) -> nn.Module:
-    """70x70 PatchGAN conditioned on L (input L+ab)."""
-    return init_weights(NLayerDiscriminator(in_channels, width, n_layers))
+def patchgan(in_channels: int = 3, width: int = 64, n_layers: int = 3, norm: str = "batch") -> nn.Module:
+    """70x70 PatchGAN conditioned on L (input L+ab); ``norm``: a key of DISCRIMINATOR_NORMS."""
+    return init_weights(NLayerDiscriminator(in_channels, width, n_layers, norm))
 
 
 def _pick(registry: dict, kind: str, name: str):

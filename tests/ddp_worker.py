@@ -84,7 +84,7 @@ def gradient_penalty_gap(dist: DistContext) -> float:
     """WGAN-GP's D loss (a double backward) through D's DDP wrapper, against each rank's
     plain gradients averaged by hand: the largest difference of any gradient element."""
     torch.manual_seed(0)
-    term = AdversarialLoss(build_discriminator("patchgan", in_channels=3, width=8), GANLoss("wgangp"))
+    term = AdversarialLoss(build_discriminator("patchgan", in_channels=3, width=8, norm="layer"), GANLoss("wgangp"))
     data = torch.Generator().manual_seed(dist.rank)  # each rank its own photos
     L, fake, real = (torch.randn(2, c, 32, 32, generator=data) for c in (1, 2, 2))
     grads = []

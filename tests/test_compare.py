@@ -83,7 +83,7 @@ def test_report_says_which_differences_are_real(tiny_run, tmp_path):
         assert f"**{metric}** " in section
     assert "lpips" not in section.split("### How the numbers were made")[0].split("All pairs")[0]  # no values, no claims
     assert "![pairwise](fig_pairwise.png)" in section and (run / "fig_pairwise.png").is_file()
-    assert "Holm" in section and "**LPIPS**: lpips" in section
+    assert "Holm" in section and "**lpips**: package: lpips" in section and "(not computed: weights missing)" in section
     pairs = pd.read_csv(run / "pairwise.csv")
     assert list(pairs.columns) == compare.PAIRWISE_COLUMNS
     assert "cf" not in set(pairs.metric)  # descriptive: never a winner

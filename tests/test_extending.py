@@ -2,6 +2,8 @@
 builder: each is shown here with a toy one, trained by ``bench run`` without any existing
 file edited."""
 import ast
+import json
+import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -125,7 +127,10 @@ class ToyGenerator(nn.Module):
 
 @pytest.fixture
 def toy_generator():
-    @register_generator("toy_conv")
+    from models.networks import SIZE_RULES
+
+    # a fully convolutional generator: any even size fits it, e.g. 40 px that the U-Net refuses
+    @register_generator("toy_conv", size_rule=lambda size: None if size % 2 == 0 else f"--size {size} is odd")
     def toy_conv(size, width=64, in_channels=1, out_channels=2, tanh=True):
         return ToyGenerator(width, out_channels, tanh)
 
@@ -133,6 +138,20 @@ def toy_generator():
         yield "toy_conv"
     finally:
         GENERATORS.pop("toy_conv", None)
+        SIZE_RULES.pop("toy_conv", None)
+
+
+def test_a_generator_declares_its_own_size_rule_and_its_name_once(toy_generator, photo_dir, tmp_path):
+    args = ["run", "--data", str(photo_dir), "--losses", "l1", "--steps", "2", "--width", "8", "--batch-size", "4", "-q"]
+    res = CliRunner().invoke(main, [*args, "--generator", toy_generator, "--size", "40", "--out", str(tmp_path / "a")])
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "a" / "cells" / "l1" / "seed0" / "metrics.json").read_text())["status"] == "ok"
+    refused = CliRunner().invoke(main, [*args, "--size", "40", "--out", str(tmp_path / "b")])
+    assert refused.exit_code != 0 and "--generator unet: --size 40 does not fit a U-Net" in refused.output
+    odd = CliRunner().invoke(main, [*args, "--generator", toy_generator, "--size", "41", "--out", str(tmp_path / "c")])
+    assert odd.exit_code != 0 and "--generator toy_conv: --size 41 is odd" in odd.output
+    with pytest.raises(ValueError, match="generator 'toy_conv' is already registered"):
+        register_generator("toy_conv")(lambda **kw: None)
 
 
 def test_a_registered_generator_is_trained_by_bench_run(toy_generator, photo_dir, tmp_path):
@@ -149,3 +168,56 @@ def test_a_registered_generator_is_trained_by_bench_run(toy_generator, photo_dir
 
     assert isinstance(load_generator(out / "cells" / "l1" / "seed0" / "generator.pt"), ToyGenerator)
     assert isinstance(load_generator(out / "cells" / "classification" / "seed0" / "generator.pt").net, ToyGenerator)
+
+
+PLUGIN = '''
+from torch import nn
+
+from losses.registry import register_loss
+
+
+class TotalVariation(nn.Module):
+    def forward(self, L, fake_ab, real_ab):
+        return fake_ab.diff(dim=-1).abs().mean() + fake_ab.diff(dim=-2).abs().mean()
+
+
+@register_loss("toy_tv", "total variation of the predicted ab (a plugin's)")
+def toy_tv(options):
+    return TotalVariation()
+'''
+
+
+@pytest.mark.parametrize("how", ["module", "file"])
+def test_a_plugin_registered_outside_the_package_trains_under_the_local_launcher(photo_dir, tmp_path, monkeypatch,
+                                                                                how):
+    """A loss from the user's own module: the local launcher's workers import it too (from
+    config.json), `bench report` reads the run, and `bench losses` lists it."""
+    from losses import LOSSES
+
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "my_tv_plugin.py").write_text(PLUGIN)
+    if how == "module":  # on the path of this process and of every job it starts
+        monkeypatch.syspath_prepend(str(folder))
+        monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(folder), os.environ.get("PYTHONPATH", "")]))
+        plugin = "my_tv_plugin"
+    else:
+        plugin = str(folder / "my_tv_plugin.py")
+    out = tmp_path / "run"
+    try:
+        res = CliRunner().invoke(main, ["run", "--data", str(photo_dir), "--plugin", plugin, "--losses", "l1,l1+0.1*toy_tv",
+                                        "--launcher", "local", "--max-parallel", "2", "--out", str(out), *TINY])
+        assert res.exit_code == 0, res.output
+        config = json.loads((out / "config.json").read_text())
+        assert config["options"]["plugins"] == [plugin if how == "module" else str(Path(plugin).resolve())]
+        frame = pd.read_csv(out / "metrics.csv")
+        assert {"l1", "l1+0.1*toy_tv"} <= set(frame.combination)
+        assert CliRunner().invoke(main, ["report", str(out)]).exit_code == 0
+        listed = CliRunner().invoke(main, ["losses", "--plugin", plugin])
+        assert listed.exit_code == 0 and "toy_tv" in listed.output and "a plugin's" in listed.output
+    finally:  # the plugin's loss and module are this test's alone
+        LOSSES.pop("toy_tv", None)
+        for name in [m for m in sys.modules if m == "my_tv_plugin" or m.startswith("colorbench_plugin_")]:
+            del sys.modules[name]
+    missing = CliRunner().invoke(main, ["run", "--plugin", "no_such_plugin_here", "--out", str(tmp_path / "x")])
+    assert missing.exit_code != 0 and "--plugin no_such_plugin_here" in missing.output and "PYTHONPATH" in missing.output

@@ -282,7 +282,8 @@ def test_a_checkpoint_of_another_width_gets_the_documented_message(copied):
 # ---------------------------------------------------------------- 5. options checked first
 
 BAD_OPTIONS = {
-    "--size 0": (["--size", "0"], "--size 0 is out of range: use one of the multiples of 32 from 32 to 2048"),
+    "--size 0": (["--size", "0"], "--size 0 is out of range: use 8 to 2048 px"),
+    "--size 40": (["--size", "40"], "--generator unet: --size 40 does not fit a U-Net of at least 5 stride-2 levels"),
     "--size -32": (["--size", "-32"], "--size -32 is out of range"),
     "--size 1048576": (["--size", "1048576"], "--size 1048576 is out of range"),
     "--lr nan": (["--lr", "nan"], "--lr nan is out of range: use a positive number up to 1"),

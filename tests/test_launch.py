@@ -257,7 +257,8 @@ def test_slurm_jobs_requeue_themselves_on_preemption():
     (["--launcher", "slurm", "--devices", "cuda:0"], "--devices spreads cells over this machine's GPUs"),
     (["--launcher", "local", "--devices", "gpu0"], "--devices: 'gpu0' is not a GPU"),
     (["--launcher", "slurm", "--slurm-option", "account"], "--slurm-option 'account': give KEY=VALUE"),
-    (["--launcher", "local", "--slurm-partition", "p"], "--slurm-partition and --slurm-option are for --launcher slurm"),
+    (["--launcher", "local", "--slurm-partition", "p"], "--slurm-partition is for --launcher slurm"),
+    (["--slurm-mem-gb", "20"], "--slurm-mem-gb is for --launcher slurm"),
     (["--gpus-per-cell", "3"], "--batch-size 4 does not split evenly over --gpus-per-cell 3"),
 ])
 def test_launch_options_are_checked_before_anything_runs(serial, tmp_path, bad, message):
@@ -374,3 +375,36 @@ def test_local_workers_are_spread_over_the_listed_gpus(monkeypatch, tmp_path):
     jobs = launch.submit(RunFolder(tmp_path), {"device": "cuda"}, two, cells, "id")
     assert [c[1]["visible_gpus"] for c in calls if c[0] == "params"] == [[0, 1], [2, 3]]
     assert all(job.gpus_per_cell == 2 for job in jobs)
+
+
+def _sbatch(tmp_path, launch, config) -> str:
+    from bench.run.launch import make_executor
+    from bench.rundir.layout import RunFolder
+
+    executor = make_executor(RunFolder(tmp_path), launch, config, "slurm")
+    return executor._make_submission_file_text("python -c pass", "0")
+
+
+def test_the_sbatch_file_asks_for_cpus_and_memory_per_task(tmp_path, monkeypatch, fake_sbatch):
+    """Tasks asked for no CPUs and no memory, so they got the cluster's default (often one
+    core, a few GB) while holding every photo in RAM and setting threads from the login
+    node's cores."""
+    from bench.config.options import LaunchConfig
+    from bench.run.job import config_threads
+    from colorbench_datasets import split_memory
+
+    config = {"device": "cuda", "threads": 2, "options": {"size": 256},
+              "data": {"train_images": 8000, "val_images": 2000, "resize": "crop"}}
+    text = _sbatch(tmp_path, LaunchConfig(launcher="slurm", gpus_per_cell=2), config)
+    photos_gb = split_memory(8000, 2000, 256) / 2**30
+    assert "#SBATCH --cpus-per-task=8" in text and "#SBATCH --gpus-per-node=2" in text
+    mem = int(next(line for line in text.splitlines() if line.startswith("#SBATCH --mem=")).split("=")[1][:-2])
+    assert photos_gb + 8 <= mem < photos_gb + 10
+    text = _sbatch(tmp_path, LaunchConfig(launcher="slurm", slurm_cpus_per_task=6, slurm_mem_gb=40), config)
+    assert "#SBATCH --cpus-per-task=6" in text and "#SBATCH --mem=40GB" in text
+    cpu = _sbatch(tmp_path, LaunchConfig(launcher="slurm"), {**config, "device": "cpu"})
+    assert "#SBATCH --cpus-per-task=2" in cpu and "--gpus-per-node" not in cpu
+    # a GPU task's torch threads: what SLURM gave it, not the login node's count
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "6")
+    assert config_threads(config) == 6
+    assert config_threads({**config, "device": "cpu"}) == 2  # a CPU cell keeps its recorded threads (same numbers)

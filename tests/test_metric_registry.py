@@ -146,3 +146,42 @@ def _code_strings(path: Path) -> set[str]:
 def test_the_scorer_and_the_network_loader_hold_no_metric_names():
     for module in ("bench/score/scorer.py", "bench/score/networks.py", "models/metric_nets.py", "bench/score/per_image.py"):
         assert not _code_strings(ROOT / module) & set(METRICS), module
+
+
+def test_a_toy_set_and_a_toy_derived_metric_reach_the_table_the_protocol_and_compare(registered, photo_dir,
+                                                                                      tmp_path, monkeypatch):
+    """What compare and "how the numbers were made" know of a metric comes from its
+    registration: no name of a metric is spelled out in either."""
+    from models import metric_nets
+
+    class MeanColour(torch.nn.Module):  # a feature network: each photo's mean colour and its spread
+        def forward(self, rgb):
+            return torch.cat([rgb.mean((2, 3)), rgb.std((2, 3))], 1)
+
+    monkeypatch.setitem(metric_nets.NETWORKS, "toy_colour", MeanColour)
+
+    @registered("toy_set", kind="set", network="toy_colour", min_images=2, higher_is_better=False,
+                description="distance of the mean colour features", protocol="mean and std of sRGB per photo, L2")
+    def toy_set(pred_features, real_features):
+        return (pred_features.mean(0) - real_features.mean(0)).norm()
+
+    @registered("toy_spread", kind=DERIVED, needs=("psnr",), higher_is_better=False,
+                description="spread of PSNR over the photos", protocol="standard deviation of per-photo PSNR")
+    def toy_spread(pred, truth):
+        return pred["psnr"].double().std()
+
+    out = tmp_path / "run"
+    res = CliRunner().invoke(main, ["run", "--data", str(photo_dir), "--losses", "l1,mse", "--seeds", "0,1",
+                                    "--out", str(out), *TINY])
+    assert res.exit_code == 0, res.output
+    frame = pd.read_csv(out / "metrics.csv")
+    l1 = frame[(frame.combination == "l1") & frame.metric.isin(["toy_set", "toy_spread"])]
+    assert len(l1) == 4 and np.isfinite(l1.value).all()
+    assert CliRunner().invoke(main, ["report", str(out)]).exit_code == 0
+    report = (out / "report.md").read_text()
+    assert "**toy_set**: mean and std of sRGB per photo, L2" in report
+    assert "**toy_spread**: standard deviation of per-photo PSNR" in report
+    for metric in ("toy_set", "toy_spread"):
+        res = CliRunner().invoke(main, ["compare", str(out), "--metric", metric, "--resamples", "200"])
+        assert res.exit_code == 0 and "not compared" not in res.output, res.output
+        assert "l1" in res.output and "mse" in res.output

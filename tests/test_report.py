@@ -385,3 +385,22 @@ def test_missing_val_photos_leave_out_only_the_image_figures(tiny_run, tmp_path)
     assert "the val photos could not be read" in md and str(tmp_path / "gone") in md
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
     assert sorted(links) == sorted([FIGURES["scores"], FIGURES["training"], FIGURES["pairwise"]])
+
+
+def test_a_table_scored_on_two_kinds_of_device_says_so(tiny_run, tmp_path):
+    """A SLURM login node without a GPU scores gray and the photos on its CPU while the cells
+    score on GPUs: the rows of one table then come from two kinds of device."""
+    from bench.report.build import caveats
+    from bench.report.summary import summarize
+    from bench.rundir.read import load_run
+
+    def said(run_dir):
+        run = load_run(run_dir)
+        return [c for c in caveats([run], summarize([run])) if "scored on the" in c]
+
+    run_dir = copy_run(tiny_run, tmp_path / "mixed")
+    assert load_run(run_dir).config["baselines_scored_on"] == "cpu" and not said(run_dir)
+    record = next(run_dir.glob("cells/*/seed0/metrics.json"))
+    record.write_text(json.dumps({**json.loads(record.read_text()), "device": "cuda"}))
+    said = said(run_dir)
+    assert len(said) == 1 and "**cpu**" in said[0] and "cuda" in said[0]

@@ -91,12 +91,17 @@ def test_sigkill_mid_cell_then_rerun_gives_identical_metrics(reference, tmp_path
     assert "already done, kept" in log and "resuming from its checkpoint" in log
 
 
-def test_ctrl_c_saves_prints_the_resume_command_and_resumes_exactly(reference, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])  # Ctrl-C; kill, systemd, a container stop
+def test_a_stop_signal_saves_prints_the_resume_command_and_resumes_exactly(reference, tmp_path, sig):
     photos, expected = reference
     out = tmp_path / "stopped"
-    args, proc, cell, err = _interrupt(photos, out, "l1", signal.SIGINT)
-    assert proc.returncode == 130, err
+    args, proc, cell, err = _interrupt(photos, out, "l1", sig)
+    assert proc.returncode == 128 + sig, err
     assert "Resume with:" in err and f"--out {out}" in err
+    assert ("Ctrl-C" if sig == signal.SIGINT else "SIGTERM") in err
+    from bench.rundir.lock import holder
+
+    assert holder(out) is None and holder(cell) is None  # nothing left holding the run
     state = torch.load(cell / "checkpoint.pt", weights_only=True)
     assert len(state["log"]) == state["step"] >= 1  # saved at a step boundary, every step logged
     _rerun_matches(args, out, expected)

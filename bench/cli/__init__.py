@@ -47,9 +47,12 @@ class LazyGroup(click.Group):
 
 
 def _setup_logging(verbose: bool) -> None:
+    """Colorbench's messages on stderr, bare (one handler of ours: a second `main()` in one
+    process replaces it; handlers someone else added stay)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
-    log.handlers[:] = [handler]
+    handler.colorbench_cli = True
+    log.handlers[:] = [h for h in log.handlers if not getattr(h, "colorbench_cli", False)] + [handler]
     log.setLevel(logging.DEBUG if verbose else logging.INFO)
     log.propagate = False
     warnings.formatwarning = lambda msg, cat, *a, **k: f"WARNING: {msg}\n"

@@ -8,9 +8,10 @@ import click
 from bench.config.machine import resolve_device
 from bench.report import compare
 from bench.report.build import ReportSettings, build_report
+from bench.report.summary import direction
 from bench.rundir.read import load_run, newest_run
 from bench.rundir.write import write_csv
-from bench.score.metrics import METRICS
+from bench.score.metrics import METRICS, derived_from
 
 log = logging.getLogger("colorbench")
 
@@ -74,7 +75,9 @@ def compare_runs(run_dir, metrics, resamples, csv_path):
         log.info("note: %s", problem.replace("`", ""))
     for metric in wanted:
         if metric not in available:
-            why = "descriptive, never ranked: compare delta_cf" if metric == "cf" else "no per-image values in this run"
+            ranks = derived_from(metric)
+            why = ("no per-image values in this run" if direction(metric) != "descriptive" else
+                   "descriptive, never ranked" + (f": compare {', '.join(ranks)}" if ranks else ""))
             click.echo(f"{metric}: not compared ({why})\n")
             continue
         click.echo(compare.terminal_table(pairs, metric) + "\n")

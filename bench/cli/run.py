@@ -21,7 +21,7 @@ from bench.config.options import (
 )
 from bench.report.summary import arrow, decimals
 from bench.run.runner import run_benchmark
-from bench.run.stop import RunInterrupted
+from bench.run.stop import RunInterrupted, signal_words
 from bench.rundir.read import read_metrics
 
 
@@ -107,7 +107,7 @@ def run(quiet, overwrite, **options):
     """Train and score every loss combination x seed.
 
     Rerunning the same command resumes: finished cells are kept and an unfinished one
-    continues from its last checkpoint. Ctrl-C saves and stops.
+    continues from its last checkpoint. Ctrl-C (or SIGTERM, SIGHUP) saves and stops.
     """
     preset = options.pop("preset")
     launch = LaunchConfig(**{name: options.pop(name) for name in LAUNCH_FIELDS})
@@ -115,8 +115,10 @@ def run(quiet, overwrite, **options):
         cfg = make_config(preset, **options)
         out = run_benchmark(cfg, progress=not quiet, overwrite=overwrite, launch=launch)
     except RunInterrupted as exc:
-        click.echo(f"\nStopped; nothing is lost. Resume with:\n  {_resume_command(exc.out)}", err=True)
-        sys.exit(130)
+        note = f" ({exc.note})" if exc.note else ""
+        click.echo(f"\nStopped by {signal_words(exc.signum)}; nothing is lost{note}. Resume with:\n"
+                   f"  {_resume_command(exc.out)}", err=True)
+        sys.exit(128 + (exc.signum or 2))
     except (ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
     if launch.no_wait:

@@ -57,6 +57,21 @@ def cpu_has_native_bf16() -> bool:
     return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
+def gpu_has_native_bf16(device: torch.device) -> bool:
+    """Whether the GPU ``device`` (cuda:N, not the current one) runs bf16 in hardware:
+    compute capability 8.0 (Ampere) and later. torch.cuda.is_bf16_supported() also counts
+    emulation, which V100, T4 and P100 run slower than fp32."""
+    return torch.cuda.get_device_capability(device) >= (8, 0)
+
+
+def gpu_capability(device: torch.device) -> str | None:
+    """``sm_80`` and the like, for config.json: what a precision was chosen on."""
+    if device.type != "cuda" or not torch.cuda.is_available():
+        return None
+    major, minor = torch.cuda.get_device_capability(device)
+    return f"sm_{major}{minor}"
+
+
 def resolve_precision(requested: str, device: torch.device) -> str:
     if requested not in PRECISIONS:
         raise ValueError(f"unknown --precision {requested!r}; use auto, fp32, bf16 or fp16")
@@ -65,7 +80,7 @@ def resolve_precision(requested: str, device: torch.device) -> str:
     if requested != "auto":
         return requested
     if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+        return "bf16" if gpu_has_native_bf16(device) else "fp32"
     return "bf16" if cpu_has_native_bf16() else "fp32"
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from bench.config.plugins import load_plugins, plugin_name
 from losses import LossOptions
 from losses.adversarial import GAN_MODES
 from losses.registry import DEFAULT_PERCEPTUAL_LAYERS
@@ -100,7 +101,8 @@ class RunConfig:
         default_text="$COLORBENCH_DATA, else colorbench/data in the user cache folder, e.g. ~/.cache/colorbench/data",
         help="Cache folder for named datasets.")
     preset: str = option("quick", choices=tuple(PRESETS), help=f"Defaults for the options below. {_preset_summary()}.")
-    generator: str = option("unet", identity=True, help="Generator network: unet or resunet.")
+    generator: str = option("unet", identity=True,
+                            help="Generator network: unet, resunet, or one a plugin registers.")
     discriminator: str = option("patchgan", identity=True, help="Discriminator for GAN terms.")
     # PatchGAN base channels; None: --width, as pix2pix's ndf = ngf, so the quick preset's
     # half-width G meets a half-width D (and its GAN step costs ~2x less, benchmarks/README).
@@ -108,7 +110,7 @@ class RunConfig:
     disc_width: int | None = option(
         None, identity=True, old_runs=64, default_text="--width, as pix2pix's ndf = ngf",
         help="Discriminator base channels (pix2pix's ndf).")
-    size: int = option(32, identity=True, help="Training/val crop size in px (a multiple of 32).")
+    size: int = option(32, identity=True, help="Training/val crop size in px (the U-Net's: a multiple of 32).")
     width: int = option(32, identity=True, help="Generator base channels.")
     # How long each cell trains: passes over the train photos, or optimizer steps; one of
     # the two (neither: the quick preset's steps). Runs made before --steps trained epochs.
@@ -118,6 +120,10 @@ class RunConfig:
         None, identity=True, old_runs=None, help="Optimizer steps per cell (replaces --epochs).")
     batch_size: int = option(16, identity=True, help="Batch size.")
     seeds: tuple[int, ...] = option((0,), help="Comma-separated seeds; each is a cell per combination.")
+    plugins: tuple[str, ...] = option(
+        (), multiple=True, flag="--plugin",
+        help="A module (a name on PYTHONPATH, or a .py file) that registers your own losses, metrics or "
+             "generators; repeatable. Recorded, so every job and `bench report` import it too.")
     lr: float = option(2e-4, identity=True, help="Adam learning rate for G and D.")
     betas: tuple[float, float] = option(
         (0.5, 0.999), identity=True, internal="Adam's betas are pix2pix's; set them from Python")
@@ -161,7 +167,7 @@ class RunConfig:
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
-        d["seeds"], d["betas"] = list(self.seeds), list(self.betas)
+        d["seeds"], d["betas"], d["plugins"] = list(self.seeds), list(self.betas), list(self.plugins)
         return d
 
     def loss_options(self, device) -> LossOptions:
@@ -208,6 +214,12 @@ class LaunchConfig:
         24 * 60, min=1,
         help="slurm (and local): a job's time limit in minutes; a job that reaches it is requeued "
              "and resumes its cell from the checkpoint.")
+    slurm_cpus_per_task: int | None = option(
+        None, min=1, default_text="a GPU task: 8 per GPU; a CPU task: the run's threads per cell",
+        help="slurm: CPUs per task; the task's torch threads follow it (SLURM_CPUS_PER_TASK).")
+    slurm_mem_gb: float | None = option(
+        None, min=1, default_text="the run's photos as held in memory, plus 8 GB",
+        help="slurm: memory per task in GB (each task holds every photo in memory).")
     slurm_option: tuple[str, ...] = option(
         (), multiple=True,
         help="slurm: an extra sbatch option KEY=VALUE (repeatable), e.g. --slurm-option account=proj "
@@ -278,6 +290,11 @@ def make_config(preset: str = "quick", **options) -> RunConfig:
                          "(as --option-name; in Python, option_name)")
     if options.get("seeds") is not None:
         options["seeds"] = parse_seeds(options["seeds"])
+    # before anything is checked: the plugins register the losses, metrics and generators the
+    # options may name
+    options["plugins"] = tuple(plugin_name(p) for p in ([options["plugins"]] if isinstance(options.get("plugins"), str)
+                                                         else options.get("plugins") or ()))
+    load_plugins(options["plugins"])
     if preset not in PRESETS:
         raise ValueError(f"unknown --preset {preset!r}; choose one of: {', '.join(PRESETS)}")
     given = {k: v for k, v in options.items() if v is not None}
@@ -326,6 +343,7 @@ def config_options(options: dict) -> RunConfig:
     """The ``RunConfig`` that config.json's ``options`` record."""
     values = {**OPTIONS_ADDED_LATER, **{k: v for k, v in options.items() if k in RUN_FIELDS}}
     values["seeds"], values["betas"] = tuple(values["seeds"]), tuple(values["betas"])
+    values["plugins"] = tuple(values.get("plugins", ()))
     return RunConfig(**values)
 
 

@@ -22,13 +22,13 @@ from bench.rundir.layout import slug
 from losses import parse_losses
 from losses.adversarial import GAN_MODES
 from losses.perceptual import parse_layer_weights
-from models import DISCRIMINATORS, GENERATORS, unet_depth
+from models import DISCRIMINATORS, GENERATORS, size_problem
 
 
 def _check_launch(launch: LaunchConfig, cfg: RunConfig) -> None:
     if launch.launcher not in LAUNCHERS:
         raise OptionError(f"unknown --launcher {launch.launcher!r}; choose one of: {', '.join(LAUNCHERS)}")
-    for name in ("max_parallel", "gpus_per_cell", "timeout_min"):
+    for name in ("max_parallel", "gpus_per_cell", "timeout_min", "slurm_cpus_per_task"):
         value = getattr(launch, name)
         if value is not None and (not _is_int(value) or value < 1):
             raise OptionError(f"{_flag(name)} must be a whole number of at least 1, got {value!r}")
@@ -50,8 +50,12 @@ def _check_launch(launch: LaunchConfig, cfg: RunConfig) -> None:
     for item in launch.slurm_option:
         if not isinstance(item, str) or "=" not in item or not item.split("=", 1)[0].strip():
             raise OptionError(f"--slurm-option {item!r}: give KEY=VALUE, e.g. --slurm-option account=myproject")
-    if launch.launcher != "slurm" and (launch.slurm_partition or launch.slurm_option):
-        raise OptionError("--slurm-partition and --slurm-option are for --launcher slurm")
+    slurm_only = [f for f in ("slurm_partition", "slurm_option", "slurm_cpus_per_task", "slurm_mem_gb")
+                  if getattr(launch, f)]
+    if launch.launcher != "slurm" and slurm_only:
+        raise OptionError(f"{_flag(slurm_only[0])} is for --launcher slurm")
+    if launch.slurm_mem_gb is not None and (not isinstance(launch.slurm_mem_gb, (int, float)) or launch.slurm_mem_gb < 1):
+        raise OptionError(f"--slurm-mem-gb must be at least 1 (GB), got {launch.slurm_mem_gb!r}")
     if launch.no_wait and launch.launcher == "serial":
         raise OptionError("--no-wait needs --launcher local or slurm: a serial run trains in this process")
 
@@ -63,11 +67,13 @@ def _check_visible_gpus(launch: LaunchConfig, cfg: RunConfig, devices: list[str]
     visible = torch.cuda.device_count()
     where = (f"this machine shows {visible} GPU(s), cuda:0 to cuda:{visible - 1}" if visible else
              "this machine shows no GPU (CUDA_VISIBLE_DEVICES, or a node without one)")
-    absent = [d for d in devices if int(d[5:]) >= visible]
+    absent = [d for d in devices if int(d[5:]) >= visible]  # (--devices is refused with slurm above)
     if absent:
         raise OptionError(f"--devices {absent[0]}: {where}; list only those")
+    if launch.launcher == "slurm":
+        return
     on_gpu = devices or (cfg.device != "cpu" and resolve_device(cfg.device).type == "cuda")
-    if launch.launcher != "slurm" and on_gpu and launch.gpus_per_cell > max(visible, 1):
+    if on_gpu and launch.gpus_per_cell > max(visible, 1):
         raise OptionError(f"--gpus-per-cell {launch.gpus_per_cell}: {where}; ask for at most {visible}")
 
 
@@ -76,6 +82,7 @@ class OptionError(ValueError):
 
 
 MAX_SIZE = 2048          # px; the paper preset is 256
+MIN_SIZE = 8             # px; a generator may ask for more (the U-Net: 32)
 
 
 MAX_WIDTH = 512          # base channels; the paper's U-Net is 64 (512 is ~3.5e9 parameters)
@@ -150,10 +157,12 @@ def _check_what_trains(cfg: RunConfig) -> None:
         raise OptionError(f"unknown --generator {cfg.generator!r}; choose one of: {', '.join(sorted(GENERATORS))}")
     if cfg.discriminator not in DISCRIMINATORS:
         raise OptionError(f"unknown --discriminator {cfg.discriminator!r}; choose one of: {', '.join(sorted(DISCRIMINATORS))}")
-    if not _is_int(cfg.size) or not 32 <= cfg.size <= MAX_SIZE or cfg.size % 32:
-        raise OptionError(f"--size {cfg.size!r} is out of range: use one of the multiples of 32 from 32 to "
-                          f"{MAX_SIZE} (e.g. 64, or 256 as the paper preset)")
-    unet_depth(cfg.size)
+    if not _is_int(cfg.size) or not MIN_SIZE <= cfg.size <= MAX_SIZE:
+        raise OptionError(f"--size {cfg.size!r} is out of range: use {MIN_SIZE} to {MAX_SIZE} px (e.g. 64, or 256 "
+                          "as the paper preset)")
+    problem = size_problem(cfg.generator, cfg.size)  # each generator's own rule (the U-Net's: multiples of 32)
+    if problem:
+        raise OptionError(f"--generator {cfg.generator}: {problem}")
     _int_in(cfg, "width", 1, MAX_WIDTH, " (the paper's U-Net is 64)")
     _int_in(cfg, "disc_width", 1, MAX_WIDTH, " (pix2pix's PatchGAN is 64)")
     if cfg.gan_mode not in GAN_MODES:

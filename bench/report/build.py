@@ -40,7 +40,7 @@ from bench.rundir.read import (
     read_train_log,
 )
 from bench.rundir.write import atomic_write_text, write_csv
-from bench.score.metrics import METRICS, colorfulness
+from bench.score.metrics import METRICS, colorfulness, derived_from
 from bench.score.protocol import protocol_lines
 from bench.score.scorer import load_generator, predict_ab
 from losses import is_adversarial
@@ -147,6 +147,12 @@ def caveats(runs: list[Run], summary: pd.DataFrame) -> list[str]:
                     prefix + f"`{c['name']}`: the `{term}` term used **{tag}** weights (pretrained weights were "
                     "not available), so it is not the loss the literature means"
                 )
+        where = run.config.get("baselines_scored_on")
+        kinds = {(run.cell_record(n, k) or {}).get("device") for n in run.combination_names for k in run.seeds} - {None}
+        if where and kinds - {where}:
+            out.append(prefix + f"gray and the photos were scored on the **{where}**, the models on "
+                       f"{_and(sorted(kinds))}: their last digits may differ for that alone (a login node without "
+                       "a GPU planned the run)")
         skipped = d.get("skipped", [])
         if skipped:
             by_split = {s: sum(x["split"] == s for x in skipped) for s in ("train", "val")}
@@ -213,7 +219,8 @@ def _descriptive_sentences(summary: pd.DataFrame, digits: dict[str, int]) -> lis
         low, high = models.iloc[0], models.iloc[-1]
         text += (f"the models range from {_fmt(low['mean'], d)} (`{low['row']}`) to {_fmt(high['mean'], d)} (`{high['row']}`)"
                  if len(models) > 1 else f"`{low['row']}` scores {_fmt(low['mean'], d)}")
-        out.append(text + (" — `delta_cf` ranks the distance to the photos." if metric == "cf" else "."))
+        ranks = ", ".join(f"`{m}`" for m in derived_from(metric))
+        out.append(text + (f" — {ranks} ranks the distance to the photos." if ranks else "."))
     return out
 
 

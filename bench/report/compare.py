@@ -21,7 +21,7 @@ from bench.report.summary import arrow, decimals, direction, table_rows
 from bench.rundir.layout import GRAY, TRUTH
 from bench.rundir.read import Run
 from bench.score import stats
-from bench.score.metrics import METRICS
+from bench.score.metrics import DERIVED, METRICS, PER_IMAGE, SET
 from bench.score.per_image import PerImage, read_per_image
 
 # The report's matrices and claims; lpips joins when the run has its values.
@@ -72,11 +72,12 @@ class RunScores:
         return [s for s in self.run.seeds if self._has(combination, s, metric)]
 
     def _has(self, combination: str, seed, metric: str) -> bool:
-        if metric in ("fid", "kid"):
+        kind = _kind(metric)
+        if kind == SET:
             return (combination, seed, metric) in self.replicates and math.isfinite(self._observed(combination, seed, metric))
-        source = "cf" if metric == "delta_cf" else metric
-        v = self.values.get((combination, seed, source))
-        return v is not None and bool(np.isfinite(v).all())
+        sources = METRICS[metric].needs if kind == DERIVED else (metric,)
+        values = [self.values.get((combination, seed, source)) for source in sources]
+        return all(v is not None and bool(np.isfinite(v).all()) for v in values)
 
     def _seed_key(self, combination: str, seed):
         return None if combination == GRAY else seed
@@ -93,16 +94,19 @@ class RunScores:
         if not seeds or not all(self._has(combination, self._seed_key(combination, s), metric) for s in seeds):
             return None
         keys = [self._seed_key(combination, s) for s in seeds]
-        if metric in ("fid", "kid"):
+        kind = _kind(metric)
+        if kind == SET:
             found = [self.replicates[(combination, k, metric)] for k in keys]
             reps = np.stack([r[: min(map(len, found))] for r in found])  # a resumed run may hold fewer
             observed = np.array([self._observed(combination, k, metric) for k in keys])
             return stats.Sample(np.zeros((len(keys), len(self.images))), replicates=reps, observed=observed)
-        if metric == "delta_cf":
-            reference = self.values.get((TRUTH, None, "cf"))
-            if reference is None:
+        if kind == DERIVED:  # recomputed on each resample from the per-image values it needs
+            m = METRICS[metric]
+            truth = {n: self.values[(TRUTH, None, n)] for n in m.needs if (TRUTH, None, n) in self.values}
+            if any(n not in truth for n in _truth_needed(metric)):
                 return None
-            return stats.Sample(np.stack([self.values[(combination, k, "cf")] for k in keys]), reference=reference)
+            pred = {n: np.stack([self.values[(combination, k, n)] for k in keys]) for n in m.needs}
+            return stats.Sample(pred[m.needs[0]], statistic=lambda counts: m.resampled(pred, truth, counts))
         weights = self.values.get((TRUTH, None, f"{metric}_weight"))
         if METRICS.get(metric) is not None and METRICS[metric].needs and weights is None:
             return None
@@ -141,10 +145,28 @@ def ranked_metrics(scores: RunScores) -> list[str]:
     """The metrics a pair can be compared on: ranked ones that have per-image data (or,
     for FID/KID, replicates), in the registry's order."""
     have = {m for _, _, m in scores.values} | {m for _, _, m in scores.replicates}
-    if "cf" in have and (TRUTH, None, "cf") in scores.values:
-        have.add("delta_cf")
+    have |= {name for name, m in METRICS.items() if m.kind == DERIVED and all(n in have for n in m.needs)
+             and all((TRUTH, None, n) in scores.values for n in _truth_needed(name))}
     out = [m for m in METRICS if m in have and direction(m) in SIGN]
     return [m for m in out if any(scores.seeds(c, m) for c in scores.combinations if c != GRAY)]
+
+
+def descriptive_metrics(scores: RunScores) -> list[str]:
+    """The per-image metrics read against the photos' own value, never ranked (``cf``)."""
+    have = {m for _, _, m in scores.values}
+    return [m for m in METRICS if m in have and direction(m) == "descriptive"]
+
+
+def _truth_needed(metric: str) -> list[str]:
+    """The photos' own per-image values a derived metric reads: those of the descriptive
+    metrics it needs (the Scorer keeps the photos' values of those alone)."""
+    return [n for n in METRICS[metric].needs if direction(n) == "descriptive"]
+
+
+def _kind(metric: str) -> str:
+    """A metric's kind; one the registry does not know (a column of an older run) counts
+    as per image, as its per-image values are what is there."""
+    return METRICS[metric].kind if metric in METRICS else PER_IMAGE
 
 
 def pairwise(scores: RunScores, metrics: list[str] | None = None, n_boot: int = stats.N_BOOT,
@@ -197,12 +219,12 @@ def photo_intervals(scores: RunScores, metrics: list[str] | None = None, n_boot:
     """Each row's photo-bootstrap interval (seeds held fixed): run, combination, metric,
     photo_ci_low, photo_ci_high. ``cf`` included (descriptive, but its interval still says
     how precisely the photos pin it), and the ground truth's own ``cf``."""
-    metrics = metrics if metrics is not None else [*ranked_metrics(scores), "cf"]
+    metrics = metrics if metrics is not None else [*ranked_metrics(scores), *descriptive_metrics(scores)]
     records = []
     for combination in [*scores.combinations, TRUTH]:
         for metric in metrics:
             if combination == TRUTH:
-                v = scores.values.get((TRUTH, None, metric)) if metric == "cf" else None
+                v = scores.values.get((TRUTH, None, metric)) if direction(metric) == "descriptive" else None
                 sample = stats.Sample(v[None]) if v is not None else None
             else:
                 sample = scores.sample(combination, metric, [scores.run.seeds[0]] if combination == GRAY

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -31,15 +32,18 @@ import submitit
 import torch
 
 from bench.config.machine import (
+    gpu_capability,
+    gpu_has_native_bf16,
     job_name,
     resolve_device,
     set_determinism,
     torch_threads,
 )
 from bench.config.options import config_options
+from bench.config.plugins import load_plugins
 from bench.run.reuse import check_cell_numerics
 from bench.run.stages import Plan, assemble_metrics, load_photos, load_weights, run_cell
-from bench.run.stop import RunInterrupted, StopOnSigint
+from bench.run.stop import RunInterrupted, StopOnSignals
 from bench.rundir.layout import CellFolder, RunFolder
 from bench.rundir.lock import RunFolderBusy
 from bench.rundir.read import cells_in_order, read_config, read_json
@@ -75,14 +79,16 @@ def open_run(run_dir: Path, device: str | None = None, dist=None) -> JobRun:
     folder = RunFolder(run_dir)
     config = read_config(folder.config)
     cfg = config_options(config["options"])
+    load_plugins(cfg.plugins)  # the run's own losses, metrics and generators, as `bench run` imported them
     dev = resolve_device(device or ("cuda" if str(config["device"]).startswith("cuda") else "cpu"))
     main_rank = dist is None or dist.is_main
     if dev.type == "cuda" and dist is not None and dist.world_size > 1:
         dev = torch.device("cuda", dist.local_rank)
     precision = config["precision"]
-    if dev.type == "cuda" and precision == "bf16" and not torch.cuda.is_bf16_supported():
-        raise JobRefused(f"{folder.config} plans bf16 and this GPU ({torch.cuda.get_device_name(dev)}) lacks it: "
-                         "rerun `bench run` into a new --out with --precision fp16 or fp32")
+    if dev.type == "cuda" and precision == "bf16" and not gpu_has_native_bf16(dev):
+        raise JobRefused(f"{folder.config} plans bf16 and this GPU ({torch.cuda.get_device_name(dev)}, "
+                         f"{gpu_capability(dev)}) runs it only emulated, slower than fp32: rerun `bench run` "
+                         "into a new --out with --precision fp16 or fp32")
     plan = Plan(cfg, parse_losses(cfg.losses), dev, precision, folder, cfg.loss_options(dev))
     with quiet_loading():
         data, _ = load_photos(plan, progress=False)
@@ -169,14 +175,19 @@ def run_job(run_dir: str | Path, cells: list[tuple[str, int]], device: str | Non
 
 
 def config_threads(config: dict) -> int:
-    """The threads each cell of the run trains with (config.json's ``threads``)."""
+    """The threads each cell of the run trains with: config.json's ``threads``, except in a
+    SLURM task, which has the CPUs SLURM gave it (SLURM_CPUS_PER_TASK; the ``threads``
+    were counted on the login node)."""
+    given = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    if given.isdigit() and int(given) > 0 and str(config.get("device", "")).startswith("cuda"):
+        return int(given)
     return int(config.get("threads") or torch.get_num_threads())
 
 
 def _train_cells(run, folder, config, cells, job, launch_id, gpus_per_cell, device) -> tuple[int, list[str]]:
     """``run_job``'s loop: the cells trained here, and those that failed."""
     trained, failed = 0, []
-    with StopOnSigint() as stop:
+    with StopOnSignals() as stop:
         for name, seed in cells:
             cell = folder.cell(name, seed)
             if cell.is_done() or failed_in_launch(cell, launch_id):
@@ -195,7 +206,7 @@ def _train_cells(run, folder, config, cells, job, launch_id, gpus_per_cell, devi
                         train_one(run, name, seed, stop)
                     trained += 1
             except Interrupted:
-                raise RunInterrupted(folder.path) from None
+                raise RunInterrupted(folder.path, stop.requested) from None
             except Exception as exc:  # noqa: BLE001 - recorded for `bench status`, then the next cell
                 write_failure(cell, exc, job, launch_id)
                 failed.append(f"{name} seed {seed}: {type(exc).__name__}: {exc}")
@@ -218,9 +229,10 @@ def torchrun_cell(run_dir: Path, name: str, seed: int, processes: int, device: s
 
 @dataclass
 class Job:
-    """What submitit runs: ``run_job`` on the listed cells. On a preempted or timed-out SLURM
-    job, submitit calls ``checkpoint`` and requeues the same job, which resumes each cell from
-    its checkpoint (written every --checkpoint-seconds), so a requeue loses at most that."""
+    """What submitit runs: ``run_job`` on the listed cells. SLURM's USR2 warning (before the
+    time limit, or on preemption) asks the cell in training to save at its next step
+    boundary; then submitit's own handler calls ``checkpoint`` and requeues the same job,
+    which resumes the cell from what it saved."""
 
     run_dir: str
     cells: list[tuple[str, int]]
@@ -231,6 +243,15 @@ class Job:
     def __call__(self) -> int:
         if not logging.getLogger("colorbench").handlers:  # the job's log: what it trains, what failed
             logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+        requeue = signal.getsignal(signal.SIGUSR2)  # submitit's: checkpoint(), requeue, exit
+        try:
+            return self._run()
+        except RunInterrupted as exc:
+            if exc.signum == signal.SIGUSR2 and callable(requeue):
+                requeue(signal.SIGUSR2, None)  # the cell is saved: now requeue
+            raise
+
+    def _run(self) -> int:
         if self.gpus_per_cell > 1 and submitit.JobEnvironment().num_tasks > 1:
             # One task per GPU in this job (SLURM's --ntasks-per-node): each task is a rank
             # of the cell's process group, as torchrun's processes are.
@@ -267,11 +288,11 @@ def train_distributed(run_dir: str | Path, name: str, seed: int, device: str | N
         go = any_rank(dist.is_main and not cell.is_done() and (lock is not None or parent_holds_lock), dist)
         try:
             if go:
-                with StopOnSigint() as stop:
+                with StopOnSignals() as stop:
                     try:
                         train_one(run, name, seed, stop, dist)
                     except Interrupted:
-                        raise RunInterrupted(run.folder.path) from None
+                        raise RunInterrupted(run.folder.path, stop.requested) from None
                 if dist.is_main:
                     assemble_metrics(run.folder, run.config)
         finally:

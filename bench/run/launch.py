@@ -13,6 +13,8 @@ cells that are neither finished, nor trained right now, nor waiting in a live jo
 from __future__ import annotations
 
 import logging
+import math
+import signal
 import socket
 import time
 import uuid
@@ -20,13 +22,14 @@ from datetime import datetime
 
 import submitit
 import torch
+from colorbench_datasets import split_memory
 from submitit.local.debug import DebugJob
 from tqdm.auto import tqdm
 
 from bench.config.options import LaunchConfig, max_parallel, parse_devices
 from bench.run.job import Job, run_job
 from bench.run.status import cell_states, cells_waiting, read_launches
-from bench.run.stop import RunInterrupted
+from bench.run.stop import RunInterrupted, StopOnSignals
 from bench.rundir.layout import RunFolder
 from bench.rundir.lock import holder
 from bench.rundir.read import cells_in_order
@@ -80,13 +83,34 @@ def make_executor(folder: RunFolder, launch: LaunchConfig, config: dict, kind: s
         return executor
     executor = submitit.SlurmExecutor(folder=jobs, max_num_timeout=MAX_TIMEOUTS)
     options = dict(item.split("=", 1) for item in launch.slurm_option)
+    cpus, mem_gb = slurm_resources(launch, config)
     executor.update_parameters(
         job_name="colorbench", time=launch.timeout_min, partition=launch.slurm_partition,
         ntasks_per_node=launch.gpus_per_cell, gpus_per_node=launch.gpus_per_cell if on_gpu else None,
-        cpus_per_task=config.get("threads") if not on_gpu else None, signal_delay_s=SIGNAL_DELAY_S,
+        cpus_per_task=cpus, mem=f"{mem_gb}GB", signal_delay_s=SIGNAL_DELAY_S,
         array_parallelism=max_parallel(launch) or 256, additional_parameters=options,
     )
     return executor
+
+
+# CPUs a GPU task asks for by default: data loading is in memory, so a few cores per GPU
+# keep it fed; the login node's core count says nothing of the compute nodes'.
+GPU_TASK_CPUS = 8
+# Memory beyond the photos: torch, CUDA's context, the metric networks, the checkpoint.
+TASK_BASE_MEM_GB = 8
+
+
+def slurm_resources(launch: LaunchConfig, config: dict) -> tuple[int, int]:
+    """CPUs and memory (GB) per SLURM task: the options, else from the run. Unasked, a task
+    gets the cluster's default (often one core and a few GB) while it holds every photo."""
+    on_gpu = str(config["device"]).startswith("cuda")
+    cpus = launch.slurm_cpus_per_task or (GPU_TASK_CPUS if on_gpu else int(config.get("threads") or 1))
+    if launch.slurm_mem_gb is not None:
+        return cpus, math.ceil(launch.slurm_mem_gb)
+    data, size = config.get("data", {}), int(config.get("options", {}).get("size", 0))
+    photos = split_memory(int(data.get("train_images", 0)), int(data.get("val_images", 0)), size,
+                          data.get("resize") or "crop")
+    return cpus, TASK_BASE_MEM_GB + math.ceil(photos / 2**30)
 
 
 def submit(folder: RunFolder, config: dict, launch: LaunchConfig, cells, launch_id: str, kind: str | None = None):
@@ -161,6 +185,33 @@ def launch_cells(folder: RunFolder, config: dict, launch: LaunchConfig, progress
     return True
 
 
+def stop_jobs(jobs, wait_s: float = 600.0, poll_s: float = 0.5) -> str:
+    """Ask this launch's local workers to save and stop (each saves its cell at the next step
+    boundary) and wait for them; SLURM's jobs are left to run. Returns what the
+    user is told of them."""
+    local = [job for job in jobs if isinstance(job, submitit.LocalJob) and not job.done()]
+    others = [job for job in jobs if not isinstance(job, submitit.LocalJob) and not job.done()]
+    for job in local:
+        # SIGTERM, not submitit's cancel (SIGINT): a worker that the terminal's Ctrl-C
+        # reached too is already saving, and a second SIGINT would abort it (bench/run/stop.py)
+        process = getattr(job, "_process", None)
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    if local:
+        log.warning("Waiting for %d local worker(s) to save their cells...", len(local))
+    deadline = time.monotonic() + wait_s
+    while any(not job.done() for job in local) and time.monotonic() < deadline:
+        time.sleep(poll_s)
+    still = sum(not job.done() for job in local)
+    notes = []
+    if still:
+        notes.append(f"{still} local worker(s) had not stopped after {wait_s:.0f} s and go on")
+    if others:
+        notes.append(f"the {len(others)} SLURM job(s) go on training (`bench status` follows them; scancel stops "
+                     "them)")
+    return "; ".join(notes)
+
+
 class LaunchFailed(ValueError):
     """Some cells did not finish; the message names them, their errors and their logs."""
 
@@ -174,17 +225,17 @@ def wait_for_cells(folder: RunFolder, config: dict, jobs, progress: bool, poll_s
     jobs = [job for job in jobs if not isinstance(job, DebugJob)]
     bar = tqdm(total=len(cells), desc="Cells", unit="cell", disable=not progress, dynamic_ncols=True)
     try:
-        while True:
-            done = sum(folder.cell(name, seed).is_done() for name, seed in cells)
-            bar.update(done - bar.n)
-            working = any(not job.done() for job in jobs) or any(
-                holder(folder.cell(n, s).path) is not None for n, s in cells) or cells_waiting(folder)
-            if done == len(cells) or not working:
-                break
-            time.sleep(poll_s)
-    except KeyboardInterrupt:
-        # Ctrl-C reached the local workers too (one process group): each saves its cell and stops.
-        raise RunInterrupted(folder.path) from None
+        with StopOnSignals() as stop:
+            while True:
+                done = sum(folder.cell(name, seed).is_done() for name, seed in cells)
+                bar.update(done - bar.n)
+                working = any(not job.done() for job in jobs) or any(
+                    holder(folder.cell(n, s).path) is not None for n, s in cells) or cells_waiting(folder)
+                if done == len(cells) or not working:
+                    break
+                if stop():
+                    raise RunInterrupted(folder.path, stop.requested, stop_jobs(jobs))
+                time.sleep(poll_s)
     finally:
         bar.close()
     unfinished = [s for s in cell_states(folder, config) if s.state not in ("done", "diverged")]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import gc
 import logging
 import os
 import platform
@@ -14,6 +15,7 @@ import torch
 
 from bench.config.machine import (
     cell_threads,
+    gpu_capability,
     job_device,
     job_precision,
     package_versions,
@@ -33,7 +35,7 @@ from bench.run.reuse import (
     discard_run,
 )
 from bench.run.stages import Plan, assemble_metrics, load_photos, load_weights, run_cell
-from bench.run.stop import RunInterrupted, StopOnSigint
+from bench.run.stop import RunInterrupted, StopOnSignals
 from bench.rundir.layout import RunFolder
 from bench.rundir.lock import RunLock
 from bench.rundir.read import read_config, read_json
@@ -43,7 +45,7 @@ from bench.score.protocol import metric_protocol
 from bench.score.scorer import Scorer
 from bench.train.checkpoint import CorruptCheckpoint
 from bench.train.loop import Interrupted, total_steps
-from losses import parse_losses
+from losses import parse_losses, release_networks
 
 log = logging.getLogger("colorbench")
 
@@ -75,6 +77,7 @@ def start_config(plan: Plan, data, steps: int, scorer: Scorer, gray: dict, launc
         "device": str(device),
         "device_name": (torch.cuda.get_device_name(device) if device.type == "cuda" and torch.cuda.is_available()
                         else platform.processor() or platform.machine()),
+        "gpu_capability": gpu_capability(device),  # what --precision auto was decided on
         "precision": plan.precision,
         "threads": cell_threads(launch),  # per cell (per process): a CPU's last bits depend on it
         "versions": package_versions(),
@@ -83,6 +86,9 @@ def start_config(plan: Plan, data, steps: int, scorer: Scorer, gray: dict, launc
         "started": datetime.now().isoformat(timespec="seconds"),
         "ground_truth": scorer.ground_truth(),
         "gray": gray, "metric_notes": scorer.notes,
+        # where gray and the photos were scored: a SLURM login node without a GPU scores them
+        # on its CPU while the cells score on GPUs (the report says so)
+        "baselines_scored_on": scorer.device.type,
         "protocol": metric_protocol(scorer, data.manifest, plan.cfg.size),
     }
 
@@ -117,6 +123,7 @@ def run_benchmark(cfg: RunConfig, progress: bool = True, overwrite: bool = False
         with torch_threads(config["threads"]):
             run_cells(run, progress)
     else:
+        release_device(run)  # the jobs load their own; a worker may train on this GPU
         if not launch_cells(folder, config, launch, progress):
             return folder.path  # --no-wait: the jobs finish it
     assemble_metrics(folder, config)
@@ -176,13 +183,24 @@ def prepare_run(cfg: RunConfig, launch: LaunchConfig, progress: bool, overwrite:
     return PreparedRun(plan, data, data_seconds, scorer, settings, config)
 
 
+def release_device(run: PreparedRun) -> None:
+    """Free what the planning process holds on the device (the val split, the scoring and
+    loss networks, the allocator's cache) before jobs train there: a local worker on cuda:0
+    would otherwise share its memory with this idle process for the whole run."""
+    run.scorer = run.data = None
+    release_networks()
+    gc.collect()
+    if run.plan.device.type == "cuda" and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def run_cells(run: PreparedRun, progress: bool) -> None:
     """Every (seed, combination) cell in this process: a finished cell is kept, an unfinished
     one trained (or resumed) and scored. metrics.csv is rewritten after each, so a killed
     run leaves the table of what it finished."""
     plan, config = run.plan, run.config
     train = run.data.train.to(plan.device)
-    with StopOnSigint() as stop:
+    with StopOnSignals() as stop:
         for seed in plan.cfg.seeds:
             for combo in plan.combos:
                 cell = plan.folder.cell(combo.name, seed)
@@ -195,7 +213,7 @@ def run_cells(run: PreparedRun, progress: bool) -> None:
                         run_cell(combo, seed, train, run.scorer, run.settings, plan.options, plan.device, cell,
                                  progress, stop, data=run.data.manifest["fingerprint"])
                     except Interrupted:
-                        raise RunInterrupted(plan.folder.path) from None
+                        raise RunInterrupted(plan.folder.path, stop.requested) from None
                     except CorruptCheckpoint as exc:
                         raise RunError(str(exc)) from None
                 assemble_metrics(plan.folder, config)

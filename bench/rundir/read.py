@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bench.config.plugins import load_plugins
 from bench.rundir.layout import (
     BASELINES,
     GRAY,
@@ -342,6 +343,7 @@ def load_run(path: str | Path) -> Run:
         config = read_config(folder.config)
     except RecordError as exc:
         raise RunFolderError(str(exc)) from None
+    load_plugins(config["options"].get("plugins", ()))  # the metrics and generators the run registered
     frame, csv_problems = read_metrics_csv(folder.metrics)
     run = Run(path, config, frame)
     run.metrics, run.problems = _check_table(run, csv_problems)

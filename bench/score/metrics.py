@@ -25,8 +25,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import cached_property
+from importlib.metadata import PackageNotFoundError, version
 from typing import Callable
 
+import numpy as np
 import torch
 from colorbench_datasets.lab import rgb_to_lab
 
@@ -57,6 +59,28 @@ class Metric:
     # None: the plain mean over images.
     pool_weight: Callable[["Batch"], torch.Tensor] | None = None
     min_images: int = 1  # SET: fewer val images leave it NaN, noted
+    # How it was computed, for config.json's protocol and the report's "how the numbers were
+    # made": a line, or ``fn(scorer) -> dict`` for facts known at scoring time.
+    protocol: str | Callable[..., dict] = ""
+    # DERIVED: its value on photo resamples for the paired tests, vectorised:
+    # ``fn(pred, truth, counts) -> (B, S)`` with ``pred`` {need: (S, N)} per seed and photo,
+    # ``truth`` {need: (N,)} and ``counts`` (B, N) the resamples' photo counts. None: ``fn``
+    # itself, once per resample (``resampled``).
+    resample: Callable[..., np.ndarray] | None = None
+
+    def resampled(self, pred: dict, truth: dict, counts: np.ndarray) -> np.ndarray:
+        """A DERIVED metric's (B, S) values on the photo resamples ``counts`` (B, N)."""
+        if self.resample is not None:
+            return self.resample(pred, truth, counts)
+        seeds = len(next(iter(pred.values())))
+        out = np.empty((len(counts), seeds))
+        for b, row in enumerate(counts):
+            take = torch.from_numpy(np.repeat(np.arange(len(row)), row.astype(int)))
+            resampled_truth = {n: torch.from_numpy(np.asarray(v, float))[take] for n, v in truth.items()}
+            for s in range(seeds):
+                values = {n: torch.from_numpy(np.asarray(v[s], float))[take] for n, v in pred.items()}
+                out[b, s] = float(self.fn(values, resampled_truth))
+        return out
 
 
 class Batch:
@@ -99,7 +123,8 @@ METRICS: dict[str, Metric] = {}
 
 
 def register_metric(name: str, *, higher_is_better: bool | None, description: str, kind: str = PER_IMAGE,
-                    network: str | None = None, needs=(), pool_weight=None, min_images: int = 1):
+                    network: str | None = None, needs=(), pool_weight=None, min_images: int = 1,
+                    protocol: str | Callable[..., dict] = "", resample=None):
     """Decorator registering ``fn`` as the metric ``name`` (see ``Metric`` for the arguments);
     returns ``fn`` unchanged. A new metric is this and nothing else: ``Scorer``, the run's
     files, the report and ``bench compare`` take it from ``METRICS``."""
@@ -117,7 +142,7 @@ def register_metric(name: str, *, higher_is_better: bool | None, description: st
 
     def register(fn):
         METRICS[name] = Metric(name, fn, higher_is_better, description, kind, network, tuple(needs), pool_weight,
-                               min_images)
+                               min_images, protocol, resample)
         return fn
 
     return register
@@ -185,6 +210,23 @@ def cf(pred: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
     """Per-image colourfulness of the prediction (``target`` is ignored; the signature
     matches the other per-image metrics)."""
     return colorfulness(pred)
+
+
+def _delta_cf_resampled(pred: dict, truth: dict, counts: np.ndarray) -> np.ndarray:
+    n = counts.sum(1, keepdims=True)
+    return np.abs(counts @ np.asarray(pred["cf"], float).T / n - (counts @ np.asarray(truth["cf"], float))[:, None] / n)
+
+
+def derived_from(name: str) -> list[str]:
+    """The DERIVED metrics computed from the metric ``name`` (``cf`` -> ``delta_cf``)."""
+    return [m.name for m in METRICS.values() if m.kind == DERIVED and name in m.needs]
+
+
+def _version(package: str) -> str:
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "not installed"
 
 
 def delta_cf(cf_pred: torch.Tensor, cf_target: torch.Tensor) -> torch.Tensor:
@@ -432,49 +474,74 @@ def kid(
     return (total / subsets).float()
 
 
-register_metric("psnr", higher_is_better=True, description="peak signal-to-noise ratio on sRGB, dB")(
+register_metric("psnr", higher_is_better=True, description="peak signal-to-noise ratio on sRGB, dB",
+                protocol="sRGB in [0, 1], data range 1, per image (all channels), mean over images")(
     lambda pred, target, batch: psnr(pred, target))
 
 
-register_metric("ssim", higher_is_better=True, description="structural similarity on sRGB (Gaussian, sigma 1.5)")(
+register_metric("ssim", higher_is_better=True, description="structural similarity on sRGB (Gaussian, sigma 1.5)",
+                protocol="sRGB, Gaussian window sigma 1.5 truncated at 3.5 sigma, K1 0.01, K2 0.03, per channel, "
+                         "mean over images")(
     lambda pred, target, batch: ssim(pred, target))
 
 
 register_metric("lpips", higher_is_better=False, description="LPIPS distance (AlexNet, v0.1), mean over images",
-                network="alexnet")(lambda pred, target, batch: lpips(pred, target, batch.net("alexnet")))
+                network="alexnet", protocol=lambda scorer: {
+                    "package": f"lpips {_version('lpips')}", "net": "alex", "version": "0.1",
+                    "trunk": "torchvision AlexNet IMAGENET1K_V1 (alexnet-owt-7be5be79.pth)",
+                    "input": "sRGB scaled to [-1, 1] (2x - 1)", "spatial": False})(lambda pred, target, batch: lpips(pred, target, batch.net("alexnet")))
 
 
 register_metric("fid", kind=SET, network="inception", min_images=2, higher_is_better=False,
-                description="Fréchet Inception distance to the val photos (biased below a few thousand images)")(fid)
+                description="Fréchet Inception distance to the val photos (biased below a few thousand images)",
+                protocol=lambda scorer: {
+                    "features": f"pytorch-fid {_version('pytorch-fid')} InceptionV3, FID weights "
+                                "pt_inception-2015-12-05, 2048-d pool3",
+                    "resize": "bilinear to 299x299 inside the network (align_corners False), input scaled to [-1, 1]",
+                    "images": len(scorer), "reference": "the val photos, prepared as above",
+                    "statistics": "float64 from features in memory, sample covariance (N - 1)"})(fid)
 
 
 register_metric("kid", kind=SET, network="inception", min_images=2, higher_is_better=False,
-                description="kernel Inception distance (unbiased cubic-kernel MMD^2) to the val photos")(kid)
+                description="kernel Inception distance (unbiased cubic-kernel MMD^2) to the val photos",
+                protocol=lambda scorer: {
+                    "kernel": "(x.y / 2048 + 1)^3, unbiased MMD^2",
+                    "subsets": "the whole set up to 1000 images, else 100 seeded subsets of 1000"})(kid)
 
 
-register_metric("de00", higher_is_better=False, description="mean CIEDE2000 colour difference to the ground truth")(
+register_metric("de00", higher_is_better=False, description="mean CIEDE2000 colour difference to the ground truth",
+                protocol="CIEDE2000 (kL = kC = kH = 1) per pixel, skimage's Lab (D65), mean over pixels and images")(
     lambda pred, target, batch: de00_lab(batch.lab_pred, batch.lab_target))
 
 
 register_metric("cf", higher_is_better=None,
                 description="Hasler-Suesstrunk colourfulness of the predictions (descriptive: compare with "
-                            "the ground truth's; delta_cf ranks the distance)")(lambda pred, target, batch: cf(pred))
+                            "the ground truth's; delta_cf ranks the distance)",
+                protocol="Hasler-Suesstrunk colourfulness on 0-255 sRGB, mean over images")(
+    lambda pred, target, batch: cf(pred))
 
 
 register_metric("delta_cf", kind=DERIVED, needs=("cf",), higher_is_better=False,
-                description="|mean CF of predictions - mean CF of ground truth|")(
+                description="|mean CF of predictions - mean CF of ground truth|",
+                protocol="|mean cf of the predictions - mean cf of the val photos|", resample=_delta_cf_resampled)(
     lambda pred, truth: delta_cf(pred["cf"], truth["cf"]))
 
 
 register_metric("auc", higher_is_better=True,
-                description="Zhang et al.'s AuC of the per-pixel ab error, thresholds 0..150, percent")(
+                description="Zhang et al.'s AuC of the per-pixel ab error, thresholds 0..150, percent",
+                protocol=f"per-pixel ab error, cumulative curve at thresholds 0..{AUC_MAX_THRESHOLD} step 1, "
+                         "trapezoid area, percent")(
     lambda pred, target, batch: auc_lab(batch.lab_pred, batch.lab_target))
 
 
 register_metric("auc_rebal", higher_is_better=True, needs=("val_ab",),
                 pool_weight=lambda batch: image_weight(batch.lab_target, batch.cell_weights),
                 description="AuC with pixels weighted inversely to their colour's frequency in "
-                            "the val set (10-unit ab grid; Zhang et al.'s class-rebalanced AuC), percent")(
+                            "the val set (10-unit ab grid; Zhang et al.'s class-rebalanced AuC), percent",
+                protocol=lambda scorer: {
+                    "weights": f"1 / frequency of the true colour's {AB_GRID:g}-unit ab cell among the val photos' "
+                               "pixels (every occupied cell contributes equally), all val pixels pooled",
+                    "occupied_cells": scorer.occupied_cells})(
     lambda pred, target, batch: auc_rebal_lab(batch.lab_pred, batch.lab_target, batch.cell_weights))
 
 

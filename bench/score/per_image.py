@@ -50,15 +50,17 @@ def scores_frame(combination: str, seed, images: list[str], per_image: dict[str,
     return pd.concat(parts, ignore_index=True)[COLUMNS]
 
 
-# Above this many val photos on a CPU, the FID/KID replicates are skipped: each is an N x N
-# SVD and kernel (measured on 2 cores: ~0.07 s at 242 photos, ~1.2 s at 1000), 200 per cell.
-CPU_SET_RESAMPLE_LIMIT = 1000
+# Above this many val photos the FID/KID replicates are skipped: each is an N x N SVD and
+# kernel, 200 per cell. Measured on 2 CPU cores: ~0.07 s at 242 photos, ~1.2 s at 1000. The
+# GPU limit is a bound, not a measurement yet: benchmarks/gpu_check.sh times 2,000 photos.
+SET_RESAMPLE_LIMIT = {"cpu": 1000, "cuda": 5000}
 
 
 def set_resamples(n_photos: int, device) -> int:
     """How many FID/KID replicates a cell gets: ``N_BOOT_SET``, or 0 where they would cost
-    minutes per cell (a large val set on a CPU)."""
-    if n_photos < 2 or (torch.device(device).type == "cpu" and n_photos > CPU_SET_RESAMPLE_LIMIT):
+    minutes per cell (a large val set)."""
+    limit = SET_RESAMPLE_LIMIT.get(torch.device(device).type, SET_RESAMPLE_LIMIT["cpu"])
+    if n_photos < 2 or n_photos > limit:
         return 0
     return stats.N_BOOT_SET
 

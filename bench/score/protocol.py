@@ -6,18 +6,9 @@ compared without these facts; a run writes them down as it scores.
 """
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
-
 from bench.score import stats
-from bench.score.metrics import AB_GRID, AUC_MAX_THRESHOLD
+from bench.score.metrics import METRICS
 from bench.score.per_image import set_resamples
-
-
-def _version(package: str) -> str:
-    try:
-        return version(package)
-    except PackageNotFoundError:
-        return "not installed"
 
 
 def val_preparation(resize: str, size: int) -> str:
@@ -26,12 +17,25 @@ def val_preparation(resize: str, size: int) -> str:
     return f"shorter side resized to {size} px (PIL bicubic, antialiased), centre crop {size}x{size}"
 
 
+def describe_metric(metric, scorer):
+    """A metric's registered protocol: its line, or its facts (with ``computed``: whether
+    the network it declares was there)."""
+    entry = metric.protocol(scorer) if callable(metric.protocol) else metric.protocol
+    if metric.network is not None:
+        entry = {**(entry if isinstance(entry, dict) else {"how": entry}),
+                 "computed": scorer.nets is not None and scorer.nets.get(metric.network) is not None}
+    return entry
+
+
+# config.json protocol keys that are not metrics
+GENERAL = ("val_photos", "predictions", "intervals")
+
+
 def metric_protocol(scorer, manifest: dict, size: int) -> dict:
-    """``config.json``'s ``protocol``: how every metric was computed in this run."""
-    nets = scorer.nets
+    """``config.json``'s ``protocol``: how every metric was computed in this run, each as its
+    registration says (``register_metric(protocol=...)``)."""
     n = len(scorer)
-    lpips_ok = nets is not None and nets.lpips is not None
-    inception_ok = nets is not None and nets.inception is not None
+    inception_ok = scorer.nets is not None and scorer.nets.get("inception") is not None
     return {
         "val_photos": {
             "images": n,
@@ -40,33 +44,7 @@ def metric_protocol(scorer, manifest: dict, size: int) -> dict:
         },
         "predictions": "the model's ab with the input's L, Lab -> sRGB in [0, 1], out-of-gamut colours clipped; "
                        "scored as float, no 8-bit rounding or file round trip",
-        "psnr": "sRGB in [0, 1], data range 1, per image (all channels), mean over images",
-        "ssim": "sRGB, Gaussian window sigma 1.5 truncated at 3.5 sigma, K1 0.01, K2 0.03, per channel, mean over images",
-        "lpips": {
-            "package": f"lpips {_version('lpips')}", "net": "alex", "version": "0.1",
-            "trunk": "torchvision AlexNet IMAGENET1K_V1 (alexnet-owt-7be5be79.pth)",
-            "input": "sRGB scaled to [-1, 1] (2x - 1)", "spatial": False, "computed": lpips_ok,
-        },
-        "fid": {
-            "features": f"pytorch-fid {_version('pytorch-fid')} InceptionV3, FID weights pt_inception-2015-12-05, "
-                        "2048-d pool3",
-            "resize": "bilinear to 299x299 inside the network (align_corners False), input scaled to [-1, 1]",
-            "images": n, "reference": "the val photos, prepared as above",
-            "statistics": "float64 from features in memory, sample covariance (N - 1)", "computed": inception_ok,
-        },
-        "kid": {
-            "kernel": "(x.y / 2048 + 1)^3, unbiased MMD^2",
-            "subsets": "the whole set up to 1000 images, else 100 seeded subsets of 1000", "computed": inception_ok,
-        },
-        "de00": "CIEDE2000 (kL = kC = kH = 1) per pixel, skimage's Lab (D65), mean over pixels and images",
-        "cf": "Hasler-Suesstrunk colourfulness on 0-255 sRGB, mean over images",
-        "delta_cf": "|mean cf of the predictions - mean cf of the val photos|",
-        "auc": f"per-pixel ab error, cumulative curve at thresholds 0..{AUC_MAX_THRESHOLD} step 1, trapezoid area, percent",
-        "auc_rebal": {
-            "weights": f"1 / frequency of the true colour's {AB_GRID:g}-unit ab cell among the val photos' pixels "
-                       "(every occupied cell contributes equally), all val pixels pooled",
-            "occupied_cells": scorer.occupied_cells,
-        },
+        **{name: describe_metric(m, scorer) for name, m in METRICS.items()},
         "intervals": {
             "level": stats.LEVEL, "resamples": stats.N_BOOT, "seed": stats.BOOT_SEED,
             # recomputed from the features at scoring time; 0: none (no network, or too costly here)
@@ -75,20 +53,21 @@ def metric_protocol(scorer, manifest: dict, size: int) -> dict:
     }
 
 
+def _text(entry) -> str:
+    if not isinstance(entry, dict):
+        return str(entry)
+    text = "; ".join(f"{k}: {v}" if k != "how" else str(v) for k, v in entry.items() if k != "computed")
+    return text + (" (not computed: weights missing)" if entry.get("computed") is False else "")
+
+
 def protocol_lines(config: dict) -> list[str]:
-    """Markdown bullets for the report; one line saying it is missing for older runs."""
+    """Markdown bullets for the report, one per metric the run recorded (older runs: one
+    line saying it is missing)."""
     p = config.get("protocol")
     if not p:
         return ["- not recorded: the run was made before Colorbench recorded its scoring protocol"]
-    lp, fid = p.get("lpips", {}), p.get("fid", {})
     val = p.get("val_photos", {})
-    lines = [
-        f"- **Val photos**: {val.get('images', '?')} images, {val.get('preparation', '?')}; predictions: {p.get('predictions', '?')}",
-        f"- **LPIPS**: {lp.get('package', '?')}, net `{lp.get('net', '?')}` v{lp.get('version', '?')}, "
-        f"inputs {lp.get('input', '?')}" + ("" if lp.get("computed") else " (not computed: weights missing)"),
-        f"- **FID/KID**: {fid.get('features', '?')}; {fid.get('resize', '?')}; {fid.get('images', '?')} images "
-        f"against {fid.get('reference', '?')}" + ("" if fid.get("computed") else " (not computed: weights missing)"),
-        f"- **AuC**: {p.get('auc', '?')}; **auc_rebal** weights: {p.get('auc_rebal', {}).get('weights', '?')} "
-        f"({p.get('auc_rebal', {}).get('occupied_cells', '?')} cells occupied)",
-    ]
+    lines = [f"- **Val photos**: {val.get('images', '?')} images, {val.get('preparation', '?')}; "
+             f"predictions: {p.get('predictions', '?')}"]
+    lines += [f"- **{name}**: {_text(entry)}" for name, entry in p.items() if name not in GENERAL]
     return lines

@@ -26,6 +26,7 @@ import functools
 import math
 import warnings
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 from scipy import stats as sps
@@ -162,6 +163,8 @@ class Sample:
       photo's share of the pooled weight);
     * with ``reference`` (N,), |mean of values - mean of reference| (``delta_cf``: the
       photos' own colourfulness);
+    * with ``statistic``, whatever it computes from the resample's photo counts (a derived
+      metric's value: any function of per-image values);
     * with ``replicates`` (S, B), the set metric recomputed at scoring time on the first B
       rows of ``photo_indices`` (FID, KID); ``observed`` (S,) is its value on all photos.
     """
@@ -169,6 +172,8 @@ class Sample:
     values: np.ndarray
     weights: np.ndarray | None = None
     reference: np.ndarray | None = None
+    # any other statistic of the photos: counts (B, N) -> (B, S) values (a derived metric's)
+    statistic: Callable[[np.ndarray], np.ndarray] | None = None
     replicates: np.ndarray | None = None
     observed: np.ndarray | None = None
 
@@ -186,6 +191,8 @@ class Sample:
             return "replicates"
         if self.reference is not None:
             return "delta"
+        if self.statistic is not None:
+            return "statistic"
         return "mean" if self.weights is None else "weighted mean"
 
     @property
@@ -198,6 +205,8 @@ class Sample:
         x = np.asarray(self.values, dtype=float)
         if self.replicates is not None:
             return np.asarray(self.replicates, dtype=float)[:, start : start + len(counts)].T
+        if self.statistic is not None:
+            return np.asarray(self.statistic(counts), dtype=float)
         if self.reference is not None:
             n = counts.sum(1, keepdims=True)
             return np.abs(counts @ x.T / n - (counts @ np.asarray(self.reference, float))[:, None] / n)

@@ -71,8 +71,20 @@ def adam(params, settings: TrainSettings, device: torch.device) -> torch.optim.A
     return torch.optim.Adam(params, lr=settings.lr, betas=settings.betas, fused=fused)
 
 
-def train_step(G, terms, opt_G, opt_D, L, ab, autocast=contextlib.nullcontext, D_step: nn.Module | None = None
-               ) -> torch.Tensor:
+def optimizer_step(loss: torch.Tensor, opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None) -> None:
+    """Backward and step; with a loss scaler (fp16), on the scaled loss, the gradients
+    unscaled before Adam sees them and a step with inf/NaN gradients skipped."""
+    if scaler is None:
+        loss.backward()
+        opt.step()
+        return
+    scaler.scale(loss).backward()
+    scaler.step(opt)
+    scaler.update()
+
+
+def train_step(G, terms, opt_G, opt_D, L, ab, autocast=contextlib.nullcontext, D_step: nn.Module | None = None,
+               scalers: tuple = (None, None)) -> torch.Tensor:
     """One optimisation step: the discriminator (if a term is adversarial), then the generator.
 
     ``G`` may be a DistributedDataParallel wrapper, and ``D_step`` the discriminator's: D's
@@ -81,7 +93,7 @@ def train_step(G, terms, opt_G, opt_D, L, ab, autocast=contextlib.nullcontext, D
     Each term gets ``(L, fake_ab, real_ab)``, and a term that declares a generator head
     (classification) also the head's output of the same forward pass. Returns each term's
     value, the weighted total and the D loss as one detached tensor, left on the device so
-    the caller decides when to sync.
+    the caller decides when to sync. ``scalers``: G's and D's loss scalers (fp16), or None.
     """
     critic = next((t for name, _, t in terms if LOSSES[name].adversarial), None)
     reads_head = [LOSSES[name].generator_head is not None for name, _, _ in terms]
@@ -95,8 +107,7 @@ def train_step(G, terms, opt_G, opt_D, L, ab, autocast=contextlib.nullcontext, D
         opt_D.zero_grad(set_to_none=True)
         with autocast(), discriminator_as(critic, D_step):
             d_loss = critic.discriminator_loss(L, fake, ab)
-        d_loss.backward()
-        opt_D.step()
+        optimizer_step(d_loss, opt_D, scalers[1])
         critic.discriminator.requires_grad_(False)  # G's step needs no D weight grads
 
     opt_G.zero_grad(set_to_none=True)
@@ -106,8 +117,7 @@ def train_step(G, terms, opt_G, opt_D, L, ab, autocast=contextlib.nullcontext, D
             for (_, _, term), head in zip(terms, reads_head)
         ]
     total = sum(w * v for (_, w, _), v in zip(terms, values))
-    total.backward()
-    opt_G.step()
+    optimizer_step(total, opt_G, scalers[0])
     return torch.stack([*values, total, d_loss.float()]).detach()
 
 
@@ -179,6 +189,10 @@ class TrainState:
     seconds: float = 0.0  # training time before this process resumed it
     # The train photos' fingerprint, hashed once: every save records it, a resume checks it.
     train_print: dict = field(default_factory=dict)
+    # fp16 only: each optimizer's loss scale (torch.amp.GradScaler), so that small gradients
+    # do not flush to zero in half precision; saved with the rest, so a resume scales alike.
+    scaler_G: torch.amp.GradScaler | None = None
+    scaler_D: torch.amp.GradScaler | None = None
 
     def save(self, path: Path | None, device: torch.device, seconds: float) -> None:
         if path is None:
@@ -193,6 +207,9 @@ class TrainState:
             state["cuda_rng"] = torch.cuda.get_rng_state(device)
         if self.D is not None:
             state |= {"D": self.D.state_dict(), "opt_D": self.opt_D.state_dict()}
+        for name in ("scaler_G", "scaler_D"):
+            if getattr(self, name) is not None:
+                state[name] = getattr(self, name).state_dict()
         atomic_torch_save(path, state)
 
     def restore(self, path: Path, device: torch.device, train: LabSplit) -> None:
@@ -206,6 +223,9 @@ class TrainState:
         if self.D is not None:
             self.D.load_state_dict(state["D"])
             self.opt_D.load_state_dict(state["opt_D"])
+        for name in ("scaler_G", "scaler_D"):
+            if getattr(self, name) is not None and name in state:
+                getattr(self, name).load_state_dict(state[name])
         self.stream.load_state_dict(state["stream"])
         torch.set_rng_state(state["torch_rng"])
         if device.type == "cuda" and "cuda_rng" in state:
@@ -241,8 +261,14 @@ def build_cell(combo: Combination, seed: int, train: LabSplit, settings: TrainSe
     stream = BatchStream(len(train), settings.batch_size, seed)
     torch.manual_seed(seed)  # dropout
     return TrainState(G, terms, adam(G.parameters(), settings, device), D,
-                adam(D.parameters(), settings, device) if D is not None else None, stream,
-                train_print=split_print(train))
+                      adam(D.parameters(), settings, device) if D is not None else None, stream,
+                      train_print=split_print(train), scaler_G=loss_scaler(settings.precision, device),
+                      scaler_D=loss_scaler(settings.precision, device) if D is not None else None)
+
+
+def loss_scaler(precision: str, device: torch.device) -> torch.amp.GradScaler | None:
+    """fp16's loss scaling (bf16 has fp32's range and needs none)."""
+    return torch.amp.GradScaler(device.type) if precision == "fp16" else None
 
 
 def log_rows(cell: TrainState, losses: list[torch.Tensor], seconds: list[float], n_images: int, batch_size: int,
@@ -316,7 +342,8 @@ class Steps:
         cell = self.cell
         L, ab = next_batch(cell.stream, self.train, self.size, self.device, self.memory_format, self.part)
         with rank_noise(self.dist, self.device):
-            return train_step(self.G, cell.terms, cell.opt_G, cell.opt_D, L, ab, self.autocast, self.D)
+            return train_step(self.G, cell.terms, cell.opt_G, cell.opt_D, L, ab, self.autocast, self.D,
+                              (cell.scaler_G, cell.scaler_D))
 
 
 def train_cell(
