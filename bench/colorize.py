@@ -6,6 +6,7 @@ original survives (colour is low-frequency, lightness is where the detail is).
 """
 from __future__ import annotations
 
+import io
 import logging
 import os
 from dataclasses import dataclass
@@ -22,9 +23,11 @@ from colorbench_datasets import (
     normalize_lab,
     rgb_to_lab,
 )
+from colorbench_datasets.images import is_within
 from colorbench_datasets.lab import AB_SCALE
 from PIL import Image
 from torch.nn import functional as F
+from tqdm.auto import tqdm
 
 from bench.rundir.read import Run, RunFolderError
 from bench.rundir.write import atomic_write_bytes
@@ -116,8 +119,8 @@ def plan_jobs(inputs: list[str | Path], out: str | Path, overwrite: bool = False
     for item in map(Path, inputs):
         if item.is_dir():
             found = find_images(item)
-            if _inside(out, item):  # --out is a subfolder: its (earlier) outputs are not inputs
-                found = [p for p in found if not _inside(p, out)]
+            if is_within(out, item, strict=True):  # --out is a subfolder: its (earlier) outputs are not inputs
+                found = [p for p in found if not is_within(p, out, strict=True)]
             jobs += [Job(p, out / p.relative_to(item).with_suffix(".png")) for p in found]
         elif item.is_file():
             jobs.append(Job(item, out / f"{item.stem}.png"))
@@ -161,18 +164,20 @@ def plan_jobs(inputs: list[str | Path], out: str | Path, overwrite: bool = False
     return jobs
 
 
-def _inside(path: Path, folder: Path) -> bool:
-    path, folder = Path(_real(path)), Path(_real(folder))
-    return folder in path.parents
-
-
 def save_png(img: Image.Image, path: Path) -> None:
     """Atomic: a crash never leaves a truncated PNG under the final name."""
-    import io
-
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     atomic_write_bytes(path, buf.getvalue())
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is an allocation that failed: Python's MemoryError, CUDA's
+    OutOfMemoryError, or the RuntimeError torch's CPU allocator raises ("can't allocate
+    memory")."""
+    if isinstance(exc, (MemoryError, torch.OutOfMemoryError)):
+        return True
+    return isinstance(exc, RuntimeError) and ("can't allocate memory" in str(exc) or "out of memory" in str(exc))
 
 
 def colorize_paths(
@@ -180,8 +185,6 @@ def colorize_paths(
 ) -> tuple[list[Job], list[tuple[Job, str]]]:
     """Run every job, ``chunk`` photos per forward pass; unreadable inputs are skipped with
     their reason, not fatal."""
-    from tqdm.auto import tqdm
-
     done, skipped = [], []
     bar = tqdm(total=len(jobs), unit="photo", disable=not progress, dynamic_ncols=True)
     for start in range(0, len(jobs), chunk):
@@ -195,18 +198,28 @@ def colorize_paths(
         if batch:
             try:
                 outs = colorize_images(G, [img for _, img in batch], size, chunk)
-            except MemoryError:  # one photo too large at full resolution: find it, keep the rest
+            except (MemoryError, RuntimeError) as exc:  # one photo too large: find it, keep the rest
+                if not out_of_memory(exc):
+                    raise
                 outs = None
             for i, (job, img) in enumerate(batch):
                 try:
                     out = outs[i] if outs is not None else colorize_image(G, img, size)
-                except MemoryError:
+                except (MemoryError, RuntimeError) as exc:
+                    if not out_of_memory(exc):
+                        raise
                     reason = (f"{img.size[0]}x{img.size[1]} px is too large to colourise at full resolution in "
                               "this machine's memory; downscale it first")
                     log.warning("skipped %s: %s", job.source, reason)
                     skipped.append((job, reason))
                     continue
-                save_png(out, job.target)
+                try:
+                    save_png(out, job.target)
+                except OSError as exc:  # a full or read-only disk: say what is already there
+                    raise ColorizeError(
+                        f"cannot write {job.target}: {exc.strerror or exc}; {len(done)} of {len(jobs)} photo(s) were "
+                        f"written before it, each complete. Free space (or make the folder writable), or choose "
+                        "another --out, then rerun with --overwrite") from None
                 done.append(job)
         bar.update(len(jobs[start : start + chunk]))
     bar.close()

@@ -62,6 +62,17 @@ def split_memory(n_train: int, n_val: int, size: int, resize: str = "crop") -> i
         * BYTES_PER_STORED_PIXEL
 
 
+def copies(split) -> list[list[str]]:
+    """Groups of photos of ``split`` with identical prepared pixels (each group's names)."""
+    digests = getattr(split, "digests", None)
+    if digests is None:
+        return []
+    groups: dict[str, list[str]] = {}
+    for name, digest in zip(split.names, digests):
+        groups.setdefault(digest, []).append(name)
+    return [names for names in groups.values() if len(names) > 1]
+
+
 def check_memory(n_train: int, n_val: int, size: int, resize: str = "crop") -> None:
     """Refuse, before decoding anything, splits that cannot fit in memory once decoded: a
     valid --size times many photos (1,400 photos at --size 2048 need ~110 GB) ends in a
@@ -121,6 +132,12 @@ def load_data(
                 f"({'; '.join(sorted({s['reason'] for s in skipped if s['split'] == name})[:3])}). "
                 "Point --data/--val-data at colour photos."
             )
+    duplicates = {name: copies(split) for name, split in (("train", train), ("val", val))}
+    for name, groups in duplicates.items():
+        if groups:
+            log.warning("%d %s photo(s) are copies of others (the same pixels), e.g. %s: %s", sum(map(len, groups)) - len(groups),
+                        name, " = ".join(groups[0][:3]), "paired tests count them once" if name == "val" else
+                        "they weigh more in training")
     manifest = {
         "source": sources.description,
         "is_sample": sources.is_sample,
@@ -128,6 +145,9 @@ def load_data(
         "cache": None if sources.cache is None else str(sources.cache),
         "train_images": len(train),
         "val_images": len(val),
+        # the val photos with different pixels: the sample size the paired tests may count on
+        "distinct_val_images": len(val) - sum(len(g) - 1 for g in duplicates["val"]),
+        "duplicates": {name: groups for name, groups in duplicates.items() if groups},
         "train_files_sha256": list_digest(train.names),
         "val_files_sha256": list_digest(val.names),
         # What each cell records of the photos it was trained and scored on (a rerun keeps a

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import io
 import os
 import stat
@@ -10,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
+
+log = logging.getLogger("colorbench")
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 GREY_TOLERANCE = 6  # channel spread (0-255) under which a pixel counts as grey; JPEG noise stays below
@@ -83,6 +86,12 @@ def check_folder(folder: Path, flag: str = "--data") -> None:
         raise DataError(f"{flag}: no permission to read folder {folder}; fix its permissions (chmod +rx)")
 
 
+def is_within(path, folder, strict: bool = False) -> bool:
+    """Whether ``path`` is inside ``folder`` (or is it, unless ``strict``), links resolved."""
+    path, folder = Path(os.path.realpath(path)), Path(os.path.realpath(folder))
+    return folder in path.parents or (not strict and path == folder)
+
+
 def find_images(folder: Path) -> list[Path]:
     """Every photo under ``folder`` (recursive, hidden entries ignored), sorted."""
     folder = Path(folder)
@@ -92,10 +101,21 @@ def find_images(folder: Path) -> list[Path]:
         raise DataError(f"{folder} is a file, not a folder; pass the folder that holds the photos")
     if not os.access(folder, os.R_OK | os.X_OK):
         raise DataError(f"no permission to read folder {folder}; fix its permissions (chmod +rx)")
-    found = []
-    for root, dirs, files in os.walk(folder):
+    found, seen, loops = [], set(), []
+    # Linked subfolders are followed (a photo collection assembled from links is common),
+    # each real folder once: a link back up the tree, or a second link to the same folder,
+    # is skipped and said, never walked forever or counted twice.
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:
+            loops.append(root)
+            dirs[:] = []
+            continue
+        seen.add(real)
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         found += [Path(root) / f for f in files if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS)]
+    for root in loops:
+        log.warning("%s: skipped, a link to a folder already read (%s)", root, os.path.realpath(root))
     return sorted(found)
 
 

@@ -1,4 +1,5 @@
 import os
+import shutil
 import subprocess
 import sys
 
@@ -91,3 +92,32 @@ def test_bench_works_when_huggingface_datasets_is_installed(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "45"
+
+
+def test_copies_within_a_split_are_found_and_counted_once(tmp_path):
+    from conftest import logged_warnings, write_photos
+
+    write_photos(tmp_path / "train", 8, size=40)
+    val = write_photos(tmp_path / "val", 4, size=40, seed=9)
+    for k in range(3):  # three copies of the first val photo, under other names
+        shutil.copy(val[0], tmp_path / "val" / f"copy{k}{val[0].suffix}")
+    with logged_warnings("3 val photo\\(s\\) are copies of others"):
+        data = load_data(tmp_path, size=32)
+    assert data.manifest["val_images"] == 7 and data.manifest["distinct_val_images"] == 4
+    (group,) = data.manifest["duplicates"]["val"]
+    assert len(group) == 4 and "train" not in data.manifest["duplicates"]
+
+
+def test_linked_subfolders_are_followed_once_and_loops_are_said(tmp_path):
+    from conftest import logged_warnings, write_photos
+    from colorbench_datasets import find_images
+
+    root = tmp_path / "photos"
+    write_photos(root / "own", 3, size=40)
+    write_photos(tmp_path / "elsewhere", 2, size=40, seed=5)
+    (root / "linked").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    (root / "own" / "back").symlink_to(root, target_is_directory=True)  # a loop
+    with logged_warnings("a link to a folder already read") as said:
+        found = find_images(root)
+    assert len(found) == 5 and sum("linked" in p.parts for p in found) == 2
+    assert len(said) == 1 and "back" in said[0]

@@ -209,7 +209,7 @@ def test_a_plugin_registered_outside_the_package_trains_under_the_local_launcher
                                         "--launcher", "local", "--max-parallel", "2", "--out", str(out), *TINY])
         assert res.exit_code == 0, res.output
         config = json.loads((out / "config.json").read_text())
-        assert config["options"]["plugins"] == [plugin if how == "module" else str(Path(plugin).resolve())]
+        assert config["options"]["plugin"] == [plugin if how == "module" else str(Path(plugin).resolve())]
         frame = pd.read_csv(out / "metrics.csv")
         assert {"l1", "l1+0.1*toy_tv"} <= set(frame.combination)
         assert CliRunner().invoke(main, ["report", str(out)]).exit_code == 0

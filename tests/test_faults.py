@@ -630,3 +630,56 @@ def test_an_out_where_no_lock_can_be_made_is_named():
 
     with pytest.raises(RunFolderBusy, match="--out /proc/nope/run: cannot create its parent folder.*choose an --out"):
         RunLock("/proc/nope/run").acquire()  # /proc refuses new folders, even to root
+
+
+def _photos_of_sizes(folder: Path, sizes: dict) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(3)
+    paths = []
+    for name, (w, h) in sizes.items():
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(folder / name)
+        paths.append(folder / name)
+    return paths
+
+
+def test_colorize_skips_a_photo_the_allocator_refuses_and_writes_the_rest(finished, tmp_path, monkeypatch):
+    """torch's CPU allocator raises RuntimeError ("can't allocate memory"), not MemoryError;
+    the photo that needs too much is skipped with its reason, the others are written. The
+    allocation here really fails: the big photo asks torch for 4 TiB."""
+    import bench.colorize as colorize_mod
+
+    _, run = finished
+    photos = _photos_of_sizes(tmp_path / "in", {"a.png": (40, 30), "huge.png": (64, 64), "b.png": (30, 40)})
+    real = colorize_mod._combine
+
+    def combine(img, ab_small):
+        if img.size == (64, 64):  # as a photo far beyond memory at full resolution would
+            torch.empty(1 << 42, dtype=torch.uint8)
+        return real(img, ab_small)
+
+    monkeypatch.setattr(colorize_mod, "_combine", combine)
+    res = cli("colorize", *map(str, photos), "--run", str(run), "--loss", "l1", "--out", str(tmp_path / "out"))
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "b.png"]
+    assert "2 photo(s) colourised" in res.output and "1 skipped" in res.output
+
+
+def test_colorize_on_a_disk_that_refuses_a_file_names_it_and_what_was_written(finished, tmp_path):
+    """A real write failure (the kernel's file-size limit, EFBIG, standing in for a full
+    disk) while colourising: the file and the count of photos already written are named."""
+    _, run = finished
+    photos = _photos_of_sizes(tmp_path / "in", {"a.png": (32, 32), "b.png": (32, 32), "c.png": (512, 512)})
+    script = (
+        "import resource, signal, sys\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"  # the write fails with EFBIG instead of killing us
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))\n"
+        "from bench.cli import main\n"
+        "main(sys.argv[1:], prog_name='bench')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, "colorize", *map(str, photos), "--run", str(run), "--loss",
+                           "l1", "--out", str(tmp_path / "out")], capture_output=True, text=True,
+                          env={**os.environ, "COLORBENCH_OFFLINE": "1"})
+    assert done.returncode == 1, done.stderr
+    assert f"cannot write {tmp_path / 'out' / 'c.png'}: File too large" in done.stderr
+    assert "2 of 3 photo(s) were written before it" in done.stderr and "another --out" in done.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "b.png"]  # no partial c.png

@@ -240,6 +240,10 @@ def test_models_that_have_not_learnt_to_colour_are_not_ranked(tiny_run, tmp_path
         assert f"`{combo}` is **not ranked**: trained only" in md
     reading = md.split("## Reading the results", 1)[1].split("##", 1)[0]
     assert not any(f": `{combo}` is best" in reading or f": `{combo}` tie" in reading for combo in ORDER)
+    # gray alone is no winner either: with every model unranked the reading says so, with the
+    # numbers the table shows, instead of "gray is best ... no combination beats gray"
+    assert "`gray` is best" not in reading and "no combination beats the gray baseline" not in reading
+    assert "**psnr** ↑: no model is ranked" in reading
     summary = pd.read_csv(out / "summary.csv")
     assert not summary.loc[summary.combination.isin(ORDER), "ranked"].any()
     assert not summary.loc[summary.combination.isin(ORDER), "best"].any()
@@ -404,3 +408,56 @@ def test_a_table_scored_on_two_kinds_of_device_says_so(tiny_run, tmp_path):
     record.write_text(json.dumps({**json.loads(record.read_text()), "device": "cuda"}))
     said = said(run_dir)
     assert len(said) == 1 and "**cpu**" in said[0] and "cuda" in said[0]
+
+
+def test_names_that_are_markdown_html_or_formulas_are_escaped_in_every_sink(tiny_run, tmp_path):
+    """A run folder named with a table's pipe, backticks, HTML and a leading formula sign:
+    report.md's tables keep their columns, no raw HTML reaches it, summary.csv cannot run a
+    formula, and the terminal never gets a control character."""
+    import re
+
+    from bench.escape import code, csv_cell, terminal
+    from bench.report.build import build_report
+
+    name = "=1+2|`x``<img src=y onerror=alert(1)>*b*"
+    run = copy_run(tiny_run, tmp_path / name)
+    other = copy_run(tiny_run, tmp_path / "plain")
+    result = build_report([run, other], tmp_path / "both")
+    md = result.path.read_text()
+    for table in re.findall(r"((?:^\|.*\|\n)+)", md, flags=re.M):
+        widths = {len(re.findall(r"(?<!\\)\|", row)) for row in table.splitlines()}
+        assert len(widths) == 1, table  # every row as many cells as the header
+    outside_code = re.sub(r"(`+)(?s:.+?)\1", "", md)  # what a renderer would not show literally
+    assert "<img" not in outside_code and "=1+2" not in outside_code
+    summary = pd.read_csv(tmp_path / "both" / "summary.csv")
+    assert set(summary["run"]) == {"'" + name, "plain"}
+    # the helpers themselves: a span holds any backtick run, a CSV cell any sign, the terminal no escape
+    assert code("a``b") == "```a``b```" and code("`x") == "`` `x ``"
+    assert [csv_cell(v) for v in ("=A1", "+1", "-1", "@f", "ok", -1.0)] == ["'=A1", "'+1", "'-1", "'@f", "ok", -1.0]
+    assert terminal("red\x1b[31m\u202eevil\nnext") == "red\\x1b[31m\\u202eevil\nnext"
+
+
+def test_the_report_draws_only_the_photos_that_were_scored(tmp_path, monkeypatch):
+    """`bench run --data photos` (relative) then `bench report` from another folder found no
+    photos, or others of the same relative name; photos edited since the run were drawn as
+    if scored. The run records the folder's absolute path, and the report checks the photos
+    against the run's fingerprint."""
+    root = tmp_path / "project"
+    write_photo_folder(root)  # root/photos/{train,val}
+    monkeypatch.chdir(root)
+    with offline_env(root):
+        res = CliRunner().invoke(main, ["run", "--data", "photos", "--losses", "l1", "--out", "run", *TINY])
+    assert res.exit_code == 0, res.output
+    assert json.loads((root / "run" / "config.json").read_text())["options"]["data"] == str(root / "photos")
+    elsewhere = tmp_path / "elsewhere"
+    write_photo_folder(elsewhere)  # other photos under the same relative name
+    monkeypatch.chdir(elsewhere)
+    make_report(root / "run")
+    md = (root / "run" / "report.md").read_text()
+    assert "fig_samples.png" in md and "could not be read" not in md and "not those this run scored" not in md
+    # a val photo edited after the run: the figures are left out, saying which photo changed
+    val = sorted((root / "photos" / "val").iterdir())[0]
+    Image.fromarray(255 - np.asarray(Image.open(val).convert("RGB"))).save(val)
+    make_report(root / "run")
+    md = (root / "run" / "report.md").read_text()
+    assert "fig_samples.png" not in md and "not those this run scored" in md and val.name in md

@@ -152,3 +152,22 @@ def test_holm_t_interval_and_degenerate_inputs():
     assert st.wilcoxon_p(np.zeros((2, 10))).tolist() == [1.0, 1.0]
     assert st.seed_t_p([0.0, 0.0]) == 1.0 and math.isnan(st.seed_t_p([0.3]))
     assert st.combined_p(0.01, math.nan) == 0.01 and st.combined_p(0.01, 0.2) == 0.2
+
+
+def test_samples_too_small_or_without_spread_are_never_called_real():
+    """One val photo, or val photos that are copies of one image: a zero-width interval and
+    a p-value of 0 from a zero bootstrap spread used to call the difference real."""
+    rng = np.random.default_rng(0)
+    one = st.compare(st.Sample(np.array([[20.0]])), st.Sample(np.array([[19.0]])), 1.0, n_boot=200)
+    assert math.isnan(one.p) and one.test.startswith("not tested: 1 distinct val photo")
+    assert not st.is_real(st.combined_p(one.p, one.p_seeds), one.ci)
+    # eight copies of one photo: eight identical differences, one photo's worth of evidence
+    a, b = np.full((1, 8), 20.0), np.full((1, 8), 19.0)
+    copies = st.compare(st.Sample(a), st.Sample(b), 1.0, n_boot=200, n_distinct=1)
+    assert math.isnan(copies.p) and "8 scored, copies counted once" in copies.test
+    # a set-like statistic without spread gives no p-value (not p = 0)
+    assert math.isnan(st.bootstrap_p(np.full(100, 1.0), 1.0)) and st.bootstrap_p(np.zeros(100), 0.0) == 1.0
+    # enough distinct photos: tested as before
+    x = rng.normal(20, 1, (1, 30))
+    real = st.compare(st.Sample(x + 0.5), st.Sample(x), 1.0, n_boot=200, n_distinct=30)
+    assert real.test == "wilcoxon" and real.p < 1e-3

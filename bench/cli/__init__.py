@@ -11,6 +11,8 @@ import warnings
 
 import click
 
+from bench.escape import terminal
+
 log = logging.getLogger("colorbench")
 
 # name -> (module:attribute, the line `bench --help` shows), the line kept here so that
@@ -46,11 +48,24 @@ class LazyGroup(click.Group):
             formatter.write_dl([(name, short) for name, (_, short) in COMMANDS.items()])
 
 
+class _TerminalFormatter(logging.Formatter):
+    """Log lines as the terminal should show them: names from files and folders cannot move
+    the cursor, recolour or reorder it (bench/escape.py)."""
+
+    def format(self, record) -> str:
+        return terminal(super().format(record))
+
+
+def echo(text: str = "", err: bool = False) -> None:
+    """What a command prints, escaped for the terminal."""
+    click.echo(terminal(text), err=err)
+
+
 def _setup_logging(verbose: bool) -> None:
     """Colorbench's messages on stderr, bare (one handler of ours: a second `main()` in one
     process replaces it; handlers someone else added stay)."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.setFormatter(_TerminalFormatter("%(message)s"))
     handler.colorbench_cli = True
     log.handlers[:] = [h for h in log.handlers if not getattr(h, "colorbench_cli", False)] + [handler]
     log.setLevel(logging.DEBUG if verbose else logging.INFO)

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import click
 
+from bench.cli import echo
 from bench.config.plugins import load_plugins, plugin_name
+from bench.escape import terminal
 from losses import LOSSES
 
 
@@ -15,11 +17,11 @@ def list_losses(plugins):
     try:
         load_plugins([plugin_name(p) for p in plugins])
     except ValueError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise click.ClickException(terminal(str(exc))) from None
     width = max(map(len, LOSSES))
     for info in sorted(LOSSES.values(), key=lambda i: i.name):
-        click.echo(f"{info.name:<{width}}  {info.description}")
+        echo(f"{info.name:<{width}}  {info.description}")
         if info.reference:
-            click.echo(f"{'':<{width}}  paper: {info.reference}")
+            echo(f"{'':<{width}}  paper: {info.reference}")
         if info.defaults:
-            click.echo(f"{'':<{width}}  defaults: {info.defaults}")
+            echo(f"{'':<{width}}  defaults: {info.defaults}")

@@ -5,7 +5,9 @@ import logging
 
 import click
 
+from bench.cli import echo
 from bench.config.machine import resolve_device
+from bench.escape import spreadsheet_frame, terminal
 from bench.report import compare
 from bench.report.build import ReportSettings, build_report
 from bench.report.summary import direction
@@ -35,10 +37,10 @@ def report(run_dirs, out, samples, display_size, device, overwrite):
         settings = ReportSettings(samples=samples, display_size=display_size, device=str(resolve_device(device)))
         result = build_report(dirs, out, settings, overwrite=overwrite)
     except (ValueError, OSError) as exc:
-        raise click.ClickException(str(exc)) from None
+        raise click.ClickException(terminal(str(exc))) from None
     for caveat in result.caveats:
         log.info("caveat: %s", caveat.replace("**", ""))
-    click.echo(f"Report: {result.path} ({len(result.figures)} figures, summary.csv beside it)")
+    echo(f"Report: {result.path} ({len(result.figures)} figures, summary.csv beside it)")
 
 
 @click.command("compare")
@@ -70,7 +72,7 @@ def compare_runs(run_dir, metrics, resamples, csv_path):
         wanted = list(metrics) or [m for m in compare.HEADLINE if m in available]
         pairs = compare.pairwise(scores, [m for m in wanted if m in available], n_boot=resamples)
     except (ValueError, OSError) as exc:
-        raise click.ClickException(str(exc)) from None
+        raise click.ClickException(terminal(str(exc))) from None
     for problem in scores.problems:
         log.info("note: %s", problem.replace("`", ""))
     for metric in wanted:
@@ -78,10 +80,10 @@ def compare_runs(run_dir, metrics, resamples, csv_path):
             ranks = derived_from(metric)
             why = ("no per-image values in this run" if direction(metric) != "descriptive" else
                    "descriptive, never ranked" + (f": compare {', '.join(ranks)}" if ranks else ""))
-            click.echo(f"{metric}: not compared ({why})\n")
+            echo(f"{metric}: not compared ({why})\n")
             continue
-        click.echo(compare.terminal_table(pairs, metric) + "\n")
+        echo(compare.terminal_table(pairs, metric) + "\n")
     if csv_path:
 
-        write_csv(csv_path, pairs)
-        click.echo(f"Table: {csv_path}")
+        write_csv(csv_path, spreadsheet_frame(pairs))
+        echo(f"Table: {csv_path}")

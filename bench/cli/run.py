@@ -9,6 +9,7 @@ import typing
 
 import click
 
+from bench.cli import echo
 from bench.config.options import (
     LAUNCH_FIELDS,
     PRESET_FIELDS,
@@ -19,6 +20,7 @@ from bench.config.options import (
     make_config,
     parse_seeds,
 )
+from bench.escape import terminal
 from bench.report.summary import arrow, decimals
 from bench.run.runner import run_benchmark
 from bench.run.stop import RunInterrupted, signal_words
@@ -116,13 +118,13 @@ def run(quiet, overwrite, **options):
         out = run_benchmark(cfg, progress=not quiet, overwrite=overwrite, launch=launch)
     except RunInterrupted as exc:
         note = f" ({exc.note})" if exc.note else ""
-        click.echo(f"\nStopped by {signal_words(exc.signum)}; nothing is lost{note}. Resume with:\n"
+        echo(f"\nStopped by {signal_words(exc.signum)}; nothing is lost{note}. Resume with:\n"
                    f"  {_resume_command(exc.out)}", err=True)
         sys.exit(128 + (exc.signum or 2))
     except (ValueError, OSError) as exc:
-        raise click.ClickException(str(exc)) from None
+        raise click.ClickException(terminal(str(exc))) from None
     if launch.no_wait:
-        click.echo(f"Submitted. Follow the cells with `bench status {out}`; rerun this command to resubmit any "
+        echo(f"Submitted. Follow the cells with `bench status {out}`; rerun this command to resubmit any "
                    "that fail.")
         return
     _print_summary(out)
@@ -146,8 +148,8 @@ def _print_summary(out) -> None:
         table[metric] = [f"{v:.{digits}f}" if v == v else "—" for v in table[metric]]  # v == v: not NaN
     table.columns = [f"{m} {arrow(m)}".rstrip() for m in table.columns]
     table.index.name = None
-    click.echo(f"\nResults in {out} (mean over seeds; `bench report` writes the report):")
-    click.echo(table.to_string())
+    echo(f"\nResults in {out} (mean over seeds; `bench report` writes the report):")
+    echo(table.to_string())
     missing = frame[frame["value"].isna() & frame["note"].str.startswith("missing")][["metric", "note"]].drop_duplicates()
     for metric, note in missing.itertuples(index=False):
-        click.echo(f"{metric}: {note} (see `bench weights`)")
+        echo(f"{metric}: {note} (see `bench weights`)")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from bench.cli import echo
+from bench.escape import terminal
 from bench.run.status import cell_states, status_text
 from bench.rundir.layout import RunFolder
 from bench.rundir.read import newest_run, read_config
@@ -21,6 +23,6 @@ def status(run_dir, lines):
     """
     try:
         folder = RunFolder(run_dir or newest_run())
-        click.echo(status_text(folder, cell_states(folder, read_config(folder.config), lines)))
+        echo(status_text(folder, cell_states(folder, read_config(folder.config), lines)))
     except (ValueError, OSError) as exc:
-        raise click.ClickException(str(exc)) from None
+        raise click.ClickException(terminal(str(exc))) from None

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import click
 
+from bench.cli import echo
+from bench.escape import terminal
 from models import pretrained
 from models.pretrained import WeightsImportError
 from models.pretrained import import_weights as install
@@ -23,10 +25,10 @@ def weights(ctx):
 def _list_weights() -> None:
 
     folder = pretrained.checkpoint_dir()
-    click.echo(f"Looked for in {folder}")
-    click.echo("  (torch hub's cache, shared with torchvision and pytorch-fid; set TORCH_HOME to move it)")
+    echo(f"Looked for in {folder}")
+    echo("  (torch hub's cache, shared with torchvision and pytorch-fid; set TORCH_HOME to move it)")
     if pretrained.offline():
-        click.echo("  COLORBENCH_OFFLINE is set: missing files are not downloaded")
+        echo("  COLORBENCH_OFFLINE is set: missing files are not downloaded")
     rows = []
     for w in pretrained.known_weights().values():
         path = pretrained.cached_path(w)
@@ -41,10 +43,10 @@ def _list_weights() -> None:
                  f"ships with the lpips package: {linear}"))
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     for r in rows:
-        click.echo(("  " + "  ".join(v.ljust(n) for v, n in zip(r[:5], widths))).rstrip())
-        click.echo(f"  {'':<{widths[0]}}  {r[5]}")
+        echo(("  " + "  ".join(v.ljust(n) for v, n in zip(r[:5], widths))).rstrip())
+        echo(f"  {'':<{widths[0]}}  {r[5]}")
     if any(r[3] != "present" for r in rows):
-        click.echo("Without internet: fetch the URLs on another machine, then `bench weights import FILE...`.")
+        echo("Without internet: fetch the URLs on another machine, then `bench weights import FILE...`.")
 
 
 @weights.command("import")
@@ -57,9 +59,9 @@ def import_weights(files):
         try:
             entry, dest, copied = install(f)
         except WeightsImportError as exc:
-            click.echo(f"Error: {exc}", err=True)
+            echo(f"Error: {exc}", err=True)
             refused += 1
             continue
-        click.echo(f"{f}: {'imported as' if copied else 'already in place:'} {dest} ({entry.used_for})")
+        echo(f"{f}: {'imported as' if copied else 'already in place:'} {dest} ({entry.used_for})")
     if refused:
-        raise click.ClickException(f"{refused} of {len(files)} file(s) refused; nothing was written for them")
+        raise click.ClickException(terminal(f"{refused} of {len(files)} file(s) refused; nothing was written for them"))

@@ -21,13 +21,11 @@ def _comparable(key: str, options: dict):
     if key in PATH_OPTIONS:
         return os.path.realpath(os.path.expanduser(str(value)))
     if key == "losses":
-    
         try:
             return sorted(c.spec for c in parse_losses(value))
         except ValueError:
             return value
     if key == "perceptual_layers":
-    
         try:
             return parse_layer_weights(value)
         except ValueError:

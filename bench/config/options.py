@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import os
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -120,8 +121,8 @@ class RunConfig:
         None, identity=True, old_runs=None, help="Optimizer steps per cell (replaces --epochs).")
     batch_size: int = option(16, identity=True, help="Batch size.")
     seeds: tuple[int, ...] = option((0,), help="Comma-separated seeds; each is a cell per combination.")
-    plugins: tuple[str, ...] = option(
-        (), multiple=True, flag="--plugin",
+    plugin: tuple[str, ...] = option(
+        (), multiple=True,
         help="A module (a name on PYTHONPATH, or a .py file) that registers your own losses, metrics or "
              "generators; repeatable. Recorded, so every job and `bench report` import it too.")
     lr: float = option(2e-4, identity=True, help="Adam learning rate for G and D.")
@@ -167,7 +168,7 @@ class RunConfig:
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
-        d["seeds"], d["betas"], d["plugins"] = list(self.seeds), list(self.betas), list(self.plugins)
+        d["seeds"], d["betas"], d["plugin"] = list(self.seeds), list(self.betas), list(self.plugin)
         return d
 
     def loss_options(self, device) -> LossOptions:
@@ -292,9 +293,9 @@ def make_config(preset: str = "quick", **options) -> RunConfig:
         options["seeds"] = parse_seeds(options["seeds"])
     # before anything is checked: the plugins register the losses, metrics and generators the
     # options may name
-    options["plugins"] = tuple(plugin_name(p) for p in ([options["plugins"]] if isinstance(options.get("plugins"), str)
-                                                         else options.get("plugins") or ()))
-    load_plugins(options["plugins"])
+    given_plugins = options.get("plugin") or ()
+    options["plugin"] = tuple(plugin_name(p) for p in ([given_plugins] if isinstance(given_plugins, str) else given_plugins))
+    load_plugins(options["plugin"])
     if preset not in PRESETS:
         raise ValueError(f"unknown --preset {preset!r}; choose one of: {', '.join(PRESETS)}")
     given = {k: v for k, v in options.items() if v is not None}
@@ -307,6 +308,12 @@ def make_config(preset: str = "quick", **options) -> RunConfig:
     for key in ("data", "val_data", "out", "data_root"):
         if values.get(key) is not None:
             values[key] = str(Path(values[key]))
+    # the photo folders as absolute paths: config.json is read from other folders (a job, a
+    # `bench report` run elsewhere), where a path typed relative to this one finds nothing
+    # or other photos
+    for key in ("data", "val_data", "data_root"):
+        if values.get(key) is not None:
+            values[key] = os.path.abspath(os.path.expanduser(values[key]))
     return RunConfig(preset=preset, **values)
 
 
@@ -343,7 +350,7 @@ def config_options(options: dict) -> RunConfig:
     """The ``RunConfig`` that config.json's ``options`` record."""
     values = {**OPTIONS_ADDED_LATER, **{k: v for k, v in options.items() if k in RUN_FIELDS}}
     values["seeds"], values["betas"] = tuple(values["seeds"]), tuple(values["betas"])
-    values["plugins"] = tuple(values.get("plugins", ()))
+    values["plugin"] = tuple(values.get("plugin", ()))
     return RunConfig(**values)
 
 

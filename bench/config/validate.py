@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 from colorbench_datasets import DATASETS
-from colorbench_datasets.images import check_folder
+from colorbench_datasets.images import check_folder, is_within
 
 from bench.config.machine import resolve_device, resolve_precision
 from bench.config.options import (
@@ -121,11 +121,6 @@ def _folder(value, flag: str) -> None:
     if not isinstance(value, (str, os.PathLike)):
         raise OptionError(f"{flag} must be a folder path, got {value!r}")
     check_folder(Path(value), flag)
-
-
-def _inside(path, folder) -> bool:
-    path, folder = Path(os.path.realpath(path)), Path(os.path.realpath(folder))
-    return path == folder or folder in path.parents
 
 
 def validate(cfg: RunConfig, launch: LaunchConfig | None = None) -> None:
@@ -251,7 +246,7 @@ def _check_photos_and_out(cfg: RunConfig) -> None:
     if Path(cfg.out).exists() and not Path(cfg.out).is_dir():
         raise OptionError(f"--out {cfg.out} is a file; give a folder for the run (new or an earlier run's)")
     for value, flag in ((cfg.data, "--data"), (cfg.val_data, "--val-data")):
-        if value is not None and _inside(cfg.out, value):
+        if value is not None and is_within(cfg.out, value):
             raise OptionError(
                 f"--out {cfg.out} is inside {flag} {value}: the run's files (and its report's PNG figures) "
                 "would be read as photos next time; put --out outside the photo folders"

@@ -20,6 +20,7 @@ from colorbench_datasets.images import display_name
 from colorbench_datasets.tensors import resize_and_crop
 
 from bench.colorize import colorize_images, gray_image
+from bench.escape import cell, code, csv_cell, link_target, spreadsheet_frame
 from bench.report import compare, figures
 from bench.report.photos import load_val_split, val_sources
 from bench.report.summary import (
@@ -108,16 +109,16 @@ def _budget(run: Run) -> str:
 def run_header(run: Run) -> list[str]:
     """What was run, one bullet per fact, from config.json."""
     o, c, d = run.options, run.config, run.config.get("data", {})
-    combos = ", ".join(f"`{n}`" for n in run.combination_names) or "none"
+    combos = ", ".join(f"{code(n)}" for n in run.combination_names) or "none"
     width = f" (width {o['width']})" if "width" in o else ""
     adversarial = any(is_adversarial(c["spec"]) for c in run.combinations)
     if o.get("disc_width") and adversarial:
-        width += f" · **discriminator** `{o.get('discriminator', 'patchgan')}` (width {o['disc_width']})"
+        width += f" · **discriminator** {code(o.get('discriminator', 'patchgan'))} (width {o['disc_width']})"
     lines = [
         f"- **Combinations** ({len(run.combination_names)}): {combos}; `--losses {o.get('losses', '?')}`",
         f"- **Seeds**: {', '.join(map(str, run.seeds))} · {_budget(run)} · "
         f"**batch** {o.get('batch_size', '?')} · **lr** {o.get('lr', '?')} · **size** {o.get('size', '?')} px · "
-        f"**generator** `{o.get('generator', '?')}`{width} · **preset** {o.get('preset', '?')}",
+        f"**generator** {code(o.get('generator', '?'))}{width} · **preset** {o.get('preset', '?')}",
         f"- **Data**: {d.get('source', '?')} — {d.get('train_images', '?')} train / "
         f"{d.get('val_images', '?')} val images",
         f"- **Device**: {c.get('device', '?')} ({c.get('device_name', '?')}), {c.get('precision', '?')}, "
@@ -134,7 +135,7 @@ def caveats(runs: list[Run], summary: pd.DataFrame) -> list[str]:
     """Everything that limits how far the numbers can be trusted, each said once."""
     out = []
     for run in runs:
-        prefix = f"`{run.name}`: " if len(runs) > 1 else ""
+        prefix = f"{code(run.name)}: " if len(runs) > 1 else ""
         d = run.config.get("data", {})
         out += [prefix + p for p in run.problems]  # damaged files, and how they were read
         if "finished" not in run.config:
@@ -144,7 +145,7 @@ def caveats(runs: list[Run], summary: pd.DataFrame) -> list[str]:
         for c in run.combinations:
             for term, tag in c.get("tags", {}).items():
                 out.append(
-                    prefix + f"`{c['name']}`: the `{term}` term used **{tag}** weights (pretrained weights were "
+                    prefix + f"{code(c['name'])}: the {code(term)} term used **{tag}** weights (pretrained weights were "
                     "not available), so it is not the loss the literature means"
                 )
         where = run.config.get("baselines_scored_on")
@@ -162,7 +163,7 @@ def caveats(runs: list[Run], summary: pd.DataFrame) -> list[str]:
         frame = run.metrics
         diverged = frame[frame.note.str.startswith("diverged")][["combination", "seed", "note"]].drop_duplicates()
         for r in diverged.itertuples():
-            out.append(prefix + f"`{r.combination}` seed {r.seed} {r.note}: its scores are missing and left out of the mean")
+            out.append(prefix + f"{code(r.combination)} seed {r.seed} {r.note}: its scores are missing and left out of the mean")
     # Metric notes (sample sizes, missing weights), each said once with the rows it concerns;
     # divergence is already reported per cell above.
     # The ground-truth rows' notes only say what they are. Metrics sharing a note and rows
@@ -177,18 +178,18 @@ def caveats(runs: list[Run], summary: pd.DataFrame) -> list[str]:
     for (metric, note), rows in notes.items():
         grouped.setdefault((note, tuple(rows)), []).append(metric)
     for (note, rows), metrics in grouped.items():
-        who = "all rows" if len(rows) == scored["row"].nunique() else ", ".join(f"`{r}`" for r in rows)
-        out.append(f"{', '.join(f'`{m}`' for m in metrics)} ({who}): {note}")
+        who = "all rows" if len(rows) == scored["row"].nunique() else ", ".join(f"{code(r)}" for r in rows)
+        out.append(f"{', '.join(f'{code(m)}' for m in metrics)} ({who}): {note}")
     for (run_name, combination), why in unranked(runs, summary).items():
-        prefix = f"`{run_name}`: " if len(runs) > 1 else ""
-        out.append(prefix + f"`{combination}` is **not ranked**: {why}")
+        prefix = f"{code(run_name)}: " if len(runs) > 1 else ""
+        out.append(prefix + f"{code(combination)} is **not ranked**: {why}")
     unknown = [m for m in dict.fromkeys(summary.metric) if not summary.loc[summary.metric == m, "direction"].iloc[0]]
     if unknown:
-        out.append(f"direction unknown to this version for {', '.join(f'`{m}`' for m in unknown)}: no arrow, no bold")
+        out.append(f"direction unknown to this version for {', '.join(f'{code(m)}' for m in unknown)}: no arrow, no bold")
     numerics = {f"{r.config.get('precision', '?')} on {str(r.config.get('device', '?')).split(':')[0]}" for r in runs}
     if len(numerics) > 1:
         out.append("the runs were trained in **different precisions or devices** ("
-                   + ", ".join(f"`{r.name}`: {r.config.get('precision', '?')} on {r.config.get('device', '?')}" for r in runs)
+                   + ", ".join(f"{code(r.name)}: {r.config.get('precision', '?')} on {r.config.get('device', '?')}" for r in runs)
                    + "): their differences include numerics, not only losses")
     keys = {(r.config.get("data", {}).get("val_files_sha256"), r.options.get("size")) for r in runs}
     if len(runs) > 1 and len(keys) > 1:
@@ -217,9 +218,9 @@ def _descriptive_sentences(summary: pd.DataFrame, digits: dict[str, int]) -> lis
         if len(truth):
             text += f"the val photos themselves score {_fmt(truth['mean'].iloc[0], d)}; "
         low, high = models.iloc[0], models.iloc[-1]
-        text += (f"the models range from {_fmt(low['mean'], d)} (`{low['row']}`) to {_fmt(high['mean'], d)} (`{high['row']}`)"
-                 if len(models) > 1 else f"`{low['row']}` scores {_fmt(low['mean'], d)}")
-        ranks = ", ".join(f"`{m}`" for m in derived_from(metric))
+        text += (f"the models range from {_fmt(low['mean'], d)} ({code(low['row'])}) to {_fmt(high['mean'], d)} ({code(high['row'])})"
+                 if len(models) > 1 else f"{code(low['row'])} scores {_fmt(low['mean'], d)}")
+        ranks = ", ".join(f"{code(m)}" for m in derived_from(metric))
         out.append(text + (f" — {ranks} ranks the distance to the photos." if ranks else "."))
     return out
 
@@ -237,15 +238,22 @@ def reading(summary: pd.DataFrame, pairs: pd.DataFrame | None = None) -> tuple[l
         if group.empty:
             continue
         d = digits[metric]
+        if (group.combination == GRAY).all():  # every model unranked: gray alone is no winner
+            models = summary[(summary.metric == metric) & ~summary.combination.isin(BASELINES)].dropna(subset=["mean"])
+            if len(models):
+                winners.append(f"**{metric}** {arrow(metric)}: no model is ranked (none has learnt to colour yet, see "
+                               f"the caveats); the models score {_fmt(models['mean'].min(), d)} to "
+                               f"{_fmt(models['mean'].max(), d)}, gray {_fmt(group['mean'].iloc[0], d)}.")
+            continue
         ranked = group.sort_values("mean", ascending=group["direction"].iloc[0] != "higher")
         best, rest = ranked.iloc[0], ranked[~ranked.best]
         tied = ranked[ranked.best]
-        names = _and([f"`{r}`" for r in tied["row"]])
+        names = _and([f"{code(r)}" for r in tied["row"]])
         text = f"**{metric}** {arrow(metric)}: {names} {'is' if len(tied) == 1 else 'tie as'} best at {_fmt(best['mean'], d)}"
         if len(rest):
             second = rest.iloc[0]
             gap = abs(best["mean"] - second["mean"])
-            text += f", {_fmt(gap, d)} ahead of `{second['row']}`"
+            text += f", {_fmt(gap, d)} ahead of {code(second['row'])}"
             spreads = [v for v in (best["std"], second["std"]) if math.isfinite(v)]
             tested = compare.verdict(pairs, metric, best["row"], second["row"], d) if pairs is not None else None
             if tested:
@@ -269,7 +277,7 @@ def reading(summary: pd.DataFrame, pairs: pd.DataFrame | None = None) -> tuple[l
                 verdicts.append(f"{label} {', '.join(hits)}")
         if not any(v > 0 for v in shown.values()):
             verdicts[0] = verdicts[0].replace("worse on", "worse than gray on").replace("level on", "level with gray on")
-        standing.append(f"`{row}`: " + "; ".join(verdicts) + ".")
+        standing.append(f"{code(row)}: " + "; ".join(verdicts) + ".")
     seeds = int(summary["seeds_total"].max()) if len(summary) else 0
     if seeds <= 1 and winners and pairs is not None and len(pairs):
         winners.append("With one seed per combination the tests compare these trained models photo by photo; "
@@ -353,7 +361,7 @@ def image_figures(runs: list[Run], order: list[str], palette: dict, out: Path, s
             try:
                 splits[run.name] = load_val_split(run)
             except (OSError, ValueError) as exc:
-                problems.append(f"`{row.label}` left out of the image figures: its val photos could not be read ({exc})")
+                problems.append(f"{code(row.label)} left out of the image figures: its val photos could not be read ({exc})")
                 continue
         val = splits[run.name]
         grid_done = damaged = False
@@ -364,7 +372,7 @@ def image_figures(runs: list[Run], order: list[str], palette: dict, out: Path, s
             try:
                 G = load_generator(path, device)
             except ValueError as exc:  # a damaged generator.pt: named, and left out
-                problems.append(f"`{row.label}` seed {seed} left out of the image figures: {exc}")
+                problems.append(f"{code(row.label)} seed {seed} left out of the image figures: {exc}")
                 damaged = True
                 continue
             cf_rows.append(pd.DataFrame({"row": row.label, "value": prediction_colorfulness(G, val, settings.batch_size).numpy()}))
@@ -374,7 +382,7 @@ def image_figures(runs: list[Run], order: list[str], palette: dict, out: Path, s
                 columns.append((title, [np.asarray(im) for im in colorize_images(G, list(originals.values()), size)]))
                 grid_done = True
         if not grid_done and not damaged:
-            problems.append(f"`{row.label}` has no trained generator ({_cell_state(run, row.combination)}): left out of the image figures")
+            problems.append(f"{code(row.label)} has no trained generator ({_cell_state(run, row.combination)}): left out of the image figures")
     columns.append(("ground truth", [np.asarray(im) for im in originals.values()]))
     written = {}
     figures.colorfulness_figure(pd.concat(cf_rows, ignore_index=True), order, palette, out / FIGURES["colorfulness"])
@@ -401,20 +409,20 @@ def training_cost(runs: list[Run]) -> tuple[list[str], list[str]]:
                 continue
             records = [r for r in (run.cell_record(row.combination, s) for s in run.seeds) if r]
             step = [r["step_seconds"] for r in records if r.get("step_seconds") is not None]
-            cell = [r["seconds"] for r in records if r.get("seconds") is not None]
+            whole = [r["seconds"] for r in records if r.get("seconds") is not None]
             timed = min((r.get("timed_steps", 0) for r in records), default=0)
             if step:
-                times[row.combination] = (float(np.median(step)), float(np.mean(cell)) if cell else None, timed)
+                times[row.combination] = (float(np.median(step)), float(np.mean(whole)) if whole else None, timed)
         if not times:
             continue
         cheapest = min(t for t, _, _ in times.values())
-        for name, (step, cell, timed) in times.items():
-            lines.append(f"| `{name}{suffix}` | {step * 1000:.0f} ms | {_duration(cell)} | {step / cheapest:.1f}× |")
+        for name, (step, whole, timed) in times.items():
+            lines.append(f"| {cell(name + suffix)} | {step * 1000:.0f} ms | {_duration(whole)} | {step / cheapest:.1f}× |")
         short = [n for n, (_, _, timed) in times.items() if timed < MIN_TIMED_STEPS]
         if short:
             notes.append(
-                (f"`{run.name}`: " if len(runs) > 1 else "")
-                + f"step times of {', '.join(f'`{n}`' for n in short)} rest on fewer than {MIN_TIMED_STEPS} "
+                (f"{code(run.name)}: " if len(runs) > 1 else "")
+                + f"step times of {', '.join(f'{code(n)}' for n in short)} rest on fewer than {MIN_TIMED_STEPS} "
                 "steps after warm-up: too few to compare costs"
             )
     if not lines:
@@ -441,12 +449,17 @@ def _rel(path: Path, start: Path) -> str:
     return Path(os.path.relpath(path, start)).as_posix()
 
 
+def _link(path: Path, start: Path) -> str:
+    """``path`` relative to ``start`` as a markdown link's destination."""
+    return link_target(_rel(path, start))
+
+
 def protocol_section(runs: list[Run]) -> list[str]:
     """How each number was made (config.json's ``protocol``): papers differ on these."""
     md = ["### How the numbers were made", ""]
     for run in runs:
         if len(runs) > 1:
-            md += [f"`{run.name}`:", ""]
+            md += [f"{code(run.name)}:", ""]
         md += protocol_lines(run.config) + [""]
     return md
 
@@ -455,7 +468,7 @@ def metric_legend(summary: pd.DataFrame) -> str:
     lines = []
     for m in dict.fromkeys(summary.metric):
         info = METRICS.get(m)
-        lines.append(f"`{m}` {arrow(m)} {info.description}" if info else f"`{m}`: not in this version's metric registry")
+        lines.append(f"{code(m)} {arrow(m)} {info.description}" if info else f"{code(m)}: not in this version's metric registry")
     return " · ".join(lines)
 
 
@@ -476,7 +489,7 @@ def check_report_out(runs: list[Run], out: Path, overwrite: bool = False) -> Non
             previous = set(pd.read_csv(target.summary, usecols=["run"])["run"].astype(str))
         except (ValueError, pd.errors.ParserError, pd.errors.EmptyDataError):
             previous = set()
-        if previous != {display_name(r.name) for r in runs}:  # as summary.csv writes names
+        if previous != {csv_cell(display_name(r.name)) for r in runs}:  # as summary.csv writes names
             raise RunFolderError(f"--out {out} holds a report on other runs ({', '.join(sorted(previous)) or 'unknown'}), "
                                  f"not on {names}; {fix}")
     elif target.report.is_file():
@@ -502,8 +515,8 @@ def build_report(run_dirs: list[str | Path], out: str | Path | None = None, sett
     summary = summarize(runs)
     analysis = compare.analyse(runs)  # paired tests and intervals from the per-image scores
     summary = compare.with_intervals(summary, analysis)
-    write_csv(target.summary, summary)
-    write_csv(target.pairwise, analysis.pairwise)
+    write_csv(target.summary, spreadsheet_frame(summary))
+    write_csv(target.pairwise, spreadsheet_frame(analysis.pairwise))
     # Figures show the models and gray; the ground-truth reference rows are table-only.
     order = [r.label for r in table_rows(runs) if r.combination != TRUTH]
     palette = figures.make_palette(order)
@@ -561,20 +574,20 @@ def render(
 ) -> str:
     """report.md: what was run and its caveats, the table and its reading, which
     differences are real, the cost, the figures."""
-    title = runs[0].name if len(runs) == 1 else " vs ".join(r.name for r in runs)
+    title = " vs ".join(code(r.name) for r in runs)
     md = [f"# Colorbench report: {title}", ""]
     for run in runs:
         if len(runs) > 1:
-            md += [f"### Run `{run.name}` ([metrics.csv]({_rel(run.folder.metrics, out)}))", ""]
+            md += [f"### Run {code(run.name)} ([metrics.csv]({_link(run.folder.metrics, out)}))", ""]
         md += run_header(run) + [""]
     if notes:
         md += ["**Caveats**", ""] + [f"- {n}" for n in notes] + [""]
     md += results_section(summary, out, analysis)
     if analysis is not None:
-        figure = _rel(written["pairwise"], out) if "pairwise" in written else None
+        figure = _link(written["pairwise"], out) if "pairwise" in written else None
         md += compare.section(analysis, summary, figure) + protocol_section(runs)
     md += cost_section(runs) + figures_section(runs, written, out, settings, left_out)
-    sources = ", ".join("this folder" if r.path.resolve() == out.resolve() else f"`{_rel(r.path, out)}`" for r in runs)
+    sources = ", ".join("this folder" if r.path.resolve() == out.resolve() else f"{code(_rel(r.path, out))}" for r in runs)
     md += ["---", "", f"Made by `bench report` from {sources}.", ""]
     return "\n".join(md)
 
@@ -587,13 +600,13 @@ def results_section(summary: pd.DataFrame, out: Path, analysis: "compare.Analysi
     return [
         "## Results", "",
         f"Val scores ({spread}); ↑ higher is better, ↓ lower is better, no arrow: descriptive (read it against "
-        f"`{TRUTH}`'s, never ranked); **bold**: best in the column. "
-        f"`{GRAY}` is the input itself (ab = 0), the floor every model should clear."
-        + (f" `{TRUTH}` scores the val photos themselves: a reference, never ranked."
+        f"{code(TRUTH)}'s, never ranked); **bold**: best in the column. "
+        f"{code(GRAY)} is the input itself (ab = 0), the floor every model should clear."
+        + (f" {code(TRUTH)} scores the val photos themselves: a reference, never ranked."
            if (summary.combination == TRUTH).any() else ""), "",
         markdown_table(summary), "",
         metric_legend(summary), "",
-        f"The same numbers as tidy CSV: [summary.csv]({_rel(RunFolder(out).summary, out)}).", "",
+        f"The same numbers as tidy CSV: [summary.csv]({_link(RunFolder(out).summary, out)}).", "",
         "## Reading the results", "",
         " ".join(winners), "",
         *(["Each combination against gray, as gains in each metric's own direction (positive = "
@@ -624,7 +637,7 @@ def figures_section(runs: list[Run], written: dict, out: Path, settings: ReportS
         "scores": "Each combination's val score as a gain over the gray baseline, per metric, in the "
                   "metric's own units (right of zero = better than the input itself; the baseline's "
                   "value is under each panel)."
-                  + (" Not plotted: " + "; ".join(f"`{m}` ({why})" for m, why in (left_out or {}).items()) + "."
+                  + (" Not plotted: " + "; ".join(f"{code(m)} ({why})" for m, why in (left_out or {}).items()) + "."
                      if left_out else ""),
         "training": "Training losses per step, smoothed; each term unweighted as logged, "
                     "`total` is the weighted sum the generator minimised.",
@@ -639,5 +652,5 @@ def figures_section(runs: list[Run], written: dict, out: Path, settings: ReportS
     md = ["## Figures", ""]
     for key, path in written.items():
         if key in captions:  # the pairwise matrix sits in its own section
-            md += [f"![{key}]({_rel(path, out)})", "", f"*{captions[key]}*", ""]
+            md += [f"![{key}]({_link(path, out)})", "", f"*{captions[key]}*", ""]
     return md

@@ -16,6 +16,7 @@ from itertools import combinations as pairs_of
 import numpy as np
 import pandas as pd
 
+from bench.escape import cell, code
 from bench.report import figures
 from bench.report.summary import arrow, decimals, direction, table_rows
 from bench.rundir.layout import GRAY, TRUTH
@@ -118,7 +119,7 @@ def load_scores(run: Run, labels: dict[str, str] | None = None) -> RunScores:
     scores = RunScores(run, data, labels or {c: c for c in [GRAY, *run.combination_names]})
     frame = data.frame
     if frame.empty:
-        scores.problems.append(f"`{run.name}`: no per-image scores (the run was made before Colorbench kept them), "
+        scores.problems.append(f"{code(run.name)}: no per-image scores (the run was made before Colorbench kept them), "
                                "so no paired comparisons")
         return scores
     base = frame[frame.combination == GRAY]
@@ -126,7 +127,7 @@ def load_scores(run: Run, labels: dict[str, str] | None = None) -> RunScores:
     position = {name: i for i, name in enumerate(scores.images)}
     for (combination, seed, metric), group in frame.groupby(["combination", "seed", "metric"], dropna=False, sort=False):
         if set(group["image"]) != set(position) or len(group) != len(position):
-            scores.problems.append(f"`{combination}` seed {seed}: its per-image scores list other val photos; left out")
+            scores.problems.append(f"{code(combination)} seed {seed}: its per-image scores list other val photos; left out")
             continue
         v = np.full(len(position), np.nan)
         v[group["image"].map(position).to_numpy()] = group["value"].to_numpy(dtype=float)
@@ -136,7 +137,7 @@ def load_scores(run: Run, labels: dict[str, str] | None = None) -> RunScores:
         scores.replicates[(combination, None if pd.isna(seed) else int(seed), metric)] = (
             group.sort_values("replicate")["value"].to_numpy(dtype=float))
     for (combination, seed), why in data.missing.items():
-        scores.problems.append(f"`{scores.labels.get(combination, combination)}` seed {seed} has no per-image scores "
+        scores.problems.append(f"{code(scores.labels.get(combination, combination))} seed {seed} has no per-image scores "
                                f"({why}): left out of the paired comparisons")
     return scores
 
@@ -169,6 +170,16 @@ def _kind(metric: str) -> str:
     return METRICS[metric].kind if metric in METRICS else PER_IMAGE
 
 
+def distinct_photos(scores: RunScores) -> int | None:
+    """How many of the run's val photos differ in their pixels (copies count once), when
+    config.json knows (runs since it recorded the photos' digests)."""
+    data = scores.run.config.get("data", {})
+    if isinstance(data.get("distinct_val_images"), int):
+        return data["distinct_val_images"]
+    files = (data.get("files") or {}).get("val")
+    return len(set(files.values())) if isinstance(files, dict) and files else None
+
+
 def pairwise(scores: RunScores, metrics: list[str] | None = None, n_boot: int = stats.N_BOOT,
              seed: int = stats.BOOT_SEED) -> pd.DataFrame:
     """Every pair of combinations, and each against gray, on every metric: ``PAIRWISE_COLUMNS``.
@@ -191,7 +202,7 @@ def pairwise(scores: RunScores, metrics: list[str] | None = None, n_boot: int = 
             sa, sb = scores.sample(a, metric, seeds), scores.sample(b, metric, seeds)
             if sa is None or sb is None:
                 continue
-            c = stats.compare(sa, sb, SIGN[d], n_boot, seed)
+            c = stats.compare(sa, sb, SIGN[d], n_boot, seed, n_distinct=distinct_photos(scores))
             family.append({
                 "run": scores.run.name, "metric": metric, "direction": d,
                 "a": scores.labels.get(a, a), "b": scores.labels.get(b, b),
@@ -322,7 +333,10 @@ def _oriented(r, digits: int, first: str | None = None) -> tuple[str, str, str]:
 
 
 def _why_not(r) -> str:
-    return f"{format_p(r.p_holm)} over photos after Holm, but {format_p(r.p_seeds)} over seeds"
+    # both after Holm over the metric's pairs: the photo test's, and the combined one that
+    # decides "real" (it includes the seed test)
+    return (f"{format_p(r.p_holm)} over photos after Holm; with the seeds' test, {format_p(r.p_combined)} "
+            "after Holm")
 
 
 def claim(r, digits: int) -> str:
@@ -331,11 +345,13 @@ def claim(r, digits: int) -> str:
     what the seeds lack; otherwise, that the two are not told apart."""
     winner, loser, numbers = _oriented(r, digits)
     if r.verdict == REAL:
-        return f"`{winner}` beats `{loser}` on {r.metric} by {numbers}, {format_p(r.p_combined)} after Holm"
+        return f"{code(winner)} beats {code(loser)} on {r.metric} by {numbers}, {format_p(r.p_combined)} after Holm"
     if r.verdict == MODELS_ONLY:
-        return (f"`{winner}`'s models beat `{loser}`'s on {r.metric} photo by photo by {numbers} ({_why_not(r)}: "
+        return (f"{code(winner)}'s models beat {code(loser)}'s on {r.metric} photo by photo by {numbers} ({_why_not(r)}: "
                 "not shown to hold across training runs)")
-    return f"`{winner}` and `{loser}` are not told apart on {r.metric} (Δ {numbers}, {format_p(r.p_combined)} after Holm)"
+    if str(r.test).startswith("not tested"):
+        return f"{code(winner)} and {code(loser)} are {r.test} on {r.metric} (Δ {numbers})"
+    return f"{code(winner)} and {code(loser)} are not told apart on {r.metric} (Δ {numbers}, {format_p(r.p_combined)} after Holm)"
 
 
 def verdict(pairs: pd.DataFrame | None, metric: str, a: str, b: str, digits: int) -> str | None:
@@ -376,13 +392,13 @@ def metric_paragraph(pairs: pd.DataFrame, metric: str, digits: int, gray_label: 
     unclear = models[models.verdict == UNCLEAR]
     if len(unclear):
         listed = ", ".join(
-            f"`{a}` vs `{b}` (Δ {numbers}, {format_p(r.p_combined)})"
+            f"{code(a)} vs {code(b)} (Δ {numbers}, {format_p(r.p_combined)})"
             for r in unclear.itertuples() for a, b, numbers in [_oriented(r, digits)]
         )
         parts.append(f"Not told apart: {listed}.")
     if len(vs_gray):
         def each(frame):
-            return ", ".join(f"`{r.a}` ({_oriented(r, digits, first=r.a)[2]}, {format_p(r.p_combined)})"
+            return ", ".join(f"{code(r.a)} ({_oriented(r, digits, first=r.a)[2]}, {format_p(r.p_combined)})"
                              for r in frame.itertuples())
         said = []
         for label, frame in (
@@ -397,7 +413,7 @@ def metric_paragraph(pairs: pd.DataFrame, metric: str, digits: int, gray_label: 
             if len(frame):
                 one = len(frame) == 1
                 said.append(f"{each(frame)} " + label.format(s="s" if one else "", are="is" if one else "are"))
-        parts.append(f"Against `{gray_label}` (Δ over it): " + "; ".join(said) + ".")
+        parts.append(f"Against {code(gray_label)} (Δ over it): " + "; ".join(said) + ".")
     return f"**{metric}** {arrow(metric)}: " + " ".join(parts)
 
 
@@ -409,16 +425,22 @@ def section(analysis: Analysis, summary: pd.DataFrame, figure: str | None) -> li
         why = "; ".join(analysis.problems) or "no metric has per-image scores in two rows"
         return md + [f"No paired comparisons: {why}.", ""]
     seeds = int(pairs["seeds"].max())
-    photos = int(pairs["photos"].max())
+    per_run = pairs.groupby("run", sort=False)["photos"].max()
+    if len(per_run) == 1:
+        scored = f"Every model was scored on the same {int(per_run.iloc[0])} val photos, so each pair of combinations"
+    else:  # runs may have other photos: pairs are formed within a run only
+        scored = ("Within each run every model was scored on the same val photos ("
+                  + ", ".join(f"{code(run)}: {int(n)}" for run, n in per_run.items())
+                  + "), so each pair of combinations of a run")
+    resampled = [m.name for m in METRICS.values() if m.kind in (SET, DERIVED) or m.pool_weight is not None]
     md += [
-        f"Every model was scored on the same {photos} val photos, so each pair of combinations is compared photo by "
-        "photo. Δ is the mean paired difference in the metric's own direction (positive: the first named is better), "
+        scored + " is compared photo by photo. Δ is the mean paired difference in the metric's own direction (positive: the first named is better), "
         f"with a 95 % interval from a paired bootstrap ({stats.N_BOOT} resamples"
         + ("; seeds resampled first, then photos" if seeds > 1 else "; photos resampled") + "). "
         "p: Wilcoxon signed-rank test on the per-photo differences"
         + (" of the seed means, together with a t-test over the seeds' differences (the larger p counts)" if seeds > 1 else "")
-        + "; set metrics (delta_cf, FID, KID) and auc_rebal use a z-test with the bootstrap's standard error (photos "
-        "resampled). p-values are Holm-corrected "
+        + f"; {', '.join(resampled)} use a z-test with the bootstrap's standard error (photos "
+        f"resampled); a pair with fewer than {stats.MIN_PHOTOS} distinct photos is not tested. p-values are Holm-corrected "
         "over all pairs of a metric. A difference is called **real** when p < 0.05 after Holm and the interval "
         "excludes 0."
         + (" When only the photo test says so, the difference holds photo by photo for these trained models, but "
@@ -436,7 +458,7 @@ def section(analysis: Analysis, summary: pd.DataFrame, figure: str | None) -> li
         if own.empty:
             continue
         if len(analysis.scores) > 1:
-            md += [f"### Run `{s.run.name}`", ""]
+            md += [f"### Run {code(s.run.name)}", ""]
         gray_label = s.labels.get(GRAY, GRAY)
         for metric in headline(own):
             md += [metric_paragraph(own, metric, _digits(own, metric, summary), gray_label), ""]
@@ -448,7 +470,7 @@ def section(analysis: Analysis, summary: pd.DataFrame, figure: str | None) -> li
                + "; grey: not told apart from noise.*", ""]
     md += interval_table(summary)
     others = sorted(set(pairs.metric) - set(headline(pairs)))
-    md += [f"All pairs of every metric{' (also ' + ', '.join(f'`{m}`' for m in others) + ')' if others else ''}, "
+    md += [f"All pairs of every metric{' (also ' + ', '.join(f'{code(m)}' for m in others) + ')' if others else ''}, "
            "with each p-value before and after Holm: [pairwise.csv](pairwise.csv); each row's intervals: "
            "`seed_ci_*` and `photo_ci_*` in summary.csv.", ""]
     if analysis.problems:
@@ -470,7 +492,7 @@ def interval_table(summary: pd.DataFrame) -> list[str]:
         "| --- |" + " ---: |" * len(metrics),
     ]
     for row in dict.fromkeys(summary.loc[summary.combination != TRUTH, "row"]):
-        out = [f"`{row}`"]
+        out = [cell(row)]
         for m in metrics:
             r = cells.loc[(row, m)]
             d = decimals(summary.loc[summary.metric == m, "mean"].tolist())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from colorbench_datasets import resolve_sources
 from colorbench_datasets.cache import build_cache
+from colorbench_datasets.manifest import describe_split_change, file_list, split_print
 from colorbench_datasets.tensors import build_split
 
 from bench.rundir.read import Run
@@ -23,13 +24,30 @@ def val_sources(run: Run):
     return run_sources(run).val
 
 
+class PhotosChanged(ValueError):
+    """The val photos found now are not those the run scored; the message says what changed."""
+
+
 def load_val_split(run: Run):
     """The run's val split exactly as it was scored (same size, resize mode, crop and
-    skips); a named dataset's cached split is reused, not rebuilt."""
+    skips), checked against the fingerprint config.json recorded: figures are drawn from
+    the photos that were scored, or not at all. A named dataset's cached split is reused."""
     sources = run_sources(run)
     size, workers = int(run.options["size"]), int(run.options.get("workers", 2))
     if sources.cache is not None:
         split, _ = build_cache(sources.val, size, False, sources.cache, sources.resize, workers)
     else:
         split, _ = build_split(sources.val, size, False, workers, None, sources.resize)
+    data = run.config.get("data", {})
+    recorded = (data.get("fingerprint") or {}).get("val")
+    if isinstance(recorded, dict):
+        change = describe_split_change("val", recorded, split_print(split), (data.get("files") or {}).get("val"),
+                                       file_list(split))
+        if change:
+            raise PhotosChanged(f"the val photos at {where(run)} are not those this run scored ({change})")
     return split
+
+
+def where(run: Run) -> str:
+    o = run.options
+    return ", ".join(str(o[k]) for k in ("data", "val_data") if o.get(k)) or f"--dataset {o.get('dataset') or 'sample'}"

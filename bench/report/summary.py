@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from bench.escape import cell
 from bench.rundir.layout import BASELINES, GRAY, TRUTH
 from bench.rundir.read import Run
 from bench.score.metrics import METRICS
@@ -170,12 +171,18 @@ def decimals(values) -> int:
 
 def _best_flags(summary: pd.DataFrame) -> pd.Series:
     """The best mean per metric, as the table prints it: values that round to the same
-    printed number are all best (a tie the reader could not tell apart)."""
+    printed number are all best (a tie the reader could not tell apart), among the rows of
+    the runs with the most seeds."""
     best = pd.Series(False, index=summary.index)
     # The ground truth is the target, not a contender: it never takes the bold.
     contenders = summary[(summary.combination == GRAY) | summary.ranked]
     for metric, group in contenders.groupby("metric", sort=False):
         d = group["direction"].iloc[0]
+        # a run of fewer seeds is no match for one of more (a one-seed run's row against a
+        # three-seed run's mean of the same model): only the runs with the most seeds contend
+        models = group[group.combination != GRAY].dropna(subset=["mean"])
+        if len(models) and models["seeds_total"].nunique() > 1:
+            group = group[(group.combination == GRAY) | (group["seeds_total"] == models["seeds_total"].max())]
         means = group["mean"].dropna()
         if d not in RANKED or means.empty:
             continue
@@ -215,7 +222,7 @@ def markdown_table(summary: pd.DataFrame) -> str:
     cells = summary.set_index(["row", "metric"])
     ranked = summary.groupby("row", sort=False).agg(ranked=("ranked", "all"), combination=("combination", "first"))
     for row in rows:
-        out = [f"`{row}`" + ("" if ranked.loc[row, "ranked"] or ranked.loc[row, "combination"] in BASELINES
+        out = [cell(row) + ("" if ranked.loc[row, "ranked"] or ranked.loc[row, "combination"] in BASELINES
                              else " (not ranked)")]
         for m in metrics:
             r = cells.loc[(row, m)]

@@ -79,7 +79,7 @@ def open_run(run_dir: Path, device: str | None = None, dist=None) -> JobRun:
     folder = RunFolder(run_dir)
     config = read_config(folder.config)
     cfg = config_options(config["options"])
-    load_plugins(cfg.plugins)  # the run's own losses, metrics and generators, as `bench run` imported them
+    load_plugins(cfg.plugin)  # the run's own losses, metrics and generators, as `bench run` imported them
     dev = resolve_device(device or ("cuda" if str(config["device"]).startswith("cuda") else "cpu"))
     main_rank = dist is None or dist.is_main
     if dev.type == "cuda" and dist is not None and dist.world_size > 1:

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from bench.config.plugins import load_plugins
+from bench.escape import code
 from bench.rundir.layout import (
     BASELINES,
     GRAY,
@@ -234,7 +235,7 @@ def reconcile_metrics(
         if (combo, seed) not in records:
             dropped = True
             if (combo, seed) not in unreadable:  # those are reported with their file's problem
-                fixed["orphaned"].append(f"`{combo}` seed {seed}")
+                fixed["orphaned"].append(f"{code(combo)} seed {seed}")
             continue
         known = set(records[(combo, seed)]["metrics"]) if records[(combo, seed)]["status"] == "ok" else set(group.metric)
         pieces.append(group[~group.metric.isin(known)])  # metrics the record does not have: kept
@@ -242,7 +243,7 @@ def reconcile_metrics(
         group = frame[(frame.combination == combo) & (frame.seed == seed)]
         names = list(group.metric.unique()) if record["status"] == "diverged" and len(group) else metrics
         rows = pd.DataFrame(record_rows(record, names), columns=METRICS_COLUMNS)
-        label = f"`{combo}` seed {seed}"
+        label = f"{code(combo)} seed {seed}"
         csv = {}
         for r in group.itertuples():
             csv[r.metric] = None if r.metric in csv else (r.value, r.note)  # a metric twice: not trusted
@@ -343,7 +344,7 @@ def load_run(path: str | Path) -> Run:
         config = read_config(folder.config)
     except RecordError as exc:
         raise RunFolderError(str(exc)) from None
-    load_plugins(config["options"].get("plugins", ()))  # the metrics and generators the run registered
+    load_plugins(config["options"].get("plugin", ()))  # the metrics and generators the run registered
     frame, csv_problems = read_metrics_csv(folder.metrics)
     run = Run(path, config, frame)
     run.metrics, run.problems = _check_table(run, csv_problems)

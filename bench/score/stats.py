@@ -258,7 +258,9 @@ def bootstrap_p(boot: np.ndarray, observed: float) -> float:
     FID replicates that could never go below 0.01, i.e. never survive Holm over 5+ pairs."""
     se = float(np.std(boot, ddof=1)) if len(boot) > 1 else math.nan
     if not math.isfinite(se) or se == 0:
-        return 1.0 if observed == 0 else (0.0 if math.isfinite(se) else math.nan)
+        # no spread over the resamples (one photo, or copies of one): nothing to test
+        # against, so no p-value -- never the 0 a zero standard error would give
+        return 1.0 if observed == 0 else math.nan
     return float(2 * sps.norm.sf(abs(observed) / se))
 
 
@@ -299,13 +301,30 @@ class Comparison:
     ci: Interval
     p: float
     p_seeds: float
-    test: str  # "wilcoxon" or "bootstrap": how ``p`` was computed
+    test: str  # "wilcoxon" or "bootstrap": how ``p`` was computed, or why it was not (``untestable``)
     n_photos: int
     n_seeds: int
     n_boot: int
 
 
-def compare(a: Sample, b: Sample, sign: float, n_boot: int = N_BOOT, seed: int = BOOT_SEED, level: float = LEVEL) -> Comparison:
+# The fewest distinct photos a photo test is run on: below 6, a two-sided Wilcoxon test
+# cannot reach p < 0.05 at all (its smallest p is 2 / 2^n), and a bootstrap over so few
+# photos has no spread worth the name.
+MIN_PHOTOS = 6
+
+
+def untestable(n_photos: int, n_distinct: int | None = None) -> str:
+    """Why a sample of ``n_photos`` (``n_distinct`` of them different) supports no photo
+    test, or "" when it does."""
+    distinct = n_photos if n_distinct is None else min(n_distinct, n_photos)
+    if distinct >= MIN_PHOTOS:
+        return ""
+    copies = f" ({n_photos} scored, copies counted once)" if distinct < n_photos else ""
+    return f"not tested: {distinct} distinct val photo(s){copies}, at least {MIN_PHOTOS} needed"
+
+
+def compare(a: Sample, b: Sample, sign: float, n_boot: int = N_BOOT, seed: int = BOOT_SEED, level: float = LEVEL,
+            n_distinct: int | None = None) -> Comparison:
     """The paired difference ``sign * (a - b)`` of the set values, averaged over seeds.
 
     Interval: each resample draws seeds (with replacement, paired: the same seed numbers for
@@ -318,7 +337,10 @@ def compare(a: Sample, b: Sample, sign: float, n_boot: int = N_BOOT, seed: int =
     with the standard error of photo resamples, seeds held fixed (``bootstrap_p``). ``p_seeds``: a t-test
     on the per-seed differences. The per-photo test alone treats the trained models as
     fixed: with seed-to-seed noise as large as the difference it flags most pairs of
-    identical losses (76 % at 3 seeds in tests/test_stats.py), hence both (``significant``).
+    identical losses (76 % at 3 seeds in tests/test_stats.py), hence both (``is_real``).
+
+    With fewer than ``MIN_PHOTOS`` distinct photos (``n_distinct``: the photos with
+    different pixels, when known) no photo test is run: ``p`` is NaN and ``test`` says why.
     """
     if a.n_photos != b.n_photos or a.n_seeds != b.n_seeds:
         raise ValueError(f"paired samples must have the same photos and seeds: {a.values.shape} vs {b.values.shape}")
@@ -329,7 +351,10 @@ def compare(a: Sample, b: Sample, sign: float, n_boot: int = N_BOOT, seed: int =
     ])
     boot = (seed_counts(a.n_seeds, n_boot, seed) * d).sum(1) / a.n_seeds
     per_seed = sign * (a.point() - b.point())
-    if a.kind == b.kind == "mean":
+    why = untestable(a.n_photos, n_distinct)
+    if why:
+        p, test = math.nan, why
+    elif a.kind == b.kind == "mean":
         per_photo = sign * (np.asarray(a.values, float) - np.asarray(b.values, float)).mean(0)
         p, test = float(wilcoxon_p(per_photo)), "wilcoxon"
     else:
