@@ -60,7 +60,10 @@ def csv_cell(value):
 def spreadsheet_frame(frame):
     """A copy of a pandas table with every text cell through ``csv_cell``: for the CSVs a
     person opens (summary.csv, pairwise.csv), not those Colorbench reads back."""
-    from pandas.api.types import is_object_dtype, is_string_dtype  # here: `bench --help` imports this module
+    from pandas.api.types import (  # here: `bench --help` imports this module
+        is_object_dtype,
+        is_string_dtype,
+    )
 
     out = frame.copy()
     for column in out.columns:

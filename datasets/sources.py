@@ -3,6 +3,7 @@ subfolders, ``--val-data``, or a split by file-name hash) or a dataset registere
 (``@register_dataset``; coco.py and standard.py register theirs)."""
 from __future__ import annotations
 
+import difflib
 import hashlib
 from dataclasses import dataclass, field
 from functools import partial
@@ -134,5 +135,15 @@ def resolve_sources(
         raise DataError("--val-data needs --data (the training photos) too")
     name = dataset or "sample"
     if name not in DATASETS:
-        raise DataError(f"unknown --dataset {name!r}; choose one of: {', '.join(sorted(DATASETS))}")
+        raise DataError(unknown_dataset(name))
     return DATASETS[name](**dataset_options)
+
+
+def unknown_dataset(name: str) -> str:
+    """The message for a --dataset that is not registered, with the likeliest meant one
+    (``coco`` -> ``coco-sample``)."""
+    known = sorted(DATASETS)
+    close = [k for k in known if k.startswith(str(name)) or str(name).startswith(k)]
+    close = close or difflib.get_close_matches(str(name), known, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"unknown --dataset {name!r}{hint}; choose one of: {', '.join(known)}"

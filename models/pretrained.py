@@ -253,7 +253,9 @@ def import_weights(path: str | Path) -> tuple[WeightsFile, Path, bool]:
 
     path = Path(path)
     if not path.is_file():
-        raise WeightsImportError(f"{path}: no such file")
+        what = ("no such file" if not path.exists() else "a folder, not a weights file" if path.is_dir()
+                else "not a regular file (a FIFO, a device or a socket): give the downloaded file itself")
+        raise WeightsImportError(f"{path}: {what}")
     entry = identify(path)
     dest = cached_path(entry)
     if dest.is_file() and (dest.resolve() == path.resolve() or sha256(dest) == sha256(path)):

@@ -212,6 +212,7 @@ def test_a_plugin_registered_outside_the_package_trains_under_the_local_launcher
         assert config["options"]["plugin"] == [plugin if how == "module" else str(Path(plugin).resolve())]
         frame = pd.read_csv(out / "metrics.csv")
         assert {"l1", "l1+0.1*toy_tv"} <= set(frame.combination)
+        assert not (out / "jobs" / "%j").exists()  # submitit's template folder is not left behind
         assert CliRunner().invoke(main, ["report", str(out)]).exit_code == 0
         listed = CliRunner().invoke(main, ["losses", "--plugin", plugin])
         assert listed.exit_code == 0 and "toy_tv" in listed.output and "a plugin's" in listed.output

@@ -683,3 +683,21 @@ def test_colorize_on_a_disk_that_refuses_a_file_names_it_and_what_was_written(fi
     assert f"cannot write {tmp_path / 'out' / 'c.png'}: File too large" in done.stderr
     assert "2 of 3 photo(s) were written before it" in done.stderr and "another --out" in done.stderr
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "b.png"]  # no partial c.png
+
+
+def test_messages_say_what_is_true(copied, tmp_path):
+    """bench weights import of a FIFO; a finished cell's lost generator.pt (a rerun keeps the
+    cell, so only a retrain restores it); a cell stopped while scoring; --dataset coco."""
+    photos, run = copied
+    fifo = tmp_path / "alexnet-owt-7be5be79.pth"
+    os.mkfifo(fifo)
+    res = cli("weights", "import", str(fifo))
+    assert res.exit_code != 0 and "not a regular file (a FIFO" in res.output
+    (run / "cells" / "l1" / "seed0" / "generator.pt").unlink()
+    res = cli("colorize", str(photos / "val"), "--run", str(run), "--loss", "l1", "--out", str(tmp_path / "c"))
+    assert res.exit_code != 0 and "delete the cell folder" in res.output and "train it again" in res.output
+    (run / "cells" / "mse" / "seed0" / "metrics.json").unlink()  # as if killed after saving, before scoring
+    status = cli("status", str(run)).output
+    assert "trained but not scored" in status and "not started" not in status
+    res = cli("run", "--dataset", "coco", "--out", str(tmp_path / "d"))
+    assert res.exit_code != 0 and "did you mean 'coco-sample'" in res.output

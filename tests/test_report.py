@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import re
 import shutil
 from pathlib import Path
@@ -461,3 +464,32 @@ def test_the_report_draws_only_the_photos_that_were_scored(tmp_path, monkeypatch
     make_report(root / "run")
     md = (root / "run" / "report.md").read_text()
     assert "fig_samples.png" not in md and "not those this run scored" in md and val.name in md
+
+
+def test_a_report_that_fails_half_way_leaves_the_old_one_whole(tiny_run, tmp_path):
+    """A real write failure part-way through `bench report` (the kernel's file-size limit:
+    summary.csv fits, a figure does not): the error names the file, and report.md, the
+    CSVs and the figures are all still the previous report's, with no temp file left."""
+    run = copy_run(tiny_run, tmp_path / "run")
+    make_report(run)
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    # the next report would differ in every output: a cell's PSNR changed (its record is
+    # the source of truth, metrics.csv is rebuilt from it)
+    record = run / "cells" / "l1" / "seed0" / "metrics.json"
+    edited = json.loads(record.read_text())
+    edited["metrics"]["psnr"] += 1.0
+    record.write_text(json.dumps(edited))
+    before = {name: data for name, data in before.items() if name != "metrics.csv"}
+    script = (
+        "import resource, signal, sys\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))\n"
+        "from bench.cli import main\n"
+        "main(sys.argv[1:], prog_name='bench')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, "report", str(run), "--samples", "3", "--display-size", "48",
+                           "--device", "cpu"], capture_output=True, text=True, env={**os.environ, "COLORBENCH_OFFLINE": "1"})
+    assert done.returncode == 1, done.stderr
+    assert f"cannot write {run}/fig_" in done.stderr and "File too large" in done.stderr
+    after = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file() and p.name != "metrics.csv"}
+    assert after == before  # nothing new, nothing half-new, no temp files

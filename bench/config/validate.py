@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from colorbench_datasets import DATASETS
 from colorbench_datasets.images import check_folder, is_within
+from colorbench_datasets.sources import unknown_dataset
 
 from bench.config.machine import resolve_device, resolve_precision
 from bench.config.options import (
@@ -231,7 +232,7 @@ def _check_photos_and_out(cfg: RunConfig) -> None:
     if cfg.val_data is not None and cfg.data is None:
         raise OptionError("--val-data needs --data (the training photos) too")
     if cfg.dataset is not None and cfg.dataset not in DATASETS:
-        raise OptionError(f"unknown --dataset {cfg.dataset!r}; choose one of: {', '.join(sorted(DATASETS))}")
+        raise OptionError(unknown_dataset(cfg.dataset))
     if cfg.data is not None:
         _folder(cfg.data, "--data")
     if cfg.val_data is not None:

@@ -40,7 +40,7 @@ from bench.rundir.read import (
     load_run,
     read_train_log,
 )
-from bench.rundir.write import atomic_write_text, write_csv
+from bench.rundir.write import all_or_nothing, atomic_write_text, write_csv
 from bench.score.metrics import METRICS, colorfulness, derived_from
 from bench.score.protocol import protocol_lines
 from bench.score.scorer import load_generator, predict_ab
@@ -515,6 +515,12 @@ def build_report(run_dirs: list[str | Path], out: str | Path | None = None, sett
     summary = summarize(runs)
     analysis = compare.analyse(runs)  # paired tests and intervals from the per-image scores
     summary = compare.with_intervals(summary, analysis)
+    with all_or_nothing():  # a failure half-way (a full disk) leaves the old report whole
+        return _write_report(runs, out, target, summary, analysis, settings)
+
+
+def _write_report(runs, out: Path, target: RunFolder, summary, analysis, settings: ReportSettings) -> Report:
+    """build_report's outputs: summary.csv, pairwise.csv, the figures, report.md."""
     write_csv(target.summary, spreadsheet_frame(summary))
     write_csv(target.pairwise, spreadsheet_frame(analysis.pairwise))
     # Figures show the models and gray; the ground-truth reference rows are table-only.
@@ -547,6 +553,9 @@ def build_report(run_dirs: list[str | Path], out: str | Path | None = None, sett
     notes = caveats(runs, summary) + problems
     text = render(runs, summary, written, notes, out, settings, left_out, analysis)
     atomic_write_text(target.report, text)
+    for key, name in FIGURES.items():  # a figure of an earlier report that this one could not draw
+        if key not in written:
+            (out / name).unlink(missing_ok=True)
     return Report(target.report, written, notes)
 
 

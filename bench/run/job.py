@@ -46,7 +46,7 @@ from bench.run.stages import Plan, assemble_metrics, load_photos, load_weights, 
 from bench.run.stop import RunInterrupted, StopOnSignals
 from bench.rundir.layout import CellFolder, RunFolder
 from bench.rundir.lock import RunFolderBusy
-from bench.rundir.read import cells_in_order, read_config, read_json
+from bench.rundir.read import cells_in_order, read_cell_record, read_config, read_json
 from bench.rundir.write import write_json
 from bench.score.scorer import Scorer
 from bench.train.distributed import any_rank, process_group
@@ -152,7 +152,7 @@ def train_one(run: JobRun, name: str, seed: int, stop, dist=None) -> dict | None
     combo = next(c for c in run.plan.combos if c.name == name)
     cell = run.folder.cell(name, seed)
     if cell.is_done():
-        check_cell_numerics(cell.record, read_json(cell.record), run.plan.precision, run.plan.device)
+        check_cell_numerics(cell.record, read_cell_record(cell.record), run.plan.precision, run.plan.device)
         return None
     return run_cell(combo, seed, run.train, run.scorer, run.settings, run.plan.options, run.plan.device, cell,
                     progress=False, stop=stop, data=run.data_print, dist=dist)

@@ -12,6 +12,7 @@ cells that are neither finished, nor trained right now, nor waiting in a live jo
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import signal
@@ -176,6 +177,8 @@ def launch_cells(folder: RunFolder, config: dict, launch: LaunchConfig, progress
     jobs = []
     if cells:
         jobs = submit(folder, config, launch, cells, launch_id, kind)
+        with contextlib.suppress(OSError):  # submitit makes the template folder itself; the jobs' are beside it
+            (folder.jobs_dir / "%j").rmdir()
         record_launch(folder, launch, jobs, cells, launch_id)
         log.info("Submitted %d %s job(s) for %d cell(s); logs in %s", len(jobs), kind or launch.launcher,
                  len(cells), folder.jobs_dir)

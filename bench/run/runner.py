@@ -38,7 +38,7 @@ from bench.run.stages import Plan, assemble_metrics, load_photos, load_weights, 
 from bench.run.stop import RunInterrupted, StopOnSignals
 from bench.rundir.layout import RunFolder
 from bench.rundir.lock import RunLock
-from bench.rundir.read import read_config, read_json
+from bench.rundir.read import read_cell_record, read_config
 from bench.rundir.write import write_json
 from bench.score.per_image import write_baseline_scores
 from bench.score.protocol import metric_protocol
@@ -205,7 +205,7 @@ def run_cells(run: PreparedRun, progress: bool) -> None:
             for combo in plan.combos:
                 cell = plan.folder.cell(combo.name, seed)
                 if cell.is_done():
-                    check_cell_numerics(cell.record, read_json(cell.record), plan.precision, plan.device)
+                    check_cell_numerics(cell.record, read_cell_record(cell.record), plan.precision, plan.device)
                     log.info("%-28s seed %d: already done, kept", combo.name, seed)
                     continue
                 with cell.lock():  # a job of an earlier --no-wait launch may be training it

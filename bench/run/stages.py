@@ -19,7 +19,12 @@ from bench.config.options import RunConfig
 from bench.config.validate import RunError
 from bench.rundir.layout import GRAY, TRUTH, CellFolder, RunFolder
 from bench.rundir.lock import taking_turns
-from bench.rundir.read import cells_in_order, read_json, record_rows, run_metric_names
+from bench.rundir.read import (
+    cells_in_order,
+    read_cell_record,
+    record_rows,
+    run_metric_names,
+)
 from bench.rundir.write import atomic_torch_save, metrics_frame, write_csv, write_json
 from bench.score.networks import load_metric_nets
 from bench.score.per_image import write_cell_scores
@@ -99,7 +104,7 @@ def assemble_metrics(folder: RunFolder, config: dict) -> bool:
         for name, seed in cells_in_order(config):
             cell = folder.cell(name, seed)
             if cell.is_done():
-                rows += record_rows(read_json(cell.record), run_metric_names(config))
+                rows += record_rows(read_cell_record(cell.record), run_metric_names(config))
             else:
                 complete = False
         write_csv(folder.metrics, metrics_frame(rows))

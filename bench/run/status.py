@@ -15,7 +15,13 @@ from pathlib import Path
 
 from bench.rundir.layout import RunFolder
 from bench.rundir.lock import holder
-from bench.rundir.read import cells_in_order, read_config, read_json
+from bench.rundir.read import (
+    RecordError,
+    cells_in_order,
+    read_cell_record,
+    read_config,
+    read_json,
+)
 
 log = logging.getLogger("colorbench")
 
@@ -129,7 +135,10 @@ def cell_state(folder: RunFolder, name: str, seed: int, latest: dict, alive: dic
     launch, job = latest.get((name, seed), (None, None))
     job_label = f"{launch['launcher']} job {job['id']}" if job else ""
     if cell.is_done():
-        record = read_json(cell.record)
+        try:
+            record = read_cell_record(cell.record)
+        except RecordError as exc:  # damaged: said for this cell, the others still shown
+            return CellStatus(name, seed, "failed", detail=str(exc))
         state, detail = _finished(record)
         return CellStatus(name, seed, state, where=record.get("host", ""), job=record.get("job", ""), detail=detail)
     held = holder(cell.path)
@@ -151,6 +160,9 @@ def cell_state(folder: RunFolder, name: str, seed: int, latest: dict, alive: dic
         return CellStatus(name, seed, "stopped", job=job_label, log=tail(job.get("stderr"), lines),
                          detail="its job ended without finishing it" + (
                              "; the checkpoint is kept" if cell.checkpoint.is_file() else ""))
+    if cell.generator.is_file():  # trained, and stopped before its scores were written
+        return CellStatus(name, seed, "stopped", job=job_label,
+                          detail="trained but not scored (stopped while scoring); rerun `bench run` to score it")
     detail = "a checkpoint is kept" if cell.checkpoint.is_file() else ""
     return CellStatus(name, seed, "not started", detail=detail)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,8 @@ from bench.rundir.layout import (
     RunFolder,
 )
 
+log = logging.getLogger("colorbench")
+
 
 def read_json(path: Path):
     """Reads ``null`` and, from runs written before it, bare ``NaN`` alike."""
@@ -37,7 +40,8 @@ def read_json(path: Path):
 
 
 def read_metrics(run_dir: Path) -> pd.DataFrame:
-    return pd.read_csv(RunFolder(run_dir).metrics, dtype={"note": str}).fillna({"note": ""})
+    """A run's metrics.csv as a tidy frame (``read_metrics_csv``, its problems left aside)."""
+    return read_metrics_csv(RunFolder(run_dir).metrics)[0]
 
 
 class RecordError(ValueError):
@@ -400,11 +404,18 @@ def generator_path(run: Run, combination: str, seed: int) -> Path:
         raise RunFolderError(
             f"--seed {seed} was not trained in {run.path}; choose one of: {', '.join(map(str, run.seeds))}"
         )
-    path = run.folder.cell(combination, seed).generator
+    cell = run.folder.cell(combination, seed)
+    path, record = cell.generator, run.cell_record(combination, seed)
     if not path.is_file():
-        why = (run.cell_record(combination, seed) or {}).get("status", "unfinished")
-        raise RunFolderError(
-            f"{path} not found ({combination} seed {seed} is {why}); pick another --loss/--seed, "
-            "or finish the run by rerunning `bench run` with the same --out"
-        )
+        status = (record or {}).get("status", "unfinished")
+        if status == "ok":  # a finished cell is kept by a rerun: only a retrain restores its generator
+            fix = f"delete the cell folder {cell.path} and rerun `bench run` with the same --out to train it again"
+        elif status == "diverged":
+            fix = "pick another --loss/--seed (a diverged cell keeps no generator)"
+        else:
+            fix = "pick another --loss/--seed, or finish the run by rerunning `bench run` with the same --out"
+        raise RunFolderError(f"{path} not found ({combination} seed {seed} is {status}); {fix}")
+    if record is None:
+        log.warning("%s seed %d was trained but not scored (its run stopped while scoring): rerun `bench run` "
+                    "with the same --out to score it", combination, seed)
     return path

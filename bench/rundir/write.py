@@ -1,6 +1,8 @@
 """Writing results: atomic files, and the tidy ``metrics.csv``."""
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import io
 import json
 import math
@@ -13,13 +15,41 @@ import torch
 
 from bench.rundir.layout import METRICS_COLUMNS
 
+# Inside ``all_or_nothing``: the (temp file, final path) pairs written so far, renamed
+# into place together when the block ends.
+_STAGED: contextvars.ContextVar[list | None] = contextvars.ContextVar("staged_writes", default=None)
+
+
+@contextlib.contextmanager
+def all_or_nothing():
+    """Every file written in the block (through ``atomic_write_bytes``) stays a temp file
+    beside its final name until the block ends, then all are renamed into place; if the
+    block fails (a full disk half-way through a report), none is, and the old files stay
+    as they were. Renames need no space, so the last step cannot run out of it."""
+    pending: list[tuple[str, Path]] = []
+    token = _STAGED.set(pending)
+    try:
+        yield
+    except BaseException:
+        for tmp, _ in pending:
+            Path(tmp).unlink(missing_ok=True)
+        raise
+    else:
+        for tmp, path in pending:
+            os.replace(tmp, path)
+    finally:
+        _STAGED.reset(token)
+
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write via a temp file in the same folder and rename, so a crash never leaves a
-    half-written file under the final name."""
+    half-written file under the final name. A failure names the file and the fix."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise _named(exc, path) from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -29,10 +59,26 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
+        staged = _STAGED.get()
+        if staged is not None:
+            staged.append((tmp, path))
+        else:
+            os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise _named(exc, path) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _named(exc: OSError, path: Path) -> OSError:
+    """``exc`` saying which file could not be written and what to do (a bare ``[Errno 28]``
+    names neither)."""
+    fix = {28: "free space on that disk, or write elsewhere (--out)",
+           30: "the disk is read-only: write elsewhere (--out)",
+           13: "no permission there: fix it, or write elsewhere (--out)"}.get(exc.errno, "write elsewhere (--out)")
+    return OSError(exc.errno, f"cannot write {path}: {exc.strerror or exc}; {fix}")
 
 
 def atomic_write_text(path: Path, text: str) -> None:
