@@ -177,15 +177,24 @@ def launch_cells(folder: RunFolder, config: dict, launch: LaunchConfig, progress
     jobs = []
     if cells:
         jobs = submit(folder, config, launch, cells, launch_id, kind)
-        with contextlib.suppress(OSError):  # submitit makes the template folder itself; the jobs' are beside it
-            (folder.jobs_dir / "%j").rmdir()
         record_launch(folder, launch, jobs, cells, launch_id)
+        drop_template_folder(folder)
         log.info("Submitted %d %s job(s) for %d cell(s); logs in %s", len(jobs), kind or launch.launcher,
                  len(cells), folder.jobs_dir)
     if launch.no_wait:
         return False
-    wait_for_cells(folder, config, jobs, progress)
+    try:
+        wait_for_cells(folder, config, jobs, progress)
+    finally:
+        drop_template_folder(folder)
     return True
+
+
+def drop_template_folder(folder: RunFolder) -> None:
+    """submitit makes its folder template (jobs/%j) as a folder too, and again when a job's
+    paths are read; the jobs' own folders are beside it. Removed when empty."""
+    with contextlib.suppress(OSError):
+        (folder.jobs_dir / "%j").rmdir()
 
 
 def stop_jobs(jobs, wait_s: float = 600.0, poll_s: float = 0.5) -> str:
