@@ -23,12 +23,12 @@ from colorbench_datasets import (
     normalize_lab,
     rgb_to_lab,
 )
-from colorbench_datasets.images import is_within
 from colorbench_datasets.lab import AB_SCALE
 from PIL import Image
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
+from bench.rundir.layout import is_within
 from bench.rundir.read import Run, RunFolderError
 from bench.rundir.write import atomic_write_bytes
 from bench.score.scorer import predict_ab

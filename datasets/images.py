@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import hashlib
-import logging
 import io
+import logging
 import os
 import stat
 from dataclasses import dataclass
@@ -84,12 +84,6 @@ def check_folder(folder: Path, flag: str = "--data") -> None:
         raise DataError(f"{flag}: {folder} is a file, not a folder; pass the folder that holds the photos")
     if not os.access(folder, os.R_OK | os.X_OK):
         raise DataError(f"{flag}: no permission to read folder {folder}; fix its permissions (chmod +rx)")
-
-
-def is_within(path, folder, strict: bool = False) -> bool:
-    """Whether ``path`` is inside ``folder`` (or is it, unless ``strict``), links resolved."""
-    path, folder = Path(os.path.realpath(path)), Path(os.path.realpath(folder))
-    return folder in path.parents or (not strict and path == folder)
 
 
 def find_images(folder: Path) -> list[Path]:

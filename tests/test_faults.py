@@ -701,3 +701,14 @@ def test_messages_say_what_is_true(copied, tmp_path):
     assert "trained but not scored" in status and "not started" not in status
     res = cli("run", "--dataset", "coco", "--out", str(tmp_path / "d"))
     assert res.exit_code != 0 and "did you mean 'coco-sample'" in res.output
+
+
+def test_outputs_inside_the_runs_photo_folders_are_refused(copied, tmp_path):
+    """A report's figures or colourised photos written into the photo folder would be read as
+    photos by the next run on it."""
+    photos, run = copied
+    res = cli("report", str(run), "--out", str(photos / "train" / "report"))
+    assert res.exit_code != 0 and "is inside the photo folder" in res.output
+    res = cli("colorize", str(photos / "val"), "--run", str(run), "--loss", "l1", "--out", str(photos / "colour"))
+    assert res.exit_code != 0 and "is inside the photo folder" in res.output
+    assert not (photos / "train" / "report").exists() and not (photos / "colour").exists()

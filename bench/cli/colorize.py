@@ -7,7 +7,7 @@ from bench.cli import echo
 from bench.colorize import colorize_paths, plan_jobs, resolve_combination
 from bench.config.machine import resolve_device
 from bench.escape import terminal
-from bench.rundir.read import generator_path, load_run
+from bench.rundir.read import generator_path, load_run, refuse_out_in_photos
 from bench.score.scorer import load_generator
 
 
@@ -31,6 +31,7 @@ def colorize(inputs, run_dir, loss, seed, out, overwrite, device, quiet):
         run = load_run(run_dir)
         combination = resolve_combination(run, loss)
         seed = run.seeds[0] if seed is None else seed
+        refuse_out_in_photos(out, run)
         jobs = plan_jobs(inputs, out, overwrite)  # before loading anything: nothing to write over
         G = load_generator(generator_path(run, combination, seed), resolve_device(device))
         done, skipped = colorize_paths(G, int(G.meta["size"]), jobs, progress=not quiet)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 from colorbench_datasets import DATASETS
-from colorbench_datasets.images import check_folder, is_within
+from colorbench_datasets.images import check_folder
 from colorbench_datasets.sources import unknown_dataset
 
 from bench.config.machine import resolve_device, resolve_precision
@@ -19,7 +19,7 @@ from bench.config.options import (
     RunConfig,
     parse_devices,
 )
-from bench.rundir.layout import slug
+from bench.rundir.layout import is_within, slug
 from losses import parse_losses
 from losses.adversarial import GAN_MODES
 from losses.perceptual import parse_layer_weights

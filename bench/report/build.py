@@ -39,6 +39,7 @@ from bench.rundir.read import (
     RunFolderError,
     load_run,
     read_train_log,
+    refuse_out_in_photos,
 )
 from bench.rundir.write import all_or_nothing, atomic_write_text, write_csv
 from bench.score.metrics import METRICS, colorfulness, derived_from
@@ -509,6 +510,8 @@ def build_report(run_dirs: list[str | Path], out: str | Path | None = None, sett
         raise RunFolderError(f"run folders must have distinct names to label the rows; got {', '.join(names)}")
     out = Path(out) if out is not None else runs[0].path
     check_report_out(runs, out, overwrite)
+    for run in runs:
+        refuse_out_in_photos(out, run)
     out.mkdir(parents=True, exist_ok=True)
     target = RunFolder(out)  # where report.md, summary.csv and pairwise.csv go
 

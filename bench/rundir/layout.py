@@ -15,6 +15,7 @@ this module imports nothing from training, so the reading side never loads it.
 """
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +50,12 @@ TRAIN_LOG = "train_log.csv"
 # Everything a run (and its report) writes, so --overwrite discards exactly these.
 RUN_FILES = (CONFIG, METRICS, REPORT, SUMMARY, PAIRWISE, PER_IMAGE, REPLICATES, LAUNCH, METRICS_LOCK)
 CELL_FILES = (GENERATOR, CHECKPOINT, CELL_RECORD, TRAIN_LOG, PER_IMAGE, REPLICATES, FAILURE)
+
+
+def is_within(path, folder, strict: bool = False) -> bool:
+    """Whether ``path`` is inside ``folder`` (or is it, unless ``strict``), links resolved."""
+    path, folder = Path(os.path.realpath(path)), Path(os.path.realpath(folder))
+    return folder in path.parents or (not strict and path == folder)
 
 
 def slug(name: str) -> str:

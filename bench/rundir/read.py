@@ -29,6 +29,7 @@ from bench.rundir.layout import (
     METRICS_COLUMNS,
     TRUTH,
     RunFolder,
+    is_within,
 )
 
 log = logging.getLogger("colorbench")
@@ -397,6 +398,16 @@ def newest_run(root: str | Path = "results") -> Path:
             f"no run found under {root}/ (no */{METRICS}); run `bench run` first or pass RUN_DIR"
         )
     return max(runs, key=lambda f: f.metrics.stat().st_mtime).path
+
+
+def refuse_out_in_photos(out: str | Path, run: Run, flag: str = "--out") -> None:
+    """Refuse an output folder inside the run's photo folders: what is written there (a
+    report's figures, colourised photos) would be read as photos by the next run on them."""
+    for key in ("data", "val_data"):
+        folder = run.options.get(key)
+        if folder and is_within(out, folder):
+            raise RunFolderError(f"{flag} {out} is inside the photo folder {folder} of {run.path}: a run on that "
+                                 f"folder would take what is written there for photos; choose a {flag} outside it")
 
 
 def generator_path(run: Run, combination: str, seed: int) -> Path:
