@@ -248,6 +248,9 @@ def wait_for_cells(folder: RunFolder, config: dict, jobs, progress: bool, poll_s
                 if stop():
                     raise RunInterrupted(folder.path, stop.requested, stop_jobs(jobs))
                 time.sleep(poll_s)
+    except KeyboardInterrupt:  # the same signal twice: stop waiting for the workers at once
+        raise RunInterrupted(folder.path, None, "stopped waiting for the workers: any still running save their "
+                                                "cell at their next step; `bench status` shows them") from None
     finally:
         bar.close()
     unfinished = [s for s in cell_states(folder, config) if s.state not in ("done", "diverged")]
