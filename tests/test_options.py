@@ -3,6 +3,7 @@ the identity options and the loss/training views (issue #17, item 1)."""
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import click
 import pytest
@@ -150,3 +151,25 @@ def test_perceptual_layers_default_is_written_once():
     assert RUN_FIELDS["perceptual_layers"].default is DEFAULT_PERCEPTUAL_LAYERS
     assert LossOptions().perceptual_layers is DEFAULT_PERCEPTUAL_LAYERS
     assert DEFAULT_LAYERS is DEFAULT_PERCEPTUAL_LAYERS
+
+
+def test_two_runs_in_the_same_second_get_their_own_default_folders(tmp_path, monkeypatch):
+    """The default --out was named by the second alone: two `bench run` started together
+    wrote into one folder. Each name is now taken by creating its folder."""
+    import datetime as dt
+
+    from bench.config import options
+
+    class Frozen(dt.datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return cls(2026, 12, 3, 8, 0, 0)
+
+    monkeypatch.setattr(options, "datetime", Frozen)
+    first, second = options.default_out(tmp_path), options.default_out(tmp_path)
+    assert Path(first).name == "run-20261203-080000" and Path(second).name == "run-20261203-080000-2"
+    assert Path(first).is_dir() and Path(second).is_dir()
+    # a run refused before it wrote anything leaves no folder of its own behind
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(main, ["run", "--lr", "-1"])
+    assert res.exit_code != 0 and sorted(p.name for p in (tmp_path / "results").iterdir()) == []

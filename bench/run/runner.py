@@ -1,6 +1,7 @@
 """``bench run`` as a library call: every (combination, seed) cell, trained and scored."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import gc
 import logging
@@ -99,12 +100,19 @@ def holds_run_lock(run):
 
     @functools.wraps(run)
     def locked(cfg, *args, **kwargs):
-        if cfg.out is None:
+        chosen = cfg.out is None
+        if chosen:
             cfg = replace(cfg, out=default_out())
         if not isinstance(cfg.out, (str, os.PathLike)):
             return run(cfg, *args, **kwargs)  # validate() refuses it with its message
-        with RunLock(cfg.out):
-            return run(cfg, *args, **kwargs)
+        try:
+            with RunLock(cfg.out):
+                return run(cfg, *args, **kwargs)
+        except BaseException:
+            if chosen:  # the folder default_out made, if the run failed before writing into it
+                with contextlib.suppress(OSError):
+                    Path(cfg.out).rmdir()
+            raise
 
     return locked
 
