@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 
 import numpy as np
@@ -241,3 +242,23 @@ def test_fid_and_kid_replicates_come_from_the_features_in_memory():
     expect = fid(scores.features["inception"][idx], scorer.target_features["inception"][idx]).item()
     got = frame[(frame.metric == "fid") & (frame.replicate == 3)]["value"].item()
     assert got == pytest.approx(expect, rel=1e-6) and math.isfinite(got)
+
+
+def test_a_verdict_quotes_only_the_corrected_p_values_the_table_shows():
+    """A verdict read "p = 0.048 after Holm, but p = 0.049 over seeds", a raw seed p beside a
+    Holm p. Every p in the sentence is now one of the Holm-corrected columns of pairwise.csv."""
+    from types import SimpleNamespace
+
+    from bench.report import compare
+
+    row = SimpleNamespace(a="l1", b="gan", diff=0.3, ci_low=-0.05, ci_high=0.6, metric="de00", p=0.004,
+                          p_seeds=0.049, p_holm=0.012, p_combined=0.098, test="wilcoxon",
+                          verdict=compare.MODELS_ONLY)
+    said = compare.claim(row, 2)
+    shown = {compare.format_p(row.p_holm), compare.format_p(row.p_combined)}
+    quoted = set(re.findall(r"p [=<] [\d.]+", said))
+    assert quoted and quoted <= shown, said
+    assert compare.format_p(row.p_seeds) not in said and compare.format_p(row.p) not in said
+    row.verdict, row.test, row.p, row.p_holm, row.p_combined = compare.UNCLEAR, "not tested: 1 distinct val photo(s)", \
+        math.nan, math.nan, math.nan
+    assert "not tested: 1 distinct val photo(s)" in compare.claim(row, 2)
