@@ -1,9 +1,8 @@
 """Every user-supplied string (a run's folder name, a combination, a photo's file name)
-escaped for where it goes: a markdown code span or table cell, the terminal, HTML, a CSV
+escaped for where it goes: a markdown code span, table cell or link, the terminal, a CSV
 cell a spreadsheet opens. One place, so no sink is forgotten."""
 from __future__ import annotations
 
-import html as _html
 import re
 from urllib.parse import quote
 
@@ -34,19 +33,10 @@ def cell(text) -> str:
     return code(text).replace("|", "\\|")
 
 
-def markdown(text) -> str:
-    """Plain markdown text that shows ``text`` as written (no emphasis, links, HTML, cells)."""
-    return re.sub(r"([\\`*_\[\]<>|#!~])", r"\\\1", terminal(str(text).replace("\n", " ")))
-
-
 def link_target(path: str) -> str:
     """A relative path as a markdown link's destination: percent-encoded, so spaces,
     parentheses, ``<``, ``|`` in folder names neither end the link nor become HTML."""
     return quote(path, safe="/._-~")
-
-
-def html(text) -> str:
-    return _html.escape(str(text), quote=True)
 
 
 def csv_cell(value):

@@ -47,6 +47,15 @@ class LazyGroup(click.Group):
         with formatter.section("Commands"):
             formatter.write_dl([(name, short) for name, (_, short) in COMMANDS.items()])
 
+    def invoke(self, ctx):
+        # Every error a command ends with passes here: its message (which may hold a file or
+        # run name) is escaped for the terminal once, whichever command raised it.
+        try:
+            return super().invoke(ctx)
+        except click.ClickException as exc:
+            exc.message = terminal(exc.message)
+            raise
+
 
 class _TerminalFormatter(logging.Formatter):
     """Log lines as the terminal should show them: names from files and folders cannot move

@@ -6,7 +6,6 @@ import click
 from bench.cli import echo
 from bench.colorize import colorize_paths, plan_jobs, resolve_combination
 from bench.config.machine import resolve_device
-from bench.escape import terminal
 from bench.rundir.read import generator_path, load_run, refuse_out_in_photos
 from bench.score.scorer import load_generator
 
@@ -36,8 +35,8 @@ def colorize(inputs, run_dir, loss, seed, out, overwrite, device, quiet):
         G = load_generator(generator_path(run, combination, seed), resolve_device(device))
         done, skipped = colorize_paths(G, int(G.meta["size"]), jobs, progress=not quiet)
     except (ValueError, OSError) as exc:
-        raise click.ClickException(terminal(str(exc))) from None
+        raise click.ClickException(str(exc)) from None
     echo(f"{len(done)} photo(s) colourised by {combination} seed {seed} into {out}"
-               + (f"; {len(skipped)} skipped (see warnings)" if skipped else ""))
+         + (f"; {len(skipped)} skipped (see warnings)" if skipped else ""))
     if not done:
         raise click.ClickException("no photo could be read; nothing written")

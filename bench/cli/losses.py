@@ -5,7 +5,6 @@ import click
 
 from bench.cli import echo
 from bench.config.plugins import load_plugins, plugin_name
-from bench.escape import terminal
 from losses import LOSSES
 
 
@@ -17,7 +16,7 @@ def list_losses(plugins):
     try:
         load_plugins([plugin_name(p) for p in plugins])
     except ValueError as exc:
-        raise click.ClickException(terminal(str(exc))) from None
+        raise click.ClickException(str(exc)) from None
     width = max(map(len, LOSSES))
     for info in sorted(LOSSES.values(), key=lambda i: i.name):
         echo(f"{info.name:<{width}}  {info.description}")

@@ -7,7 +7,7 @@ import click
 
 from bench.cli import echo
 from bench.config.machine import resolve_device
-from bench.escape import spreadsheet_frame, terminal
+from bench.escape import spreadsheet_frame
 from bench.report import compare
 from bench.report.build import ReportSettings, build_report
 from bench.report.summary import direction
@@ -37,7 +37,7 @@ def report(run_dirs, out, samples, display_size, device, overwrite):
         settings = ReportSettings(samples=samples, display_size=display_size, device=str(resolve_device(device)))
         result = build_report(dirs, out, settings, overwrite=overwrite)
     except (ValueError, OSError) as exc:
-        raise click.ClickException(terminal(str(exc))) from None
+        raise click.ClickException(str(exc)) from None
     for caveat in result.caveats:
         log.info("caveat: %s", caveat.replace("**", ""))
     echo(f"Report: {result.path} ({len(result.figures)} figures, summary.csv beside it)")
@@ -72,7 +72,7 @@ def compare_runs(run_dir, metrics, resamples, csv_path):
         wanted = list(metrics) or [m for m in compare.HEADLINE if m in available]
         pairs = compare.pairwise(scores, [m for m in wanted if m in available], n_boot=resamples)
     except (ValueError, OSError) as exc:
-        raise click.ClickException(terminal(str(exc))) from None
+        raise click.ClickException(str(exc)) from None
     for problem in scores.problems:
         log.info("note: %s", problem.replace("`", ""))
     for metric in wanted:

@@ -20,7 +20,6 @@ from bench.config.options import (
     make_config,
     parse_seeds,
 )
-from bench.escape import terminal
 from bench.report.summary import arrow, decimals
 from bench.run.runner import run_benchmark
 from bench.run.stop import RunInterrupted, signal_words
@@ -119,13 +118,13 @@ def run(quiet, overwrite, **options):
     except RunInterrupted as exc:
         note = f" ({exc.note})" if exc.note else ""
         echo(f"\nStopped by {signal_words(exc.signum)}; nothing is lost{note}. Resume with:\n"
-                   f"  {_resume_command(exc.out)}", err=True)
+             f"  {_resume_command(exc.out)}", err=True)
         sys.exit(128 + (exc.signum or 2))
     except (ValueError, OSError) as exc:
-        raise click.ClickException(terminal(str(exc))) from None
+        raise click.ClickException(str(exc)) from None
     if launch.no_wait:
         echo(f"Submitted. Follow the cells with `bench status {out}`; rerun this command to resubmit any "
-                   "that fail.")
+             "that fail.")
         return
     _print_summary(out)
 

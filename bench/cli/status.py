@@ -5,7 +5,6 @@ from __future__ import annotations
 import click
 
 from bench.cli import echo
-from bench.escape import terminal
 from bench.run.status import cell_states, status_text
 from bench.rundir.layout import RunFolder
 from bench.rundir.read import newest_run, read_config
@@ -25,4 +24,4 @@ def status(run_dir, lines):
         folder = RunFolder(run_dir or newest_run())
         echo(status_text(folder, cell_states(folder, read_config(folder.config), lines)))
     except (ValueError, OSError) as exc:
-        raise click.ClickException(terminal(str(exc))) from None
+        raise click.ClickException(str(exc)) from None

@@ -4,7 +4,6 @@ from __future__ import annotations
 import click
 
 from bench.cli import echo
-from bench.escape import terminal
 from models import pretrained
 from models.pretrained import WeightsImportError
 from models.pretrained import import_weights as install
@@ -64,4 +63,4 @@ def import_weights(files):
             continue
         echo(f"{f}: {'imported as' if copied else 'already in place:'} {dest} ({entry.used_for})")
     if refused:
-        raise click.ClickException(terminal(f"{refused} of {len(files)} file(s) refused; nothing was written for them"))
+        raise click.ClickException(f"{refused} of {len(files)} file(s) refused; nothing was written for them")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import platform
 from contextlib import contextmanager
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import torch
@@ -43,9 +44,16 @@ def resolve_device(requested: str) -> torch.device:
         raise ValueError(f"unknown --device {requested!r}; use auto, cpu or cuda[:N]")
     device = torch.device(requested)
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise ValueError(f"--device {requested}: this machine shows {torch.cuda.device_count()} GPU(s), "
-                         f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+        raise ValueError(f"--device {requested}: {visible_gpus()}")
     return device
+
+
+def visible_gpus() -> str:
+    """Which GPUs this process sees, for a message refusing one that is not there."""
+    n = torch.cuda.device_count()
+    if not n:
+        return "this machine shows no GPU (CUDA_VISIBLE_DEVICES, or a node without one)"
+    return f"this machine shows {n} GPU(s), cuda:0 to cuda:{n - 1}"
 
 
 def cpu_has_native_bf16() -> bool:
@@ -100,16 +108,16 @@ def set_determinism(deterministic: bool, device: torch.device) -> None:
         torch.use_deterministic_algorithms(True, warn_only=True)
 
 
-def package_versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
+def package_version(package: str) -> str:
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "not installed"
 
-    out = {"python": platform.python_version()}
-    for pkg in ("torch", "torchvision", "lpips", "pytorch-fid", "scikit-image", "numpy", "pandas", "colorbench"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = "not installed"
-    return out
+
+def package_versions() -> dict[str, str]:
+    packages = ("torch", "torchvision", "lpips", "pytorch-fid", "scikit-image", "numpy", "pandas", "colorbench")
+    return {"python": platform.python_version(), **{pkg: package_version(pkg) for pkg in packages}}
 
 
 def job_device(requested: str) -> torch.device:

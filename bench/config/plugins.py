@@ -5,6 +5,7 @@ imported before the options are checked; config.json records the ``--plugin`` on
 every job, ``bench report`` and ``bench colorize`` import the same."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
 import importlib.util
@@ -41,9 +42,10 @@ def _import_file(path: Path):
     return module
 
 
-def load_plugins(plugins=()) -> list[str]:
-    """Import the entry-point plugins of installed packages, then each of ``plugins``;
-    returns the names imported. Importing registers what they declare."""
+@functools.cache
+def _installed_plugins() -> tuple[str, ...]:
+    """Import the entry-point plugins of installed packages, once per process (reading every
+    package's metadata is the slow part)."""
     loaded = []
     for point in entry_points(group=ENTRY_POINT_GROUP):
         try:
@@ -53,6 +55,13 @@ def load_plugins(plugins=()) -> list[str]:
                               f"{ENTRY_POINT_GROUP}) failed to import: {type(exc).__name__}: {exc}; fix or "
                               "uninstall its package") from None
         loaded.append(point.value)
+    return tuple(loaded)
+
+
+def load_plugins(plugins=()) -> list[str]:
+    """Import the entry-point plugins of installed packages, then each of ``plugins``;
+    returns the names imported. Importing registers what they declare."""
+    loaded = list(_installed_plugins())
     for plugin in plugins:
         try:
             if plugin.endswith(".py"):

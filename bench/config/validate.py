@@ -10,7 +10,7 @@ from colorbench_datasets import DATASETS
 from colorbench_datasets.images import check_folder
 from colorbench_datasets.sources import unknown_dataset
 
-from bench.config.machine import resolve_device, resolve_precision
+from bench.config.machine import resolve_device, resolve_precision, visible_gpus
 from bench.config.options import (
     LAUNCHERS,
     PRECISIONS,
@@ -65,9 +65,7 @@ def _check_visible_gpus(launch: LaunchConfig, cfg: RunConfig, devices: list[str]
     """GPUs asked for and not there, refused before any photo or weight loads (each cell
     would fail on its own otherwise, minutes later). A SLURM submission is checked by
     SLURM: its login node may see no GPU at all."""
-    visible = torch.cuda.device_count()
-    where = (f"this machine shows {visible} GPU(s), cuda:0 to cuda:{visible - 1}" if visible else
-             "this machine shows no GPU (CUDA_VISIBLE_DEVICES, or a node without one)")
+    visible, where = torch.cuda.device_count(), visible_gpus()
     absent = [d for d in devices if int(d[5:]) >= visible]  # (--devices is refused with slurm above)
     if absent:
         raise OptionError(f"--devices {absent[0]}: {where}; list only those")

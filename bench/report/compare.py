@@ -191,6 +191,7 @@ def pairwise(scores: RunScores, metrics: list[str] | None = None, n_boot: int = 
     metrics = metrics if metrics is not None else ranked_metrics(scores)
     models = [c for c in scores.combinations if c != GRAY]
     order = models + ([GRAY] if GRAY in scores.combinations else [])
+    n_distinct = distinct_photos(scores)
     records = []
     for metric in metrics:
         d = direction(metric)
@@ -202,7 +203,7 @@ def pairwise(scores: RunScores, metrics: list[str] | None = None, n_boot: int = 
             sa, sb = scores.sample(a, metric, seeds), scores.sample(b, metric, seeds)
             if sa is None or sb is None:
                 continue
-            c = stats.compare(sa, sb, SIGN[d], n_boot, seed, n_distinct=distinct_photos(scores))
+            c = stats.compare(sa, sb, SIGN[d], n_boot, seed, n_distinct=n_distinct)
             family.append({
                 "run": scores.run.name, "metric": metric, "direction": d,
                 "a": scores.labels.get(a, a), "b": scores.labels.get(b, b),

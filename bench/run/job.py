@@ -80,7 +80,7 @@ def open_run(run_dir: Path, device: str | None = None, dist=None) -> JobRun:
     config = read_config(folder.config)
     cfg = config_options(config["options"])
     load_plugins(cfg.plugin)  # the run's own losses, metrics and generators, as `bench run` imported them
-    dev = resolve_device(device or ("cuda" if str(config["device"]).startswith("cuda") else "cpu"))
+    dev = resolve_device(device or ("cuda" if planned_on_gpu(config) else "cpu"))
     main_rank = dist is None or dist.is_main
     if dev.type == "cuda" and dist is not None and dist.world_size > 1:
         dev = torch.device("cuda", dist.local_rank)
@@ -174,12 +174,17 @@ def run_job(run_dir: str | Path, cells: list[tuple[str, int]], device: str | Non
     return trained
 
 
+def planned_on_gpu(config: dict) -> bool:
+    """Whether the run's cells train on GPUs (config.json's ``device``, as planned)."""
+    return str(config.get("device", "")).startswith("cuda")
+
+
 def config_threads(config: dict) -> int:
     """The threads each cell of the run trains with: config.json's ``threads``, except in a
     SLURM task, which has the CPUs SLURM gave it (SLURM_CPUS_PER_TASK; the ``threads``
     were counted on the login node)."""
     given = os.environ.get("SLURM_CPUS_PER_TASK", "")
-    if given.isdigit() and int(given) > 0 and str(config.get("device", "")).startswith("cuda"):
+    if given.isdigit() and int(given) > 0 and planned_on_gpu(config):
         return int(given)
     return int(config.get("threads") or torch.get_num_threads())
 

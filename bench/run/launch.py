@@ -28,7 +28,7 @@ from submitit.local.debug import DebugJob
 from tqdm.auto import tqdm
 
 from bench.config.options import LaunchConfig, max_parallel, parse_devices
-from bench.run.job import Job, run_job
+from bench.run.job import Job, planned_on_gpu, run_job
 from bench.run.status import cell_states, cells_waiting, read_launches
 from bench.run.stop import RunInterrupted, StopOnSignals
 from bench.rundir.layout import RunFolder
@@ -75,7 +75,7 @@ def make_executor(folder: RunFolder, launch: LaunchConfig, config: dict, kind: s
     the jobs in this process, for tests), its logs under the run's jobs/ folder."""
     kind = kind or launch.launcher
     jobs = folder.jobs_dir / "%j"
-    on_gpu = str(config["device"]).startswith("cuda")
+    on_gpu = planned_on_gpu(config)
     if kind == "debug":
         return submitit.DebugExecutor(folder=jobs)
     if kind == "local":
@@ -104,7 +104,7 @@ TASK_BASE_MEM_GB = 8
 def slurm_resources(launch: LaunchConfig, config: dict) -> tuple[int, int]:
     """CPUs and memory (GB) per SLURM task: the options, else from the run. Unasked, a task
     gets the cluster's default (often one core and a few GB) while it holds every photo."""
-    on_gpu = str(config["device"]).startswith("cuda")
+    on_gpu = planned_on_gpu(config)
     cpus = launch.slurm_cpus_per_task or (GPU_TASK_CPUS if on_gpu else int(config.get("threads") or 1))
     if launch.slurm_mem_gb is not None:
         return cpus, math.ceil(launch.slurm_mem_gb)
@@ -140,7 +140,7 @@ def local_devices(launch: LaunchConfig, config: dict) -> list[str]:
     """The GPUs a local launch spreads its workers over: ``--devices``, else, for a run on
     CUDA, every GPU this process sees. submitit's local executor hides every GPU from a job
     it is not told to give any (CUDA_VISIBLE_DEVICES=""), so a GPU run must always name them."""
-    if launch.devices or not str(config["device"]).startswith("cuda"):
+    if launch.devices or not planned_on_gpu(config):
         return parse_devices(launch.devices)
     return [f"cuda:{i}" for i in range(torch.cuda.device_count())]
 

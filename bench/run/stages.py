@@ -99,12 +99,12 @@ def assemble_metrics(folder: RunFolder, config: dict) -> bool:
 
     Jobs finishing together each rewrite it; they take turns on a lock, and each reads the
     records under it, so the last to write has seen every cell finished before it."""
-    rows, complete = baseline_rows(config), True
+    rows, complete, metrics = baseline_rows(config), True, run_metric_names(config)
     with taking_turns(folder.metrics_lock):  # a rewrite takes milliseconds
         for name, seed in cells_in_order(config):
             cell = folder.cell(name, seed)
             if cell.is_done():
-                rows += record_rows(read_cell_record(cell.record), run_metric_names(config))
+                rows += record_rows(read_cell_record(cell.record), metrics)
             else:
                 complete = False
         write_csv(folder.metrics, metrics_frame(rows))

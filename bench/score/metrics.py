@@ -25,12 +25,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import cached_property
-from importlib.metadata import PackageNotFoundError, version
 from typing import Callable
 
 import numpy as np
 import torch
 from colorbench_datasets.lab import rgb_to_lab
+
+from bench.config.machine import package_version
+from bench.score import stats
 
 PER_IMAGE, SET, DERIVED = "per_image", "set", "derived"
 
@@ -213,20 +215,13 @@ def cf(pred: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
 
 
 def _delta_cf_resampled(pred: dict, truth: dict, counts: np.ndarray) -> np.ndarray:
-    n = counts.sum(1, keepdims=True)
-    return np.abs(counts @ np.asarray(pred["cf"], float).T / n - (counts @ np.asarray(truth["cf"], float))[:, None] / n)
+    # |mean - mean of the reference| on each resample: stats.Sample's distance of means
+    return stats.Sample(pred["cf"], reference=truth["cf"]).per_seed(counts)
 
 
 def derived_from(name: str) -> list[str]:
     """The DERIVED metrics computed from the metric ``name`` (``cf`` -> ``delta_cf``)."""
     return [m.name for m in METRICS.values() if m.kind == DERIVED and name in m.needs]
-
-
-def _version(package: str) -> str:
-    try:
-        return version(package)
-    except PackageNotFoundError:
-        return "not installed"
 
 
 def delta_cf(cf_pred: torch.Tensor, cf_target: torch.Tensor) -> torch.Tensor:
@@ -487,7 +482,7 @@ register_metric("ssim", higher_is_better=True, description="structural similarit
 
 register_metric("lpips", higher_is_better=False, description="LPIPS distance (AlexNet, v0.1), mean over images",
                 network="alexnet", protocol=lambda scorer: {
-                    "package": f"lpips {_version('lpips')}", "net": "alex", "version": "0.1",
+                    "package": f"lpips {package_version('lpips')}", "net": "alex", "version": "0.1",
                     "trunk": "torchvision AlexNet IMAGENET1K_V1 (alexnet-owt-7be5be79.pth)",
                     "input": "sRGB scaled to [-1, 1] (2x - 1)", "spatial": False})(lambda pred, target, batch: lpips(pred, target, batch.net("alexnet")))
 
@@ -495,7 +490,7 @@ register_metric("lpips", higher_is_better=False, description="LPIPS distance (Al
 register_metric("fid", kind=SET, network="inception", min_images=2, higher_is_better=False,
                 description="Fréchet Inception distance to the val photos (biased below a few thousand images)",
                 protocol=lambda scorer: {
-                    "features": f"pytorch-fid {_version('pytorch-fid')} InceptionV3, FID weights "
+                    "features": f"pytorch-fid {package_version('pytorch-fid')} InceptionV3, FID weights "
                                 "pt_inception-2015-12-05, 2048-d pool3",
                     "resize": "bilinear to 299x299 inside the network (align_corners False), input scaled to [-1, 1]",
                     "images": len(scorer), "reference": "the val photos, prepared as above",
