@@ -176,7 +176,7 @@ def test_a_checkpoint_is_never_resumed_on_other_train_photos(copied, saved_by):
     photos, run = copied
     cell = only_l1(run) / "cells" / "l1" / "seed0"
     for f in cell.iterdir():
-        f.unlink()
+        shutil.rmtree(f) if f.is_dir() else f.unlink()
     _checkpoint(photos, cell, drop_data=saved_by != "this version")
     for p in sorted((photos / "train").iterdir())[:3]:
         p.unlink()
@@ -208,7 +208,7 @@ def test_val_photos_changed_under_an_unfinished_cell_resume_it(copied):
     photos, run = copied
     cell = only_l1(run) / "cells" / "l1" / "seed0"
     for f in cell.iterdir():
-        f.unlink()
+        shutil.rmtree(f) if f.is_dir() else f.unlink()
     _checkpoint(photos, cell)
     write_photos(photos / "val", 2, seed=7, prefix="new")
     res = cli(*run_args(photos, run, "l1"))
@@ -271,7 +271,7 @@ def test_a_checkpoint_of_another_width_gets_the_documented_message(copied):
     photos, run = copied
     cell = run / "cells" / "l1" / "seed0"
     for f in cell.iterdir():
-        f.unlink()
+        shutil.rmtree(f) if f.is_dir() else f.unlink()
     _checkpoint(photos, cell, width=8)  # another process, another --width, same --out
     res = cli(*run_args(photos, run, "l1,mse"))
     assert res.exit_code != 0 and "Traceback" not in res.output
@@ -455,9 +455,13 @@ def test_overwrite_discards_the_old_runs_report_and_figures_and_nothing_else(cop
     res = cli(*run_args(photos, run, "mse", "--width", "8", "--overwrite"))
     assert res.exit_code == 0, res.output
     left = sorted(p.relative_to(run).as_posix() for p in run.rglob("*") if p.is_file())
-    assert left == [".metrics.lock", "cells/mse/seed0/generator.pt", "cells/mse/seed0/metrics.json",
-                    "cells/mse/seed0/per_image.csv.gz", "cells/mse/seed0/train_log.csv", "config.json", "metrics.csv",
-                    "notes.txt", "per_image.csv.gz"]
+    # the image and event folders hold the new run's files alone (its one cell, mse)
+    trees = ("gallery/", "cells/mse/seed0/gallery/", "tensorboard/")
+    assert {p.split("/")[1] for p in left if p.startswith("tensorboard/")} == {"mse"}
+    assert [p for p in left if not p.startswith(trees)] == [
+        ".metrics.lock", "cells/mse/seed0/curve.csv", "cells/mse/seed0/generator.pt", "cells/mse/seed0/metrics.json",
+        "cells/mse/seed0/per_image.csv.gz", "cells/mse/seed0/state.pt", "cells/mse/seed0/train_log.csv", "config.json",
+        "metrics.csv", "notes.txt", "per_image.csv.gz"]
 
 
 def test_report_refuses_to_replace_another_runs_report(copied, tmp_path):

@@ -391,7 +391,7 @@ def test_missing_val_photos_leave_out_only_the_image_figures(tiny_run, tmp_path)
     md = (run / "report.md").read_text()
     assert "the val photos could not be read" in md and str(tmp_path / "gone") in md
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
-    assert sorted(links) == sorted([FIGURES["scores"], FIGURES["training"], FIGURES["pairwise"]])
+    assert sorted(links) == sorted([FIGURES["scores"], FIGURES["training"], FIGURES["curves"], FIGURES["pairwise"]])
 
 
 def test_a_table_scored_on_two_kinds_of_device_says_so(tiny_run, tmp_path):

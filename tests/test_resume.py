@@ -56,7 +56,7 @@ def reference(tmp_path_factory):
     out = root / "reference"
     res = CliRunner().invoke(main, ["run", "--data", str(photos), "--out", str(out), *LONG])
     assert res.exit_code == 0, res.output
-    return photos, pd.read_csv(out / "metrics.csv")
+    return photos, pd.read_csv(out / "metrics.csv"), out
 
 
 def _env():
@@ -83,17 +83,28 @@ def _rerun_matches(args, out: Path, expected: pd.DataFrame) -> str:
 
 
 def test_sigkill_mid_cell_then_rerun_gives_identical_metrics(reference, tmp_path):
-    photos, expected = reference
+    photos, expected, reference_out = reference
     out = tmp_path / "killed"
     args, _, cell, _ = _interrupt(photos, out, "100xl1+gan", signal.SIGKILL)
     assert not (cell / "metrics.json").exists()  # it really died mid-cell
     log = _rerun_matches(args, out, expected)
     assert "already done, kept" in log and "resuming from its checkpoint" in log
+    # the curve of the killed cell is the uninterrupted one's, and TensorBoard shows each step once
+    for name in ("l1", "100xl1+gan"):
+        curve = pd.read_csv(out / "cells" / name / "seed0" / "curve.csv")
+        pd.testing.assert_frame_equal(curve, pd.read_csv(reference_out / "cells" / name / "seed0" / "curve.csv"))
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(out / "tensorboard" / "100xl1+gan" / "seed0"), size_guidance={"scalars": 0})
+    events.Reload()
+    steps = len(pd.read_csv(cell / "train_log.csv"))
+    assert [e.step for e in events.Scalars("loss/total")] == list(range(1, steps + 1))
+    assert [e.step for e in events.Scalars("val/psnr")] == sorted(curve.step.unique())
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])  # Ctrl-C; kill, systemd, a container stop
 def test_a_stop_signal_saves_prints_the_resume_command_and_resumes_exactly(reference, tmp_path, sig):
-    photos, expected = reference
+    photos, expected, _ = reference
     out = tmp_path / "stopped"
     args, proc, cell, err = _interrupt(photos, out, "l1", sig)
     assert proc.returncode == 128 + sig, err

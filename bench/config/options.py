@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 import os
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -151,6 +152,22 @@ class RunConfig:
         300.0, min=0,
         help="Save a cell's training state at least this often, so a kill loses no more; also at "
              "the end of a pass over the photos once a fifth of it has gone by.")
+    # Watching a run: none of these changes a number of metrics.csv, so none is an identity
+    # option (the scores along training draw no random number and leave BatchNorm alone).
+    eval_every: int | None = option(
+        None, min=0, default_text="an eighth of the steps, so about 8 evaluations per cell",
+        help="Score each cell on the val photos every N steps along training (per-image metrics), "
+             "into its curve.csv, TensorBoard and the report's curve figure; 0: only at the end.")
+    eval_set_metrics: bool = option(
+        False, help="Also FID and KID at each evaluation along training (each costs minutes on a CPU).")
+    tensorboard: bool = option(
+        True, flag="--tensorboard/--no-tensorboard",
+        help="Write TensorBoard event files to <run>/tensorboard/ (losses, val scores, val photos); "
+             "needs the tensorboard package (pip install -e '.[tensorboard]').")
+    gallery_photos: int | None = option(
+        None, min=0, default_text="every val photo",
+        help="How many val photos get image files for the report's gallery.html (every photo keeps its "
+             "scores).")
     eval_batch_size: int = option(64, internal="how many val photos are scored at once; set it from Python")
     workers: int = option(2, internal="threads decoding photos; set it from Python")
     out: str | None = option(
@@ -175,6 +192,10 @@ class RunConfig:
         """What the loss factories get: the loss fields of this config, on ``device`` (resolved)."""
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(LossOptions) if f.name != "device"}
         return LossOptions(device=str(device), **values)
+
+    def watch_settings(self) -> "WatchSettings":
+        """What every cell records along its training and for the gallery."""
+        return WatchSettings(self.eval_every, self.eval_set_metrics, self.tensorboard, self.gallery_photos)
 
     def train_settings(self, precision: str):
         """How every cell trains: the training fields of this config, in ``precision`` (resolved)."""
@@ -344,6 +365,29 @@ class TrainSettings:
     channels_last: bool | None = None
     compile: bool = False  # torch.compile the generator (pays off on long GPU runs)
     checkpoint_seconds: float = 300.0  # how much training a kill may cost at most
+
+
+# How many times a cell is scored along its training when --eval-every is not given.
+EVALUATIONS = 8
+
+
+@dataclass
+class WatchSettings:
+    """What a cell records besides its final scores (``RunConfig.watch_settings``): the val
+    scores every ``eval_every`` steps (None: ``EVALUATIONS`` times in all; 0: only at the
+    end), FID/KID among them with ``eval_set_metrics``, TensorBoard events, and image files
+    of the first ``gallery_photos`` val photos (None: all) for the gallery."""
+
+    eval_every: int | None = None
+    eval_set_metrics: bool = False
+    tensorboard: bool = True
+    gallery_photos: int | None = None
+
+    def interval(self, total: int) -> int:
+        """Steps between two evaluations of a cell of ``total`` steps (0: none before the end)."""
+        if self.eval_every is not None:
+            return self.eval_every
+        return max(1, math.ceil(total / EVALUATIONS))
 
 
 def config_options(options: dict) -> RunConfig:

@@ -22,6 +22,8 @@ from colorbench_datasets.tensors import resize_and_crop
 from bench.colorize import colorize_images, gray_image
 from bench.escape import cell, code, csv_cell, link_target, spreadsheet_frame
 from bench.report import compare, figures
+from bench.report.curves import IMPROVING, still_improving, val_curves
+from bench.report.gallery import write_gallery
 from bench.report.photos import load_val_split, val_sources
 from bench.report.summary import (
     RANKED,
@@ -53,6 +55,7 @@ log = logging.getLogger("colorbench")
 FIGURES = {
     "scores": "fig_scores.png",
     "training": "fig_training.png",
+    "curves": "fig_curves.png",
     "colorfulness": "fig_colorfulness.png",
     "samples": "fig_samples.png",
     "pairwise": "fig_pairwise.png",
@@ -547,14 +550,24 @@ def _write_report(runs, out: Path, target: RunFolder, summary, analysis, setting
         written["training"] = out / FIGURES["training"]
     else:
         problems.append("training curves skipped: no cell has a train_log.csv")
+    curves = val_curves(runs)
+    improving = []
+    if len(curves):
+        shown = [m for m in plotted if m in set(curves.metric)]
+        grays = summary[summary.combination == GRAY]  # one gray row per metric: runs on the same val photos
+        gray = dict(zip(grays.metric, grays["mean"])) if not grays.metric.duplicated().any() else {}
+        figures.val_curves_figure(curves, shown, order, palette, out / FIGURES["curves"], gray)
+        written["curves"] = out / FIGURES["curves"]
+        improving = still_improving(curves, shown)
     image_written, image_problems = image_figures(runs, order, palette, out, settings)
     written |= image_written
     problems += image_problems
     if compare.pairwise_figure(analysis, summary, out / FIGURES["pairwise"]):
         written["pairwise"] = out / FIGURES["pairwise"]
 
+    gallery_notes = write_gallery(runs, out, target.gallery_page)
     notes = caveats(runs, summary) + problems
-    text = render(runs, summary, written, notes, out, settings, left_out, analysis)
+    text = render(runs, summary, written, notes, out, settings, left_out, analysis, improving, gallery_notes)
     atomic_write_text(target.report, text)
     for key, name in FIGURES.items():  # a figure of an earlier report that this one could not draw
         if key not in written:
@@ -583,6 +596,7 @@ def scored_metrics(summary: pd.DataFrame) -> tuple[list[str], dict[str, str]]:
 def render(
     runs: list[Run], summary: pd.DataFrame, written: dict, notes: list[str], out: Path, settings: ReportSettings,
     left_out: dict[str, str] | None = None, analysis: "compare.Analysis | None" = None,
+    improving: list[str] | None = None, gallery_notes: list[str] | None = None,
 ) -> str:
     """report.md: what was run and its caveats, the table and its reading, which
     differences are real, the cost, the figures."""
@@ -594,7 +608,11 @@ def render(
         md += run_header(run) + [""]
     if notes:
         md += ["**Caveats**", ""] + [f"- {n}" for n in notes] + [""]
-    md += results_section(summary, out, analysis)
+    md += results_section(summary, out, analysis, improving or [])
+    md += [f"**Every val photo**, each combination's colour beside the input and the truth, sortable by any "
+           f"per-image score or by the paired difference of two combinations: "
+           f"[gallery.html]({_link(RunFolder(out).gallery_page, out)}) (opens from the file system; click an "
+           "image to enlarge it).", ""] + [f"*{n}.*" for n in (gallery_notes or [])] + ([""] if gallery_notes else [])
     if analysis is not None:
         figure = _link(written["pairwise"], out) if "pairwise" in written else None
         md += compare.section(analysis, summary, figure) + protocol_section(runs)
@@ -604,7 +622,8 @@ def render(
     return "\n".join(md)
 
 
-def results_section(summary: pd.DataFrame, out: Path, analysis: "compare.Analysis | None") -> list[str]:
+def results_section(summary: pd.DataFrame, out: Path, analysis: "compare.Analysis | None",
+                    improving: list[str]) -> list[str]:
     winners, standing = reading(summary, analysis.pairwise if analysis is not None else None)
     seeds = int(summary["seeds_total"].max()) if len(summary) else 0
     spread = "mean ± sample std over seeds" if seeds > 1 else "one seed"
@@ -625,6 +644,8 @@ def results_section(summary: pd.DataFrame, out: Path, analysis: "compare.Analysi
            "better, so a lower ↓ metric shows as +)"
            + ("; which of them are real differences is tested below" if tested else "") + ":", ""] if standing else []),
         *(f"- {line}" for line in standing), "",
+        *([f"Along training (the curve figure below; a change is said where it exceeds {IMPROVING:.0%}): "
+           + " ".join(improving), ""] if improving else []),
     ]
 
 
@@ -653,6 +674,9 @@ def figures_section(runs: list[Run], written: dict, out: Path, settings: ReportS
                      if left_out else ""),
         "training": "Training losses per step, smoothed; each term unweighted as logged, "
                     "`total` is the weighted sum the generator minimised.",
+        "curves": "Each ranked metric on the val photos along training, one line per combination "
+                  "(mean over seeds, band: their range; the last point is the final score of the table), "
+                  "gray's value dotted. Each cell's numbers: its `curve.csv`.",
         "colorfulness": "Per-image colourfulness of each combination's val predictions against the "
                         "ground-truth photos (dotted: quartiles; dashed line: ground truth's median). Washed-out, sepia "
                         "predictions sit left of it.",

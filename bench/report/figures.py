@@ -251,10 +251,38 @@ def curves_figure(curves: pd.DataFrame, order: list[str], palette: dict, path, e
         _save(fig, path)
 
 
-def _line_handle(color):
+def val_curves_figure(curves: pd.DataFrame, metrics: list[str], order: list[str], palette: dict, path,
+                      gray: dict[str, float] | None = None) -> None:
+    """One panel per metric: its val score against training steps, a line per combination
+    (mean over seeds, band = their range), gray's value as a dotted line."""
+    rows = [r for r in order if r in set(curves.row)]
+    gray = gray or {}
+    with _style():
+        fig, axes = _grid(len(metrics), 3, 4.4, 3.0)
+        for ax, metric in zip(axes, metrics):
+            data = curves[curves.metric == metric]
+            sns.lineplot(
+                data=data, x="step", y="value", hue="row", hue_order=[r for r in rows if r in set(data.row)],
+                palette=palette, errorbar=("pi", 100), ax=ax, linewidth=1.4, marker="o", markersize=3.5,
+                markeredgewidth=0, legend=False,
+            )
+            if metric in gray and gray[metric] == gray[metric]:  # not NaN
+                ax.axhline(gray[metric], color=GRAY_COLOR, linewidth=1.2, linestyle=":", zorder=1)
+            ax.set_title(metric_title(metric), fontsize=10)
+            ax.set_xlabel("step")
+            ax.set_ylabel("")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        handles = [_line_handle(palette[r]) for r in rows] + [_line_handle(GRAY_COLOR, ":")]
+        fig.legend(handles, rows + ["gray (the input)"], loc="outside lower center", ncols=min(len(rows) + 1, 5),
+                   frameon=False, fontsize=9)
+        fig.suptitle("Val scores along training (mean over seeds; band: their range)", fontsize=11)
+        _save(fig, path)
+
+
+def _line_handle(color, linestyle: str = "-"):
     from matplotlib.lines import Line2D
 
-    return Line2D([], [], color=color, linewidth=2.5)
+    return Line2D([], [], color=color, linewidth=2.5, linestyle=linestyle)
 
 
 def colorfulness_figure(values: pd.DataFrame, order: list[str], palette: dict, path) -> None:

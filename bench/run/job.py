@@ -42,7 +42,14 @@ from bench.config.machine import (
 from bench.config.options import config_options
 from bench.config.plugins import load_plugins
 from bench.run.reuse import check_cell_numerics
-from bench.run.stages import Plan, assemble_metrics, load_photos, load_weights, run_cell
+from bench.run.stages import (
+    Plan,
+    assemble_metrics,
+    gallery_images,
+    load_photos,
+    load_weights,
+    run_cell,
+)
 from bench.run.stop import RunInterrupted, StopOnSignals
 from bench.rundir.layout import CellFolder, RunFolder
 from bench.rundir.lock import RunFolderBusy
@@ -72,6 +79,7 @@ class JobRun:
     data_print: dict
     scorer: object | None  # None on ranks other than 0: only rank 0 scores
     settings: object
+    gallery: object | None = None  # rank 0's gallery images (bench.score.images.GalleryImages)
 
 
 def open_run(run_dir: Path, device: str | None = None, dist=None) -> JobRun:
@@ -107,8 +115,9 @@ def open_run(run_dir: Path, device: str | None = None, dist=None) -> JobRun:
         raise JobRefused(f"this job's metric networks are not those {folder.config} was planned with "
                          f"({scorer.notes} here, {config.get('metric_notes')} there): its machine has other "
                          "weights files (`bench weights`); share TORCH_HOME between the nodes")
+    gallery = gallery_images(cfg, scorer) if scorer is not None else None
     return JobRun(folder, config, plan, data.train.to(dev), data.manifest["fingerprint"], scorer,
-                  cfg.train_settings(precision))
+                  cfg.train_settings(precision), gallery)
 
 
 @contextmanager
@@ -155,7 +164,8 @@ def train_one(run: JobRun, name: str, seed: int, stop, dist=None) -> dict | None
         check_cell_numerics(cell.record, read_cell_record(cell.record), run.plan.precision, run.plan.device)
         return None
     return run_cell(combo, seed, run.train, run.scorer, run.settings, run.plan.options, run.plan.device, cell,
-                    progress=False, stop=stop, data=run.data_print, dist=dist)
+                    progress=False, stop=stop, data=run.data_print, dist=dist, watch=run.plan.cfg.watch_settings(),
+                    gallery=run.gallery)
 
 
 def run_job(run_dir: str | Path, cells: list[tuple[str, int]], device: str | None = None, launch_id: str = "",

@@ -18,9 +18,25 @@ from colorbench_datasets.manifest import describe_change, describe_split_change
 from bench.config.identity import changed_options
 from bench.config.options import IDENTITY_FIELDS, OPTIONS_ADDED_LATER, RunConfig
 from bench.config.validate import RunError
-from bench.rundir.layout import CELL_FILES, METRICS, RUN_FILES, RunFolder
+from bench.rundir.layout import (
+    CELL_FILES,
+    CELL_TREES,
+    METRICS,
+    RUN_FILES,
+    RUN_TREES,
+    STATE,
+    CellFolder,
+    RunFolder,
+)
 from bench.rundir.lock import describe_holder, holder
-from bench.rundir.read import RecordError, read_cell_record, read_config, read_json_file
+from bench.rundir.read import (
+    RecordError,
+    read_cell_record,
+    read_config,
+    read_curve,
+    read_json_file,
+)
+from bench.rundir.write import atomic_torch_save
 from bench.train.checkpoint import CorruptCheckpoint, load_checkpoint
 
 log = logging.getLogger("colorbench")
@@ -154,9 +170,12 @@ def discard_run(out: Path) -> list[Path]:
         if path.is_file() or path.is_symlink():
             path.unlink()
             deleted.append(path)
-    if folder.jobs_dir.is_dir():  # submitit's job files and logs: all ours
-        shutil.rmtree(folder.jobs_dir)
-        deleted.append(folder.jobs_dir)
+    # submitit's job files and logs, the gallery's images, TensorBoard's events: all ours
+    trees = [out / name for name in RUN_TREES] + [cell / name for cell in folder.cell_dirs() for name in CELL_TREES]
+    for tree in trees:
+        if tree.is_dir() and not tree.is_symlink():
+            shutil.rmtree(tree)
+            deleted.append(tree)
     if cells.is_dir():  # empty cell folders, deepest first
         for empty in sorted((p for p in cells.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True) + [cells]:
             try:
@@ -166,12 +185,18 @@ def discard_run(out: Path) -> list[Path]:
     return deleted
 
 
-def check_reuse(out: Path, recorded: dict, cfg: RunConfig) -> None:
+def check_reuse(out: Path, recorded: dict, cfg: RunConfig) -> int | None:
     """Refuse to mix results of two different configurations in one --out (``recorded``:
-    its config.json)."""
+    its config.json). A larger --steps than the run's, and nothing else changed, continues
+    its cells: returns the steps they were trained for (None: nothing to continue)."""
     old = {**OPTIONS_ADDED_LATER, **recorded["options"]}
     new = cfg.to_dict()
     diff = changed_options(old, new, IDENTITY_FIELDS)  # paths resolved, combinations canonical
+    if diff == ["steps"] and isinstance(old.get("steps"), int) and isinstance(new.get("steps"), int):
+        if new["steps"] > old["steps"]:
+            return old["steps"]
+        raise RunError(f"{out} holds a run trained for --steps {old['steps']}; --steps {new['steps']} cannot "
+                       f"untrain it. Use --steps {old['steps']} (or more, to train it further), or another --out")
     if diff:
         changes = ", ".join(
             f"--{k.replace('_', '-')}: {old.get(k)!r}{'' if k in recorded['options'] else ' (before the option existed)'} "
@@ -182,6 +207,40 @@ def check_reuse(out: Path, recorded: dict, cfg: RunConfig) -> None:
             f"{out} holds a run with other options ({changes}); use another --out, "
             "or --overwrite to discard it"
         )
+    return None
+
+
+def cells_to_continue(folder: RunFolder, combos, seeds, steps: int) -> list[CellFolder]:
+    """The finished cells trained for fewer than ``steps`` (a larger --steps), each with its
+    last state kept; a cell without one is refused by name before anything is written."""
+    cells, stateless = [], []
+    for seed in seeds:
+        for combo in combos:
+            cell = folder.cell(combo.name, seed)
+            if not cell.is_done():
+                continue
+            record = read_cell_record(cell.record)
+            if record.get("status") != "ok" or int(record.get("steps") or 0) >= steps:
+                continue  # a diverged cell stays diverged
+            (cells if cell.state.is_file() else stateless).append(cell)
+    if stateless:
+        names = ", ".join(f"{c.path.parent.name} seed{c.path.name[4:]}" for c in stateless[:4])
+        raise RunError(f"--steps {steps}: {names}{' and others' if len(stateless) > 4 else ''} kept no last training "
+                       f"state ({STATE}: trained by an earlier version, or deleted), so cannot train further; "
+                       "rerun into another --out")
+    return cells
+
+
+def reopen_cell(cell: CellFolder) -> None:
+    """Make a finished cell unfinished again, to train on from its last state: the state
+    becomes its checkpoint (with the curve as curve.csv has it, its final point included),
+    and only then is its record removed, so a crash in between leaves it finished."""
+    state = load_checkpoint(cell.state)
+    curve = read_curve(cell.curve) if cell.curve.is_file() else None
+    if curve is not None:
+        state["curve"] = curve.to_dict("records")
+    atomic_torch_save(cell.checkpoint, state)
+    cell.record.unlink()
 
 
 def check_numerics(out: Path, recorded: dict, precision: str, device: torch.device) -> None:

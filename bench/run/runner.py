@@ -29,18 +29,30 @@ from bench.config.options import LaunchConfig, RunConfig, TrainSettings, default
 from bench.config.validate import RunError, validate
 from bench.run.launch import launch_cells
 from bench.run.reuse import (
+    cells_to_continue,
     check_cell_numerics,
     check_cells,
     check_numerics,
     check_reuse,
     discard_run,
+    reopen_cell,
 )
-from bench.run.stages import Plan, assemble_metrics, load_photos, load_weights, run_cell
+from bench.run.stages import (
+    Plan,
+    assemble_metrics,
+    gallery_images,
+    load_photos,
+    load_weights,
+    run_cell,
+)
+from bench.run.status import duration_words
 from bench.run.stop import RunInterrupted, StopOnSignals
-from bench.rundir.layout import RunFolder
+from bench.run.watch import TENSORBOARD_MISSING, tensorboard_available
+from bench.rundir.layout import GRAY, TRUTH, RunFolder
 from bench.rundir.lock import RunLock
 from bench.rundir.read import read_cell_record, read_config
 from bench.rundir.write import write_json
+from bench.score.images import GalleryImages
 from bench.score.per_image import write_baseline_scores
 from bench.score.protocol import metric_protocol
 from bench.score.scorer import Scorer
@@ -61,9 +73,11 @@ def plan_run(cfg: RunConfig, overwrite: bool, launch: LaunchConfig | None = None
     folder = RunFolder(cfg.out)
     if not overwrite and folder.config.is_file():
         recorded = read_config(folder.config)  # a damaged config.json: RecordError naming the fix
-        check_reuse(folder.path, recorded, cfg)
+        continues_from = check_reuse(folder.path, recorded, cfg)
         check_numerics(folder.path, recorded, precision, device)
-    return Plan(cfg, parse_losses(cfg.losses), device, precision, folder, cfg.loss_options(device))
+    else:
+        continues_from = None
+    return Plan(cfg, parse_losses(cfg.losses), device, precision, folder, cfg.loss_options(device), continues_from)
 
 
 def start_config(plan: Plan, data, steps: int, scorer: Scorer, gray: dict, launch: LaunchConfig) -> dict:
@@ -151,6 +165,7 @@ class PreparedRun:
     scorer: Scorer
     settings: TrainSettings
     config: dict
+    gallery: GalleryImages | None = None
 
 
 def prepare_run(cfg: RunConfig, launch: LaunchConfig, progress: bool, overwrite: bool) -> PreparedRun:
@@ -176,26 +191,73 @@ def prepare_run(cfg: RunConfig, launch: LaunchConfig, progress: bool, overwrite:
     if nets is None:
         plan.combos, nets = load_weights(plan.combos, cfg.loss_options(here), here, strict=False)
     check_cells(plan.folder.path, plan.combos, cfg.seeds, data.manifest, overwrite)  # kept cells: same photos
+    further = cells_to_continue(plan.folder, plan.combos, cfg.seeds, steps) if plan.continues_from else []
     # Only now, with options, weights and data known good, is anything written: a run that
     # fails before training leaves no empty run folder behind.
     plan.folder.path.mkdir(parents=True, exist_ok=True)
     if overwrite:
         discard_run(plan.folder.path)  # every file of the old run, report and figures included
+    for cell in further:
+        reopen_cell(cell)
+    if further:
+        log.info("Training %d finished cell(s) further, from step %d to %d", len(further), plan.continues_from, steps)
+    announce_plan(plan, steps)
     set_determinism(cfg.deterministic, plan.device)
+    if cfg.tensorboard and not tensorboard_available():
+        log.info(TENSORBOARD_MISSING)
     scorer = Scorer.for_split(data.val.to(here), nets, cfg.eval_batch_size)
     gray = scorer.gray_scores()
     write_baseline_scores(plan.folder.path, scorer, gray)  # per-image scores for paired statistics
+    gallery = gallery_images(cfg, scorer)
+    if gallery is not None:
+        gallery.write_baselines(plan.folder.gallery / GRAY, plan.folder.gallery / TRUTH)
     config = start_config(plan, data, steps, scorer, gray.means, launch)
     write_json(plan.folder.config, config)
     assemble_metrics(plan.folder, config)  # the baselines and any kept cells, before the first cell trains
-    return PreparedRun(plan, data, data_seconds, scorer, settings, config)
+    return PreparedRun(plan, data, data_seconds, scorer, settings, config, gallery)
+
+
+def cells_to_train(plan: Plan) -> int:
+    return sum(not plan.folder.cell(c.name, seed).is_done() for seed in plan.cfg.seeds for c in plan.combos)
+
+
+def announce_plan(plan: Plan, steps: int) -> None:
+    """What the run will train, said before it starts; and when its size is a GPU's and the
+    device a CPU, that it will take days (the estimate after the first steps says how long)."""
+    cfg, cells = plan.cfg, len(plan.combos) * len(plan.cfg.seeds)
+    todo = cells_to_train(plan)
+    log.info("Plan: %d combination(s) x %d seed(s) = %d cells of %d steps%s", len(plan.combos), len(cfg.seeds), cells,
+             steps, f" ({cells - todo} already done, {todo} to train)" if todo < cells else "")
+    if plan.device.type == "cpu" and todo and (cfg.preset == "paper" or cfg.size >= GPU_SIZED_PX):
+        log.warning("--size %d%s is sized for a GPU: on this CPU each of its steps takes seconds (the paper "
+                    "preset's 100 epochs: days per cell); the estimate after the first steps says how long. "
+                    "--preset quick runs in minutes here", cfg.size, " (--preset paper)" if cfg.preset == "paper" else "")
+
+
+# Photos this large train on a GPU: a CPU takes days per cell (the paper preset's 256 px).
+GPU_SIZED_PX = 128
+
+
+class GridEstimate:
+    """Said once, when the first cell this process trains has its pace: how long it and the
+    cells after it will take at that pace."""
+
+    def __init__(self, cells_after: int, steps: int):
+        self.cells_after, self.steps = cells_after, steps
+
+    def __call__(self, steps_per_second: float, steps_left: int) -> None:
+        rest = self.cells_after * self.steps / steps_per_second
+        log.info("At this cell's pace (%.3g steps/s) it ends in about %s%s", steps_per_second,
+                 duration_words(steps_left / steps_per_second),
+                 f", and the {self.cells_after} cell(s) after it in about {duration_words(rest)} (a GAN or VGG term "
+                 "makes a cell slower, a plain one faster)" if self.cells_after else "")
 
 
 def release_device(run: PreparedRun) -> None:
     """Free what the planning process holds on the device (the val split, the scoring and
     loss networks, the allocator's cache) before jobs train there: a local worker on cuda:0
     would otherwise share its memory with this idle process for the whole run."""
-    run.scorer = run.data = None
+    run.scorer = run.data = run.gallery = None
     release_networks()
     gc.collect()
     if run.plan.device.type == "cuda" and torch.cuda.is_available():
@@ -208,6 +270,7 @@ def run_cells(run: PreparedRun, progress: bool) -> None:
     run leaves the table of what it finished."""
     plan, config = run.plan, run.config
     train = run.data.train.to(plan.device)
+    pace = GridEstimate(cells_to_train(plan) - 1, config["steps_per_cell"])
     with StopOnSignals() as stop:
         for seed in plan.cfg.seeds:
             for combo in plan.combos:
@@ -219,7 +282,9 @@ def run_cells(run: PreparedRun, progress: bool) -> None:
                 with cell.lock():  # a job of an earlier --no-wait launch may be training it
                     try:
                         run_cell(combo, seed, train, run.scorer, run.settings, plan.options, plan.device, cell,
-                                 progress, stop, data=run.data.manifest["fingerprint"])
+                                 progress, stop, data=run.data.manifest["fingerprint"], watch=plan.cfg.watch_settings(),
+                                 gallery=run.gallery, on_pace=pace)
+                        pace = None  # said once, for the first cell
                     except Interrupted:
                         raise RunInterrupted(plan.folder.path, stop.requested) from None
                     except CorruptCheckpoint as exc:

@@ -11,12 +11,13 @@ from functools import partial
 
 import pandas as pd
 import torch
-from colorbench_datasets import load_data
+from colorbench_datasets import load_data, resolve_sources
 from tqdm.auto import tqdm
 
 from bench.config.machine import job_name
-from bench.config.options import RunConfig
+from bench.config.options import RunConfig, WatchSettings
 from bench.config.validate import RunError
+from bench.run.watch import CellMonitor, tensorboard_available
 from bench.rundir.layout import GRAY, TRUTH, CellFolder, RunFolder
 from bench.rundir.lock import taking_turns
 from bench.rundir.read import (
@@ -26,9 +27,10 @@ from bench.rundir.read import (
     run_metric_names,
 )
 from bench.rundir.write import atomic_torch_save, metrics_frame, write_csv, write_json
+from bench.score.images import GalleryImages
 from bench.score.networks import load_metric_nets
 from bench.score.per_image import write_cell_scores
-from bench.score.scorer import Scorer, generator_record
+from bench.score.scorer import Scorer, curve_values, generator_record
 from bench.train.loop import train_cell
 from losses import Combination, LossOptions, weights_tags
 from models.pretrained import WeightsUnavailable
@@ -64,6 +66,7 @@ class Plan:
     precision: str
     folder: RunFolder
     options: LossOptions
+    continues_from: int | None = None  # a larger --steps: the steps its finished cells were trained for
 
 
 def load_photos(plan: Plan, progress: bool):
@@ -80,6 +83,15 @@ def load_photos(plan: Plan, progress: bool):
             f"use --batch-size {len(data.train)} or less, or add photos"
         )
     return data, time.perf_counter() - started
+
+
+def gallery_images(cfg: RunConfig, scorer: Scorer) -> GalleryImages | None:
+    """What writes the gallery's images of this run's val photos (None with --gallery-photos 0);
+    the enlargements need the photos themselves, found as `bench run` found them."""
+    if cfg.gallery_photos == 0:
+        return None
+    sources = resolve_sources(cfg.data, cfg.val_data, cfg.dataset, size=cfg.size, data_root=cfg.data_root)
+    return GalleryImages(scorer, cfg.gallery_photos, dict(sources.val))
 
 
 def baseline_rows(config: dict) -> list[dict]:
@@ -123,23 +135,46 @@ def step_time(log: list[dict]) -> dict:
     return {"step_seconds": round(statistics.median(timed), 4) if timed else None, "timed_steps": len(timed)}
 
 
+def cell_monitor(cell: CellFolder, combo: Combination, seed: int, scorer: Scorer, watch: WatchSettings,
+                 on_pace=None) -> CellMonitor:
+    """The cell's monitor: its curve, progress record and (if wanted and installed) TensorBoard."""
+    tensorboard = RunFolder(cell.run).tensorboard(combo.name, seed) if watch.tensorboard and tensorboard_available() else None
+    return CellMonitor(cell, scorer, watch, tensorboard, on_pace)
+
+
 def run_cell(combo, seed, train_split, scorer: Scorer, settings, options, device, cell: CellFolder, progress: bool,
-             stop=lambda: False, data: dict | None = None, dist=None) -> dict | None:
+             stop=lambda: False, data: dict | None = None, dist=None, watch: WatchSettings | None = None,
+             gallery: GalleryImages | None = None, on_pace=None) -> dict | None:
     """Train (or resume) and score one cell; its files are written, its record returned.
     ``dist``: this process is one rank of a data-parallel cell (bench/train/distributed.py); the
-    other ranks only train, and return None."""
+    other ranks only train, and return None. ``watch``: what is recorded along training
+    (default: nothing but the final scores); ``gallery``: writes the cell's images for the
+    report's gallery; ``on_pace(steps_per_second, steps_left)`` is told once the cell's pace is known."""
     main_rank = dist is None or dist.is_main
+    watch = watch if watch is not None else WatchSettings(eval_every=0, tensorboard=False, gallery_photos=0)
+    monitor = None
     if main_rank:
         cell.path.mkdir(parents=True, exist_ok=True)
         if cell.checkpoint.is_file():
             log.info("%-28s seed %d: resuming from its checkpoint", combo.name, seed)
-    result = train_cell(
-        combo, seed, train_split, settings, options, device,
-        checkpoint=cell.checkpoint, progress=progress and main_rank, desc=f"{combo.name} s{seed}", should_stop=stop,
-        dist=dist,
-    )
-    if not main_rank:
-        return None
+        monitor = cell_monitor(cell, combo, seed, scorer, watch, on_pace)
+    try:
+        result = train_cell(
+            combo, seed, train_split, settings, options, device,
+            checkpoint=cell.checkpoint, progress=progress and main_rank, desc=f"{combo.name} s{seed}", should_stop=stop,
+            dist=dist, monitor=monitor,
+        )
+        if not main_rank:
+            return None
+        return finish_cell(combo, seed, result, scorer, settings, device, cell, data, dist, monitor, gallery)
+    finally:
+        if monitor is not None:
+            monitor.close()
+
+
+def finish_cell(combo, seed, result, scorer: Scorer, settings, device, cell: CellFolder, data, dist,
+                monitor: CellMonitor, gallery: GalleryImages | None) -> dict:
+    """A trained cell's files: its log, generator, scores, curve and record (last: it marks the cell done)."""
     write_csv(cell.train_log, pd.DataFrame(result.log))
     record = {
         "combination": combo.name, "spec": combo.spec, "seed": seed, "seconds": round(result.seconds, 2),
@@ -158,11 +193,21 @@ def run_cell(combo, seed, train_split, scorer: Scorer, settings, options, device
         atomic_torch_save(cell.generator, generator_record(result.generator, settings, combo.name, seed))
         scores = scorer.generator_scores(result.generator)
         write_cell_scores(cell.path, combo.name, seed, scorer, scores)  # per-image scores, before the record marks it done
+        if gallery is not None:
+            gallery.write_model(cell.gallery, result.generator, settings.size)
+        if monitor.every:  # the curve's last point: the final scores, as an evaluation then would give them
+            final = curve_values(scores.means, monitor.watch.eval_set_metrics)
+            step = len(result.log)
+            monitor.evaluated(result.curve + [{"step": step, "metric": k, "value": v} for k, v in final.items()],
+                              step, final, result.generator)
         record |= {"status": "ok", "diverged_at": None, "metrics": scores.means, "notes": scorer.notes}
         log.info(
             "%-28s seed %d: %s (%.0fs)", combo.name, seed,
             ", ".join(f"{k} {v:.4g}" for k, v in scores.means.items() if v == v), result.seconds,  # v == v: not NaN
         )
     write_json(cell.record, record)
+    if record["status"] == "ok" and cell.checkpoint.is_file():
+        cell.checkpoint.replace(cell.state)  # the last state, kept: a larger --steps continues from it
     cell.checkpoint.unlink(missing_ok=True)
+    cell.progress.unlink(missing_ok=True)  # the record says it now
     return record

@@ -130,6 +130,35 @@ def _finished(record: dict) -> tuple[str, str]:
     return state, detail
 
 
+def duration_words(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+def progress_text(path: Path) -> str:
+    """A training cell's progress record (progress.json, rewritten at each log sync) in
+    words: its step of its total, steps per second, time left and latest losses; "" if there
+    is none or it cannot be read (a rewrite is atomic: the next look sees a whole one)."""
+    try:
+        p = read_json(path)
+        step, total = int(p["step"]), int(p["total"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+    words = f"step {step}/{total} ({step / total:.0%})" if total else f"step {step}"
+    if p.get("steps_per_second"):
+        words += f", {p['steps_per_second']:.3g} steps/s, about {duration_words(p.get('eta_seconds') or 0)} left"
+    losses = p.get("losses") or {}
+    if isinstance(losses, dict) and losses:
+        words += "; " + ", ".join(f"{k} {v:.3g}" for k, v in losses.items() if isinstance(v, (int, float)))
+    if p.get("updated"):
+        words += f" (at {p['updated']})"
+    return words
+
+
 def cell_state(folder: RunFolder, name: str, seed: int, latest: dict, alive: dict, lines: int) -> CellStatus:
     cell = folder.cell(name, seed)
     launch, job = latest.get((name, seed), (None, None))
@@ -143,8 +172,10 @@ def cell_state(folder: RunFolder, name: str, seed: int, latest: dict, alive: dic
         return CellStatus(name, seed, state, where=record.get("host", ""), job=record.get("job", ""), detail=detail)
     held = holder(cell.path)
     if held is not None:
+        progress = progress_text(cell.progress)
         return CellStatus(name, seed, "running", where=f"{held.get('host', '?')} pid {held.get('pid', '?')}",
-                         job=held.get("job") or job_label, detail=f"since {held.get('started', '?')}")
+                         job=held.get("job") or job_label,
+                         detail=f"since {held.get('started', '?')}" + (f"; {progress}" if progress else ""))
     if cell.failure.is_file():
         failure = read_json(cell.failure)
         log_lines = (failure.get("traceback") or [])[-lines:]

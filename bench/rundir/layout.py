@@ -5,10 +5,16 @@
     <run>/per_image.csv.gz     gray's and the photos' own per-image scores
     <run>/cells/<slug>/seed<k>/
         metrics.json  generator.pt  checkpoint.pt  train_log.csv  per_image.csv.gz  set_replicates.csv.gz
+        curve.csv      the val scores along training (step, metric, value)
+        state.pt       a finished cell's last training state: a larger --steps continues from it
+        progress.json  where a training cell stands (rewritten at each log sync; `bench status`)
+        gallery/       the cell's val predictions as small images, for gallery.html
+    <run>/gallery/             the val photos' grayscale inputs and truths, for gallery.html
+    <run>/tensorboard/<slug>/seed<k>/   TensorBoard event files (with the tensorboard package)
     <run>/launch.json          local/slurm: the jobs submitted, with their cells and logs
     <run>/jobs/                submitit's job files and logs (local/slurm)
     <run>/cells/<slug>/seed<k>/failure.json   a job's error in that cell, until it is retried
-    <run>/report.md  summary.csv  pairwise.csv  fig_*.png      written by `bench report`
+    <run>/report.md  summary.csv  pairwise.csv  fig_*.png  gallery.html     written by `bench report`
 
 ``bench run`` writes it, ``bench report``, ``bench compare`` and ``bench colorize`` read it;
 this module imports nothing from training, so the reading side never loads it.
@@ -45,11 +51,20 @@ FAILURE = "failure.json"
 GENERATOR = "generator.pt"
 CHECKPOINT = "checkpoint.pt"
 TRAIN_LOG = "train_log.csv"
+CURVE = "curve.csv"
+STATE = "state.pt"
+PROGRESS = "progress.json"
+GALLERY_DIR = "gallery"
+GALLERY = "gallery.html"
+TENSORBOARD = "tensorboard"
 
 
 # Everything a run (and its report) writes, so --overwrite discards exactly these.
-RUN_FILES = (CONFIG, METRICS, REPORT, SUMMARY, PAIRWISE, PER_IMAGE, REPLICATES, LAUNCH, METRICS_LOCK)
-CELL_FILES = (GENERATOR, CHECKPOINT, CELL_RECORD, TRAIN_LOG, PER_IMAGE, REPLICATES, FAILURE)
+RUN_FILES = (CONFIG, METRICS, REPORT, SUMMARY, PAIRWISE, PER_IMAGE, REPLICATES, LAUNCH, METRICS_LOCK, GALLERY)
+CELL_FILES = (GENERATOR, CHECKPOINT, CELL_RECORD, TRAIN_LOG, PER_IMAGE, REPLICATES, FAILURE, CURVE, PROGRESS, STATE)
+# ... and the folders a run fills with files of its own alone
+RUN_TREES = (JOBS, GALLERY_DIR, TENSORBOARD)
+CELL_TREES = (GALLERY_DIR,)
 
 
 def is_within(path, folder, strict: bool = False) -> bool:
@@ -101,6 +116,27 @@ class CellFolder(_ScoredFolder):
     @property
     def failure(self) -> Path:
         return self.path / FAILURE
+
+    @property
+    def curve(self) -> Path:
+        return self.path / CURVE
+
+    @property
+    def state(self) -> Path:
+        return self.path / STATE
+
+    @property
+    def run(self) -> Path:
+        """The run folder it belongs to (``<run>/cells/<slug>/seed<k>``)."""
+        return self.path.parents[2]
+
+    @property
+    def progress(self) -> Path:
+        return self.path / PROGRESS
+
+    @property
+    def gallery(self) -> Path:
+        return self.path / GALLERY_DIR
 
     def is_done(self) -> bool:
         return self.record.is_file()
@@ -162,6 +198,18 @@ class RunFolder(_ScoredFolder):
 
     def cell(self, combination: str, seed: int) -> CellFolder:
         return CellFolder(self.cells_dir / slug(combination) / f"seed{seed}")
+
+    def tensorboard(self, combination: str, seed: int) -> Path:
+        """A cell's TensorBoard event folder: one ``--logdir <run>/tensorboard`` shows them all."""
+        return self.path / TENSORBOARD / slug(combination) / f"seed{seed}"
+
+    @property
+    def gallery(self) -> Path:
+        return self.path / GALLERY_DIR
+
+    @property
+    def gallery_page(self) -> Path:
+        return self.path / GALLERY
 
     def cell_dirs(self) -> list[Path]:
         """Every cell folder present, finished or not."""

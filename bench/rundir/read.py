@@ -266,8 +266,6 @@ def reconcile_metrics(
 
 def read_train_log(path: Path) -> pd.DataFrame | None:
     """A cell's train_log.csv, or None (with a warning naming it) if it is damaged."""
-    import logging
-
     try:
         frame = pd.read_csv(path)
         if "epoch" not in frame.columns or "step" not in frame.columns:
@@ -277,6 +275,21 @@ def read_train_log(path: Path) -> pd.DataFrame | None:
         logging.getLogger("colorbench").warning(
             "%s is damaged (%s): its training curve is left out; delete the cell folder and rerun `bench run` "
             "with the same --out to train it again", path, str(exc).splitlines()[0][:80])
+        return None
+
+
+def read_curve(path: Path) -> pd.DataFrame | None:
+    """A cell's curve.csv (step, metric, value), or None (with a warning naming it) if damaged."""
+    try:
+        frame = pd.read_csv(path, dtype={"metric": str})
+        if not {"step", "metric", "value"} <= set(frame.columns):
+            raise ValueError("no step/metric/value columns")
+        frame["step"], frame["value"] = frame["step"].astype(int), frame["value"].astype(float)
+        return frame
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError, TypeError, UnicodeDecodeError) as exc:
+        logging.getLogger("colorbench").warning(
+            "%s is damaged (%s): its val curve is left out of the report; rerun the cell to record it again",
+            path, str(exc).splitlines()[0][:80])
         return None
 
 

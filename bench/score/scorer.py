@@ -74,6 +74,12 @@ class Scores:
     features: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
+def curve_values(means: dict[str, float], set_metrics: bool) -> dict[str, float]:
+    """Of a model's scores, what a training curve records (``Scorer.curve_scores``)."""
+    return {name: value for name, value in means.items()
+            if value == value and (set_metrics or METRICS[name].kind != SET)}  # value == value: not NaN
+
+
 class Scorer:
     """Scores ab predictions against one val split, batched on the split's device, with every
     metric of ``METRICS`` by its kind (``bench.score.metrics``): it holds no metric names.
@@ -176,20 +182,20 @@ class Scorer:
         return self._score(lambda i, L: ab[i : i + len(L)])
 
     @torch.inference_mode()
-    def _score(self, ab_for_batch) -> Scores:
+    def _score(self, ab_for_batch, set_metrics: bool = True) -> Scores:
         # Predictions are made and scored one batch at a time, so a large val split never
         # holds all its predictions on the device at once.
         nets = self.nets or MetricNets()
         per_image: dict[str, list[torch.Tensor]] = {}
-        features = {key: [] for key in self.feature_networks}
+        features = {key: [] for key in self.feature_networks} if set_metrics else {}
         for i, target in zip(range(0, len(self.L), self.batch_size), self._targets()):
             L = self.L[i : i + self.batch_size]
             pred = model_to_rgb(L, ab_for_batch(i, L).to(L.device))
             batch = Batch(pred, target, nets, self.cell_weights)
             for m in self.per_image_metrics:
                 per_image.setdefault(m.name, []).append(m.fn(pred, target, batch))
-            for key, net in self.feature_networks.items():
-                features[key].append(net(pred).double())
+            for key in features:
+                features[key].append(self.feature_networks[key](pred).double())
         per_image = {name: torch.cat(v) for name, v in per_image.items()}
         features = {key: torch.cat(f) for key, f in features.items() if f}
         out = {}
@@ -213,6 +219,12 @@ class Scorer:
     def generator_scores(self, G: nn.Module) -> Scores:
         """``ab_scores`` of the ab that ``G`` predicts from the val photos' L."""
         return self._score(lambda i, L: predict_ab(G, L, len(L)))
+
+    def curve_scores(self, G: nn.Module, set_metrics: bool = False) -> dict[str, float]:
+        """What a training curve records of ``G`` now: the set value of every metric but the
+        set metrics (FID, KID: their network's pass over the split costs minutes on a CPU),
+        those too with ``set_metrics``; a metric without a value is left out."""
+        return curve_values(self._score(lambda i, L: predict_ab(G, L, len(L)), set_metrics).means, set_metrics)
 
     def gray_scores(self) -> Scores:
         """The floor every model is read against: ab = 0, i.e. the grayscale input itself."""

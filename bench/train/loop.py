@@ -50,6 +50,36 @@ class TrainResult:
     log: list[dict] = field(default_factory=list)
     diverged_at: int | None = None
     seconds: float = 0.0
+    curve: list[dict] = field(default_factory=list)  # the scores along training (Monitor.evaluate)
+
+
+class Monitor:
+    """What a cell does along its training besides training, on the main rank only; the
+    default does nothing. ``every``: steps between two ``evaluate`` calls (0: never);
+    ``evaluate(G, step)`` returns ``{metric: value}``, which the loop records in the cell's
+    checkpointed curve, so a resumed cell's curve is an uninterrupted one's. It must leave
+    training as it found it: no random numbers drawn, G's BatchNorm statistics untouched
+    (``bench.score.scorer.predict_ab`` runs G in eval mode under inference mode).
+    ``started(cell)`` is told where the cell starts (0, or the step it resumed at),
+    ``logged(cell, rows)`` sees each newly synced stretch of the train log and
+    ``evaluated(curve, step, values, G)`` each evaluation, with the curve so far."""
+
+    every: int = 0
+
+    def started(self, cell: "TrainState", total: int) -> None:
+        pass
+
+    def evaluate(self, G: nn.Module, step: int) -> dict[str, float]:
+        return {}
+
+    def logged(self, cell: "TrainState", rows: list[dict]) -> None:
+        pass
+
+    def evaluated(self, curve: list[dict], step: int, values: dict[str, float], G: nn.Module) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 def make_generator(settings: TrainSettings, seed: int, head: dict | None = None) -> nn.Module:
@@ -186,6 +216,7 @@ class TrainState:
     stream: BatchStream
     step: int = 0
     log: list[dict] = field(default_factory=list)
+    curve: list[dict] = field(default_factory=list)  # {"step", "metric", "value"} rows (Monitor)
     seconds: float = 0.0  # training time before this process resumed it
     # The train photos' fingerprint, hashed once: every save records it, a resume checks it.
     train_print: dict = field(default_factory=dict)
@@ -199,7 +230,7 @@ class TrainState:
             return
         state = {
             "format": CHECKPOINT_FORMAT, "G": self.G.state_dict(), "opt_G": self.opt_G.state_dict(),
-            "step": self.step, "log": self.log, "stream": self.stream.state_dict(),
+            "step": self.step, "log": self.log, "curve": self.curve, "stream": self.stream.state_dict(),
             "torch_rng": torch.get_rng_state(), "seconds": seconds,
             "data": self.train_print,  # resumed only on the same train photos (bench/run/reuse.py)
         }
@@ -231,6 +262,7 @@ class TrainState:
         if device.type == "cuda" and "cuda_rng" in state:
             torch.cuda.set_rng_state(state["cuda_rng"], device)
         self.step, self.log, self.seconds = state["step"], state["log"], state["seconds"]
+        self.curve = state.get("curve", [])  # saved before curves existed: none
 
 
 def for_device(net: nn.Module, device: torch.device, memory_format) -> nn.Module:
@@ -326,6 +358,14 @@ def resume(cell: TrainState, checkpoint: Path | None, device: torch.device, trai
         )
 
 
+def evaluate_along(cell: TrainState, monitor: Monitor) -> None:
+    """Score the generator as it is at ``cell.step`` into the cell's curve; the pending
+    losses stay on the device (nothing is synced for it but the scores)."""
+    values = monitor.evaluate(cell.G, cell.step)
+    cell.curve += [{"step": cell.step, "metric": name, "value": value} for name, value in values.items()]
+    monitor.evaluated(cell.curve, cell.step, values, cell.G)
+
+
 class Steps:
     """A cell's training steps, one per call. With several processes each runs through the
     networks' DDP wrappers, on this rank's shard of the global batch, with this rank's noise."""
@@ -346,68 +386,95 @@ class Steps:
                               (cell.scaler_G, cell.scaler_D))
 
 
+class LogSync:
+    """A cell's step losses still on the device, synced into its log (one host sync, checked
+    for divergence, shown to the monitor) and, when asked, saved with the rest of its state."""
+
+    def __init__(self, cell: TrainState, train: LabSplit, settings: TrainSettings, checkpoint: Path | None,
+                 device: torch.device, dist: DistContext, monitor: Monitor):
+        self.cell, self.n_images, self.batch_size = cell, len(train), settings.batch_size
+        self.checkpoint, self.device, self.dist, self.monitor = checkpoint, device, dist, monitor
+        self.t0, self.last_save = time.perf_counter() - cell.seconds, time.perf_counter()
+        self.losses, self.seconds = [], []
+
+    def add(self, loss: torch.Tensor, seconds: float) -> None:
+        self.losses.append(loss)
+        self.seconds.append(seconds)
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.t0
+
+    def sync(self, save: bool) -> int | None:
+        """Log the pending steps; returns the first step whose loss is not finite, if any
+        (then nothing is saved)."""
+        cell, first = self.cell, len(self.cell.log)
+        bad = log_rows(cell, self.losses, self.seconds, self.n_images, self.batch_size, self.dist)
+        self.losses.clear(), self.seconds.clear()
+        self.monitor.logged(cell, cell.log[first:])
+        if bad is None and save:
+            cell.save(self.checkpoint if self.dist.is_main else None, self.device, self.elapsed())
+            self.last_save = time.perf_counter()
+        return bad
+
+
 def train_cell(
     combo: Combination, seed: int, train: LabSplit, settings: TrainSettings, options: LossOptions, device: torch.device,
     checkpoint: Path | None = None, progress: bool = True, desc: str = "",
-    should_stop: Callable[[], bool] = lambda: False, dist: DistContext | None = None,
+    should_stop: Callable[[], bool] = lambda: False, dist: DistContext | None = None, monitor: Monitor | None = None,
 ) -> TrainResult:
     """Train a generator on ``train`` with ``combo`` for ``total_steps`` optimizer steps.
 
     State is saved to ``checkpoint`` every ``settings.checkpoint_seconds`` (and at the end of a pass
-    once a fifth of that has passed), and training resumes from it bit for bit. When ``should_stop()``
-    turns true the state is saved at the next step boundary and ``Interrupted`` is raised.
-    Each step's wall time is logged (``seconds``): on a GPU it is the host's, which tracks the
-    device's once its queue is full.
+    once a fifth of that has passed), and training resumes from it bit for bit; the last state is
+    saved too, so a larger budget can continue it. When ``should_stop()`` turns true the state is
+    saved at the next step boundary and ``Interrupted`` is raised. Each step's wall time is logged
+    (``seconds``): on a GPU it is the host's, which tracks the device's once its queue is full.
 
     With ``dist`` of several processes (torchrun, bench/train/distributed.py) every rank calls this
     alike, ``checkpoint`` included; rank 0 alone writes it (in a one-process run's format), all
     stop together and return the same plain generator. On CPUs BatchNorm is per rank.
+
+    ``monitor`` (rank 0's; see ``Monitor``) scores the generator every ``monitor.every`` steps
+    before the last (the caller scores the last) and sees the log as it is synced.
     """
     dist = dist or SINGLE
+    monitor = monitor if monitor is not None and dist.is_main else Monitor()
     check_batch(settings.batch_size, dist)
     device = check_device(device, dist)
     memory_format = torch.channels_last if uses_channels_last(settings, device) else torch.contiguous_format
     cell = build_cell(combo, seed, train, settings, options, device, memory_format, dist)
     resume(cell, checkpoint, device, train, dist)
-    step = Steps(cell, train, settings, device, memory_format, dist)
     total = total_steps(settings, len(train))
+    monitor.started(cell, total)
+    step = Steps(cell, train, settings, device, memory_format, dist)
     pass_steps = math.ceil(len(train) / settings.batch_size)  # one pass over the photos
     bar = tqdm(total=total, initial=cell.step, desc=desc, disable=not (progress and dist.is_main), leave=True,
                dynamic_ncols=True, unit="step")
-    t0, last_save = time.perf_counter() - cell.seconds, time.perf_counter()
-    losses, seconds = [], []  # per-step values still on the device, synced at each save
-
-    def sync(save: bool) -> int | None:
-        nonlocal last_save
-        bad = log_rows(cell, losses, seconds, len(train), settings.batch_size, dist)
-        losses.clear(), seconds.clear()
-        if bad is None and save:
-            cell.save(checkpoint if dist.is_main else None, device, time.perf_counter() - t0)
-            last_save = time.perf_counter()
-        return bad
-
+    pending = LogSync(cell, train, settings, checkpoint, device, dist, monitor)
     cell.G.train()
     while cell.step < total:
         if any_rank(should_stop(), dist):
-            sync(save=True)
+            pending.sync(save=True)
             barrier(dist)  # rank 0's save is whole before any rank leaves (and torchrun ends the rest)
             bar.close()
             raise Interrupted(checkpoint)
         started = time.perf_counter()
-        losses.append(step())
-        seconds.append(time.perf_counter() - started)
+        loss = step()
+        pending.add(loss, time.perf_counter() - started)
         cell.step += 1
         bar.update(1)
+        if monitor.every and cell.step % monitor.every == 0 and cell.step < total:
+            evaluate_along(cell, monitor)  # before a save at this step, which then holds it
         # The losses are synced (and checked for divergence) after every pass and at the end.
         pass_end = cell.step % pass_steps == 0 or cell.step == total
-        save = checkpoint is not None and cell.step < total and any_rank(save_due(
-            time.perf_counter() - last_save, pass_end, settings.checkpoint_seconds), dist)
+        save = checkpoint is not None and (cell.step == total or any_rank(save_due(
+            time.perf_counter() - pending.last_save, pass_end, settings.checkpoint_seconds), dist))
         if pass_end or save:
-            if (bad := sync(save)) is not None:
+            if (bad := pending.sync(save)) is not None:
                 bar.close()
-                return TrainResult(cell.G, cell.log, diverged_at=bad, seconds=time.perf_counter() - t0)
+                return TrainResult(cell.G, cell.log, diverged_at=bad, seconds=pending.elapsed(), curve=cell.curve)
             shown = [name for name, _, _ in cell.terms] + (["d_loss"] if cell.D is not None else [])
             bar.set_postfix({k: f"{cell.log[-1][k]:.3g}" for k in shown}, refresh=False)
     bar.close()
     broadcast_buffers(cell.G, dist)  # every rank returns the generator rank 0 saves and scores
-    return TrainResult(cell.G, cell.log, seconds=time.perf_counter() - t0)
+    return TrainResult(cell.G, cell.log, seconds=pending.elapsed(), curve=cell.curve)
