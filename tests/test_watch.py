@@ -217,3 +217,12 @@ def test_status_shows_a_training_cells_step_rate_time_left_and_losses(photo_dir,
     assert "running" in line
     step = int(line.split("step ")[1].split("/")[0])
     assert step > 8 and "/100000 (0%)" in line and "steps/s, about" in line and "left; l1 " in line
+
+
+def test_no_keep_state_leaves_no_state(photo_dir, tmp_path):
+    out = tmp_path / "r"
+    res = CliRunner().invoke(main, ["run", "--data", str(photo_dir), "--out", str(out), "--steps", "4",
+                                    *CONTINUE, "--losses", "l1", "--no-keep-state"])
+    assert res.exit_code == 0, res.output
+    cell = out / "cells" / "l1" / "seed0"
+    assert (cell / "metrics.json").is_file() and not (cell / "state.pt").exists() and not (cell / "checkpoint.pt").exists()

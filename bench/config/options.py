@@ -168,6 +168,10 @@ class RunConfig:
         None, min=0, default_text="every val photo",
         help="How many val photos get image files for the report's gallery.html (every photo keeps its "
              "scores).")
+    keep_state: bool = option(
+        True, flag="--keep-state/--no-keep-state",
+        help="Keep each finished cell's last training state (state.pt: G, D and Adam's moments, about 3x "
+             "generator.pt), so a larger --steps can train the run further.")
     eval_batch_size: int = option(64, internal="how many val photos are scored at once; set it from Python")
     workers: int = option(2, internal="threads decoding photos; set it from Python")
     out: str | None = option(
@@ -202,7 +206,7 @@ class RunConfig:
         return TrainSettings(
             generator=self.generator, size=self.size, width=self.width, epochs=self.epochs or 0, steps=self.steps,
             batch_size=self.batch_size, lr=self.lr, betas=tuple(self.betas), precision=precision,
-            compile=self.compile, checkpoint_seconds=self.checkpoint_seconds,
+            compile=self.compile, checkpoint_seconds=self.checkpoint_seconds, keep_state=self.keep_state,
         )
 
 
@@ -365,6 +369,7 @@ class TrainSettings:
     channels_last: bool | None = None
     compile: bool = False  # torch.compile the generator (pays off on long GPU runs)
     checkpoint_seconds: float = 300.0  # how much training a kill may cost at most
+    keep_state: bool = True  # a finished cell's last state kept (state.pt), to train it further
 
 
 # How many times a cell is scored along its training when --eval-every is not given.

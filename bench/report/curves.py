@@ -70,6 +70,12 @@ def still_improving(curves: pd.DataFrame, metrics: list[str]) -> list[str]:
             loss = (best - end) * sign / abs(best) if best else 0.0
             if len(curve) >= 3 and loss > IMPROVING and (falling is None or loss > falling[0]):
                 falling = (loss, metric, int(best_step), best, end)
+        if rising is not None and falling is not None and rising[1] == falling[1]:  # up and down: noise
+            _, metric, step, start, end = rising
+            _, _, best_step, best, _ = falling
+            sentences.append(f"{code(row)}'s {metric} was still moving at the end (step {step}: {start:.4g}, best "
+                             f"{best:.4g} at step {best_step}, end: {end:.4g}): it had not settled.")
+            continue
         if rising is not None:
             gain, metric, step, start, end = rising
             moved = "rose" if end > start else "fell"

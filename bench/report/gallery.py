@@ -147,7 +147,7 @@ PAGE = r"""<!doctype html>
   th { position: sticky; top: var(--head, 96px); background: #fafafa; z-index: 1; font-size: 12px; font-weight: 600;
        text-align: left; padding: 6px 6px 4px; border-bottom: 1px solid var(--line); vertical-align: bottom; max-width: 150px; }
   td { padding: 6px; border-bottom: 1px solid var(--line); vertical-align: top; }
-  td.photo { font-size: 12px; max-width: 140px; word-break: break-all; }
+  td.photo { font-size: 12px; min-width: 8.5em; max-width: 12em; overflow-wrap: anywhere; }
   td.photo .key { display: block; margin-top: 4px; font-weight: 600; }
   .key.pos { color: var(--good); } .key.neg { color: var(--bad); }
   button.thumb { display: block; padding: 0; border: 0; background: none; cursor: zoom-in; }

@@ -226,7 +226,8 @@ def cells_to_continue(folder: RunFolder, combos, seeds, steps: int) -> list[Cell
     if stateless:
         names = ", ".join(f"{c.path.parent.name} seed{c.path.name[4:]}" for c in stateless[:4])
         raise RunError(f"--steps {steps}: {names}{' and others' if len(stateless) > 4 else ''} kept no last training "
-                       f"state ({STATE}: trained by an earlier version, or deleted), so cannot train further; "
+                       f"state ({STATE}: trained with --no-keep-state, by an earlier version, or deleted), so cannot "
+                       "train further; "
                        "rerun into another --out")
     return cells
 

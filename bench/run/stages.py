@@ -206,7 +206,7 @@ def finish_cell(combo, seed, result, scorer: Scorer, settings, device, cell: Cel
             ", ".join(f"{k} {v:.4g}" for k, v in scores.means.items() if v == v), result.seconds,  # v == v: not NaN
         )
     write_json(cell.record, record)
-    if record["status"] == "ok" and cell.checkpoint.is_file():
+    if record["status"] == "ok" and settings.keep_state and cell.checkpoint.is_file():
         cell.checkpoint.replace(cell.state)  # the last state, kept: a larger --steps continues from it
     cell.checkpoint.unlink(missing_ok=True)
     cell.progress.unlink(missing_ok=True)  # the record says it now
