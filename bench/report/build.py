@@ -30,6 +30,7 @@ from bench.report.summary import (
     arrow,
     decimals,
     markdown_table,
+    model_cells,
     seed_values,
     summarize,
     table_rows,
@@ -296,18 +297,12 @@ def training_logs(runs: list[Run]) -> tuple[dict, int | None]:
     """``{(row label, seed): train_log}`` for every cell with a log, and the steps per epoch
     (if every run has the same)."""
     logs, epoch_steps = {}, set()
-    by_run = {r.name: r for r in runs}
-    for row in table_rows(runs):
-        if row.combination in BASELINES:
-            continue
-        run = by_run[row.run]
-        for seed in run.seeds:
-            path = run.folder.cell(row.combination, seed).train_log
-            if path.is_file():
-                frame = read_train_log(path)  # None, with a warning naming it, if damaged
-                if frame is not None and len(frame):
-                    logs[(row.label, seed)] = frame
-                    epoch_steps.add(int((frame["epoch"] == frame["epoch"].iloc[0]).sum()))
+    for row, seed, folder in model_cells(runs):
+        if folder.train_log.is_file():
+            frame = read_train_log(folder.train_log)  # None, with a warning naming it, if damaged
+            if frame is not None and len(frame):
+                logs[(row.label, seed)] = frame
+                epoch_steps.add(int((frame["epoch"] == frame["epoch"].iloc[0]).sum()))
     return logs, (epoch_steps.pop() if len(epoch_steps) == 1 else None)
 
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from bench.escape import code
-from bench.report.summary import direction, table_rows
-from bench.rundir.layout import BASELINES
+from bench.report.summary import direction, model_cells
 from bench.rundir.read import Run, read_curve
 
 CURVE_COLUMNS = ["row", "seed", "step", "metric", "value"]
@@ -14,16 +13,11 @@ CURVE_COLUMNS = ["row", "seed", "step", "metric", "value"]
 
 def val_curves(runs: list[Run]) -> pd.DataFrame:
     """Every cell's curve as one tidy frame: row (the table's label), seed, step, metric, value."""
-    by_run, parts = {r.name: r for r in runs}, []
-    for row in table_rows(runs):
-        if row.combination in BASELINES:
-            continue
-        run = by_run[row.run]
-        for seed in run.seeds:
-            path = run.folder.cell(row.combination, seed).curve
-            frame = read_curve(path) if path.is_file() else None  # None: damaged, named in a warning
-            if frame is not None and len(frame):
-                parts.append(frame.assign(row=row.label, seed=seed)[CURVE_COLUMNS])
+    parts = []
+    for row, seed, cell in model_cells(runs):
+        frame = read_curve(cell.curve) if cell.curve.is_file() else None  # None: damaged, named in a warning
+        if frame is not None and len(frame):
+            parts.append(frame.assign(row=row.label, seed=seed)[CURVE_COLUMNS])
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=CURVE_COLUMNS)
 
 

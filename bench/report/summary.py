@@ -84,6 +84,17 @@ def table_rows(runs: list[Run]) -> list[Row]:
     return rows + truth_rows  # the reference rows last, under the models
 
 
+def model_cells(runs: list[Run]):
+    """Every cell behind the table's model rows, in the table's order: ``(row, seed, its CellFolder)``."""
+    by_run = {r.name: r for r in runs}
+    for row in table_rows(runs):
+        if row.combination in BASELINES:
+            continue
+        run = by_run[row.run]
+        for seed in run.seeds:
+            yield row, seed, run.folder.cell(row.combination, seed)
+
+
 def metric_order(runs: list[Run]) -> list[str]:
     """Metrics in the order the registry lists them, unknown ones after, as first seen."""
     seen = list(dict.fromkeys(m for run in runs for m in run.metrics["metric"]))
