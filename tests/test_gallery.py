@@ -133,3 +133,22 @@ def test_gallery_works_with_the_keyboard_alone(gallery):
         page.keyboard.press("Escape")
         assert not page.locator("#viewer").evaluate("d => d.open")
         browser.close()
+
+
+def test_gallery_photos_caps_the_images_and_every_photo_keeps_its_scores(photo_dir, tmp_path):
+    import json
+
+    out = tmp_path / "r"
+    res = CliRunner().invoke(main, ["run", "--data", str(photo_dir), "--out", str(out), "--size", "32", "--width", "8",
+                                    "--steps", "4", "--batch-size", "4", "--losses", "l1", "-q", "--gallery-photos", "2",
+                                    "--no-tensorboard"])
+    assert res.exit_code == 0, res.output
+    cell = out / "cells" / "l1" / "seed0" / "gallery"
+    assert sorted(p.name for p in cell.iterdir()) == ["0.full.jpg", "0.webp", "1.full.jpg", "1.webp"]
+    assert len(list((out / "gallery" / "gray").iterdir())) == 4
+    assert CliRunner().invoke(main, ["report", str(out)]).exit_code == 0
+    page = (out / "gallery.html").read_text()
+    data = json.loads(page.split('<script type="application/json" id="data">')[1].split("</script>")[0])
+    assert len(data["photos"]) == 6
+    column = next(c for c in data["columns"] if c["combination"] == "l1")
+    assert column["images"]["count"] == 2 and all(v is not None for v in column["scores"]["psnr"])

@@ -362,8 +362,9 @@ def evaluate_along(cell: TrainState, monitor: Monitor) -> None:
     """Score the generator as it is at ``cell.step`` into the cell's curve; the pending
     losses stay on the device (nothing is synced for it but the scores)."""
     values = monitor.evaluate(cell.G, cell.step)
-    cell.curve += [{"step": cell.step, "metric": name, "value": value} for name, value in values.items()]
-    monitor.evaluated(cell.curve, cell.step, values, cell.G)
+    if values:  # none: nothing to record (a diverged generator)
+        cell.curve += [{"step": cell.step, "metric": name, "value": value} for name, value in values.items()]
+        monitor.evaluated(cell.curve, cell.step, values, cell.G)
 
 
 class Steps:
