@@ -157,11 +157,11 @@ class RunConfig:
     eval_every: int | None = option(
         None, min=0, default_text="an eighth of the steps, so about 8 evaluations per cell",
         help="Score each cell on the val photos every N steps along training (per-image metrics), "
-             "into its curve.csv, TensorBoard and the report's curve figure; 0: only at the end.")
+             "into its curve.csv, TensorBoard and the report's curve figure; 0: no curve.")
     eval_set_metrics: bool = option(
         False, help="Also FID and KID at each evaluation along training (each costs minutes on a CPU).")
     tensorboard: bool = option(
-        True, flag="--tensorboard/--no-tensorboard",
+        True, flag="--tensorboard/--no-tensorboard", default_text="on",
         help="Write TensorBoard event files to <run>/tensorboard/ (losses, val scores, val photos); "
              "needs the tensorboard package (pip install -e '.[tensorboard]').")
     gallery_photos: int | None = option(
@@ -169,7 +169,7 @@ class RunConfig:
         help="How many val photos get image files for the report's gallery.html (every photo keeps its "
              "scores).")
     keep_state: bool = option(
-        True, flag="--keep-state/--no-keep-state",
+        True, flag="--keep-state/--no-keep-state", default_text="on",
         help="Keep each finished cell's last training state (state.pt: G, D and Adam's moments, about 3x "
              "generator.pt), so a larger --steps can train the run further.")
     eval_batch_size: int = option(64, internal="how many val photos are scored at once; set it from Python")
@@ -379,7 +379,7 @@ EVALUATIONS = 8
 @dataclass
 class WatchSettings:
     """What a cell records besides its final scores (``RunConfig.watch_settings``): the val
-    scores every ``eval_every`` steps (None: ``EVALUATIONS`` times in all; 0: only at the
+    scores every ``eval_every`` steps (None: ``EVALUATIONS`` times in all; 0: none, not even at the
     end), FID/KID among them with ``eval_set_metrics``, TensorBoard events, and image files
     of the first ``gallery_photos`` val photos (None: all) for the gallery."""
 
