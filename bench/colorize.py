@@ -81,15 +81,18 @@ def _combine(img: Image.Image, ab_small: torch.Tensor) -> Image.Image:
     # Bilinear with antialias: smooth when enlarging, no aliasing if the photo is smaller
     # than the training size.
     ab = F.interpolate(ab_small, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
-    out = lab_to_rgb(torch.cat([lab[:, :1], ab * AB_SCALE], 1))[0]
-    return Image.fromarray((out.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8))
+    return to_image(lab_to_rgb(torch.cat([lab[:, :1], ab * AB_SCALE], 1))[0])
 
 
 def gray_image(img: Image.Image) -> Image.Image:
     """What the model sees: the photo's lightness with no colour (ab = 0)."""
     lab = _lab(img)
-    out = lab_to_rgb(torch.cat([lab[:, :1], torch.zeros_like(lab[:, 1:])], 1))[0]
-    return Image.fromarray((out.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8))
+    return to_image(lab_to_rgb(torch.cat([lab[:, :1], torch.zeros_like(lab[:, 1:])], 1))[0])
+
+
+def to_image(rgb: torch.Tensor) -> Image.Image:
+    """sRGB (3, H, W) in [0, 1] as an 8-bit image, rounded to the nearest level."""
+    return Image.fromarray((rgb.clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255 + 0.5).astype(np.uint8))
 
 
 def _real(path: Path) -> str:

@@ -38,6 +38,9 @@ class Data:
     train: LabSplit
     val: LabSplit
     manifest: dict
+    # where the photos came from: each opener gives a photo at its own resolution (the
+    # gallery's enlargements), without resolving and walking the folders a second time
+    sources: Sources | None = None
 
 
 # Bytes a stored pixel takes while a split is built and kept: uint8 RGB twice (the decoded
@@ -158,7 +161,7 @@ def load_data(
         "skipped": skipped,
         "warnings": sources.warnings,
     }
-    return Data(train, val, manifest)
+    return Data(train, val, manifest, sources)
 
 
 

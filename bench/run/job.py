@@ -115,7 +115,7 @@ def open_run(run_dir: Path, device: str | None = None, dist=None) -> JobRun:
         raise JobRefused(f"this job's metric networks are not those {folder.config} was planned with "
                          f"({scorer.notes} here, {config.get('metric_notes')} there): its machine has other "
                          "weights files (`bench weights`); share TORCH_HOME between the nodes")
-    gallery = gallery_images(cfg, scorer) if scorer is not None else None
+    gallery = gallery_images(cfg, scorer, data) if scorer is not None else None
     return JobRun(folder, config, plan, data.train.to(dev), data.manifest["fingerprint"], scorer,
                   cfg.train_settings(precision), gallery)
 

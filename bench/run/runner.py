@@ -208,7 +208,7 @@ def prepare_run(cfg: RunConfig, launch: LaunchConfig, progress: bool, overwrite:
     scorer = Scorer.for_split(data.val.to(here), nets, cfg.eval_batch_size)
     gray = scorer.gray_scores()
     write_baseline_scores(plan.folder.path, scorer, gray)  # per-image scores for paired statistics
-    gallery = gallery_images(cfg, scorer)
+    gallery = gallery_images(cfg, scorer, data)
     if gallery is not None:
         gallery.write_baselines(plan.folder.gallery / GRAY, plan.folder.gallery / TRUTH)
     config = start_config(plan, data, steps, scorer, gray.means, launch)

@@ -11,7 +11,7 @@ from functools import partial
 
 import pandas as pd
 import torch
-from colorbench_datasets import load_data, resolve_sources
+from colorbench_datasets import load_data
 from tqdm.auto import tqdm
 
 from bench.config.machine import job_name
@@ -85,13 +85,12 @@ def load_photos(plan: Plan, progress: bool):
     return data, time.perf_counter() - started
 
 
-def gallery_images(cfg: RunConfig, scorer: Scorer) -> GalleryImages | None:
+def gallery_images(cfg: RunConfig, scorer: Scorer, data) -> GalleryImages | None:
     """What writes the gallery's images of this run's val photos (None with --gallery-photos 0);
-    the enlargements need the photos themselves, found as `bench run` found them."""
+    the enlargements open the photos ``data`` (``load_photos``) was loaded from."""
     if cfg.gallery_photos == 0:
         return None
-    sources = resolve_sources(cfg.data, cfg.val_data, cfg.dataset, size=cfg.size, data_root=cfg.data_root)
-    return GalleryImages(scorer, cfg.gallery_photos, dict(sources.val))
+    return GalleryImages(scorer, cfg.gallery_photos, dict(data.sources.val) if data.sources is not None else None)
 
 
 def baseline_rows(config: dict) -> list[dict]:

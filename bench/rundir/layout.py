@@ -92,6 +92,11 @@ class _ScoredFolder:
     def replicates(self) -> Path:
         return self.path / REPLICATES
 
+    @property
+    def gallery(self) -> Path:
+        """Its images for gallery.html (a cell's predictions; the run's: gray's and the truth's)."""
+        return self.path / GALLERY_DIR
+
 
 @dataclass(frozen=True)
 class CellFolder(_ScoredFolder):
@@ -133,10 +138,6 @@ class CellFolder(_ScoredFolder):
     @property
     def progress(self) -> Path:
         return self.path / PROGRESS
-
-    @property
-    def gallery(self) -> Path:
-        return self.path / GALLERY_DIR
 
     def is_done(self) -> bool:
         return self.record.is_file()
@@ -202,10 +203,6 @@ class RunFolder(_ScoredFolder):
     def tensorboard(self, combination: str, seed: int) -> Path:
         """A cell's TensorBoard event folder: one ``--logdir <run>/tensorboard`` shows them all."""
         return self.path / TENSORBOARD / slug(combination) / f"seed{seed}"
-
-    @property
-    def gallery(self) -> Path:
-        return self.path / GALLERY_DIR
 
     @property
     def gallery_page(self) -> Path:

@@ -22,9 +22,9 @@ import torch
 from colorbench_datasets import model_to_rgb
 from PIL import Image
 
-from bench.colorize import colorize_images, gray_image
+from bench.colorize import colorize_images, gray_image, to_image
 from bench.rundir.write import atomic_write_bytes
-from bench.score.scorer import Scorer, predict_ab
+from bench.score.scorer import Scorer, gray_ab, predict_ab
 
 SCORED, FULL = "{}.webp", "{}.full.jpg"
 CHUNK = 64  # photos decoded and colourised at once
@@ -37,11 +37,6 @@ def _encode(img: Image.Image, kind: str) -> bytes:
     else:
         img.save(buf, format="JPEG", quality=85, optimize=True)
     return buf.getvalue()
-
-
-def _pil(rgb: torch.Tensor) -> Image.Image:
-    """(3, H, W) in [0, 1] -> an 8-bit image."""
-    return Image.fromarray((rgb.clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255 + 0.5).astype("uint8"))
 
 
 class GalleryImages:
@@ -68,7 +63,7 @@ class GalleryImages:
         for start in range(0, self.count, CHUNK):
             stop = min(start + CHUNK, self.count)
             for i, rgb in zip(range(start, stop), scored(slice(start, stop))):
-                atomic_write_bytes(folder / SCORED.format(i), _encode(_pil(rgb), "webp"))
+                atomic_write_bytes(folder / SCORED.format(i), _encode(to_image(rgb), "webp"))
             photos = self._photos(start, stop)
             if photos is not None:
                 for i, img in zip(range(start, stop), full(photos)):
@@ -86,7 +81,7 @@ class GalleryImages:
         """The grayscale inputs and the photos themselves."""
         def scored_gray(rows):
             L = self.scorer.L[rows].float()
-            return model_to_rgb(L, torch.zeros(len(L), 2, *L.shape[2:], device=L.device))
+            return model_to_rgb(L, gray_ab(L))
 
         def scored_truth(rows):  # the split's own RGB crops, what every model is scored against
             return self.scorer.target_rgb[rows].float() / 255

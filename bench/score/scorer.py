@@ -74,6 +74,11 @@ class Scores:
     features: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
+def gray_ab(L: torch.Tensor) -> torch.Tensor:
+    """The gray baseline's "prediction" for ``L``: no colour (ab = 0), the input itself."""
+    return torch.zeros(len(L), 2, *L.shape[2:], device=L.device)
+
+
 def curve_values(means: dict[str, float], set_metrics: bool) -> dict[str, float]:
     """Of a model's scores, what a training curve records (``Scorer.curve_scores``)."""
     return {name: value for name, value in means.items()
@@ -228,4 +233,4 @@ class Scorer:
 
     def gray_scores(self) -> Scores:
         """The floor every model is read against: ab = 0, i.e. the grayscale input itself."""
-        return self._score(lambda i, L: torch.zeros(len(L), 2, *L.shape[2:], device=L.device))
+        return self._score(lambda i, L: gray_ab(L))
