@@ -84,7 +84,7 @@ def scorer_rows(device: torch.device, photos: int, size: int) -> None:
     alex = weights_or_random("alexnet", lambda: torchvision.models.alexnet().state_dict())
     inception = weights_or_random("inception", lambda: torchvision.models.inception_v3(
         weights=None, num_classes=1008, aux_logits=False, init_weights=False).state_dict())
-    nets = MetricNets({"alexnet": metric_nets.lpips_alex(alex, pretrained.load_lpips_linear()).to(device),
+    nets = MetricNets({"lpips-net": metric_nets.lpips_alex(alex, pretrained.load_lpips_linear()).to(device),
                        "inception": metric_nets.fid_inception(inception).to(device)})
     val = synthetic_split(photos, size, seed=1).to(device)
     if device.type == "cuda":

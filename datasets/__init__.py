@@ -27,7 +27,7 @@ from .images import (
 )
 from .lab import denormalize_lab, lab_to_rgb, model_to_rgb, normalize_lab, rgb_to_lab
 from .manifest import data_print, file_list
-from .sources import DATASETS, Sources, register_dataset, resolve_sources
+from .sources import DATASETS, Sources, photo_items, register_dataset, resolve_sources
 from .tensors import LabSplit, build_split, load_size, random_crop_flip, stored_size
 
 log = logging.getLogger("colorbench")
@@ -164,6 +164,34 @@ def load_data(
     return Data(train, val, manifest, sources)
 
 
+def load_val_photos(folder: str | Path, size: int = 256, resize: str = "crop", workers: int = 2,
+                    progress: Callable | None = None) -> Data:
+    """A folder of photos as a val split alone (``bench score --truth``): prepared exactly
+    as a run's val photos (``resize``: crop or squash to ``size``), no train split."""
+    folder = Path(folder)
+    items = photo_items(folder)
+    if not items:
+        raise DataError(f"no photos ({', '.join(IMAGE_EXTENSIONS)}) found in {folder}; check --truth")
+    check_memory(0, len(items), size, resize)
+    val, skipped = build_split(items, size, False, workers, progress, resize)
+    if len(val) == 0:
+        raise DataError(f"no usable photos in {folder}: all {len(items)} skipped "
+                        f"({'; '.join(sorted({r for _, r in skipped})[:3])}); point --truth at colour photos")
+    for name, reason in skipped:
+        log.warning("skipped %s: %s", name, reason)
+    groups = copies(val)
+    train = LabSplit(val.L[:0], val.ab[:0], val.rgb[:0], [], [])
+    manifest = {
+        "source": f"{folder}: the val photos of `bench score --truth`", "is_sample": False, "resize": resize,
+        "cache": None, "train_images": 0, "val_images": len(val),
+        "distinct_val_images": len(val) - sum(len(g) - 1 for g in groups), "duplicates": {"val": groups} if groups else {},
+        "train_files_sha256": list_digest([]), "val_files_sha256": list_digest(val.names),
+        "fingerprint": data_print(train, val), "files": {"train": {}, "val": file_list(val)},
+        "skipped": [{"split": "val", "file": n, "reason": r} for n, r in skipped], "warnings": [],
+    }
+    sources = Sources([], items, manifest["source"], resize=resize)
+    return Data(train, val, manifest, sources)
+
 
 __all__ = [
     "DATASETS",
@@ -179,6 +207,8 @@ __all__ = [
     "lab_to_rgb",
     "load_data",
     "load_rgb",
+    "load_val_photos",
+    "photo_items",
     "load_size",
     "model_to_rgb",
     "normalize_lab",

@@ -72,6 +72,11 @@ def _items(paths: list[Path], root: Path) -> list[Item]:
     return [(display_name(p.relative_to(root).as_posix()), partial(load_rgb, p)) for p in paths]
 
 
+def photo_items(folder: Path) -> list[Item]:
+    """Every photo below ``folder`` as ``(name, opener)``, named by its path below it."""
+    return _items(find_images(Path(folder)), Path(folder))
+
+
 def _digest_file(path: Path) -> str | None:
     """The file's SHA-1, or None for anything that is not a readable regular file (a FIFO,
     a dangling link...): those are skipped, with their reason, when the photos load."""

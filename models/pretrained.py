@@ -80,9 +80,18 @@ def _inception() -> WeightsFile:
     return WeightsFile("inception", url.rsplit("/", 1)[-1], url, "pytorch-fid's InceptionV3 (for FID and KID)", 92)
 
 
+def _inception_torchvision() -> WeightsFile:
+    from torchvision.models import Inception_V3_Weights
+
+    url = Inception_V3_Weights.IMAGENET1K_V1.url
+    return WeightsFile("inception-torchvision", url.rsplit("/", 1)[-1], url,
+                       "torchvision's Inception v3 (FID and KID under the ddcolor and ct2 protocols)", 104)
+
+
 def known_weights() -> dict[str, WeightsFile]:
-    """Every pretrained file the harness may download, by key: vgg16, alexnet, inception."""
-    return {w.key: w for w in (_vgg16(), _alexnet(), _inception())}
+    """Every pretrained file the harness may download, by key: vgg16, alexnet, inception,
+    inception-torchvision."""
+    return {w.key: w for w in (_vgg16(), _alexnet(), _inception(), _inception_torchvision())}
 
 
 def checkpoint_dir() -> Path:

@@ -344,7 +344,7 @@ def test_kid_equals_the_unbiased_estimator_written_as_loops_and_subsets_agree():
 def test_the_published_metrics_are_registered_with_their_directions_and_kinds():
     published = {  # name: (higher_is_better, kind, network)
         "psnr": (True, "per_image", None), "ssim": (True, "per_image", None),
-        "lpips": (False, "per_image", "alexnet"), "fid": (False, "set", "inception"),
+        "lpips": (False, "per_image", "lpips-net"), "fid": (False, "set", "inception"),
         "kid": (False, "set", "inception"), "de00": (False, "per_image", None),
         # colourfulness is descriptive: closeness to the photos' own (delta_cf) is what ranks
         "cf": (None, "per_image", None), "delta_cf": (False, "derived", None),

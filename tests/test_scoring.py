@@ -25,7 +25,7 @@ def _tiny_nets():
     conv = torch.nn.functional.conv2d
     lp = lambda a, b: (conv(a, w_l).relu() - conv(b, w_l).relu()).pow(2).mean((1, 2, 3), keepdim=True)  # noqa: E731
     inc = lambda x: conv(x, w_i).relu().mean((2, 3))  # noqa: E731
-    return MetricNets({"alexnet": lp, "inception": inc})
+    return MetricNets({"lpips-net": lp, "inception": inc})
 
 
 def test_scorer_is_independent_of_batch_size_and_scores_the_truth_perfectly():
@@ -56,7 +56,7 @@ def test_gray_has_no_colour_and_its_delta_cf_is_the_photos_colourfulness():
 
 def test_a_missing_network_leaves_its_metrics_empty_with_the_file_named():
     nets = _tiny_nets()
-    del nets.networks["alexnet"]
+    del nets.networks["lpips-net"]
     nets.missing["lpips"] = known_weights()["alexnet"]
     scorer = Scorer.for_split(_val(), nets)
     scores = scorer.gray_scores().means

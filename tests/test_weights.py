@@ -22,12 +22,13 @@ def test_known_weights_are_the_files_torchvision_and_pytorch_fid_download():
     from torchvision.models import AlexNet_Weights, VGG16_Weights
 
     known = known_weights()
-    assert set(known) == {"vgg16", "alexnet", "inception"}
+    assert set(known) == {"vgg16", "alexnet", "inception", "inception-torchvision"}
     assert known["alexnet"].url == AlexNet_Weights.IMAGENET1K_V1.url
     assert known["vgg16"].url == VGG16_Weights.IMAGENET1K_V1.url
     assert known["inception"].url == FID_WEIGHTS_URL
     assert [w.filename for w in known.values()] == [
         "vgg16-397923af.pth", "alexnet-owt-7be5be79.pth", "pt_inception-2015-12-05-6726825d.pth",
+        "inception_v3_google-0cc3c7bd.pth",
     ]
     # the hash prefix torch.hub itself would check
     for w in known.values():

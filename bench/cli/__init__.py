@@ -25,8 +25,11 @@ COMMANDS = {
                 "Which differences are real? Paired comparisons of RUN_DIR's combinations, photo by photo."),
     "colorize": ("bench.cli.colorize:colorize",
                  "Colourise photos (files or folders, any size) with a trained generator."),
+    "score": ("bench.cli.score:score",
+              "Score outside colorizers' photos: NAME=FOLDER per colorizer, files named like the photos."),
     "status": ("bench.cli.status:status", "Where every cell of RUN_DIR stands."),
     "losses": ("bench.cli.losses:list_losses", "List the registered loss terms."),
+    "protocols": ("bench.cli.protocols:list_protocols", "List the scoring protocols (--protocol) and their settings."),
     "weights": ("bench.cli.weights:weights", "List the pretrained files Colorbench may need, and import downloads."),
 }
 

@@ -11,6 +11,9 @@ from datetime import datetime
 from pathlib import Path
 
 from bench.config.plugins import load_plugins, plugin_name
+from bench.score.presets import PRESETS as PROTOCOLS
+from bench.score.presets import SETTINGS as PROTOCOL_SETTINGS
+from bench.score.presets import ScoringProtocol, flag
 from losses import LossOptions
 from losses.adversarial import GAN_MODES
 from losses.registry import DEFAULT_PERCEPTUAL_LAYERS
@@ -77,6 +80,23 @@ def option(default=dataclasses.MISSING, *, help: str = "", identity: bool = Fals
     return field(default=default, default_factory=default_factory, metadata=metadata)
 
 
+def _protocol_option(key: str):
+    meta = PROTOCOL_SETTINGS[key].metadata
+    return option(None, identity=True, old_runs=None, flag=flag(key), choices=meta["choices"],
+                  default_text="the protocol's", help=meta["help"])
+
+
+# The protocol settings `bench run` and `bench score` take one by one (``metrics`` is a preset's alone)
+PROTOCOL_OVERRIDES = tuple(k for k in PROTOCOL_SETTINGS if k != "metrics")
+
+
+def scoring_protocol(name: str = "colorbench", **settings) -> ScoringProtocol:
+    """The preset ``name`` with ``settings`` (None: the preset's) changed."""
+    if name not in PROTOCOLS:
+        raise ValueError(f"--protocol {name!r}: expected one of {', '.join(PROTOCOLS)}")
+    return PROTOCOLS[name].with_settings(**settings)
+
+
 @dataclass
 class RunConfig:
     """Every option of ``bench run``; ``config.json`` stores the resolved copy.
@@ -136,6 +156,21 @@ class RunConfig:
         DEFAULT_PERCEPTUAL_LAYERS, identity=True,
         help="VGG16 layers the perceptual loss compares, each optionally LAYER:WEIGHT, "
              "e.g. 'relu2_2' or 'relu1_2:0.5,relu2_2,relu3_3' (relu1_1 ... relu5_3).")
+    # How the cells and baselines are scored (bench/score/presets.py, docs/protocols.md): a
+    # named protocol and, below, any of its settings changed one by one.
+    protocol: str = option(
+        "colorbench", identity=True, old_runs="colorbench", choices=tuple(PROTOCOLS),
+        help="Scoring protocol: colorbench, or a paper's (ddcolor, ct2, zhang), each a named bundle of the "
+             "settings below; docs/protocols.md tables them. `bench protocols` lists them.")
+    cf_formula: str | None = _protocol_option("cf_formula")
+    delta_cf: str | None = _protocol_option("delta_cf")
+    fid_features: str | None = _protocol_option("fid_features")
+    fid_input: str | None = _protocol_option("fid_input")
+    lpips_net: str | None = _protocol_option("lpips_net")
+    ssim_window: str | None = _protocol_option("ssim_window")
+    ssim_range: float | None = _protocol_option("ssim_range")
+    ground_truth: str | None = _protocol_option("ground_truth")
+    predictions_as: str | None = _protocol_option("predictions_as")
     device: str = option("auto", help="auto, cpu or cuda[:N].")
     # Not an identity option: what --precision resolved to (``auto`` differs per machine)
     # is compared instead, with the device type (runner.check_numerics).
@@ -196,6 +231,10 @@ class RunConfig:
         """What the loss factories get: the loss fields of this config, on ``device`` (resolved)."""
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(LossOptions) if f.name != "device"}
         return LossOptions(device=str(device), **values)
+
+    def scoring(self) -> ScoringProtocol:
+        """The scoring protocol: ``--protocol``'s preset with every setting given on top."""
+        return scoring_protocol(self.protocol, **{k: getattr(self, k) for k in PROTOCOL_OVERRIDES})
 
     def watch_settings(self) -> "WatchSettings":
         """What every cell records along its training and for the gallery."""
@@ -403,10 +442,11 @@ def config_options(options: dict) -> RunConfig:
     return RunConfig(**values)
 
 
-def default_out(root: str | Path = "results") -> str:
+def default_out(root: str | Path = "results", kind: str = "run") -> str:
     """A new run folder under ``root``, named by the time and created here, so that two runs
-    started in the same second take ``run-...-2`` and ``run-...-3`` instead of one folder."""
-    stamp = datetime.now().strftime("run-%Y%m%d-%H%M%S")
+    started in the same second take ``run-...-2`` and ``run-...-3`` instead of one folder
+    (``kind``: ``score`` for `bench score`'s)."""
+    stamp = datetime.now().strftime(f"{kind}-%Y%m%d-%H%M%S")
     for k in itertools.count(1):
         path = Path(root) / (stamp if k == 1 else f"{stamp}-{k}")
         try:

@@ -40,13 +40,14 @@ from bench.rundir.layout import BASELINES, GRAY, TRUTH, RunFolder
 from bench.rundir.read import (
     Run,
     RunFolderError,
+    external_note,
     load_run,
     read_train_log,
     refuse_out_in_photos,
 )
 from bench.rundir.write import all_or_nothing, atomic_write_text, write_csv
 from bench.score.metrics import METRICS, colorfulness, derived_from
-from bench.score.protocol import protocol_lines
+from bench.score.protocol import protocol_lines, scoring_protocol_of
 from bench.score.scorer import load_generator, predict_ab
 from losses import is_adversarial
 
@@ -119,16 +120,24 @@ def run_header(run: Run) -> list[str]:
     adversarial = any(is_adversarial(c["spec"]) for c in run.combinations)
     if o.get("disc_width") and adversarial:
         width += f" · **discriminator** {code(o.get('discriminator', 'patchgan'))} (width {o['disc_width']})"
+    trained = bool(run.combinations) or not run.externals
     lines = [
         f"- **Combinations** ({len(run.combination_names)}): {combos}; `--losses {o.get('losses', '?')}`",
         f"- **Seeds**: {', '.join(map(str, run.seeds))} · {_budget(run)} · "
         f"**batch** {o.get('batch_size', '?')} · **lr** {o.get('lr', '?')} · **size** {o.get('size', '?')} px · "
         f"**generator** {code(o.get('generator', '?'))}{width} · **preset** {o.get('preset', '?')}",
+    ] if trained else []
+    if run.externals:
+        lines.append(f"- **Outside colorizers** ({len(run.externals)}, `bench score`): " + ", ".join(
+            f"{code(e['name'])} from {code(e.get('folder', '?'))}" + (f" ({note})" if (note := external_note(e)) else "")
+            for e in run.externals) + ("" if trained else f" · **size** {o.get('size', '?')} px"))
+    lines += [
         f"- **Data**: {d.get('source', '?')} — {d.get('train_images', '?')} train / "
         f"{d.get('val_images', '?')} val images",
         f"- **Device**: {c.get('device', '?')} ({c.get('device_name', '?')}), {c.get('precision', '?')}, "
         f"{_threads(c)} · **wall time** {_duration(c.get('wall_seconds'))}"
-        + (f" · started {c['started']}" if c.get("started") else ""),
+        + (f" · started {c['started']}" if c.get("started") else "") if trained else
+        f"- **Device**: {c.get('device', '?')} · scored {c.get('started', '?')}",
     ]
     versions = c.get("versions", {})
     if versions:
@@ -136,9 +145,19 @@ def run_header(run: Run) -> list[str]:
     return lines
 
 
+def protocol_caveat(runs: list[Run]) -> list[str]:
+    """Runs scored under different protocols in one report: said first (docs/protocols.md)."""
+    protocols = {run.name: scoring_protocol_of(run.config) for run in runs}
+    if len({tuple(p.settings().items()) for p in protocols.values()}) < 2:
+        return []
+    return ["**the runs were scored under different protocols** (" + ", ".join(
+        f"{code(name)}: `{p.label}`" for name, p in protocols.items()) + "): rows of different protocols are "
+        "not comparable, metric by metric (docs/protocols.md says which settings change which number)"]
+
+
 def caveats(runs: list[Run], summary: pd.DataFrame) -> list[str]:
     """Everything that limits how far the numbers can be trusted, each said once."""
-    out = []
+    out = protocol_caveat(runs)
     for run in runs:
         prefix = f"{code(run.name)}: " if len(runs) > 1 else ""
         d = run.config.get("data", {})
@@ -207,6 +226,8 @@ def _and(items: list[str]) -> str:
 
 
 def _fmt(value: float, digits: int, signed: bool = False) -> str:
+    if math.isinf(value):  # a perfect prediction's PSNR
+        return ("+" if signed and value > 0 else "") + ("∞" if value > 0 else "-∞")
     return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
 
 
@@ -258,7 +279,8 @@ def reading(summary: pd.DataFrame, pairs: pd.DataFrame | None = None) -> tuple[l
         if len(rest):
             second = rest.iloc[0]
             gap = abs(best["mean"] - second["mean"])
-            text += f", {_fmt(gap, d)} ahead of {code(second['row'])}"
+            text += (f", {_fmt(gap, d)} ahead of {code(second['row'])}" if math.isfinite(gap) else
+                     f" (no error at all), ahead of {code(second['row'])}")
             spreads = [v for v in (best["std"], second["std"]) if math.isfinite(v)]
             tested = compare.verdict(pairs, metric, best["row"], second["row"], d) if pairs is not None else None
             if tested:
@@ -352,10 +374,12 @@ def image_figures(runs: list[Run], order: list[str], palette: dict, out: Path, s
     problems = []
     splits = {first.name: split}
     by_run = {r.name: r for r in runs}
-    for row in table_rows(runs):
-        if row.combination in BASELINES:
-            continue
+    rows = [r for r in table_rows(runs) if r.combination not in BASELINES]
+    outside = [code(r.label) for r in rows if r.combination in by_run[r.run].external_names]
+    for row in rows:
         run = by_run[row.run]
+        if row.combination in run.external_names:
+            continue
         if run.name not in splits:
             try:
                 splits[run.name] = load_val_split(run)
@@ -383,6 +407,9 @@ def image_figures(runs: list[Run], order: list[str], palette: dict, out: Path, s
         if not grid_done and not damaged:
             problems.append(f"{code(row.label)} has no trained generator ({_cell_state(run, row.combination)}): left out of the image figures")
     columns.append(("ground truth", [np.asarray(im) for im in originals.values()]))
+    if outside:
+        problems.append(f"outside colorizers ({', '.join(outside)}) are not in the sample grid or the colourfulness "
+                        "figure, which rerun generators: gallery.html shows their images")
     written = {}
     figures.colorfulness_figure(pd.concat(cf_rows, ignore_index=True), order, palette, out / FIGURES["colorfulness"])
     written["colorfulness"] = out / FIGURES["colorfulness"]
@@ -543,7 +570,7 @@ def _write_report(runs, out: Path, target: RunFolder, summary, analysis, setting
     if logs:
         figures.curves_figure(figures.curve_frame(logs), order, palette, out / FIGURES["training"], epoch_steps)
         written["training"] = out / FIGURES["training"]
-    else:
+    elif any(run.combinations for run in runs):  # a folder of outside colorizers alone trains nothing
         problems.append("training curves skipped: no cell has a train_log.csv")
     curves = val_curves(runs)
     improving = []

@@ -18,12 +18,13 @@ import pandas as pd
 
 from bench.escape import cell, code
 from bench.report import figures
-from bench.report.summary import arrow, decimals, direction, table_rows
+from bench.report.summary import MODEL, arrow, decimals, direction, table_rows
 from bench.rundir.layout import GRAY, TRUTH
 from bench.rundir.read import Run
 from bench.score import stats
 from bench.score.metrics import DERIVED, METRICS, PER_IMAGE, SET
 from bench.score.per_image import PerImage, read_per_image
+from bench.score.protocol import scoring_protocol_of
 
 # The report's matrices and claims; lpips joins when the run has its values.
 HEADLINE = ("psnr", "de00", "delta_cf", "lpips")
@@ -65,35 +66,55 @@ class RunScores:
     def combinations(self) -> list[str]:
         """Gray first, then the combinations with per-image scores, in ``--losses`` order."""
         have = {c for c, _, _ in self.values}
-        return [c for c in [GRAY, *self.run.combination_names] if c in have]
+        return [c for c in [GRAY, *self.run.row_names] if c in have]
 
     def seeds(self, combination: str, metric: str) -> list[int]:
-        if combination == GRAY:
-            return list(self.run.seeds)  # seed-independent: paired with any seed
+        if self.run.seedless(combination):
+            return list(self.run.seeds)  # seed-independent (gray, an outside colorizer): paired with any seed
         return [s for s in self.run.seeds if self._has(combination, s, metric)]
 
-    def _has(self, combination: str, seed, metric: str) -> bool:
+    def _sources(self, combination: str, seed, metric: str) -> list:
         kind = _kind(metric)
-        if kind == SET:
-            return (combination, seed, metric) in self.replicates and math.isfinite(self._observed(combination, seed, metric))
-        sources = METRICS[metric].needs if kind == DERIVED else (metric,)
-        values = [self.values.get((combination, seed, source)) for source in sources]
-        return all(v is not None and bool(np.isfinite(v).all()) for v in values)
+        return [self.values.get((combination, seed, source))
+                for source in (METRICS[metric].needs if kind == DERIVED else (metric,))]
+
+    def photos(self, combination: str, metric: str) -> np.ndarray:
+        """Which val photos have a (finite) value of the metric for the row, every seed of it:
+        all but those an outside colorizer scored without (``--allow-missing``) and, for a
+        perfect prediction, infinite PSNRs."""
+        mask = np.ones(len(self.images), bool)
+        for seed in {self._seed_key(combination, s) for s in self.run.seeds}:
+            for v in self._sources(combination, seed, metric):
+                if v is not None:
+                    mask &= np.isfinite(v)
+        return mask
+
+    def _has(self, combination: str, seed, metric: str, photos: np.ndarray | None = None) -> bool:
+        kind = _kind(metric)
+        if kind == SET:  # recomputed from replicates of the whole set: all photos or none
+            return (photos is None or photos.all()) and (combination, seed, metric) in self.replicates and \
+                math.isfinite(self._observed(combination, seed, metric))
+        values = self._sources(combination, seed, metric)
+        return all(v is not None and bool(np.isfinite(v if photos is None else v[photos]).all()) for v in values)
 
     def _seed_key(self, combination: str, seed):
-        return None if combination == GRAY else seed
+        return None if self.run.seedless(combination) else seed
 
     def _observed(self, combination: str, seed, metric: str) -> float:
         m = self.run.metrics
         rows = m[(m.combination == combination) & (m.metric == metric)]
-        if combination != GRAY:
+        if not self.run.seedless(combination):
             rows = rows[rows.seed == seed]
         return float(rows["value"].iloc[0]) if len(rows) and pd.notna(rows["value"].iloc[0]) else math.nan
 
-    def sample(self, combination: str, metric: str, seeds: list[int]) -> stats.Sample | None:
-        """The ``stats.Sample`` of a combination's metric over ``seeds``; None without values."""
-        if not seeds or not all(self._has(combination, self._seed_key(combination, s), metric) for s in seeds):
+    def sample(self, combination: str, metric: str, seeds: list[int], photos: np.ndarray | None = None
+               ) -> stats.Sample | None:
+        """The ``stats.Sample`` of a combination's metric over ``seeds`` (and ``photos``, a mask
+        of the val photos: those two rows both have); None without values."""
+        if not seeds or not all(self._has(combination, self._seed_key(combination, s), metric, photos) for s in seeds):
             return None
+        if photos is not None and not photos.all():
+            return self._subset(combination, metric, seeds, photos)
         keys = [self._seed_key(combination, s) for s in seeds]
         kind = _kind(metric)
         if kind == SET:
@@ -107,16 +128,23 @@ class RunScores:
             if any(n not in truth for n in _truth_needed(metric)):
                 return None
             pred = {n: np.stack([self.values[(combination, k, n)] for k in keys]) for n in m.needs}
-            return stats.Sample(pred[m.needs[0]], statistic=lambda counts: m.resampled(pred, truth, counts))
+            protocol = scoring_protocol_of(self.run.config)
+            return stats.Sample(pred[m.needs[0]], statistic=lambda counts: m.resampled(pred, truth, counts, protocol))
         weights = self.values.get((TRUTH, None, f"{metric}_weight"))
         if METRICS.get(metric) is not None and METRICS[metric].needs and weights is None:
             return None
         return stats.Sample(np.stack([self.values[(combination, k, metric)] for k in keys]), weights=weights)
 
+    def _subset(self, combination: str, metric: str, seeds: list[int], photos: np.ndarray) -> stats.Sample | None:
+        """``sample`` on the photos of ``photos`` alone, as a ``RunScores`` of those photos."""
+        part = RunScores(self.run, self.data, self.labels, [i for i, keep in zip(self.images, photos) if keep])
+        part.values = {key: v[photos] for key, v in self.values.items()}
+        return part.sample(combination, metric, seeds)
+
 
 def load_scores(run: Run, labels: dict[str, str] | None = None) -> RunScores:
     data = read_per_image(run)
-    scores = RunScores(run, data, labels or {c: c for c in [GRAY, *run.combination_names]})
+    scores = RunScores(run, data, labels or {c: c for c in [GRAY, *run.row_names]})
     frame = data.frame
     if frame.empty:
         scores.problems.append(f"{code(run.name)}: no per-image scores (the run was made before Colorbench kept them), "
@@ -126,7 +154,8 @@ def load_scores(run: Run, labels: dict[str, str] | None = None) -> RunScores:
     scores.images = list(dict.fromkeys((base if len(base) else frame)["image"]))
     position = {name: i for i, name in enumerate(scores.images)}
     for (combination, seed, metric), group in frame.groupby(["combination", "seed", "metric"], dropna=False, sort=False):
-        if set(group["image"]) != set(position) or len(group) != len(position):
+        partial = combination in run.external_names and set(group["image"]) < set(position)  # --allow-missing
+        if not partial and (set(group["image"]) != set(position) or len(group) != len(position)):
             scores.problems.append(f"{code(combination)} seed {seed}: its per-image scores list other val photos; left out")
             continue
         v = np.full(len(position), np.nan)
@@ -200,10 +229,14 @@ def pairwise(scores: RunScores, metrics: list[str] | None = None, n_boot: int = 
         family = []
         for a, b in pairs_of(order, 2):
             seeds = [s for s in scores.seeds(a, metric) if s in scores.seeds(b, metric)]
-            sa, sb = scores.sample(a, metric, seeds), scores.sample(b, metric, seeds)
+            photos = scores.photos(a, metric) & scores.photos(b, metric)  # both scored (--allow-missing)
+            photos = None if photos.all() else photos
+            if photos is not None and photos.sum() < 2:
+                continue
+            sa, sb = scores.sample(a, metric, seeds, photos), scores.sample(b, metric, seeds, photos)
             if sa is None or sb is None:
                 continue
-            c = stats.compare(sa, sb, SIGN[d], n_boot, seed, n_distinct=n_distinct)
+            c = stats.compare(sa, sb, SIGN[d], n_boot, seed, n_distinct=n_distinct if photos is None else None)
             family.append({
                 "run": scores.run.name, "metric": metric, "direction": d,
                 "a": scores.labels.get(a, a), "b": scores.labels.get(b, b),
@@ -239,8 +272,11 @@ def photo_intervals(scores: RunScores, metrics: list[str] | None = None, n_boot:
                 v = scores.values.get((TRUTH, None, metric)) if direction(metric) == "descriptive" else None
                 sample = stats.Sample(v[None]) if v is not None else None
             else:
-                sample = scores.sample(combination, metric, [scores.run.seeds[0]] if combination == GRAY
-                                       else scores.seeds(combination, metric))
+                photos = scores.photos(combination, metric)
+                if photos.sum() < 2:  # nothing to resample (a perfect prediction's PSNR is infinite everywhere)
+                    continue
+                sample = scores.sample(combination, metric, [scores.run.seeds[0]] if scores.run.seedless(combination)
+                                       else scores.seeds(combination, metric), photos if not photos.all() else None)
             if sample is None:
                 continue
             ci = stats.photo_ci(sample, n_boot, seed)
@@ -289,7 +325,7 @@ def with_intervals(summary: pd.DataFrame, analysis: Analysis | None) -> pd.DataF
     only) and the photo-bootstrap interval of each row's mean."""
     out = summary.copy()
     seed_ci = [
-        stats.t_interval_from(r.mean, r.std, int(r.seeds)) if r.combination not in (GRAY, TRUTH) else stats.NAN_INTERVAL
+        stats.t_interval_from(r.mean, r.std, int(r.seeds)) if r.kind == MODEL else stats.NAN_INTERVAL
         for r in summary.itertuples()
     ]
     out["seed_ci_low"] = [c.low for c in seed_ci]

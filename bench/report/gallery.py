@@ -80,13 +80,14 @@ def gallery_data(runs: list[Run], out: Path) -> tuple[dict, list[str]]:
         if cells.empty:
             notes.append(f"{code(row.label)} has no per-image scores ({', '.join(sorted(set(per_image.missing.values()))) or 'none'})")
             continue
-        seeds = [s for s in run.seeds if (cells.seed == s).any()]
+        outside = run.seedless(row.combination)  # an outside colorizer: one column, no seed
+        seeds = [None] if outside else [s for s in run.seeds if (cells.seed == s).any()]
         for seed in seeds:
-            frame = cells[cells.seed == seed]
+            frame = cells if outside else cells[cells.seed == seed]
             columns.append({
                 "key": f"{row.label}\u0000{seed}", "label": row.label + (f" (seed {seed})" if len(seeds) > 1 else ""),
                 "combination": row.label, "seed": seed, "kind": "model",
-                "images": _images(run.folder.cell(row.combination, seed).gallery, out, len(images)),
+                "images": _images(run.scored_folder(row.combination, seed).gallery, out, len(images)),
                 "scores": {m: _values(frame, images, m) for m in metrics},
             })
         combinations.append({"label": row.label, "seeds": len(seeds),

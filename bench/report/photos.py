@@ -2,7 +2,7 @@
 show them."""
 from __future__ import annotations
 
-from colorbench_datasets import resolve_sources
+from colorbench_datasets import Sources, photo_items, resolve_sources
 from colorbench_datasets.cache import build_cache
 from colorbench_datasets.manifest import describe_split_change, file_list, split_print
 from colorbench_datasets.tensors import build_split
@@ -12,7 +12,9 @@ from bench.rundir.read import Run
 
 def run_sources(run: Run):
     """The run's photo sources, located from config.json as ``bench run`` located them."""
-    o = run.options
+    o, scored = run.options, run.config.get("scored_truth")
+    if isinstance(scored, dict):  # a `bench score --truth` folder: its photos are the val split
+        return Sources([], photo_items(scored["folder"]), str(scored["folder"]), resize=scored.get("resize", "crop"))
     return resolve_sources(
         o.get("data"), o.get("val_data"), o.get("dataset"), size=int(o["size"]), data_root=o.get("data_root"),
     )

@@ -13,8 +13,12 @@ from bench.rundir.layout import BASELINES, GRAY, TRUTH
 from bench.rundir.read import Run
 from bench.score.metrics import METRICS
 
+# A row's kind: a trained combination, an outside colorizer (`bench score`), gray or the photos.
+MODEL, OUTSIDE, BASELINE = "model", "outside colorizer", "baseline"
+
+
 SUMMARY_COLUMNS = [
-    "run", "row", "combination", "metric", "direction", "mean", "std", "seeds", "seeds_total",
+    "run", "row", "combination", "kind", "metric", "direction", "mean", "std", "seeds", "seeds_total",
     "best", "vs_gray", "ranked", "note",
 ]
 
@@ -75,13 +79,22 @@ def table_rows(runs: list[Run]) -> list[Row]:
             gray_of[key] = run.name
             shared = sum(_val_key(r) == key for r in runs) > 1
             rows.append(Row(run.name, GRAY, GRAY if shared else GRAY + suffix, run.name))
-        names = run.combination_names or [c for c in run.metrics["combination"].unique() if c not in BASELINES]
-        rows += [Row(run.name, c, c + suffix, gray_of.get(key, "")) for c in names]
+        names = run.row_names or [c for c in run.metrics["combination"].unique() if c not in BASELINES]
+        rows += [Row(run.name, c, c + partial_label(run, c) + suffix, gray_of.get(key, "")) for c in names]
         if key not in truth_of and TRUTH in set(run.metrics["combination"]):
             truth_of[key] = run.name
             shared = sum(_val_key(r) == key for r in runs) > 1
             truth_rows.append(Row(run.name, TRUTH, TRUTH if shared else TRUTH + suffix, ""))
     return rows + truth_rows  # the reference rows last, under the models
+
+
+def partial_label(run: Run, combination: str) -> str:
+    """What every table adds to an outside colorizer's row scored on some val photos alone
+    (``--allow-missing``): `` (200/242 photos)``."""
+    entry = next((e for e in run.externals if e["name"] == combination), None)
+    if entry and isinstance(entry.get("images"), int) and isinstance(entry.get("of"), int) and entry["images"] < entry["of"]:
+        return f" ({entry['images']}/{entry['of']} photos)"
+    return ""
 
 
 def model_cells(runs: list[Run]):
@@ -91,6 +104,8 @@ def model_cells(runs: list[Run]):
         if row.combination in BASELINES:
             continue
         run = by_run[row.run]
+        if row.combination in run.external_names:
+            continue  # an outside colorizer: scored, never trained here
         for seed in run.seeds:
             yield row, seed, run.folder.cell(row.combination, seed)
 
@@ -120,7 +135,9 @@ def summarize(runs: list[Run]) -> pd.DataFrame:
             cells = frame[(frame.combination == row.combination) & (frame.metric == metric)]
             values = cells["value"].dropna()
             records.append({
-                "run": row.run, "baseline": row.baseline, "row": row.label, "combination": row.combination, "metric": metric,
+                "run": row.run, "baseline": row.baseline, "row": row.label, "combination": row.combination,
+                "kind": BASELINE if row.combination in BASELINES else OUTSIDE if row.combination in by_run[row.run].external_names
+                else MODEL, "metric": metric,
                 "direction": direction(metric),
                 "mean": values.mean() if len(values) else np.nan,
                 "std": values.std(ddof=1) if len(values) > 1 else np.nan,
@@ -165,9 +182,9 @@ def unranked(runs: list[Run], summary: pd.DataFrame) -> dict[tuple[str, str], st
                 "train longer with --steps"
             )
         elif math.isfinite(truth_cf) and math.isfinite(model_cf) and model_cf < MIN_CF_FRACTION * truth_cf:
+            how = f"still ≈ gray after {max(steps)} steps" if steps else "≈ gray"
             out[(r.run, r.combination)] = (
-                f"still ≈ gray after {max(steps) if steps else '?'} steps: colourfulness {model_cf:.1f} against the "
-                f"photos' {truth_cf:.1f} (under {MIN_CF_FRACTION:.0%})"
+                f"{how}: colourfulness {model_cf:.1f} against the photos' {truth_cf:.1f} (under {MIN_CF_FRACTION:.0%})"
             )
     return out
 
@@ -213,14 +230,22 @@ def _vs_gray(summary: pd.DataFrame) -> pd.Series:
 
 def format_cell(mean: float, std: float, seeds: int, seeds_total: int, digits: int) -> str:
     """``mean ± std`` (just the mean for one seed); ``—`` where no seed gave a value."""
-    if seeds == 0 or not math.isfinite(mean):
+    if seeds == 0 or math.isnan(mean):
         return "—"
+    if math.isinf(mean):  # PSNR of a perfect prediction (no error at all)
+        return "∞" if mean > 0 else "-∞"
     text = f"{mean:.{digits}f}"
     if seeds > 1 and math.isfinite(std):
         text += f" ± {std:.{digits}f}"
     if seeds < seeds_total:
         text += f" ({seeds}/{seeds_total} seeds)"
     return text
+
+
+def seedless_rows(summary: pd.DataFrame) -> set[str]:
+    """The table rows whose value repeats for every seed: outside colorizers (`bench score`),
+    whose summary.csv rows say ``outside colorizer`` in ``kind``."""
+    return set(summary.loc[summary.get("kind", pd.Series(dtype=str)) == OUTSIDE, "row"])
 
 
 def markdown_table(summary: pd.DataFrame) -> str:
@@ -232,13 +257,14 @@ def markdown_table(summary: pd.DataFrame) -> str:
     lines = ["| " + " | ".join(head) + " |", "| --- |" + " ---: |" * len(metrics)]
     cells = summary.set_index(["row", "metric"])
     ranked = summary.groupby("row", sort=False).agg(ranked=("ranked", "all"), combination=("combination", "first"))
+    seedless = seedless_rows(summary)
     for row in rows:
         out = [cell(row) + ("" if ranked.loc[row, "ranked"] or ranked.loc[row, "combination"] in BASELINES
                              else " (not ranked)")]
         for m in metrics:
             r = cells.loc[(row, m)]
-            # gray and the ground truth do not depend on the seed: no ± 0 to read past
-            std = np.nan if r["combination"] in BASELINES else r["std"]
+            # gray, the ground truth and outside colorizers do not depend on the seed: no ± 0 to read past
+            std = np.nan if r["combination"] in BASELINES or row in seedless else r["std"]
             text = format_cell(r["mean"], std, r["seeds"], r["seeds_total"], digits[m])
             out.append(f"**{text}**" if r["best"] and text != "—" else text)
         lines.append("| " + " | ".join(out) + " |")
@@ -254,6 +280,7 @@ def seed_values(runs: list[Run]) -> pd.DataFrame:
     for row in table_rows(runs):
         frame = by_run[row.run].metrics
         part = frame[frame.combination == row.combination][["metric", "seed", "value"]].copy()
+        part["value"] = part["value"].replace([np.inf, -np.inf], np.nan)  # a perfect PSNR has no bar to draw
         part.insert(0, "row", row.label)
         base = by_run[row.baseline].metrics if row.baseline else frame.iloc[:0]
         gray = base[base.combination == GRAY].groupby("metric")["value"].mean()

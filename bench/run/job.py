@@ -100,7 +100,7 @@ def open_run(run_dir: Path, device: str | None = None, dist=None) -> JobRun:
     plan = Plan(cfg, parse_losses(cfg.losses), dev, precision, folder, cfg.loss_options(dev))
     with quiet_loading():
         data, _ = load_photos(plan, progress=False)
-        plan.combos, nets = load_weights(plan.combos, plan.options, dev, strict=cfg.strict_weights)
+        plan.combos, nets = load_weights(plan.combos, plan.options, dev, strict=cfg.strict_weights, protocol=cfg.scoring())
     if data.manifest["fingerprint"] != config["data"].get("fingerprint"):
         raise JobRefused(f"the photos this job loaded ({data.manifest['source']}) are not those {folder.config} "
                          "was planned with: a job must see the same --data (a path shared by every node)")
@@ -110,7 +110,7 @@ def open_run(run_dir: Path, device: str | None = None, dist=None) -> JobRun:
                          f"{', '.join(planned)}: its machine lacks weights the submitting one had (`bench weights`); "
                          "share TORCH_HOME between the nodes, or import the files on every node")
     set_determinism(cfg.deterministic, dev)
-    scorer = Scorer.for_split(data.val.to(dev), nets, cfg.eval_batch_size) if main_rank else None
+    scorer = Scorer.for_split(data.val.to(dev), nets, cfg.eval_batch_size, cfg.scoring()) if main_rank else None
     if scorer is not None and scorer.notes != config.get("metric_notes", scorer.notes):
         raise JobRefused(f"this job's metric networks are not those {folder.config} was planned with "
                          f"({scorer.notes} here, {config.get('metric_notes')} there): its machine has other "

@@ -50,7 +50,7 @@ from bench.run.stop import RunInterrupted, StopOnSignals
 from bench.run.watch import TENSORBOARD_MISSING, tensorboard_available
 from bench.rundir.layout import GRAY, TRUTH, RunFolder
 from bench.rundir.lock import RunLock
-from bench.rundir.read import read_cell_record, read_config
+from bench.rundir.read import external_entries, read_cell_record, read_config, read_json
 from bench.rundir.write import write_json
 from bench.score.images import GalleryImages
 from bench.score.per_image import write_baseline_scores
@@ -106,6 +106,16 @@ def start_config(plan: Plan, data, steps: int, scorer: Scorer, gray: dict, launc
         "baselines_scored_on": scorer.device.type,
         "protocol": metric_protocol(scorer, data.manifest, plan.cfg.size),
     }
+
+
+def kept_externals(folder) -> list[dict]:
+    """The outside colorizers an earlier config.json of this folder lists (``bench score
+    --run``): a rerun of ``bench run`` keeps them, scored on the same photos under the same
+    protocol (both identity options)."""
+    try:
+        return external_entries(read_json(folder.config)) if folder.config.is_file() else []
+    except (OSError, ValueError):
+        return []
 
 
 def holds_run_lock(run):
@@ -179,7 +189,7 @@ def prepare_run(cfg: RunConfig, launch: LaunchConfig, progress: bool, overwrite:
     # the photos are checked first, so a typo is not buried under weights warnings.
     nets = None
     if cfg.strict_weights:
-        plan.combos, nets = load_weights(plan.combos, cfg.loss_options(here), here, strict=True)
+        plan.combos, nets = load_weights(plan.combos, cfg.loss_options(here), here, strict=True, protocol=cfg.scoring())
     data, data_seconds = load_photos(plan, progress)
     settings = cfg.train_settings(plan.precision)
     steps = total_steps(settings, len(data.train))
@@ -189,7 +199,7 @@ def prepare_run(cfg: RunConfig, launch: LaunchConfig, progress: bool, overwrite:
         steps, cfg.batch_size, steps * cfg.batch_size / len(data.train),
     )
     if nets is None:
-        plan.combos, nets = load_weights(plan.combos, cfg.loss_options(here), here, strict=False)
+        plan.combos, nets = load_weights(plan.combos, cfg.loss_options(here), here, strict=False, protocol=cfg.scoring())
     check_cells(plan.folder.path, plan.combos, cfg.seeds, data.manifest, overwrite)  # kept cells: same photos
     further = cells_to_continue(plan.folder, plan.combos, cfg.seeds, steps) if plan.continues_from else []
     # Only now, with options, weights and data known good, is anything written: a run that
@@ -205,13 +215,14 @@ def prepare_run(cfg: RunConfig, launch: LaunchConfig, progress: bool, overwrite:
     set_determinism(cfg.deterministic, plan.device)
     if cfg.tensorboard and not tensorboard_available():
         log.info(TENSORBOARD_MISSING)
-    scorer = Scorer.for_split(data.val.to(here), nets, cfg.eval_batch_size)
+    scorer = Scorer.for_split(data.val.to(here), nets, cfg.eval_batch_size, cfg.scoring())
     gray = scorer.gray_scores()
     write_baseline_scores(plan.folder.path, scorer, gray)  # per-image scores for paired statistics
     gallery = gallery_images(cfg, scorer, data)
     if gallery is not None:
         gallery.write_baselines(plan.folder.gallery / GRAY, plan.folder.gallery / TRUTH)
     config = start_config(plan, data, steps, scorer, gray.means, launch)
+    config["external"] = [] if overwrite else kept_externals(plan.folder)  # `bench score`'s rows stay
     write_json(plan.folder.config, config)
     assemble_metrics(plan.folder, config)  # the baselines and any kept cells, before the first cell trains
     return PreparedRun(plan, data, data_seconds, scorer, settings, config, gallery)

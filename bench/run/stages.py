@@ -22,6 +22,7 @@ from bench.rundir.layout import GRAY, TRUTH, CellFolder, RunFolder
 from bench.rundir.lock import taking_turns
 from bench.rundir.read import (
     cells_in_order,
+    external_rows,
     read_cell_record,
     record_rows,
     run_metric_names,
@@ -30,6 +31,7 @@ from bench.rundir.write import atomic_torch_save, metrics_frame, write_csv, writ
 from bench.score.images import GalleryImages
 from bench.score.networks import load_metric_nets
 from bench.score.per_image import write_cell_scores
+from bench.score.presets import PRESETS, ScoringProtocol
 from bench.score.scorer import Scorer, curve_values, generator_record
 from bench.train.loop import train_cell
 from losses import Combination, LossOptions, weights_tags
@@ -45,13 +47,14 @@ def tag_combinations(combos: list[Combination], options: LossOptions) -> list[Co
     return [c.tagged(tags) for c in combos]
 
 
-def load_weights(combos: list[Combination], options: LossOptions, device: torch.device, strict: bool):
-    """The losses' and metrics' pretrained networks, each missing file said in one line:
-    ``(combinations with their weights caveats, metric networks)``."""
+def load_weights(combos: list[Combination], options: LossOptions, device: torch.device, strict: bool,
+                 protocol: ScoringProtocol = PRESETS["colorbench"]):
+    """The losses' and metrics' pretrained networks (those ``protocol`` scores with), each
+    missing file said in one line: ``(combinations with their weights caveats, metric networks)``."""
     try:
         combos = tag_combinations(combos, options)
         # LPIPS's and FID's networks: loaded once per run, not once per cell.
-        return combos, load_metric_nets(device, strict=strict)
+        return combos, load_metric_nets(device, strict=strict, protocol=protocol)
     except WeightsUnavailable as exc:
         raise RunError(f"--strict-weights: {exc}") from None
 
@@ -118,7 +121,7 @@ def assemble_metrics(folder: RunFolder, config: dict) -> bool:
                 rows += record_rows(read_cell_record(cell.record), metrics)
             else:
                 complete = False
-        write_csv(folder.metrics, metrics_frame(rows))
+        write_csv(folder.metrics, metrics_frame(rows + external_rows(folder, config)))
     return complete
 
 

@@ -10,6 +10,8 @@
         progress.json  where a training cell stands (rewritten at each log sync; `bench status`)
         gallery/       the cell's val predictions as small images, for gallery.html
     <run>/gallery/             the val photos' grayscale inputs and truths, for gallery.html
+    <run>/external/<slug>/     an outside colorizer's scores (`bench score`): metrics.json, per_image.csv.gz,
+                               set_replicates.csv.gz, gallery/ -- seed-independent, like gray
     <run>/tensorboard/<slug>/seed<k>/   TensorBoard event files (with the tensorboard package)
     <run>/launch.json          local/slurm: the jobs submitted, with their cells and logs
     <run>/jobs/                submitit's job files and logs (local/slurm)
@@ -57,13 +59,14 @@ PROGRESS = "progress.json"
 GALLERY_DIR = "gallery"
 GALLERY = "gallery.html"
 TENSORBOARD = "tensorboard"
+EXTERNAL = "external"
 
 
 # Everything a run (and its report) writes, so --overwrite discards exactly these.
 RUN_FILES = (CONFIG, METRICS, REPORT, SUMMARY, PAIRWISE, PER_IMAGE, REPLICATES, LAUNCH, METRICS_LOCK, GALLERY)
 CELL_FILES = (GENERATOR, CHECKPOINT, CELL_RECORD, TRAIN_LOG, PER_IMAGE, REPLICATES, FAILURE, CURVE, PROGRESS, STATE)
 # ... and the folders a run fills with files of its own alone
-RUN_TREES = (JOBS, GALLERY_DIR, TENSORBOARD)
+RUN_TREES = (JOBS, GALLERY_DIR, TENSORBOARD, EXTERNAL)
 CELL_TREES = (GALLERY_DIR,)
 
 
@@ -148,6 +151,15 @@ class CellFolder(_ScoredFolder):
 
 
 @dataclass(frozen=True)
+class ExternalFolder(_ScoredFolder):
+    """An outside colorizer's scores (``bench score``): no seed, no training."""
+
+    @property
+    def record(self) -> Path:
+        return self.path / CELL_RECORD
+
+
+@dataclass(frozen=True)
 class RunFolder(_ScoredFolder):
     """A run folder's paths; ``Path``-like enough to print as its path."""
 
@@ -199,6 +211,9 @@ class RunFolder(_ScoredFolder):
 
     def cell(self, combination: str, seed: int) -> CellFolder:
         return CellFolder(self.cells_dir / slug(combination) / f"seed{seed}")
+
+    def external(self, name: str) -> ExternalFolder:
+        return ExternalFolder(self.path / EXTERNAL / slug(name))
 
     def tensorboard(self, combination: str, seed: int) -> Path:
         """A cell's TensorBoard event folder: one ``--logdir <run>/tensorboard`` shows them all."""

@@ -113,6 +113,14 @@ def read_config(path: Path) -> dict:
     return config
 
 
+def external_entries(config: dict) -> list[dict]:
+    """config.json's outside colorizers, those well formed (a name and a folder)."""
+    entries = config.get("external")
+    if not isinstance(entries, list):
+        return []
+    return [e for e in entries if isinstance(e, dict) and isinstance(e.get("name"), str) and e["name"]]
+
+
 def cells_in_order(config: dict) -> list[tuple[str, int]]:
     """Every (combination, seed) cell of a run (its config.json), in the run's order: seeds,
     then combinations. metrics.csv's rows, the jobs' queue and `bench status` follow it."""
@@ -179,6 +187,34 @@ def record_rows(record: dict, metrics: list[str]) -> list[dict]:
          "value": math.nan if v is None else float(v), "note": notes.get(m, "")}
         for m, v in values.items()
     ]
+
+
+def external_note(entry: dict) -> str:
+    """What metrics.csv and the tables say of an outside colorizer's row: that it scored
+    fewer val photos than the run, when it did (``--allow-missing``)."""
+    images, of = entry.get("images"), entry.get("of")
+    if _int(images) and _int(of) and images < of:
+        return f"outside colorizer: {images} of {of} val photos (--allow-missing)"
+    return ""
+
+
+def external_rows(folder: RunFolder, config: dict) -> list[dict]:
+    """metrics.csv's rows of the outside colorizers (``bench score``): one per seed and
+    metric, like gray's, since their scores do not depend on the seed."""
+    rows = []
+    for entry in external_entries(config):
+        path = folder.external(entry["name"]).record
+        if not path.is_file():
+            continue
+        fix = f"rerun `bench score --run {folder.path}` with {entry['name']}=FOLDER to score it again"
+        record = read_json_file(path, fix)
+        if not isinstance(record, dict) or not isinstance(record.get("metrics"), dict):
+            raise RecordError(f"{path} is not a usable outside colorizer's record; {fix}")
+        notes, note = record.get("notes") or {}, external_note(entry)
+        rows += [{"combination": entry["name"], "seed": s, "metric": m, "value": math.nan if v is None else float(v),
+                  "note": "; ".join(n for n in (note, notes.get(m, "")) if n)}
+                 for s in config["options"]["seeds"] for m, v in record["metrics"].items()]
+    return rows
 
 
 def read_metrics_csv(path: Path) -> tuple[pd.DataFrame, list[str]]:
@@ -324,7 +360,33 @@ class Run:
 
     @property
     def combination_names(self) -> list[str]:
+        """The trained combinations, in ``--losses`` order."""
         return [c["name"] for c in self.combinations]
+
+    @property
+    def externals(self) -> list[dict]:
+        """The outside colorizers ``bench score`` added: ``[{name, folder, images, of, ...}]``."""
+        return external_entries(self.config)
+
+    @property
+    def external_names(self) -> list[str]:
+        return [e["name"] for e in self.externals]
+
+    @property
+    def row_names(self) -> list[str]:
+        """Every scored row but the baselines: the trained combinations, then the outside colorizers."""
+        return self.combination_names + [n for n in self.external_names if n not in self.combination_names]
+
+    def seedless(self, combination: str) -> bool:
+        """Whether a row's scores do not depend on the seed: gray and the outside colorizers."""
+        return combination == GRAY or combination in self.external_names
+
+    def scored_folder(self, combination: str, seed):
+        """Where a row's per-image scores and gallery images are: an outside colorizer's
+        folder, else the (combination, seed) cell's."""
+        if combination in self.external_names:
+            return self.folder.external(combination)
+        return self.folder.cell(combination, seed)
 
     @property
     def options(self) -> dict:
@@ -383,7 +445,9 @@ def _check_table(run: Run, csv_problems: list[str]) -> tuple[pd.DataFrame, list[
             except RecordError as exc:
                 unreadable.add((combination, seed))
                 problems.append(f"{exc} (until then the cell is left out of the table)")
-    frame, fixed = reconcile_metrics(run.metrics, records, unreadable, BASELINES, run_metric_names(run.config, run.metrics))
+    # the outside colorizers' rows are kept as written, like the baselines' (their records are not cells)
+    frame, fixed = reconcile_metrics(run.metrics, records, unreadable, (*BASELINES, *run.external_names),
+                                     run_metric_names(run.config, run.metrics))
     rerun = "rerun `bench run` with the same options and --out to rewrite it (finished cells are kept)"
     where = run.folder.metrics
     if csv_problems or fixed["missing"]:

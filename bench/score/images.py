@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from colorbench_datasets import model_to_rgb
+from colorbench_datasets import load_rgb, model_to_rgb
 from PIL import Image
 
 from bench.colorize import colorize_images, gray_image, to_image
@@ -54,9 +54,9 @@ class GalleryImages:
         return [self.openers[name]().convert("RGB") for name in self.scorer.image_names[start:stop]]
 
     def _write(self, folder: Path, scored: Callable[[slice], torch.Tensor],
-               full: Callable[[list[Image.Image]], list[Image.Image]]) -> None:
-        """``scored(rows)``: those photos as scored, (n, 3, H, W) in [0, 1]; ``full(photos)``:
-        their enlargements."""
+               full: Callable[[slice, list[Image.Image]], list[Image.Image]]) -> None:
+        """``scored(rows)``: those photos as scored, (n, 3, H, W) in [0, 1]; ``full(rows, photos)``:
+        their enlargements, from the photos at their own resolution."""
         if folder.is_dir():  # an earlier training of this cell: its images are not this one's
             shutil.rmtree(folder)
         folder.mkdir(parents=True)
@@ -66,7 +66,7 @@ class GalleryImages:
                 atomic_write_bytes(folder / SCORED.format(i), _encode(to_image(rgb), "webp"))
             photos = self._photos(start, stop)
             if photos is not None:
-                for i, img in zip(range(start, stop), full(photos)):
+                for i, img in zip(range(start, stop), full(slice(start, stop), photos)):
                     atomic_write_bytes(folder / FULL.format(i), _encode(img, "jpeg"))
 
     def write_model(self, folder: Path, G: torch.nn.Module, size: int) -> None:
@@ -75,7 +75,16 @@ class GalleryImages:
             L = self.scorer.L[rows].float()
             return model_to_rgb(L, predict_ab(G, L).to(L.device))
 
-        self._write(folder, scored, lambda photos: colorize_images(G, photos, size))
+        self._write(folder, scored, lambda rows, photos: colorize_images(G, photos, size))
+
+    def write_predictions(self, folder: Path, rgb: torch.Tensor, files: list[Path]) -> None:
+        """An outside colorizer's predictions ((N, 3, S, S) uint8, the split's order) as
+        scored, and its own files (at their own resolution) as the enlargements."""
+        def scored(rows):
+            return rgb[rows].float() / 255
+
+        # enlarged: the colorizer's own image, not the photo, since that is what it made
+        self._write(folder, scored, lambda rows, photos: [load_rgb(path) for path in files[rows]])
 
     def write_baselines(self, gray: Path, truth: Path) -> None:
         """The grayscale inputs and the photos themselves."""
@@ -86,5 +95,5 @@ class GalleryImages:
         def scored_truth(rows):  # the split's own RGB crops, what every model is scored against
             return self.scorer.target_rgb[rows].float() / 255
 
-        self._write(gray, scored_gray, lambda photos: [gray_image(p) for p in photos])
-        self._write(truth, scored_truth, lambda photos: photos)
+        self._write(gray, scored_gray, lambda rows, photos: [gray_image(p) for p in photos])
+        self._write(truth, scored_truth, lambda rows, photos: photos)

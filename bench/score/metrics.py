@@ -5,12 +5,12 @@ needs declared, so ``bench.score.scorer.Scorer`` holds no metric names:
 
 * ``PER_IMAGE``: ``fn(pred, target, batch) -> (N,)`` on sRGB batches (N,3,H,W) in [0, 1]; a run
   reports the mean over images (or, with ``pool_weight``, a weighted mean): ``psnr``, ``ssim``,
-  ``lpips`` (network ``"alexnet"``), ``de00``, ``cf``, ``auc``, ``auc_rebal`` (needs
+  ``lpips`` (network ``"lpips-net"``), ``de00``, ``cf``, ``auc``, ``auc_rebal`` (needs
   ``"val_ab"``, the val set's colour distribution; its set value weights each image by its
   share of the rebalancing weight, so it equals the AuC of all val pixels pooled).
 * ``SET``: ``fn(features_pred, features_real) -> scalar`` on the features of the whole val
   split made by the declared network: ``fid`` and ``kid`` on Inception pool features.
-* ``DERIVED``: ``fn(pred_values, truth_values) -> scalar`` from other metrics' per-image values
+* ``DERIVED``: ``fn(pred_values, truth_values, protocol) -> scalar`` from other metrics' per-image values
   (``needs`` names them) of the predictions and of the val photos: ``delta_cf`` from ``cf``.
 
 Descriptive metrics (``higher_is_better=None``) are also scored on the val photos themselves
@@ -22,6 +22,7 @@ testable with small tensors.
 """
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass
 from functools import cached_property
@@ -33,6 +34,7 @@ from colorbench_datasets.lab import rgb_to_lab
 
 from bench.config.machine import package_version
 from bench.score import stats
+from bench.score.presets import PRESETS, ScoringProtocol
 
 PER_IMAGE, SET, DERIVED = "per_image", "set", "derived"
 
@@ -44,7 +46,8 @@ KINDS = (PER_IMAGE, SET, DERIVED)
 class Metric:
     name: str
     # PER_IMAGE: fn(pred, target, batch) -> (N,); SET: fn(features_pred, features_real) -> ();
-    # DERIVED: fn(pred_values, truth_values) -> (), each a dict name -> (N,) per-image values.
+    # DERIVED: fn(pred_values, truth_values, protocol) -> (), each a dict name -> (N,) per-image
+    # values, ``protocol`` the run's ``ScoringProtocol`` (which variant).
     fn: Callable[..., torch.Tensor]
     # True or False ranks the metric; None makes it descriptive: read against the ground
     # truth's value, never ranked (more colour is not better colour, see ``cf``).
@@ -65,14 +68,22 @@ class Metric:
     # made": a line, or ``fn(scorer) -> dict`` for facts known at scoring time.
     protocol: str | Callable[..., dict] = ""
     # DERIVED: its value on photo resamples for the paired tests, vectorised:
-    # ``fn(pred, truth, counts) -> (B, S)`` with ``pred`` {need: (S, N)} per seed and photo,
-    # ``truth`` {need: (N,)} and ``counts`` (B, N) the resamples' photo counts. None: ``fn``
-    # itself, once per resample (``resampled``).
+    # ``fn(pred, truth, counts, protocol) -> (B, S)`` with ``pred`` {need: (S, N)} per seed and
+    # photo, ``truth`` {need: (N,)} and ``counts`` (B, N) the resamples' photo counts. None:
+    # ``fn`` itself, once per resample (``resampled``).
     resample: Callable[..., np.ndarray] | None = None
 
-    def resampled(self, pred: dict, truth: dict, counts: np.ndarray) -> np.ndarray:
-        """A DERIVED metric's (B, S) values on the photo resamples ``counts`` (B, N)."""
+    def derive(self, pred: dict, truth: dict, protocol: ScoringProtocol = PRESETS["colorbench"]) -> torch.Tensor:
+        """A DERIVED metric's value; ``fn`` gets the protocol if it takes a third argument
+        (a plugin's two-argument ``fn(pred, truth)`` keeps working)."""
+        return self.fn(pred, truth, protocol) if _takes_protocol(self.fn) else self.fn(pred, truth)
+
+    def resampled(self, pred: dict, truth: dict, counts: np.ndarray,
+                  protocol: ScoringProtocol = PRESETS["colorbench"]) -> np.ndarray:
+        """A DERIVED metric's (B, S) values on the photo resamples ``counts`` (B, N), under ``protocol``."""
         if self.resample is not None:
+            if _takes_protocol(self.resample, 3):
+                return self.resample(pred, truth, counts, protocol)
             return self.resample(pred, truth, counts)
         seeds = len(next(iter(pred.values())))
         out = np.empty((len(counts), seeds))
@@ -81,17 +92,29 @@ class Metric:
             resampled_truth = {n: torch.from_numpy(np.asarray(v, float))[take] for n, v in truth.items()}
             for s in range(seeds):
                 values = {n: torch.from_numpy(np.asarray(v[s], float))[take] for n, v in pred.items()}
-                out[b, s] = float(self.fn(values, resampled_truth))
+                out[b, s] = float(self.derive(values, resampled_truth, protocol))
         return out
+
+
+def _takes_protocol(fn, before: int = 2) -> bool:
+    """Whether ``fn`` takes a protocol after its first ``before`` positional arguments."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return len(positional) > before or any(p.kind == p.VAR_POSITIONAL for p in params)
 
 
 class Batch:
     """What a per-image metric may read about one batch besides ``pred`` and ``target``:
-    their Lab (converted once per batch, on first use), the networks, and the val set's
-    statistics."""
+    their Lab (converted once per batch, on first use), the networks, the val set's
+    statistics and the scoring protocol (``bench.score.presets``: which variant of a metric)."""
 
-    def __init__(self, pred: torch.Tensor, target: torch.Tensor, nets=None, cell_weights: torch.Tensor | None = None):
+    def __init__(self, pred: torch.Tensor, target: torch.Tensor, nets=None, cell_weights: torch.Tensor | None = None,
+                 protocol: ScoringProtocol = PRESETS["colorbench"]):
         self.pred, self.target, self.nets, self._cell_weights = pred, target, nets, cell_weights
+        self.protocol = protocol
 
     @cached_property
     def lab_pred(self) -> torch.Tensor:
@@ -179,30 +202,42 @@ def _blur_valid(maps: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     return res
 
 
-def ssim(pred: torch.Tensor, target: torch.Tensor, data_range: float = 1.0, sigma: float = 1.5) -> torch.Tensor:
+def ssim(pred: torch.Tensor, target: torch.Tensor, data_range: float = 1.0, sigma: float = 1.5,
+         window: str = "gaussian") -> torch.Tensor:
     """Per-image SSIM, as ``skimage.metrics.structural_similarity(gaussian_weights=True,
-    sigma=1.5, use_sample_covariance=False, channel_axis=..., data_range=1)`` (Wang et al.).
+    sigma=1.5, use_sample_covariance=False, channel_axis=..., data_range=1)`` (Wang et al.);
+    ``window="uniform"``: skimage's defaults instead (7x7 uniform window, sample covariance),
+    what CT2's ``compare_ssim(..., multichannel=True)`` computes.
 
-    skimage filters with scipy's 3.5-sigma Gaussian and then drops a border of the window's
-    radius, which is exactly a 'valid' convolution: no padding mode to match.
+    skimage filters (scipy's 3.5-sigma Gaussian, or a uniform filter) and then drops a border
+    of the window's radius, which is exactly a 'valid' convolution: no padding mode to match.
     """
     x, y = pred.double(), target.double()
-    g = _gaussian_window(sigma, 3.5, x.device, x.dtype)
+    if window == "uniform":
+        g, cov_norm = torch.full((7,), 1 / 7, device=x.device, dtype=x.dtype), 49 / 48
+    else:
+        g, cov_norm = _gaussian_window(sigma, 3.5, x.device, x.dtype), 1.0
     # the five local statistics in one pass of the filter
     mx, my, xx, yy, xy = _blur_valid(torch.stack([x, y, x * x, y * y, x * y]), g)
-    vx, vy, cxy = xx - mx * mx, yy - my * my, xy - mx * my
+    vx, vy, cxy = cov_norm * (xx - mx * mx), cov_norm * (yy - my * my), cov_norm * (xy - mx * my)
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
     s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
     return s.flatten(1).mean(1).float()  # channels and pixels: equal-sized, so the mean of means
 
 
-def colorfulness(rgb: torch.Tensor) -> torch.Tensor:
+def colorfulness(rgb: torch.Tensor, absolute: bool = False) -> torch.Tensor:
     """Per-image Hasler & Suesstrunk (2003) colourfulness of sRGB in [0, 1], on the 0-255
-    scale the paper uses: sqrt(sd_rg^2 + sd_yb^2) + 0.3 sqrt(mean_rg^2 + mean_yb^2)."""
+    scale the paper uses: sqrt(sd_rg^2 + sd_yb^2) + 0.3 sqrt(mean_rg^2 + mean_yb^2).
+
+    ``absolute``: the variant of the widely copied code (DDColor's and CT2's), which takes
+    |rg| and |yb| first: where a photo's opponent colours change sign their means no longer
+    cancel and their spreads shrink, so it is another number (on the shared photos, lower)."""
     x = rgb.double() * 255
     r, g, b = x.unbind(-3)
     rg = (r - g).flatten(1)
     yb = (0.5 * (r + g) - b).flatten(1)
+    if absolute:
+        rg, yb = rg.abs(), yb.abs()
     std = torch.sqrt(rg.var(1, unbiased=False) + yb.var(1, unbiased=False))
     mean = torch.sqrt(rg.mean(1) ** 2 + yb.mean(1) ** 2)
     return (std + 0.3 * mean).float()
@@ -214,7 +249,9 @@ def cf(pred: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
     return colorfulness(pred)
 
 
-def _delta_cf_resampled(pred: dict, truth: dict, counts: np.ndarray) -> np.ndarray:
+def _delta_cf_resampled(pred: dict, truth: dict, counts: np.ndarray, protocol: ScoringProtocol) -> np.ndarray:
+    if protocol.delta_cf == "per-image":  # the mean of |per-image differences|: a plain per-image mean
+        return stats.Sample(np.abs(np.asarray(pred["cf"]) - np.asarray(truth["cf"]))).per_seed(counts)
     # |mean - mean of the reference| on each resample: stats.Sample's distance of means
     return stats.Sample(pred["cf"], reference=truth["cf"]).per_seed(counts)
 
@@ -224,14 +261,17 @@ def derived_from(name: str) -> list[str]:
     return [m.name for m in METRICS.values() if m.kind == DERIVED and name in m.needs]
 
 
-def delta_cf(cf_pred: torch.Tensor, cf_target: torch.Tensor) -> torch.Tensor:
+def delta_cf(cf_pred: torch.Tensor, cf_target: torch.Tensor, per_image: bool = False) -> torch.Tensor:
     """|mean CF of the predictions - mean CF of the ground truth|, over the whole set.
 
-    The difference of the means, not the mean of per-image differences: like DDColor's
-    ΔCF it asks whether a model is globally washed out (regression losses) or
+    By default the difference of the means, not the mean of per-image differences: like
+    DDColor's ΔCF it asks whether a model is globally washed out (regression losses) or
     over-saturated, not whether each image got its own amount of colour (which PSNR, ΔE00
-    and AuC already measure). Lower is better.
+    and AuC already measure). ``per_image``: the mean of |CF(prediction) - CF(photo)|, the
+    other aggregation in print, which is never smaller. Lower is better.
     """
+    if per_image:
+        return (cf_pred.double() - cf_target.double()).abs().mean().float()
     return (cf_pred.double().mean() - cf_target.double().mean()).abs().float()
 
 
@@ -474,27 +514,52 @@ register_metric("psnr", higher_is_better=True, description="peak signal-to-noise
     lambda pred, target, batch: psnr(pred, target))
 
 
-register_metric("ssim", higher_is_better=True, description="structural similarity on sRGB (Gaussian, sigma 1.5)",
-                protocol="sRGB, Gaussian window sigma 1.5 truncated at 3.5 sigma, K1 0.01, K2 0.03, per channel, "
-                         "mean over images")(
-    lambda pred, target, batch: ssim(pred, target))
+def _ssim_protocol(scorer) -> str:
+    p = scorer.protocol
+    window = ("7x7 uniform window, sample covariance (skimage's defaults)" if p.ssim_window == "uniform" else
+              "Gaussian window sigma 1.5 truncated at 3.5 sigma, population covariance")
+    return f"sRGB, {window}, K1 0.01, K2 0.03, data range {p.ssim_range:.6g}, per channel, mean over images"
 
 
-register_metric("lpips", higher_is_better=False, description="LPIPS distance (AlexNet, v0.1), mean over images",
-                network="alexnet", protocol=lambda scorer: {
-                    "package": f"lpips {package_version('lpips')}", "net": "alex", "version": "0.1",
-                    "trunk": "torchvision AlexNet IMAGENET1K_V1 (alexnet-owt-7be5be79.pth)",
-                    "input": "sRGB scaled to [-1, 1] (2x - 1)", "spatial": False})(lambda pred, target, batch: lpips(pred, target, batch.net("alexnet")))
+register_metric("ssim", higher_is_better=True, description="structural similarity on sRGB (window: the protocol's)",
+                protocol=_ssim_protocol)(
+    lambda pred, target, batch: ssim(pred, target, batch.protocol.ssim_range, window=batch.protocol.ssim_window))
+
+
+LPIPS_TRUNKS = {"alex": "torchvision AlexNet IMAGENET1K_V1 (alexnet-owt-7be5be79.pth)",
+                "vgg": "torchvision VGG16 IMAGENET1K_V1 (vgg16-397923af.pth)"}
+
+
+register_metric("lpips", higher_is_better=False, description="LPIPS distance (v0.1; trunk: the protocol's), mean over images",
+                network="lpips-net", protocol=lambda scorer: {
+                    "package": f"lpips {package_version('lpips')}", "net": scorer.protocol.lpips_net, "version": "0.1",
+                    "trunk": LPIPS_TRUNKS[scorer.protocol.lpips_net],
+                    "input": "sRGB scaled to [-1, 1] (2x - 1)", "spatial": False})(
+    lambda pred, target, batch: lpips(pred, target, batch.net("lpips-net")))
+
+
+def _fid_protocol(scorer) -> dict:
+    p = scorer.protocol
+    if p.fid_features == "torchvision":
+        features = {
+            "features": f"torchvision {package_version('torchvision')} inception_v3 IMAGENET1K_V1 "
+                        "(inception_v3_google), blocks to the 2048-d average pool, as DDColor's/CT2's INCEPTION_V3_FID",
+            "resize": f"images handed over in {p.fid_input}, bilinear to 299x299 (align_corners False), then "
+                      "x/2 + 1/2 and x_c * (std_c / 0.5) + (mean_c - 0.5) / 0.5 with ImageNet's mean and std",
+        }
+    else:
+        features = {
+            "features": f"pytorch-fid {package_version('pytorch-fid')} InceptionV3, FID weights "
+                        "pt_inception-2015-12-05, 2048-d pool3",
+            "resize": "bilinear to 299x299 inside the network (align_corners False), input scaled to [-1, 1]",
+        }
+    return {**features, "images": len(scorer), "reference": "the val photos, prepared as above",
+            "statistics": "float64 from features in memory, sample covariance (N - 1)"}
 
 
 register_metric("fid", kind=SET, network="inception", min_images=2, higher_is_better=False,
                 description="Fréchet Inception distance to the val photos (biased below a few thousand images)",
-                protocol=lambda scorer: {
-                    "features": f"pytorch-fid {package_version('pytorch-fid')} InceptionV3, FID weights "
-                                "pt_inception-2015-12-05, 2048-d pool3",
-                    "resize": "bilinear to 299x299 inside the network (align_corners False), input scaled to [-1, 1]",
-                    "images": len(scorer), "reference": "the val photos, prepared as above",
-                    "statistics": "float64 from features in memory, sample covariance (N - 1)"})(fid)
+                protocol=_fid_protocol)(fid)
 
 
 register_metric("kid", kind=SET, network="inception", min_images=2, higher_is_better=False,
@@ -512,14 +577,18 @@ register_metric("de00", higher_is_better=False, description="mean CIEDE2000 colo
 register_metric("cf", higher_is_better=None,
                 description="Hasler-Suesstrunk colourfulness of the predictions (descriptive: compare with "
                             "the ground truth's; delta_cf ranks the distance)",
-                protocol="Hasler-Suesstrunk colourfulness on 0-255 sRGB, mean over images")(
-    lambda pred, target, batch: cf(pred))
+                protocol=lambda scorer: "Hasler-Suesstrunk colourfulness on 0-255 sRGB, "
+                                        + ("|rg| and |yb| (the absolute-value variant)" if scorer.protocol.cf_formula == "absolute"
+                                           else "signed rg and yb (the paper's)") + ", mean over images")(
+    lambda pred, target, batch: colorfulness(pred, batch.protocol.cf_formula == "absolute"))
 
 
 register_metric("delta_cf", kind=DERIVED, needs=("cf",), higher_is_better=False,
-                description="|mean CF of predictions - mean CF of ground truth|",
-                protocol="|mean cf of the predictions - mean cf of the val photos|", resample=_delta_cf_resampled)(
-    lambda pred, truth: delta_cf(pred["cf"], truth["cf"]))
+                description="|mean CF of predictions - mean CF of ground truth| (or the protocol's aggregation)",
+                protocol=lambda scorer: "mean over val photos of |cf(prediction) - cf(photo)|"
+                if scorer.protocol.delta_cf == "per-image" else "|mean cf of the predictions - mean cf of the val photos|",
+                resample=_delta_cf_resampled)(
+    lambda pred, truth, protocol: delta_cf(pred["cf"], truth["cf"], protocol.delta_cf == "per-image"))
 
 
 register_metric("auc", higher_is_better=True,

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from bench.score.metrics import METRICS
-from models.metric_nets import NETWORKS
+from bench.score.presets import PRESETS, ScoringProtocol
+from models.metric_nets import NETWORKS, network_options
 from models.pretrained import WeightsFile, WeightsUnavailable
 
 log = logging.getLogger("colorbench")
@@ -30,18 +31,21 @@ class MetricNets:
 
     @property
     def lpips(self) -> nn.Module | None:
-        return self.networks.get("alexnet")
+        return self.networks.get("lpips-net")
 
     @property
     def inception(self) -> nn.Module | None:
         return self.networks.get("inception")
 
 
-def load_metric_nets(device="cpu", strict: bool = False, metrics=None) -> MetricNets:
+def load_metric_nets(device="cpu", strict: bool = False, metrics=None,
+                     protocol: ScoringProtocol = PRESETS["colorbench"]) -> MetricNets:
     """The networks the registered metrics (``bench.score.metrics.METRICS``, or ``metrics``) declare,
-    on ``device``. A missing file raises under ``strict`` (``--strict-weights``), else warns and
-    leaves that network, and so exactly the metrics that need it, out."""
+    on ``device``, as ``protocol`` wants them (LPIPS's trunk, FID's Inception). A missing file
+    raises under ``strict`` (``--strict-weights``), else warns and leaves that network, and so
+    exactly the metrics that need it, out."""
     metrics = METRICS if metrics is None else metrics
+    metrics = {name: m for name, m in metrics.items() if protocol.scores(name)}
     nets = MetricNets()
     needed: dict[str, list[str]] = {}
     for name, metric in metrics.items():
@@ -51,7 +55,7 @@ def load_metric_nets(device="cpu", strict: bool = False, metrics=None) -> Metric
         if key not in NETWORKS:
             raise KeyError(f"metric {names[0]} needs network {key!r}; known: {', '.join(NETWORKS)}")
         try:
-            nets.networks[key] = NETWORKS[key]().to(device)
+            nets.networks[key] = NETWORKS[key](**network_options(key, protocol)).to(device)
         except WeightsUnavailable as exc:
             if strict:
                 raise

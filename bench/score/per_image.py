@@ -138,6 +138,13 @@ def read_per_image(run) -> PerImage:
     frames = [_read(run.folder.per_image, COLUMNS)]
     replicates = [_read(run.folder.replicates, REPLICATE_COLUMNS)]
     missing = {}
+    for name in run.external_names:  # outside colorizers (`bench score`): one folder, no seed
+        folder = run.folder.external(name)
+        if folder.per_image.is_file():
+            frames.append(_read(folder.per_image, COLUMNS))
+            replicates.append(_read(folder.replicates, REPLICATE_COLUMNS))
+        else:
+            missing[(name, None)] = "not scored"
     for combination in run.combination_names:
         for seed in run.seeds:
             cell = run.folder.cell(combination, seed)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from bench.score import stats
 from bench.score.metrics import METRICS
 from bench.score.per_image import set_resamples
+from bench.score.presets import ScoringProtocol
 
 
 def val_preparation(resize: str, size: int) -> str:
@@ -28,7 +29,26 @@ def describe_metric(metric, scorer):
 
 
 # config.json protocol keys that are not metrics
-GENERAL = ("val_photos", "predictions", "intervals")
+GENERAL = ("scoring", "val_photos", "predictions", "intervals")
+
+
+TRUTHS = {
+    "photo": "the prepared photo, sRGB uint8",
+    "lab-float": "the prepared photo's Lab round trip (sRGB -> Lab -> sRGB), float",
+    "lab-uint8": "the prepared photo's Lab round trip through float32 Lab, clipped and truncated to 8 bits (CT2's)",
+}
+
+
+def predictions_text(protocol: ScoringProtocol, outside: bool = False) -> str:
+    made = ("each colorizer's own 8-bit file, prepared like the photos" if outside else
+            "the model's ab with the input's L, Lab -> sRGB in [0, 1], out-of-gamut colours clipped")
+    return made + ("; rounded to 8 bits as a saved PNG (x * 255).round()" if protocol.predictions_as == "uint8"
+                   else "; scored as float, no 8-bit rounding or file round trip")
+
+
+def scoring_protocol_of(config: dict) -> ScoringProtocol:
+    """The protocol a run (its config.json) was scored under: colorbench's before runs recorded it."""
+    return ScoringProtocol.from_dict((config.get("protocol") or {}).get("scoring"))
 
 
 def metric_protocol(scorer, manifest: dict, size: int) -> dict:
@@ -37,14 +57,14 @@ def metric_protocol(scorer, manifest: dict, size: int) -> dict:
     n = len(scorer)
     inception_ok = scorer.nets is not None and scorer.nets.get("inception") is not None
     return {
+        "scoring": scorer.protocol.to_dict(),
         "val_photos": {
             "images": n,
             "preparation": val_preparation(manifest.get("resize", "crop"), size),
-            "ground_truth": "the prepared photo, sRGB uint8",
+            "ground_truth": TRUTHS[scorer.protocol.ground_truth],
         },
-        "predictions": "the model's ab with the input's L, Lab -> sRGB in [0, 1], out-of-gamut colours clipped; "
-                       "scored as float, no 8-bit rounding or file round trip",
-        **{name: describe_metric(m, scorer) for name, m in METRICS.items()},
+        "predictions": predictions_text(scorer.protocol),
+        **{name: describe_metric(m, scorer) for name, m in METRICS.items() if name in scorer.names},
         "intervals": {
             "level": stats.LEVEL, "resamples": stats.N_BOOT, "seed": stats.BOOT_SEED,
             # recomputed from the features at scoring time; 0: none (no network, or too costly here)
@@ -67,7 +87,13 @@ def protocol_lines(config: dict) -> list[str]:
     if not p:
         return ["- not recorded: the run was made before Colorbench recorded its scoring protocol"]
     val = p.get("val_photos", {})
-    lines = [f"- **Val photos**: {val.get('images', '?')} images, {val.get('preparation', '?')}; "
-             f"predictions: {p.get('predictions', '?')}"]
+    protocol = ScoringProtocol.from_dict(p.get("scoring"))
+    lines = [f"- **Protocol**: `{protocol.label}` (docs/protocols.md)",
+             f"- **Val photos**: {val.get('images', '?')} images, {val.get('preparation', '?')}; "
+             f"ground truth: {val.get('ground_truth', '?')}; predictions: {p.get('predictions', '?')}"]
     lines += [f"- **{name}**: {_text(entry)}" for name, entry in p.items() if name not in GENERAL]
+    outside = [e for e in config.get("external") or [] if isinstance(e, dict) and e.get("predictions")]
+    if outside:
+        lines.append(f"- **Outside colorizers' predictions**: {outside[0]['predictions']}; matched to the val photos by "
+                     "file name without the extension")
     return lines

@@ -7,12 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from colorbench_datasets import LabSplit, model_to_rgb
+from colorbench_datasets import LabSplit, lab_to_rgb, model_to_rgb, rgb_to_lab
 from torch import nn
 
 from bench.score import metrics
 from bench.score.metrics import DERIVED, METRICS, PER_IMAGE, SET, Batch
 from bench.score.networks import MetricNets
+from bench.score.presets import PRESETS, ScoringProtocol
 from models import build_generator
 
 
@@ -79,6 +80,28 @@ def gray_ab(L: torch.Tensor) -> torch.Tensor:
     return torch.zeros(len(L), 2, *L.shape[2:], device=L.device)
 
 
+def prepared_truth(rgb: torch.Tensor, truth: str) -> torch.Tensor:
+    """The ground truth a protocol scores against, from the prepared photo (sRGB in [0, 1]):
+    ``photo`` itself; ``lab-float`` its Lab round trip in float (DDColor's
+    ``tensor_lab2rgb(L, gt ab)``); ``lab-uint8`` CT2's ``(255 * clip(lab2rgb(rgb2lab(x)
+    .astype(float32)))).astype(uint8)``: float32 Lab, 8 bits by truncation, so a level the
+    round trip lands a hair below drops by one."""
+    if truth == "photo":
+        return rgb
+    if truth == "lab-float":
+        return lab_to_rgb(rgb_to_lab(rgb.double())).to(rgb.dtype)
+    if truth == "lab-uint8":
+        back = lab_to_rgb(rgb_to_lab(rgb.double()).float())
+        return (back * 255).floor().to(rgb.dtype) / 255
+    raise ValueError(f"unknown ground truth {truth!r}: expected photo, lab-float or lab-uint8")
+
+
+def as_predictions(rgb: torch.Tensor, predictions: str) -> torch.Tensor:
+    """Predictions as a protocol scores them: ``float``, or ``uint8``: rounded to the 8 bits a
+    saved PNG keeps (DDColor's ``tensor2img``: ``(x * 255).round()``)."""
+    return (rgb * 255).round() / 255 if predictions == "uint8" else rgb
+
+
 def curve_values(means: dict[str, float], set_metrics: bool) -> dict[str, float]:
     """Of a model's scores, what a training curve records (``Scorer.curve_scores``)."""
     return {name: value for name, value in means.items()
@@ -89,7 +112,8 @@ class Scorer:
     """Scores ab predictions against one val split, batched on the split's device, with every
     metric of ``METRICS`` by its kind (``bench.score.metrics``): it holds no metric names.
 
-    Made once per run: it holds the metric networks (``MetricNets``, loaded once) and what the
+    ``protocol`` (``bench.score.presets``) says which variant of each metric, against which
+    ground truth and which metrics at all. Made once per run: it holds the metric networks (``MetricNets``, loaded once) and what the
     ground truth contributes (computed once): the features of the set metrics' networks, the
     descriptive metrics' values on the photos, the colour distribution (``"val_ab"``) and the
     images' pooling weights, so scoring each model only runs the networks on its own
@@ -99,11 +123,12 @@ class Scorer:
 
     def __init__(
         self, L: torch.Tensor, target_rgb: torch.Tensor, nets: MetricNets | None = None, batch_size: int = 64,
-        image_names: list[str] | None = None,
+        image_names: list[str] | None = None, protocol: ScoringProtocol = PRESETS["colorbench"],
     ):
         self.L, self.target_rgb, self.nets, self.batch_size = L, target_rgb, nets, batch_size
+        self.protocol = protocol
         self.image_names = list(image_names) if image_names is not None else [f"{i}" for i in range(len(L))]
-        self.names = [n for n, m in METRICS.items() if nets is not None or m.network is None]
+        self.names = [n for n, m in METRICS.items() if (nets is not None or m.network is None) and protocol.scores(n)]
         available = nets or MetricNets()
         # per-image metrics computed from the images alone first, then those with a network
         # (the order of per_image.csv.gz's rows)
@@ -128,7 +153,7 @@ class Scorer:
             # "val_ab": the val photos' own colour distribution, fixed for every model
             self.cell_weights = metrics.ab_cell_weights(cells).to(self.device)
             for target in self._targets():
-                batch = Batch(target, target, available, self.cell_weights)
+                batch = Batch(target, target, available, self.cell_weights, protocol)
                 for m in self.per_image_metrics:
                     if m.higher_is_better is None:  # descriptive: read against the photos' own value
                         truth.setdefault(m.name, []).append(m.fn(target, target, batch))
@@ -139,17 +164,27 @@ class Scorer:
         self.occupied_cells = int((cells > 0).sum())
 
     @classmethod
-    def for_split(cls, val: LabSplit, nets: MetricNets | None = None, batch_size: int = 64) -> "Scorer":
-        return cls(val.L, val.rgb, nets, batch_size, getattr(val, "names", None))
+    def for_split(cls, val: LabSplit, nets: MetricNets | None = None, batch_size: int = 64,
+                  protocol: ScoringProtocol = PRESETS["colorbench"]) -> "Scorer":
+        return cls(val.L, val.rgb, nets, batch_size, getattr(val, "names", None), protocol)
 
     def __len__(self) -> int:
         return len(self.L)
+
+    def subset(self, indices: list[int]) -> "Scorer":
+        """A scorer of these val photos alone (an outside colorizer with predictions for some,
+        ``--allow-missing``): its reference statistics (FID's features, the colour
+        distribution) are those photos' own."""
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        return Scorer(self.L[idx.to(self.L.device)], self.target_rgb[idx.to(self.target_rgb.device)], self.nets,
+                      self.batch_size, [self.image_names[i] for i in indices], self.protocol)
 
     def _targets(self):
         # Batches follow the L batches' device: a memory-mapped split (``MappedLabSplit``)
         # reads rows on the host and hands them to the run's device.
         for i in range(0, len(self.L), self.batch_size):
-            yield self.target_rgb[i : i + self.batch_size].to(self.device).float() / 255
+            yield prepared_truth(self.target_rgb[i : i + self.batch_size].to(self.device).float() / 255,
+                                 self.protocol.ground_truth)
 
     @property
     def device(self) -> torch.device:
@@ -186,8 +221,16 @@ class Scorer:
         derived ones; every per-image value is kept (``Scores``)."""
         return self._score(lambda i, L: ab[i : i + len(L)])
 
+    def rgb_scores(self, rgb: torch.Tensor) -> Scores:
+        """Every metric for predictions given as images ((N,3,H,W) uint8 sRGB in the split's
+        order and size: an outside colorizer's files, ``bench score``), as ``ab_scores``."""
+        if rgb.shape[0] != len(self) or rgb.shape[2:] != self.target_rgb.shape[2:]:
+            raise ValueError(f"predictions of shape {tuple(rgb.shape)} for {len(self)} val photos of "
+                             f"{tuple(self.target_rgb.shape[2:])} px")
+        return self._score(lambda i, L: rgb[i : i + len(L)].to(L.device).float() / 255, rgb_given=True)
+
     @torch.inference_mode()
-    def _score(self, ab_for_batch, set_metrics: bool = True) -> Scores:
+    def _score(self, ab_for_batch, set_metrics: bool = True, rgb_given: bool = False) -> Scores:
         # Predictions are made and scored one batch at a time, so a large val split never
         # holds all its predictions on the device at once.
         nets = self.nets or MetricNets()
@@ -195,8 +238,9 @@ class Scorer:
         features = {key: [] for key in self.feature_networks} if set_metrics else {}
         for i, target in zip(range(0, len(self.L), self.batch_size), self._targets()):
             L = self.L[i : i + self.batch_size]
-            pred = model_to_rgb(L, ab_for_batch(i, L).to(L.device))
-            batch = Batch(pred, target, nets, self.cell_weights)
+            pred = ab_for_batch(i, L) if rgb_given else model_to_rgb(L, ab_for_batch(i, L).to(L.device))
+            pred = as_predictions(pred, self.protocol.predictions_as)
+            batch = Batch(pred, target, nets, self.cell_weights, self.protocol)
             for m in self.per_image_metrics:
                 per_image.setdefault(m.name, []).append(m.fn(pred, target, batch))
             for key in features:
@@ -213,7 +257,7 @@ class Scorer:
             elif m.kind == PER_IMAGE and name in per_image:
                 out[name] = per_image[name].double().mean().item()
             elif m.kind == DERIVED and all(n in per_image for n in m.needs):
-                out[name] = m.fn(per_image, self.truth).item()
+                out[name] = m.derive(per_image, self.truth, self.protocol).item()
             elif m.kind == SET and m.network in features and len(self) >= m.min_images:
                 out[name] = m.fn(features[m.network], self.target_features[m.network]).item()
             else:

@@ -1,0 +1,81 @@
+"""`bench score`: score outside colorizers' output folders, into a new run folder or beside a
+run's trained combinations."""
+from __future__ import annotations
+
+import click
+
+from bench.cli.run import _field_options, _print_summary
+from bench.config.options import (
+    PROTOCOL_OVERRIDES,
+    RUN_FIELDS,
+    RunConfig,
+    scoring_protocol,
+)
+from bench.run.outside import parse_pairs, score_folders, score_into_run
+
+
+def protocol_options(fn):
+    """``--protocol`` and each protocol setting, as `bench run` has them (their help from RunConfig)."""
+    options = _field_options(RunConfig, {k: RUN_FIELDS[k] for k in ("protocol", *PROTOCOL_OVERRIDES)})
+    for option in options:
+        if option.name == "protocol":
+            option.default = None  # unset: a new folder's default (colorbench), or the run's own
+    fn.__click_params__ = [*getattr(fn, "__click_params__", []), *reversed(options)]
+    return fn
+
+
+@click.command()
+@click.argument("pairs", nargs=-1, metavar="NAME=FOLDER...")
+@click.option("--truth", type=click.Path(file_okay=False),
+              help="Folder of the ground-truth photos, scored like a run's val photos (a new run folder, --out).")
+@click.option("--run", "run_dir", type=click.Path(file_okay=False),
+              help="A `bench run` folder: score beside its trained combinations, on its val photos and under its "
+                   "protocol.")
+@click.option("--out", type=click.Path(file_okay=False), help="With --truth: the new run folder.  "
+              "[default: results/score-TIMESTAMP]")
+@click.option("--size", type=click.IntRange(8, 4096), default=256, show_default=True,
+              help="With --truth: the val crop in px that photos and predictions are prepared to.")
+@click.option("--resize", type=click.Choice(["crop", "squash"]), default="crop", show_default=True,
+              help="With --truth: shorter side to --size and centre crop, or squash to --size x --size.")
+@click.option("--allow-missing", is_flag=True,
+              help="Score the photos a folder has predictions for (and ignore files named like no photo), "
+                   "instead of refusing; every table then says how many.")
+@click.option("--gallery-photos", type=click.IntRange(min=0), default=None,
+              help="With --truth: how many photos get gallery images.  [default: all]")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
+@click.option("--strict-weights", is_flag=True, help="Fail if LPIPS's or FID's weights are missing.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@protocol_options
+def score(pairs, truth, run_dir, out, size, resize, allow_missing, gallery_photos, device, strict_weights, quiet,
+          **settings):
+    """Score outside colorizers' photos: NAME=FOLDER per colorizer, files named like the photos.
+
+    `bench score --truth photos/val ddcolor=out/ddcolor --out results/ext` makes a run folder
+    (gray and ground-truth rows included) that `bench report`, `bench compare` and the gallery
+    read; `bench score --run results/run-A ddcolor=out/ddcolor` adds rows to a run, tested
+    photo by photo against its trained combinations.
+    """
+    name = settings.pop("protocol")
+    try:
+        folders = parse_pairs(pairs)
+        if (truth is None) == (run_dir is None):
+            raise click.UsageError("give --truth FOLDER (a new run folder) or --run RUN_DIR (add to a run), not both")
+        if run_dir is not None:
+            for flag, given in (("--out", out), ("--gallery-photos", gallery_photos)):
+                if given is not None:
+                    raise click.UsageError(f"{flag} is for --truth; with --run the scores go into RUN_DIR")
+            asked = scoring_protocol(name or "colorbench", **settings) if name or any(
+                v is not None for v in settings.values()) else None
+            score_into_run(run_dir, folders, allow_missing=allow_missing, device=device, strict_weights=strict_weights,
+                           protocol=asked, progress=not quiet)
+            where = run_dir
+        else:
+            where = score_folders(truth, folders, out, size=size, resize=resize,
+                                  protocol=scoring_protocol(name or "colorbench", **settings),
+                                  allow_missing=allow_missing, device=device, strict_weights=strict_weights,
+                                  gallery_photos=gallery_photos, progress=not quiet)
+    except click.UsageError:
+        raise
+    except (ValueError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+    _print_summary(where)
