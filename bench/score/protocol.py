@@ -40,10 +40,11 @@ TRUTHS = {
 
 
 def predictions_text(protocol: ScoringProtocol, outside: bool = False) -> str:
-    made = ("each colorizer's own 8-bit file, prepared like the photos" if outside else
-            "the model's ab with the input's L, Lab -> sRGB in [0, 1], out-of-gamut colours clipped")
-    return made + ("; rounded to 8 bits as a saved PNG (x * 255).round()" if protocol.predictions_as == "uint8"
-                   else "; scored as float, no 8-bit rounding or file round trip")
+    if outside:  # its files are 8-bit already: --predictions-as changes nothing of them
+        return "each colorizer's own 8-bit files, prepared to the val crop like the photos"
+    return ("the model's ab with the input's L, Lab -> sRGB in [0, 1], out-of-gamut colours clipped"
+            + ("; rounded to 8 bits as a saved PNG (x * 255).round()" if protocol.predictions_as == "uint8"
+               else "; scored as float, no 8-bit rounding or file round trip"))
 
 
 def scoring_protocol_of(config: dict) -> ScoringProtocol:
