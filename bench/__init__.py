@@ -9,6 +9,10 @@ The short Python API (each name is loaded on first use, so ``import bench`` is i
     run = bench.load_run(out)                  # its config and metrics.csv, checked
     run.metrics.pivot_table(index="combination", columns="metric", values="value")
 
+Every option takes the values its ``bench run`` flag takes, checked by the same rules; a bad
+one raises ``bench.OptionError`` (a ValueError) naming it both ways (``keep_state``,
+``--keep-state/--no-keep-state``) with the fix.
+
 ``bench.Scorer`` scores any generator (or any predicted ab) on a val split with the
 registered metrics. Every other module is importable too; these are the ones kept stable.
 """
@@ -23,6 +27,7 @@ API = {
     "make_config": "bench.config.options",
     "RunConfig": "bench.config.options",
     "LaunchConfig": "bench.config.options",
+    "OptionError": "bench.config.options",
     "run_benchmark": "bench.run.runner",
     "build_report": "bench.report.build",
     "ReportSettings": "bench.report.build",

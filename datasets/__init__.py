@@ -28,7 +28,7 @@ from .images import (
 from .lab import denormalize_lab, lab_to_rgb, model_to_rgb, normalize_lab, rgb_to_lab
 from .manifest import data_print, file_list
 from .sources import DATASETS, Sources, photo_items, register_dataset, resolve_sources
-from .tensors import LabSplit, build_split, load_size, random_crop_flip, stored_size
+from .tensors import LabSplit, build_split, load_size, random_crop_flip, stored_size, val_mode
 
 log = logging.getLogger("colorbench")
 
@@ -61,8 +61,8 @@ def available_memory() -> int | None:
 
 def split_memory(n_train: int, n_val: int, size: int, resize: str = "crop") -> int:
     """Bytes the decoded splits take in memory while they are built and kept."""
-    return (n_train * stored_size(size, True, resize) ** 2 + n_val * stored_size(size, False, resize) ** 2) \
-        * BYTES_PER_STORED_PIXEL
+    train = n_train * stored_size(size, True, resize) ** 2 if n_train else 0  # a val-only geometry has no train size
+    return (train + n_val * stored_size(size, False, resize) ** 2) * BYTES_PER_STORED_PIXEL
 
 
 def copies(split) -> list[list[str]]:
@@ -98,26 +98,30 @@ def load_data(
     val_fraction: float = 0.1,
     workers: int = 2,
     progress: Callable | None = None,
+    val_geometry: str = "bicubic",
     **dataset_options,
 ) -> Data:
     """Every photo of both splits as in-memory Lab tensors (or, for sets that name a
     ``Sources.cache`` folder, uint8 Lab memory-mapped files), plus a manifest for config.json.
 
     ``progress``: a tqdm-like ``wrapper(iterable, total=n)`` for decoding and caching; without
-    one, loading is quiet, downloads of named datasets included."""
+    one, loading is quiet, downloads of named datasets included. ``val_geometry``: a protocol's
+    ``--val-geometry`` (``tensors.GEOMETRIES``): bicubic prepares the val photos as the
+    dataset says (crop or squash), a paper's geometry as that paper's code does."""
     dataset_options.setdefault("progress", progress is not None)
     sources = resolve_sources(data, val_data, dataset, val_fraction, size=size, **dataset_options)
+    val_resize = val_mode(sources.resize, val_geometry)
     for w in sources.warnings:
         log.warning(w)
     if sources.is_sample:
         log.warning("Using the built-in sample set: a smoke test of the pipeline, not a benchmark.")
     if sources.cache is not None:
         train, train_skipped = build_cache(sources.train, size, True, sources.cache, sources.resize, workers, progress)
-        val, val_skipped = build_cache(sources.val, size, False, sources.cache, sources.resize, workers, progress)
+        val, val_skipped = build_cache(sources.val, size, False, sources.cache, val_resize, workers, progress)
     else:
         check_memory(len(sources.train), len(sources.val), size, sources.resize)
         train, train_skipped = build_split(sources.train, size, True, workers, progress, sources.resize)
-        val, val_skipped = build_split(sources.val, size, False, workers, progress, sources.resize)
+        val, val_skipped = build_split(sources.val, size, False, workers, progress, val_resize)
     skipped = [{"split": s, "file": n, "reason": r} for s, lst in (("train", train_skipped), ("val", val_skipped)) for n, r in lst]
     if skipped:
         grey = sum("greyscale" in s["reason"] for s in skipped)
@@ -145,6 +149,7 @@ def load_data(
         "source": sources.description,
         "is_sample": sources.is_sample,
         "resize": sources.resize,
+        "val_resize": val_resize,
         "cache": None if sources.cache is None else str(sources.cache),
         "train_images": len(train),
         "val_images": len(val),
@@ -167,7 +172,8 @@ def load_data(
 def load_val_photos(folder: str | Path, size: int = 256, resize: str = "crop", workers: int = 2,
                     progress: Callable | None = None) -> Data:
     """A folder of photos as a val split alone (``bench score --truth``): prepared exactly
-    as a run's val photos (``resize``: crop or squash to ``size``), no train split."""
+    as a run's val photos (``resize``: crop or squash to ``size``, or a paper's val geometry,
+    ``tensors.VAL_MODES``), no train split."""
     folder = Path(folder)
     items = photo_items(folder)
     if not items:
@@ -183,6 +189,7 @@ def load_val_photos(folder: str | Path, size: int = 256, resize: str = "crop", w
     train = LabSplit(val.L[:0], val.ab[:0], val.rgb[:0], [], [])
     manifest = {
         "source": f"{folder}: the val photos of `bench score --truth`", "is_sample": False, "resize": resize,
+        "val_resize": resize,
         "cache": None, "train_images": 0, "val_images": len(val),
         "distinct_val_images": len(val) - sum(len(g) - 1 for g in groups), "duplicates": {"val": groups} if groups else {},
         "train_files_sha256": list_digest([]), "val_files_sha256": list_digest(val.names),

@@ -69,10 +69,70 @@ def resize_exact(img: Image.Image, size: int) -> np.ndarray:
     return np.asarray(img.convert("RGB").resize((size, size), Image.BICUBIC), dtype=np.uint8)
 
 
+def squash_linear(img: Image.Image, size: int) -> np.ndarray:
+    """Resize to ``size``x``size`` ignoring the aspect ratio with OpenCV's ``INTER_LINEAR``
+    semantics, DDColor's val geometry (``cv2.resize(img, (256, 256))`` in its LabDataset):
+    bilinear on pixel centres, output pixel d sampled at (d + 0.5) * in / out - 0.5, a position
+    before the first pixel taking the first and one at or past the last taking the last, and
+    no antialiasing (a large photo is sampled, not averaged). Computed in float64 and rounded
+    to 8 bits (DDColor keeps the float32 result: at most half a level from it)."""
+    arr = np.asarray(img.convert("RGB"), dtype=np.float64)
+    h, w = arr.shape[:2]
+
+    def taps(n_in: int, n_out: int):
+        pos = (np.arange(n_out) + 0.5) * (1.0 / (n_out / n_in)) - 0.5  # cv2: scale = 1 / inv_scale
+        first = np.floor(pos).astype(np.int64)
+        frac = pos - first
+        before, past = first < 0, first >= n_in - 1
+        first[before], frac[before] = 0, 0.0
+        first[past], frac[past] = n_in - 1, 0.0
+        return first, np.minimum(first + 1, n_in - 1), frac
+
+    y0, y1, fy = taps(h, size)
+    x0, x1, fx = taps(w, size)
+    rows = arr[y0] * (1 - fy)[:, None, None] + arr[y1] * fy[:, None, None]
+    out = rows[:, x0] * (1 - fx)[None, :, None] + rows[:, x1] * fx[None, :, None]
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def crop_bilinear(img: Image.Image, size: int) -> np.ndarray:
+    """CT2's val geometry: ``transforms.CenterCrop(min(w, h))`` then ``transforms.Resize(size)``
+    on the PIL image (segm/data/coco.py): the largest centred square, its offset rounded as
+    torchvision rounds it (``int(round((h - side) / 2))``, Python's round), then PIL's bilinear
+    resize (antialiased when it shrinks), no JPEG draft decoding, no reducing gap."""
+    img = img.convert("RGB")
+    w, h = img.size
+    side = min(w, h)
+    top, left = int(round((h - side) / 2.0)), int(round((w - side) / 2.0))
+    square = img.crop((left, top, left + side, top + side))
+    return np.asarray(square.resize((size, size), Image.BILINEAR), dtype=np.uint8)
+
+
 # How a split's photos reach the stored size: "crop" keeps the aspect ratio (shorter side,
 # centre crop; train stored with load_size's margin for random crops), "squash" resizes to
 # size x size directly (the tutorial's recipe; train gets flips only, no crop margin).
 RESIZE_MODES = ("crop", "squash")
+
+
+# The papers' val geometries (a protocol's --val-geometry, bench/score/presets.py), for val
+# splits only: DDColor's cv2 squash and CT2's centre crop then bilinear resize.
+VAL_RESIZE = {"cv2-squash": squash_linear, "crop-bilinear": crop_bilinear}
+
+
+VAL_MODES = RESIZE_MODES + tuple(VAL_RESIZE)
+
+
+# A protocol's --val-geometry (bench/score/presets.py GEOMETRIES): bicubic is Colorbench's own,
+# the dataset's crop or squash.
+GEOMETRIES = ("bicubic", *VAL_RESIZE)
+
+
+def val_mode(resize: str, geometry: str = "bicubic") -> str:
+    """The val split's resize mode for a dataset's own ``resize`` (crop or squash) under a
+    protocol's val geometry: bicubic keeps the dataset's, a paper's geometry replaces it."""
+    if geometry not in GEOMETRIES:
+        raise ValueError(f"--val-geometry {geometry!r}: expected one of {', '.join(GEOMETRIES)}")
+    return resize if geometry == "bicubic" else geometry
 
 
 def rgb_uint8_to_split(rgb: torch.Tensor, names: list[str], chunk: int = 256, digests: list[str] | None = None) -> LabSplit:
@@ -91,9 +151,17 @@ def rgb_uint8_to_split(rgb: torch.Tensor, names: list[str], chunk: int = 256, di
 
 def stored_size(size: int, train: bool, resize: str = "crop") -> int:
     """The side length a split is kept at: train keeps a random-crop margin in "crop" mode."""
-    if resize not in RESIZE_MODES:
-        raise ValueError(f"unknown resize mode {resize!r}; use one of {RESIZE_MODES}")
+    if resize not in (RESIZE_MODES if train else VAL_MODES):
+        raise ValueError(f"unknown {'train' if train else 'val'} resize mode {resize!r}; use one of "
+                         f"{RESIZE_MODES if train else VAL_MODES}")
     return load_size(size) if train and resize == "crop" else size
+
+
+def prepare_photo(img: Image.Image, stored: int, resize: str = "crop") -> np.ndarray:
+    """One photo at the stored size (S, S, 3) uint8, as ``resize`` says (``VAL_MODES``)."""
+    if resize in VAL_RESIZE:
+        return VAL_RESIZE[resize](img, stored)
+    return resize_exact(img, stored) if resize == "squash" else resize_and_crop(img, stored, stored)
 
 
 def prepare_image(item: tuple[str, Callable[[], Image.Image]], stored: int, resize: str = "crop"):
@@ -102,7 +170,7 @@ def prepare_image(item: tuple[str, Callable[[], Image.Image]], stored: int, resi
     try:
         img = opener()
         check_aspect(*img.size)
-        arr = resize_exact(img, stored) if resize == "squash" else resize_and_crop(img, stored, stored)
+        arr = prepare_photo(img, stored, resize)
     except UnreadableImage as exc:
         return name, None, str(exc)
     if is_greyscale(arr):
@@ -122,7 +190,8 @@ def build_split(
 
     Train images are stored at ``load_size(size)`` for a random ``size`` crop per batch;
     val images at ``size`` (centre crop). With ``resize="squash"`` both are stored at
-    ``size``x``size`` (``resize_exact``). ``images`` yields ``(name, opener)``; an opener
+    ``size``x``size`` (``resize_exact``); a val split may also take a paper's geometry
+    (``VAL_RESIZE``: ``cv2-squash``, ``crop-bilinear``). ``images`` yields ``(name, opener)``; an opener
     raising ``UnreadableImage`` skips that image with its message as the reason.
     """
     stored = stored_size(size, train, resize)

@@ -123,11 +123,16 @@ def test_gallery_works_with_the_keyboard_alone(gallery):
         page.keyboard.press("ArrowDown")  # a closed select changes with the arrow keys
         assert page.locator("#order").input_value() == "asc"
         assert page.locator("#status").inner_text() != status and "smallest first" in page.locator("#status").inner_text()
-        page.keyboard.press("Tab")
-        page.keyboard.press("Tab")
-        page.keyboard.press("Tab")
-        page.keyboard.press("Tab")  # the first image button
-        assert page.evaluate("document.activeElement.className") == "thumb"
+        visited = []
+        for _ in range(10):  # on past the filters and the pages' controls to the first image button
+            page.keyboard.press("Tab")
+            visited.append(page.evaluate("document.activeElement.id || document.activeElement.className"))
+            if visited[-1] == "thumb":
+                break
+        # 9 photos are one page: "Previous" and "Next" are disabled, so Tab passes them by
+        assert visited == ["name", "low", "high", "page", "per-page", "thumb"], visited
+        for control in ("page", "per-page"):
+            assert page.locator(f"label[for={control}]").count() == 1
         page.keyboard.press("Enter")
         assert page.locator("#viewer").evaluate("d => d.open")
         page.keyboard.press("Escape")
@@ -152,3 +157,113 @@ def test_gallery_photos_caps_the_images_and_every_photo_keeps_its_scores(photo_d
     assert len(data["photos"]) == 6
     column = next(c for c in data["columns"] if c["combination"] == "l1")
     assert column["images"]["count"] == 2 and all(v is not None for v in column["scores"]["psnr"])
+
+
+def _synthetic(n: int, models: int = 4, seed: int = 0) -> dict:
+    """gallery.html's data for ``n`` photos (gray, ``models`` combinations, the truth), as
+    bench.report.gallery.gallery_data makes it; 1 % of the values missing."""
+    import random
+
+    rng = random.Random(seed)
+    metrics = {"psnr": "higher", "de00": "lower", "cf": "descriptive"}
+
+    def scores() -> dict:
+        return {m: [round(rng.uniform(0, 40), 4) if rng.random() > 0.01 else None for _ in range(n)] for m in metrics}
+
+    columns = [{"key": "gray", "label": "grayscale input", "combination": "gray", "seed": None, "kind": "gray",
+                "images": None, "scores": scores()}]
+    choices = [{"label": "gray", "seeds": 1, "column": 0}]
+    for k in range(models):
+        columns.append({"key": f"m{k}\u00000", "label": f"model{k}", "combination": f"model{k}", "seed": 0,
+                        "kind": "model", "images": None, "scores": scores()})
+        choices.append({"label": f"model{k}", "seeds": 1, "column": k + 1})
+    columns.append({"key": "ground-truth", "label": "ground truth", "combination": "ground-truth", "seed": None,
+                    "kind": "ground-truth", "images": None, "scores": scores()})
+    return {"run": "synthetic", "size": 32, "photos": [f"photo_{i:05d}.jpg" for i in range(n)],
+            "metrics": [{"name": m, "direction": d, "description": m} for m, d in metrics.items()],
+            "columns": columns, "choices": choices}
+
+
+def _order(values: list, desc: bool = True) -> list[int]:
+    """The photos' indices as the page sorts them: missing values last, ties by index."""
+    present = sorted((i for i, v in enumerate(values) if v is not None), key=lambda i: (-values[i] if desc else values[i], i))
+    return present + [i for i, v in enumerate(values) if v is None]
+
+
+def test_a_gallery_of_thousands_of_photos_opens_sorts_filters_and_pages(tmp_path):
+    """5,000 photos: the page holds one page of rows (not 5,000), and its order, difference,
+    filters and pages are those of the whole set. No timing is asserted: before the pages,
+    2,000 photos took ~10 s to open and 10,000 over a minute (benchmarks/README.md)."""
+    from playwright.sync_api import sync_playwright
+
+    from bench.report.gallery import render_page
+
+    n = 5000
+    data = _synthetic(n)
+    # the first photos of gray have images, as --gallery-photos 60 would leave them
+    images = tmp_path / "gallery" / "gray"
+    images.mkdir(parents=True)
+    for i in range(60):
+        Image.new("RGB", (32, 32), (i * 4, 100, 200 - i * 3)).save(images / f"{i}.webp")
+    data["columns"][0]["images"] = {"dir": "gallery/gray", "count": 60, "full": False}
+    page_file = tmp_path / "gallery.html"
+    page_file.write_text(render_page(data))
+    de00 = data["columns"][1]["scores"]["de00"]  # model0's: the default sort is de00 of the first model
+    names = data["photos"]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=_chromium(), args=ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.set_default_timeout(120_000)  # a bound for a loaded machine, not a speed claim
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(page_file.as_uri())
+        status = page.locator("#status")
+        assert status.inner_text().startswith(f"{n} of {n} photos, sorted by model0's de00, largest first")
+        assert "showing 1–50 (page 1 of 100)" in status.inner_text()
+        rows = page.locator("#rows tr")
+        assert rows.count() == 50 and page.evaluate("document.getElementsByTagName('*').length") < 20_000
+        expected = _order(de00)
+        assert [rows.nth(k).get_attribute("data-index") for k in (0, 1, 49)] == [str(expected[k]) for k in (0, 1, 49)]
+        assert _first_photo(page) == names[expected[0]]
+        # the last page: the photos without a value, last
+        page.get_by_label("Page", exact=True).fill("100")
+        page.get_by_label("Page", exact=True).press("Enter")
+        assert rows.last.get_attribute("data-index") == str(expected[-1]) and de00[expected[-1]] is None
+        assert page.locator("#next").is_disabled() and not page.locator("#prev").is_disabled()
+        page.locator("#prev").click()
+        assert "page 99 of 100" in status.inner_text() and rows.first.get_attribute("data-index") == str(expected[4900])
+        # smallest first; then the paired difference with gray (de00: lower is better, so gray − model0)
+        page.get_by_label("Order").select_option("asc")
+        assert "page 1 of 100" in status.inner_text() and _first_photo(page) == names[_order(de00, desc=False)[0]]
+        page.get_by_label("minus (paired difference)").select_option(label="gray")
+        gray = data["columns"][0]["scores"]["de00"]
+        advantage = [None if a is None or b is None else b - a for a, b in zip(de00, gray)]
+        assert _first_photo(page) == names[_order(advantage, desc=False)[0]]
+        page.get_by_label("Order").select_option("desc")
+        top = _order(advantage)[0]
+        assert _first_photo(page) == names[top]
+        assert float(rows.first.locator(".key").inner_text()) == pytest.approx(advantage[top], rel=2e-3)
+        # filters: a name, then a range of the sort value, over all 5,000 photos
+        page.get_by_label("Photo name contains").fill("photo_0123")
+        assert rows.count() == 10 and status.inner_text().startswith(f"10 of {n} photos")
+        page.get_by_label("Photo name contains").fill("")
+        page.get_by_label("Sort value from").fill("0")
+        page.get_by_label("to", exact=True).fill("5")
+        inside = [i for i, v in enumerate(advantage) if v is not None and 0 <= v <= 5]
+        assert status.inner_text().startswith(f"{len(inside)} of {n} photos")
+        assert {int(rows.nth(k).get_attribute("data-index")) for k in range(rows.count())} <= set(inside)
+        page.get_by_label("Sort value from").fill("")
+        page.get_by_label("to", exact=True).fill("")
+        page.get_by_label("Photos per page").select_option("200")
+        assert rows.count() == 200 and "page 1 of 25" in status.inner_text()
+        # the images of the photos that have them load (lazily: those on the screen)
+        page.get_by_label("minus (paired difference)").select_option("")
+        page.get_by_label("Sort by metric").select_option("psnr")
+        page.get_by_label("of", exact=True).select_option(label="gray")
+        page.get_by_label("Photo name contains").fill("photo_0000")  # photos 0..9, all with images
+        page.wait_for_function("[...document.querySelectorAll('#rows img')].every((i) => i.complete && i.naturalWidth)")
+        assert page.locator("#rows img").count() == 10
+        page.get_by_label("Photo name contains").fill("")
+        page.screenshot(path=str(tmp_path / "thousands.png"))
+        assert not errors, errors
+        browser.close()

@@ -105,12 +105,12 @@ def test_identity_fields_are_derived_from_the_metadata():
         "epochs", "steps", "batch_size", "lr", "betas", "gan_mode", "perceptual_layers",
         # how the cells are scored: a run is kept under the protocol it was scored under
         "protocol", "cf_formula", "delta_cf", "fid_features", "fid_input", "lpips_net", "ssim_window", "ssim_range",
-        "ground_truth", "predictions_as",
+        "ground_truth", "predictions_as", "val_geometry", "psnr_crop_border",
     )
     assert "precision" not in IDENTITY_FIELDS  # its resolved value is compared instead (check_numerics)
     # runs made before protocols were scored under colorbench's, with no setting changed
     assert OPTIONS_ADDED_LATER == {"disc_width": 64, "steps": None, "protocol": "colorbench",
-                                   **{k: None for k in IDENTITY_FIELDS[-9:]}}
+                                   **{k: None for k in IDENTITY_FIELDS[-11:]}}
     assert set(OPTIONS_ADDED_LATER) <= set(IDENTITY_FIELDS)
 
 

@@ -121,13 +121,13 @@ def test_the_lab_round_trip_truths_equal_skimage():
     np.testing.assert_allclose(floats, ref, atol=1e-6)
     # CT2: (255 * clip(lab2rgb(rgb2lab(img).astype(float32)))).astype(uint8). Truncation is a
     # discontinuity: a level the round trip lands a hair below drops by one, and whether it
-    # does depends on float32's last bits (skimage's order of operations is not torch's): most
-    # pixels agree exactly (86 % here), none by more than one level.
-    ours = (prepared_truth(x, "lab-uint8") * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    # does depends on float32's last bits, so the truth is skimage's own: equal value for value
+    # (from float32 photos too, as the Scorer reads them)
     ct2 = np.stack([(255 * np.clip(color.lab2rgb(color.rgb2lab(im).astype(np.float32)), 0, 1)).astype(np.uint8)
                     for im in images])
-    diff = np.abs(ours.astype(int) - ct2.astype(int))
-    assert diff.max() <= 1 and (diff == 0).mean() > 0.8
+    for given in (x, x.float()):
+        ours = (prepared_truth(given, "lab-uint8").double() * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        np.testing.assert_array_equal(ours, ct2)
     assert (ct2.astype(int) - rgb.astype(int)).min() == -1  # the truncation CT2's truth carries: real
     assert prepared_truth(x, "photo") is x
 
@@ -176,22 +176,32 @@ def test_the_same_predictions_score_under_each_preset_exactly_as_its_formulas_sa
     ab = 0.6 * val.ab + 0.05 * torch.randn(val.ab.shape, generator=rng)
     from colorbench_datasets import model_to_rgb
 
-    pred = model_to_rgb(val.L, ab).double()
+    pred = model_to_rgb(val.L, ab)  # float32, as the Scorer makes them
     out = {}
     for name in ("colorbench", "ddcolor", "ct2"):
         protocol = PRESETS[name]
         _, scorer = _scorer(protocol)
         means = scorer.ab_scores(ab).means
-        shown = (pred * 255).round() if protocol.predictions_as == "uint8" else pred * 255
-        # the truth as the Scorer prepares it (float32 in, as it reads the photos: truncation is
-        # a discontinuity, so the same float path, not a float64 one)
+        # 8 bits as DDColor's tensor2img rounds them, or as CT2's save_imgs truncates them
+        shown = {"uint8": (pred * 255).round(), "uint8-trunc": (pred * 255).floor()}.get(
+            protocol.predictions_as, pred * 255).double()
+        # the truth as the Scorer prepares it (float32 in, as it reads the photos)
         truth = prepared_truth(val.rgb.float() / 255, protocol.ground_truth).double() * 255
         absolute = protocol.cf_formula == "absolute"
         cf_pred = [_cf_reference(p.permute(1, 2, 0).numpy(), absolute) for p in shown]
-        cf_truth = [_cf_reference(t.permute(1, 2, 0).numpy(), absolute) for t in truth]
+        # ΔCF reads the photos' own CF (CT2's eval_colorfullness on the photos' folder), never
+        # the CF of a Lab round trip of them
+        cf_photos = [_cf_reference(t.permute(1, 2, 0).numpy(), absolute) for t in val.rgb]
         assert means["cf"] == pytest.approx(np.mean(cf_pred), rel=1e-5)
-        assert means["delta_cf"] == pytest.approx(abs(np.mean(cf_pred) - np.mean(cf_truth)), rel=1e-4, abs=1e-4)
+        assert means["delta_cf"] == pytest.approx(abs(np.mean(cf_pred) - np.mean(cf_photos)), rel=1e-4, abs=1e-4)
+        assert scorer.ground_truth()["cf"] == pytest.approx(np.mean(cf_photos), rel=1e-5)
+        # PSNR as basicsr's calculate_psnr: 20 log10(255 / sqrt(mse)) without crop_border px at each edge
+        b = protocol.psnr_crop_border
+        inner = (slice(None), slice(None), slice(b, -b or None), slice(b, -b or None))
+        mse = ((shown - truth)[inner] ** 2).flatten(1).mean(1).numpy()
+        assert means["psnr"] == pytest.approx(np.mean(20 * np.log10(255 / np.sqrt(mse))), rel=1e-5)
         out[name] = means
+    assert PRESETS["ddcolor"].psnr_crop_border == 4 and out["ddcolor"]["psnr"] != out["colorbench"]["psnr"]
     assert out["ddcolor"]["cf"] != pytest.approx(out["colorbench"]["cf"], rel=1e-3)
     assert out["ct2"]["ssim"] != pytest.approx(out["colorbench"]["ssim"], rel=1e-3)
     # the zhang preset scores AuC alone

@@ -186,7 +186,7 @@ def test_a_run_is_not_trained_back_and_a_cell_without_its_state_is_named(photo_d
     (out / "cells" / "gan" / "seed0" / "state.pt").unlink()
     before = (out / "metrics.csv").read_bytes()
     res = runner.invoke(main, [*args, "--steps", "12"])
-    assert res.exit_code != 0 and "gan seed0 kept no last training state (state.pt" in res.output
+    assert res.exit_code != 0 and "gan seed0 kept no last training state" in res.output and "state.pt" in res.output
     assert (out / "metrics.csv").read_bytes() == before  # refused before anything was written
     assert (out / "cells" / "l1" / "seed0" / "metrics.json").is_file()
 
@@ -217,6 +217,48 @@ def test_status_shows_a_training_cells_step_rate_time_left_and_losses(photo_dir,
     assert "running" in line
     step = int(line.split("step ")[1].split("/")[0])
     assert step > 8 and "/100000 (0%)" in line and "steps/s, about" in line and "left; l1 " in line
+    # stopped mid-training: where it stopped, and that it resumes (not "stopped while scoring")
+    line = next(row for row in CliRunner().invoke(main, ["status", str(out)]).output.splitlines() if row.startswith("l1"))
+    assert "stopped" in line and "of 100000 (0%); its checkpoint is kept; rerun `bench run` to resume it" in line, line
+    assert "scor" not in line
+    assert int(line.split("stopped at step ")[1].split(" ")[0]) >= step
+
+
+def test_status_says_which_cells_wait_to_be_trained_further(photo_dir, tmp_path):
+    """A larger --steps: while the run trains its first cell further, the other finished cell
+    waits for it (pending); after a stop, it is still to be trained further (not "stopped
+    while scoring", which a kept generator without scores used to read as)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "r"
+    args = ["run", "--data", str(photo_dir), "--out", str(out), *CONTINUE]
+    assert CliRunner().invoke(main, [*args, "--steps", "8"]).exit_code == 0
+    proc = subprocess.Popen([sys.executable, "-c", "from bench.cli import main; main()", *args, "--steps", "100000"],
+                            env=dict(os.environ, COLORBENCH_OFFLINE="1"), stderr=subprocess.PIPE, text=True)
+    progress = out / "cells" / "l1" / "seed0" / "progress.json"
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not (progress.is_file() and json.loads(progress.read_text())["step"] > 8):
+            assert proc.poll() is None, proc.stderr.read()
+            time.sleep(0.1)
+        during = CliRunner().invoke(main, ["status", str(out)]).output
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=120)
+    rows = {row.split()[0]: row for row in during.splitlines() if row.startswith(("l1 ", "gan "))}
+    assert "running" in rows["l1"] and "/100000" in rows["l1"]
+    assert "pending" in rows["gan"] and "trained for 8 steps; waiting to be trained further to 100000 by `bench run` pid " \
+        f"{proc.pid}" in rows["gan"], during
+    assert f"`bench run` pid {proc.pid}" in during and "is running it" in during
+    after = CliRunner().invoke(main, ["status", str(out)]).output
+    rows = {row.split()[0]: row for row in after.splitlines() if row.startswith(("l1 ", "gan "))}
+    assert "stopped" in rows["l1"] and "of 100000 (0%); its checkpoint is kept" in rows["l1"]
+    assert "stopped" in rows["gan"] and "trained for 8 steps, waiting to be trained further to 100000" in rows["gan"]
+    assert "scor" not in rows["gan"] and "2 stopped" in after
 
 
 def test_no_keep_state_leaves_no_state(photo_dir, tmp_path):

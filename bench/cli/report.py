@@ -58,12 +58,15 @@ def compare_runs(run_dir, metrics, resamples, csv_path):
     t-test over seeds) after Holm's correction, and whether the difference is real.
     [default RUN_DIR: newest run under results/]
     """
+    try:
+        run = load_run(run_dir or newest_run())  # first: the run's plugins register its own metrics
+    except (ValueError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
         raise click.BadParameter(f"unknown metric {', '.join(unknown)}; choose from {', '.join(METRICS)}",
                                  param_hint="--metric")
     try:
-        run = load_run(run_dir or newest_run())
         scores = compare.load_scores(run)
         if not scores.values:
             raise click.ClickException(f"{run.path} has no per-image scores (made before Colorbench kept them); "

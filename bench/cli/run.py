@@ -23,6 +23,7 @@ from bench.config.options import (
 from bench.report.summary import arrow, decimals
 from bench.run.runner import run_benchmark
 from bench.run.stop import RunInterrupted, signal_words
+from bench.rundir.lock import invoked_as
 from bench.rundir.read import read_metrics
 
 
@@ -57,7 +58,7 @@ def _click_type(f, kind):
     if meta["path"]:
         return click.Path(file_okay=meta["path"] != "folder")
     if kind is float:
-        return click.FloatRange(min=meta["min"]) if meta["min"] is not None else click.FLOAT
+        return click.FloatRange(min=meta["min"], min_open=meta["min_open"]) if meta["min"] is not None else click.FLOAT
     if kind is int:
         return click.IntRange(min=meta["min"]) if meta["min"] is not None else click.INT
     return click.STRING
@@ -134,7 +135,7 @@ def _resume_command(out) -> str:
     args = sys.argv[1:]
     if not any(a == "--out" or a.startswith("--out=") for a in args):
         args += ["--out", str(out)]
-    return shlex.join(["bench", *[a for a in args if a != "--overwrite"]])
+    return shlex.join([*invoked_as(), *[a for a in args if a != "--overwrite"]])
 
 
 def _print_summary(out) -> None:

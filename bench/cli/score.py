@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import click
 
-from bench.cli.run import _field_options, _print_summary
+import pandas as pd
+
+from bench.cli import echo
+from bench.cli.run import _field_options
 from bench.config.options import (
     PROTOCOL_OVERRIDES,
     RUN_FIELDS,
     RunConfig,
     scoring_protocol,
 )
+from bench.report.summary import arrow, decimals, format_cell, summarize
+from bench.rundir.layout import BASELINES
+from bench.rundir.read import load_run
 from bench.run.outside import parse_pairs, score_folders, score_into_run
 
 
@@ -36,7 +42,8 @@ def protocol_options(fn):
 @click.option("--size", type=click.IntRange(8, 4096), default=256, show_default=True,
               help="With --truth: the val crop in px that photos and predictions are prepared to.")
 @click.option("--resize", type=click.Choice(["crop", "squash"]), default="crop", show_default=True,
-              help="With --truth: shorter side to --size and centre crop, or squash to --size x --size.")
+              help="With --truth: shorter side to --size and centre crop, or squash to --size x --size (the "
+                   "bicubic --val-geometry's; a paper's geometry replaces it).")
 @click.option("--allow-missing", is_flag=True,
               help="Score the photos a folder has predictions for (and ignore files named like no photo), "
                    "instead of refusing; every table then says how many.")
@@ -78,4 +85,30 @@ def score(pairs, truth, run_dir, out, size, resize, allow_missing, gallery_photo
         raise
     except (ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
-    _print_summary(where)
+    print_scored(where)
+
+
+def print_scored(where) -> None:
+    """The run's rows as the report's table has them: every row of the run folder (gray, each
+    trained combination, each outside colorizer, the photos), named as the report names them,
+    ``(30/242 photos)`` and ``(not ranked)`` included, so no scored colorizer is left out and
+    no row of other photos reads as comparable with the rest."""
+    summary = summarize([load_run(where)])
+    rows = list(dict.fromkeys(summary["row"]))
+    metrics = list(dict.fromkeys(summary["metric"]))
+    cells = summary.set_index(["row", "metric"])
+    table = pd.DataFrame(index=rows, columns=[f"{m} {arrow(m)}".rstrip() for m in metrics], dtype=object)
+    for m, column in zip(metrics, table.columns):
+        digits = decimals(summary.loc[summary.metric == m, "mean"].tolist())
+        for row in rows:
+            r = cells.loc[(row, m)]
+            table.loc[row, column] = format_cell(r["mean"], float("nan"), r["seeds"], r["seeds_total"], digits)
+    ranked = summary.drop_duplicates("row").set_index("row")
+    table.index = [row + ("" if ranked.loc[row, "ranked"] or ranked.loc[row, "combination"] in BASELINES
+                          else " (not ranked)") for row in rows]
+    echo(f"\nResults in {where} (mean over seeds; `bench report` writes the report, with why a row is not ranked):")
+    echo(table.to_string())
+    notes = summary[summary["note"].str.startswith("missing")][["metric", "note"]].drop_duplicates()
+    for metric, note in notes.itertuples(index=False):
+        echo(f"{metric}: {note} (see `bench weights`)")
+

@@ -5,9 +5,9 @@ from __future__ import annotations
 import click
 
 from bench.cli import echo
-from bench.run.status import cell_states, status_text
+from bench.run.status import run_status_text
 from bench.rundir.layout import RunFolder
-from bench.rundir.read import newest_run, read_config
+from bench.rundir.read import newest_run
 
 
 @click.command("status")
@@ -22,6 +22,6 @@ def status(run_dir, lines):
     """
     try:
         folder = RunFolder(run_dir or newest_run())
-        echo(status_text(folder, cell_states(folder, read_config(folder.config), lines)))
+        echo(run_status_text(folder, lines))  # a run still being prepared is said to be, not refused
     except (ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from None

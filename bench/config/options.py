@@ -3,9 +3,14 @@ cells run), the presets, and ``TrainSettings`` (how every cell trains)."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import math
+import numbers
 import os
+import types
+import typing
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -57,9 +62,14 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 _NOT_GIVEN = object()
 
 
+class OptionError(ValueError):
+    """An option outside its allowed range; the message names the option, the range and the fix."""
+
+
 def option(default=dataclasses.MISSING, *, help: str = "", identity: bool = False, old_runs=_NOT_GIVEN,
            internal: str = "", flag: str = "", choices: tuple = (), path: str = "", min=None,
-           default_text: str = "", multiple: bool = False, default_factory=dataclasses.MISSING):
+           min_open: bool = False, default_text: str = "", multiple: bool = False,
+           default_factory=dataclasses.MISSING):
     """A ``RunConfig`` field with what ``bench run`` and a resumed run need to know about it:
 
     - ``help``: the ``bench run`` help text (the default is appended by bench/cli/run.py).
@@ -69,21 +79,25 @@ def option(default=dataclasses.MISSING, *, help: str = "", identity: bool = Fals
     - ``internal``: why the field is not a ``bench run`` option (Python API only).
     - ``flag``: the command-line flag when not ``--field-name``; ``choices``: the values
       the flag accepts; ``path``: ``"path"`` or ``"folder"`` for a path option; ``min``:
-      the smallest number it accepts; ``default_text``: how help shows a default that is
-      not a plain value (None resolved later, or a preset's); ``multiple``: a repeatable
-      flag, each value one item of a tuple.
+      the smallest number it accepts (``min_open``: it must be above it); ``default_text``:
+      how help shows a default that is not a plain value (None resolved later, or a
+      preset's); ``multiple``: a repeatable flag, each value one item of a tuple.
+
+    With the field's type, these are the option's one set of rules (``check_option``): the
+    CLI's flag is built from them, and ``make_config`` and ``validate`` apply them to the
+    values given in Python.
     """
     metadata = {"help": help, "identity": identity, "internal": internal, "flag": flag, "choices": tuple(choices),
-                "path": path, "min": min, "default_text": default_text, "multiple": multiple}
+                "path": path, "min": min, "min_open": min_open, "default_text": default_text, "multiple": multiple}
     if old_runs is not _NOT_GIVEN:
         metadata["old_runs"] = old_runs
     return field(default=default, default_factory=default_factory, metadata=metadata)
 
 
-def _protocol_option(key: str):
+def _protocol_option(key: str, **rules):
     meta = PROTOCOL_SETTINGS[key].metadata
     return option(None, identity=True, old_runs=None, flag=flag(key), choices=meta["choices"],
-                  default_text="the protocol's", help=meta["help"])
+                  default_text="the protocol's", help=meta["help"], **rules)
 
 
 # The protocol settings `bench run` and `bench score` take one by one (``metrics`` is a preset's alone)
@@ -91,9 +105,11 @@ PROTOCOL_OVERRIDES = tuple(k for k in PROTOCOL_SETTINGS if k != "metrics")
 
 
 def scoring_protocol(name: str = "colorbench", **settings) -> ScoringProtocol:
-    """The preset ``name`` with ``settings`` (None: the preset's) changed."""
+    """The preset ``name`` with ``settings`` (None: the preset's) changed, each checked by its
+    option's rules (``check_option``: `bench score` takes them too)."""
     if name not in PROTOCOLS:
         raise ValueError(f"--protocol {name!r}: expected one of {', '.join(PROTOCOLS)}")
+    settings = {k: check_option(RunConfig, k, v) if k in RUN_FIELDS else v for k, v in settings.items()}
     return PROTOCOLS[name].with_settings(**settings)
 
 
@@ -168,9 +184,11 @@ class RunConfig:
     fid_input: str | None = _protocol_option("fid_input")
     lpips_net: str | None = _protocol_option("lpips_net")
     ssim_window: str | None = _protocol_option("ssim_window")
-    ssim_range: float | None = _protocol_option("ssim_range")
+    ssim_range: float | None = _protocol_option("ssim_range", min=0, min_open=True)  # a data range of 0 divides by 0
     ground_truth: str | None = _protocol_option("ground_truth")
     predictions_as: str | None = _protocol_option("predictions_as")
+    val_geometry: str | None = _protocol_option("val_geometry")
+    psnr_crop_border: int | None = _protocol_option("psnr_crop_border", min=0)
     device: str = option("auto", help="auto, cpu or cuda[:N].")
     # Not an identity option: what --precision resolved to (``auto`` differs per machine)
     # is compared instead, with the device type (runner.check_numerics).
@@ -333,17 +351,182 @@ PRESET_FIELDS = tuple(name for name in RUN_FIELDS if any(name in values for valu
 
 
 def parse_seeds(value) -> tuple[int, ...]:
-    """``--seeds`` as the CLI takes it ("0,1,2") or as Python gives it (0, or [0, 1])."""
+    """``--seeds`` as the CLI takes it ("0,1,2") or as Python gives it (0, or [0, 1]): whole
+    numbers only (a float or a bool is refused, never truncated)."""
+    def one(s):
+        if isinstance(s, str):
+            return int(s)
+        if isinstance(s, numbers.Integral) and not isinstance(s, bool):
+            return int(s)
+        raise TypeError(s)
+
+    where = f"seeds={_shown(value)} (--seeds)"
     try:
-        if isinstance(value, str):
-            seeds = tuple(int(s) for s in value.split(","))
+        if isinstance(value, (str, numbers.Integral)) and not isinstance(value, bool):
+            seeds = tuple(one(s) for s in (value.split(",") if isinstance(value, str) else [value]))
+        elif isinstance(value, Iterable) and not isinstance(value, (bytes, dict, set, frozenset)):
+            seeds = tuple(one(s) for s in value)
         else:
-            seeds = tuple(int(s) for s in ([value] if isinstance(value, int) else value))
+            raise TypeError(value)
     except (TypeError, ValueError):
-        raise ValueError(f"--seeds {value!r} is not a comma-separated list of integers, e.g. 0,1,2") from None
+        raise OptionError(f"{where} is not a comma-separated list of integers, e.g. 0,1,2 (in Python also a "
+                          "list such as seeds=[0, 1, 2])") from None
     if not seeds or any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
-        raise ValueError(f"--seeds {value!r}: seeds must be distinct non-negative integers, e.g. 0,1,2")
+        raise OptionError(f"{where}: seeds must be distinct non-negative integers, e.g. 0,1,2")
     return seeds
+
+
+# ---- one set of rules per option -------------------------------------------------------
+# Each field's type and metadata (``option``) say what it accepts; ``bench run``'s flag is
+# built from them (bench/cli/run.py), and ``check_option`` applies them to a value given in
+# Python (make_config, validate), so the Python API refuses what the CLI refuses, with the
+# option named both ways.
+
+
+def option_flag(f: dataclasses.Field) -> str:
+    """The command-line flag of a field (``--keep-state/--no-keep-state`` for a switch)."""
+    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+
+
+@functools.cache
+def _hints(cls) -> dict:
+    return typing.get_type_hints(cls)
+
+
+def _kind(cls, name: str):
+    """The field's type without None, and whether None is one of its values."""
+    hint = _hints(cls)[name]
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        args = typing.get_args(hint)
+        return next(a for a in args if a is not type(None)), type(None) in args
+    return hint, False
+
+
+def _shown(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _type_name(value) -> str:
+    return type(value).__name__
+
+
+def _a(value) -> str:
+    """'an int', 'a str', 'a numpy.bool': the type of ``value`` as a message names it."""
+    kind = type(value)
+    name = kind.__name__ if kind.__module__ == "builtins" else f"{kind.__module__.split('.')[0]}.{kind.__name__}"
+    return ("an " if name[0] in "aeiou" else "a ") + name
+
+
+def check_option(cls, name: str, value):
+    """``value`` of the option ``name`` of ``cls`` (``RunConfig`` or ``LaunchConfig``) checked
+    against its field's rules: its type (a switch only as True or False, a whole number as an
+    int, a path as a str or ``os.PathLike``), None only where the option may be unset, its
+    choices, its smallest value. Returns it as config.json stores it (a path as a str, a
+    list of seeds or plugins as a tuple, a numpy number as Python's); raises ``OptionError``
+    naming the option as Python spells it and as its flag, with the fix. Ranges that depend
+    on other options (a generator's sizes, GPUs present) are ``bench.config.validate``'s."""
+    f = {fl.name: fl for fl in dataclasses.fields(cls)}[name]
+    kind, optional = _kind(cls, name)
+    where = "no command-line flag: set it from Python" if f.metadata.get("internal") else option_flag(f)
+    if value is None:
+        if optional:
+            return None
+        raise OptionError(f"{name}=None ({where}): this option cannot be None; give {_expected(name, f, kind)}, "
+                          "or leave it out for its default")
+    if name == "seeds":
+        return parse_seeds(value)
+    try:
+        return _convert(f, kind, value)
+    except _Wrong as wrong:
+        unset = f", or None for {f.metadata['default_text'] or 'its default'}" if optional else ""
+        got = f"; got {wrong.got}" if wrong.got else ""
+        raise OptionError(f"{name}={_shown(value)} ({where}) must be {wrong.expected or _expected(name, f, kind)}"
+                          f"{unset}{got}") from None
+
+
+class _Wrong(Exception):
+    """A value its option does not take: what it takes (empty: ``_expected``'s words), and what it got."""
+
+    def __init__(self, expected: str = "", got: str = ""):
+        super().__init__(expected)
+        self.expected, self.got = expected, got
+
+
+def _convert(f: dataclasses.Field, kind, value):
+    """``value`` (not None) by the rules of ``f``, as config.json stores it; ``_Wrong`` if not."""
+    meta, name = f.metadata, f.name
+    if meta.get("path"):
+        path = os.fspath(value) if isinstance(value, os.PathLike) else value
+        if not isinstance(path, str) or not path.strip():
+            what = "a folder path" if meta["path"] == "folder" else "a path"
+            raise _Wrong(f"{what} (a str or pathlib.Path), e.g. {name}='path/to/folder'",
+                         "an empty path" if isinstance(path, str) else _a(value))
+        return path
+    if meta.get("multiple"):
+        items = (value,) if isinstance(value, str) else value
+        expected = f"a str or a list of str (one per {option_flag(f)} on the command line)"
+        if not isinstance(items, (list, tuple)):
+            raise _Wrong(expected, _a(value))
+        bad = [v for v in items if not isinstance(v, str) or not v.strip()]
+        if bad:
+            raise _Wrong(expected, f"the item {_shown(bad[0])}")
+        return tuple(items)
+    if meta.get("choices"):
+        if not isinstance(value, str) or value not in meta["choices"]:
+            raise _Wrong()
+        return value
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise _Wrong(f"True or False (pass {name}=True or {name}=False)",
+                         f"{_a(value)}, which a switch never reads by its truth")
+        return value
+    if kind is int or kind is float:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral if kind is int else numbers.Real):
+            raise _Wrong(got=_a(value))
+        number = int(value) if kind is int else value if type(value) in (int, float) else float(value)
+        low = meta.get("min")
+        if low is not None and not (number > low if meta.get("min_open") else number >= low):  # NaN too
+            raise _Wrong()
+        return number
+    if kind is str or kind is dict:
+        if not isinstance(value, kind):
+            raise _Wrong(got=_a(value))
+        return value
+    if typing.get_origin(kind) is tuple:  # a fixed number of numbers (Adam's betas)
+        size = len(typing.get_args(kind))
+        if (not isinstance(value, (list, tuple)) or len(value) != size
+                or not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in value)):
+            raise _Wrong(f"{size} numbers, e.g. {name}={f.default!r}")
+        return tuple(v if type(v) in (int, float) else float(v) for v in value)
+    return value
+
+
+def _expected(name: str, f: dataclasses.Field, kind) -> str:
+    """What the option takes, with an example: 'a whole number (an int) of at least 1, e.g. size=32'."""
+    low, meta = f.metadata.get("min"), f.metadata
+    if meta.get("choices"):
+        return f"one of {', '.join(map(str, meta['choices']))}"
+    what = {int: "a whole number (an int)", float: "a number", str: "a str", dict: "a dict"}.get(kind, "a value")
+    if low is not None:
+        what += f" {'above' if meta.get('min_open') else 'of at least'} {low:g}"
+    example = f.default if f.default not in (None, dataclasses.MISSING) else None
+    if example is None and kind is int:
+        example = max(10, low or 0)
+    elif example is None and kind is float:
+        example = max(1.0, low or 0) + (1.0 if meta.get("min_open") and (low or 0) >= 1 else 0.0)
+    return what + (f", e.g. {name}={example!r}" if example is not None else "")
+
+
+def check_options(config) -> None:
+    """Every field of ``config`` (a ``RunConfig`` or ``LaunchConfig``) through
+    ``check_option``; the checked values replace the given ones (a path as a str, a list of
+    seeds as a tuple)."""
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        checked = check_option(type(config), f.name, value)
+        if checked is not value:
+            setattr(config, f.name, checked)
 
 
 def make_config(preset: str = "quick", **options) -> RunConfig:
@@ -353,16 +536,13 @@ def make_config(preset: str = "quick", **options) -> RunConfig:
     if unknown:
         raise ValueError(f"unknown option(s) {', '.join(unknown)}; `bench run --help` lists them "
                          "(as --option-name; in Python, option_name)")
-    if options.get("seeds") is not None:
-        options["seeds"] = parse_seeds(options["seeds"])
-    # before anything is checked: the plugins register the losses, metrics and generators the
-    # options may name
-    given_plugins = options.get("plugin") or ()
-    options["plugin"] = tuple(plugin_name(p) for p in ([given_plugins] if isinstance(given_plugins, str) else given_plugins))
-    load_plugins(options["plugin"])
-    if preset not in PRESETS:
-        raise ValueError(f"unknown --preset {preset!r}; choose one of: {', '.join(PRESETS)}")
-    given = {k: v for k, v in options.items() if v is not None}
+    check_option(RunConfig, "preset", preset)
+    # each given value by its option's rules (the CLI's), as config.json stores it
+    given = {k: check_option(RunConfig, k, v) for k, v in options.items() if v is not None}
+    # before anything else is checked: the plugins register the losses, metrics and
+    # generators the options may name
+    given["plugin"] = tuple(plugin_name(p) for p in given.get("plugin", ()))
+    load_plugins(given["plugin"])
     if "epochs" in given and "steps" in given:
         raise ValueError("give --epochs or --steps, not both: each sets how long every cell trains")
     preset_values = dict(PRESETS[preset])

@@ -2,7 +2,6 @@
 option and the fix."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
@@ -12,27 +11,19 @@ from colorbench_datasets.sources import unknown_dataset
 
 from bench.config.machine import resolve_device, resolve_precision, visible_gpus
 from bench.config.options import (
-    LAUNCHERS,
-    PRECISIONS,
-    PRESETS,
     LaunchConfig,
+    OptionError,
     RunConfig,
+    check_options,
     parse_devices,
 )
 from bench.rundir.layout import is_within, slug
 from losses import parse_losses
-from losses.adversarial import GAN_MODES
 from losses.perceptual import parse_layer_weights
 from models import DISCRIMINATORS, GENERATORS, size_problem
 
 
 def _check_launch(launch: LaunchConfig, cfg: RunConfig) -> None:
-    if launch.launcher not in LAUNCHERS:
-        raise OptionError(f"unknown --launcher {launch.launcher!r}; choose one of: {', '.join(LAUNCHERS)}")
-    for name in ("max_parallel", "gpus_per_cell", "timeout_min", "slurm_cpus_per_task"):
-        value = getattr(launch, name)
-        if value is not None and (not _is_int(value) or value < 1):
-            raise OptionError(f"{_flag(name)} must be a whole number of at least 1, got {value!r}")
     if cfg.batch_size % launch.gpus_per_cell:
         raise OptionError(f"--batch-size {cfg.batch_size} does not split evenly over --gpus-per-cell "
                           f"{launch.gpus_per_cell}: each process trains on an equal shard of the global batch; use a "
@@ -55,8 +46,6 @@ def _check_launch(launch: LaunchConfig, cfg: RunConfig) -> None:
                   if getattr(launch, f)]
     if launch.launcher != "slurm" and slurm_only:
         raise OptionError(f"{_flag(slurm_only[0])} is for --launcher slurm")
-    if launch.slurm_mem_gb is not None and (not isinstance(launch.slurm_mem_gb, (int, float)) or launch.slurm_mem_gb < 1):
-        raise OptionError(f"--slurm-mem-gb must be at least 1 (GB), got {launch.slurm_mem_gb!r}")
     if launch.no_wait and launch.launcher == "serial":
         raise OptionError("--no-wait needs --launcher local or slurm: a serial run trains in this process")
 
@@ -74,10 +63,6 @@ def _check_visible_gpus(launch: LaunchConfig, cfg: RunConfig, devices: list[str]
     on_gpu = devices or (cfg.device != "cpu" and resolve_device(cfg.device).type == "cuda")
     if on_gpu and launch.gpus_per_cell > max(visible, 1):
         raise OptionError(f"--gpus-per-cell {launch.gpus_per_cell}: {where}; ask for at most {visible}")
-
-
-class OptionError(ValueError):
-    """An option outside its allowed range; the message names the option, the range and the fix."""
 
 
 MAX_SIZE = 2048          # px; the paper preset is 256
@@ -113,21 +98,27 @@ def _is_int(value) -> bool:
 def _int_in(cfg, name: str, low: int, high: int, hint: str = "") -> None:
     value = getattr(cfg, name)
     if not _is_int(value) or not low <= value <= high:
-        raise OptionError(f"{_flag(name)} must be at least {low} and at most {high:,} (a whole number), got {value!r}{hint}")
-
-
-def _folder(value, flag: str) -> None:
-    if not isinstance(value, (str, os.PathLike)):
-        raise OptionError(f"{flag} must be a folder path, got {value!r}")
-    check_folder(Path(value), flag)
+        raise OptionError(f"{_flag(name)} must be at least {low} and at most {high:,} (a whole number; {name}= in "
+                          f"Python), got {value!r}{hint}")
 
 
 def validate(cfg: RunConfig, launch: LaunchConfig | None = None) -> None:
     """Check every option of ``cfg`` (and of ``launch``) against its allowed range, before
     any work: no weights loaded, no photo decoded, no run folder created. Raises
-    ``OptionError`` (a ValueError) naming the option, what it may be and how to fix it."""
-    if cfg.preset not in PRESETS:
-        raise OptionError(f"unknown --preset {cfg.preset!r}; choose one of: {', '.join(PRESETS)}")
+    ``OptionError`` (a ValueError) naming the option, what it may be and how to fix it.
+
+    First each field by its own rules (``check_options``: the rules ``bench run``'s flags and
+    ``make_config`` apply; a list of seeds or a ``Path`` is stored as config.json keeps it),
+    then the ranges and the options that depend on each other."""
+    if not isinstance(cfg, RunConfig):
+        raise OptionError(f"the run's options must be a RunConfig, e.g. bench.make_config('quick', losses='l1'); "
+                          f"got {type(cfg).__name__}")
+    if launch is not None and not isinstance(launch, LaunchConfig):
+        raise OptionError(f"launch= must be a LaunchConfig, e.g. launch=bench.LaunchConfig(launcher='local', "
+                          f"max_parallel=2); got {launch!r}")
+    check_options(cfg)
+    if launch is not None:
+        check_options(launch)
     _check_what_trains(cfg)
     _check_how_long(cfg)
     _check_seeds_and_optimizer(cfg)
@@ -139,8 +130,6 @@ def validate(cfg: RunConfig, launch: LaunchConfig | None = None) -> None:
 
 def _check_what_trains(cfg: RunConfig) -> None:
     """The losses, the networks and their sizes."""
-    if not isinstance(cfg.losses, str):
-        raise OptionError(f"--losses must be a string such as 'l1,100*l1+gan', got {cfg.losses!r}")
     folders = {}
     for c in parse_losses(cfg.losses):  # LossSpecError names the bad part
         if slug(c.spec) in folders:
@@ -152,15 +141,13 @@ def _check_what_trains(cfg: RunConfig) -> None:
     if cfg.discriminator not in DISCRIMINATORS:
         raise OptionError(f"unknown --discriminator {cfg.discriminator!r}; choose one of: {', '.join(sorted(DISCRIMINATORS))}")
     if not _is_int(cfg.size) or not MIN_SIZE <= cfg.size <= MAX_SIZE:
-        raise OptionError(f"--size {cfg.size!r} is out of range: use {MIN_SIZE} to {MAX_SIZE} px (e.g. 64, or 256 "
-                          "as the paper preset)")
+        raise OptionError(f"--size {cfg.size!r} is out of range: use {MIN_SIZE} to {MAX_SIZE} px (size= in Python; "
+                          "e.g. 64, or 256 as the paper preset)")
     problem = size_problem(cfg.generator, cfg.size)  # each generator's own rule (the U-Net's: multiples of 32)
     if problem:
         raise OptionError(f"--generator {cfg.generator}: {problem}")
     _int_in(cfg, "width", 1, MAX_WIDTH, " (the paper's U-Net is 64)")
     _int_in(cfg, "disc_width", 1, MAX_WIDTH, " (pix2pix's PatchGAN is 64)")
-    if cfg.gan_mode not in GAN_MODES:
-        raise OptionError(f"unknown --gan-mode {cfg.gan_mode!r}; choose one of: {', '.join(GAN_MODES)}")
     try:
         parse_layer_weights(cfg.perceptual_layers)
     except (ValueError, AttributeError, TypeError) as exc:
@@ -174,52 +161,36 @@ def _check_how_long(cfg: RunConfig) -> None:
         _int_in(cfg, "epochs", 1, MAX_EPOCHS)
     if cfg.steps is not None:
         _int_in(cfg, "steps", 1, MAX_STEPS)
-    if cfg.checkpoint_seconds != cfg.checkpoint_seconds or cfg.checkpoint_seconds < 0:  # NaN or negative
-        raise OptionError(f"--checkpoint-seconds must be 0 or more, got {cfg.checkpoint_seconds}")
     _int_in(cfg, "batch_size", 1, MAX_BATCH)
     _int_in(cfg, "eval_batch_size", 1, MAX_BATCH)
     _int_in(cfg, "workers", 0, MAX_WORKERS)
 
 
 def _check_seeds_and_optimizer(cfg: RunConfig) -> None:
-    seeds = cfg.seeds
-    if not isinstance(seeds, (tuple, list)) or not seeds:
-        raise OptionError("--seeds is empty; give comma-separated integers such as 0,1,2")
-    bad = [s for s in seeds if not _is_int(s) or not 0 <= s <= MAX_SEED]
+    # their types, and seeds distinct and not negative: check_options (parse_seeds)
+    bad = [s for s in cfg.seeds if s > MAX_SEED]
     if bad:
         raise OptionError(f"--seeds: {bad[0]!r} is out of range; seeds are whole numbers from 0 to {MAX_SEED:,} (2^32 - 1)")
-    if len(set(seeds)) != len(seeds):
-        raise OptionError(f"--seeds {','.join(map(str, seeds))}: each seed may be given once")
-    if isinstance(cfg.lr, bool) or not isinstance(cfg.lr, (int, float)) or not 0 < cfg.lr <= 1:
-        raise OptionError(f"--lr {cfg.lr!r} is out of range: use a positive number up to 1 (Adam's usual is 2e-4)")
-    betas = cfg.betas
-    if (not isinstance(betas, (tuple, list)) or len(betas) != 2
-            or not all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in betas)):
-        raise OptionError(f"betas {betas!r}: Adam needs two numbers in [0, 1), e.g. (0.5, 0.999)")
+    if not 0 < cfg.lr <= 1:  # NaN too
+        raise OptionError(f"--lr {cfg.lr!r} is out of range: use a positive number up to 1 (lr= in Python; Adam's "
+                          "usual is 2e-4)")
+    if not all(0 <= b < 1 for b in cfg.betas):
+        raise OptionError(f"betas {cfg.betas!r}: Adam needs two numbers in [0, 1), e.g. (0.5, 0.999)")
 
 
 def _check_machine(cfg: RunConfig, remote: bool = False) -> None:
-    """The device, the precision and the switches. ``remote``: the cells run on other
+    """The device and the precision. ``remote``: the cells run on other
     machines (SLURM), so this one's GPUs say nothing about theirs."""
-    if not isinstance(cfg.device, str):
-        raise OptionError(f"--device must be auto, cpu or cuda[:N], got {cfg.device!r}")
     if remote:
         if cfg.device not in ("auto", "cpu", "cuda"):
             raise OptionError(f"--device {cfg.device} with --launcher slurm: a job's GPUs are its own; use "
                               "--device cuda (or auto, or cpu), and --gpus-per-cell for more than one")
-        if cfg.precision not in PRECISIONS:
-            raise OptionError(f"unknown --precision {cfg.precision!r}; use auto, fp32, bf16 or fp16")
     else:
         device = resolve_device(cfg.device)
         if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
             raise OptionError(f"--device {cfg.device}: this machine has {torch.cuda.device_count()} GPU(s), "
                               f"numbered from 0; use --device cuda:0 (or auto)")
         resolve_precision(cfg.precision, device)
-    for name in ("strict_weights", "deterministic", "compile"):
-        if not isinstance(getattr(cfg, name), bool):
-            raise OptionError(f"{_flag(name)} is a flag (True or False), got {getattr(cfg, name)!r}")
-    if not isinstance(cfg.extra, dict):
-        raise OptionError(f"extra must be a dict, got {type(cfg.extra).__name__}")
 
 
 def _check_photos_and_out(cfg: RunConfig) -> None:
@@ -232,16 +203,13 @@ def _check_photos_and_out(cfg: RunConfig) -> None:
     if cfg.dataset is not None and cfg.dataset not in DATASETS:
         raise OptionError(unknown_dataset(cfg.dataset))
     if cfg.data is not None:
-        _folder(cfg.data, "--data")
+        check_folder(Path(cfg.data), "--data")
     if cfg.val_data is not None:
-        _folder(cfg.val_data, "--val-data")
-    if cfg.data_root is not None and (not isinstance(cfg.data_root, (str, os.PathLike))
-                                      or (Path(cfg.data_root).exists() and not Path(cfg.data_root).is_dir())):
+        check_folder(Path(cfg.val_data), "--val-data")
+    if cfg.data_root is not None and Path(cfg.data_root).exists() and not Path(cfg.data_root).is_dir():
         raise OptionError(f"--data-root {cfg.data_root!r} must be a folder (it is created if missing)")
     if cfg.out is None:
         return
-    if not isinstance(cfg.out, (str, os.PathLike)):
-        raise OptionError(f"--out must be a folder path, got {cfg.out!r}")
     if Path(cfg.out).exists() and not Path(cfg.out).is_dir():
         raise OptionError(f"--out {cfg.out} is a file; give a folder for the run (new or an earlier run's)")
     for value, flag in ((cfg.data, "--data"), (cfg.val_data, "--val-data")):

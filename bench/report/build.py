@@ -26,6 +26,7 @@ from bench.report.curves import IMPROVING, still_improving, val_curves
 from bench.report.gallery import write_gallery
 from bench.report.photos import load_val_split, val_sources
 from bench.report.summary import (
+    OUTSIDE,
     RANKED,
     arrow,
     decimals,
@@ -42,6 +43,7 @@ from bench.rundir.read import (
     RunFolderError,
     external_note,
     load_run,
+    read_tidy_csv,
     read_train_log,
     refuse_out_in_photos,
 )
@@ -166,12 +168,6 @@ def caveats(runs: list[Run], summary: pd.DataFrame) -> list[str]:
             out.append(prefix + "the run has not finished (config.json has no `finished` time); missing cells are absent from the table")
         if d.get("is_sample"):
             out.append(prefix + "trained and scored on the built-in **sample** photos: a smoke test of the pipeline, not a benchmark")
-        for c in run.combinations:
-            for term, tag in c.get("tags", {}).items():
-                out.append(
-                    prefix + f"{code(c['name'])}: the {code(term)} term used **{tag}** weights (pretrained weights were "
-                    "not available), so it is not the loss the literature means"
-                )
         where = run.config.get("baselines_scored_on")
         kinds = {(run.cell_record(n, k) or {}).get("device") for n in run.combination_names for k in run.seeds} - {None}
         if where and kinds - {where}:
@@ -196,7 +192,8 @@ def caveats(runs: list[Run], summary: pd.DataFrame) -> list[str]:
     notes: dict[tuple[str, str], list[str]] = {}
     for r in scored.itertuples():
         for note in filter(None, r.note.split("; ")):
-            if not note.startswith("diverged"):
+            # divergence is said per cell above; a row on part of the photos in its not-ranked caveat
+            if not note.startswith("diverged") and not (r.kind == OUTSIDE and not r.ranked and "--allow-missing" in note):
                 notes.setdefault((r.metric, note), []).append(r.row)
     grouped: dict[tuple[str, tuple], list[str]] = {}
     for (metric, note), rows in notes.items():
@@ -217,7 +214,8 @@ def caveats(runs: list[Run], summary: pd.DataFrame) -> list[str]:
                    + "): their differences include numerics, not only losses")
     keys = {(r.config.get("data", {}).get("val_files_sha256"), r.options.get("size")) for r in runs}
     if len(runs) > 1 and len(keys) > 1:
-        out.append("the runs were scored on **different val photos or sizes**: compare rows of different runs with care")
+        out.append("the runs were scored on **different val photos or sizes**: rows of different photos are never ranked "
+                   "against each other (the bold, the leads and the paired tests stay within the rows of one photo set)")
     return out
 
 
@@ -251,47 +249,59 @@ def _descriptive_sentences(summary: pd.DataFrame, digits: dict[str, int]) -> lis
     return out
 
 
-def reading(summary: pd.DataFrame, pairs: pd.DataFrame | None = None) -> tuple[list[str], list[str]]:
-    """Built from the numbers: a sentence per metric (who wins, by how much over the
-    runner-up, and whether the paired tests of ``pairs`` (``bench.report.compare.pairwise``) call
-    that lead real, else against the seed spread) and a line per combination (where it
-    stands against gray, at the table's precision)."""
-    winners, standing = [], []
-    digits = {m: decimals(summary.loc[summary.metric == m, "mean"].tolist()) for m in summary.metric.unique()}
-    ranked_rows = summary[summary.direction.isin(RANKED) & ((summary.combination == GRAY) | summary.ranked)]
-    for metric, group in ranked_rows.groupby("metric", sort=False):
-        group = group.dropna(subset=["mean"])
-        if group.empty:
-            continue
-        d = digits[metric]
-        if (group.combination == GRAY).all():  # every model unranked: gray alone is no winner
-            models = summary[(summary.metric == metric) & ~summary.combination.isin(BASELINES)].dropna(subset=["mean"])
-            if len(models):
-                winners.append(f"**{metric}** {arrow(metric)}: no model is ranked (none has learnt to colour yet, see "
-                               f"the caveats); the models score {_fmt(models['mean'].min(), d)} to "
-                               f"{_fmt(models['mean'].max(), d)}, gray {_fmt(group['mean'].iloc[0], d)}.")
-            continue
-        ranked = group.sort_values("mean", ascending=group["direction"].iloc[0] != "higher")
-        best, rest = ranked.iloc[0], ranked[~ranked.best]
-        tied = ranked[ranked.best]
-        names = _and([f"{code(r)}" for r in tied["row"]])
-        text = f"**{metric}** {arrow(metric)}: {names} {'is' if len(tied) == 1 else 'tie as'} best at {_fmt(best['mean'], d)}"
-        if len(rest):
-            second = rest.iloc[0]
-            gap = abs(best["mean"] - second["mean"])
-            text += (f", {_fmt(gap, d)} ahead of {code(second['row'])}" if math.isfinite(gap) else
-                     f" (no error at all), ahead of {code(second['row'])}")
-            spreads = [v for v in (best["std"], second["std"]) if math.isfinite(v)]
-            tested = compare.verdict(pairs, metric, best["row"], second["row"], d) if pairs is not None else None
-            if tested:
-                text += f" ({tested})"
-            elif spreads:
-                inside = gap <= max(spreads)
-                text += f" ({'within' if inside else 'beyond'} the seed spread of ±{_fmt(max(spreads), d)})"
-        if (tied["combination"] == GRAY).any():
-            text += "; no combination beats the gray baseline on it"
-        winners.append(text + ".")
-    winners += _descriptive_sentences(summary, digits)
+def _unranked_why(models: pd.DataFrame) -> str:
+    """Why none of ``models`` (one photo set's model rows, none ranked) is: in a few words."""
+    whys = {r.row: r.not_ranked_because for r in models.drop_duplicates("row").itertuples()}
+
+    def short(why: str) -> str:
+        said = []
+        if "weights" in why:
+            said.append("ran on surrogate (random) weights")
+        if "trained only" in why:
+            said.append("has not learnt to colour yet")
+        elif "≈ gray" in why:
+            said.append("is still ≈ gray")
+        return " and ".join(said) or "is not ranked"
+
+    kinds = {short(w) for w in whys.values()}
+    if kinds == {"has not learnt to colour yet"}:
+        return "none has learnt to colour yet"
+    if len(kinds) == 1:
+        return ("each " if len(whys) > 1 else f"{code(next(iter(whys)))} ") + kinds.pop()
+    return ", ".join(f"{code(row)} {short(w)}" for row, w in whys.items())
+
+
+def _lead(best, second, metric: str, pairs: pd.DataFrame | None, d: int) -> str:
+    """``best``'s lead over ``second`` in words. Its size is the paired Δ where the two were
+    tested (the same photos and seeds; then it is the gap of the table's means), else the gap
+    of the means of one photo set (rows of different runs); never a gap of means over other
+    photos, which the two rows are never ranked on."""
+    gap = abs(best["mean"] - second["mean"])
+    if not math.isfinite(gap):
+        return f" (no error at all), ahead of {code(second['row'])}"
+    tested = compare.lead(pairs, metric, best["row"], second["row"], d) if pairs is not None else None
+    if tested is None:
+        text = f", {_fmt(gap, d)} ahead of {code(second['row'])}"
+        spreads = [v for v in (best["std"], second["std"]) if math.isfinite(v)]
+        if spreads:
+            inside = gap <= max(spreads)
+            text += f" ({'within' if inside else 'beyond'} the seed spread of ±{_fmt(max(spreads), d)})"
+        return text
+    delta, said = tested
+    if abs(delta - gap) < 0.5 * 10 ** -d:  # the same photos and seeds: the paired Δ is the gap of the means
+        return f", {_fmt(delta, d)} ahead of {code(second['row'])} ({said})"
+    # the means average different seeds (one diverged): the paired Δ, on the seeds both have, is quoted
+    if delta >= 0:
+        return (f", {_fmt(delta, d)} ahead of {code(second['row'])} on the seeds both have ({said}; the table's means, "
+                f"over different seeds, differ by {_fmt(gap, d)})")
+    return (f" on the table's means, which average different seeds; on the seeds both have {code(second['row'])} is "
+            f"ahead ({said})")
+
+
+def _standing(summary: pd.DataFrame, digits: dict[str, int], sets: list[str]) -> list[str]:
+    """A line per row: where it stands against gray, at the table's precision (paired, on the
+    photos both have, for a row of other photos than gray's)."""
+    standing = []
     for row, group in summary[~summary.combination.isin(BASELINES)].groupby("row", sort=False):
         group = group.dropna(subset=["vs_gray"])
         if group.empty:
@@ -304,7 +314,56 @@ def reading(summary: pd.DataFrame, pairs: pd.DataFrame | None = None) -> tuple[l
                 verdicts.append(f"{label} {', '.join(hits)}")
         if not any(v > 0 for v in shown.values()):
             verdicts[0] = verdicts[0].replace("worse on", "worse than gray on").replace("level on", "level with gray on")
-        standing.append(f"{code(row)}: " + "; ".join(verdicts) + ".")
+        paired = " (paired, on the photos both have)" if group["photo_set"].iloc[0] not in sets else ""
+        standing.append(f"{code(row)}{paired}: " + "; ".join(verdicts) + ".")
+    return standing
+
+
+def reading(summary: pd.DataFrame, pairs: pd.DataFrame | None = None) -> tuple[list[str], list[str]]:
+    """Built from the numbers: a sentence per metric (who wins, by how much over the
+    runner-up, and whether the paired tests of ``pairs`` (``bench.report.compare.pairwise``) call
+    that lead real, else against the seed spread) and a line per combination (where it
+    stands against gray, at the table's precision). Leads are called among the ranked rows
+    of one photo set (``summary.photo_set``) alone, as the table bolds them."""
+    winners = []
+    digits = {m: decimals(summary.loc[summary.metric == m, "mean"].tolist()) for m in summary.metric.unique()}
+    scored = summary[summary.combination != TRUTH]
+    # the photo sets a lead can be called on: those with gray or a ranked row (a partial row is a set of its own)
+    sets = [s for s in dict.fromkeys(scored["photo_set"])
+            if ((scored.photo_set == s) & ((scored.combination == GRAY) | scored.ranked)).any()]
+    for metric, rows in summary[summary.direction.isin(RANKED)].groupby("metric", sort=False):
+        d = digits[metric]
+        said = []
+        for photo_set in sets:
+            own = rows[rows.photo_set == photo_set]
+            group = own[((own.combination == GRAY) | own.ranked)].dropna(subset=["mean"])
+            where = f"on {code(photo_set)}'s val photos, " if len(sets) > 1 else ""
+            if not group["ranked"].any():  # no model ranked: gray alone is no winner
+                models = own[~own.combination.isin(BASELINES)].dropna(subset=["mean"])
+                if len(models):
+                    said.append(f"{where}no model is ranked ({_unranked_why(models)}, see the caveats); the models "
+                                f"score {_fmt(models['mean'].min(), d)} to {_fmt(models['mean'].max(), d)}"
+                                + (f", gray {_fmt(group['mean'].iloc[0], d)}" if len(group) else ""))
+                continue
+            ranked = group.sort_values("mean", ascending=group["direction"].iloc[0] != "higher")
+            tied = ranked[ranked.best]
+            best, rest = (tied if len(tied) else ranked).iloc[0], ranked[~ranked.best]
+            names = _and([f"{code(r)}" for r in tied["row"]] or [code(best["row"])])
+            text = f"{where}{names} {'is' if len(tied) <= 1 else 'tie as'} best at {_fmt(best['mean'], d)}"
+            if len(rest):
+                text += _lead(best, rest.iloc[0], metric, pairs, d)
+            if (tied["combination"] == GRAY).any():
+                text += "; no ranked combination beats the gray baseline on it"
+            said.append(text)
+        if said:
+            winners.append(f"**{metric}** {arrow(metric)}: " + "; ".join(said) + ".")
+    winners += _descriptive_sentences(summary, digits)
+    partial = scored[~scored.photo_set.isin(sets)].drop_duplicates("row")
+    for r in partial.itertuples():
+        winners.append(f"{code(r.row)} was scored on part of the val photos alone: it is not ranked against rows "
+                       "scored on all of them; its standing against gray below and its paired tests are on the photos "
+                       "both have.")
+    standing = _standing(summary, digits, sets)
     seeds = int(summary["seeds_total"].max()) if len(summary) else 0
     if seeds <= 1 and winners and pairs is not None and len(pairs):
         winners.append("With one seed per combination the tests compare these trained models photo by photo; "
@@ -512,7 +571,7 @@ def check_report_out(runs: list[Run], out: Path, overwrite: bool = False) -> Non
                              f"replaced by a report on {names}; {fix}")
     if target.summary.is_file():
         try:
-            previous = set(pd.read_csv(target.summary, usecols=["run"])["run"].astype(str))
+            previous = set(read_tidy_csv(target.summary, usecols=["run"])["run"].astype(str))
         except (ValueError, pd.errors.ParserError, pd.errors.EmptyDataError):
             previous = set()
         if previous != {csv_cell(display_name(r.name)) for r in runs}:  # as summary.csv writes names
@@ -542,7 +601,7 @@ def build_report(run_dirs: list[str | Path], out: str | Path | None = None, sett
 
     summary = summarize(runs)
     analysis = compare.analyse(runs)  # paired tests and intervals from the per-image scores
-    summary = compare.with_intervals(summary, analysis)
+    summary = compare.paired_gains(compare.with_intervals(summary, analysis), analysis)
     with all_or_nothing():  # a failure half-way (a full disk) leaves the old report whole
         return _write_report(runs, out, target, summary, analysis, settings)
 
@@ -558,7 +617,7 @@ def _write_report(runs, out: Path, target: RunFolder, summary, analysis, setting
 
     written = {}
     digits = {m: decimals(summary.loc[summary.metric == m, "mean"].tolist()) for m in summary.metric.unique()}
-    values = seed_values(runs)
+    values = seed_values(runs, summary)
     plotted, left_out = scored_metrics(summary)
     figures.bar_figure(
         values[values.row.isin(order) & values.metric.isin(plotted)], order, palette, out / FIGURES["scores"],
@@ -650,10 +709,13 @@ def results_section(summary: pd.DataFrame, out: Path, analysis: "compare.Analysi
     seeds = int(summary["seeds_total"].max()) if len(summary) else 0
     spread = "mean ± sample std over seeds" if seeds > 1 else "one seed"
     tested = analysis is not None and not analysis.empty
+    several_sets = summary.loc[summary.combination == GRAY, "photo_set"].nunique() > 1
     return [
         "## Results", "",
         f"Val scores ({spread}); ↑ higher is better, ↓ lower is better, no arrow: descriptive (read it against "
-        f"{code(TRUTH)}'s, never ranked); **bold**: best in the column. "
+        f"{code(TRUTH)}'s, never ranked); **bold**: best of the ranked rows and gray in the column (a row marked "
+        "*not ranked* never is, and a column without a ranked row bolds nothing; the caveats say why)"
+        + ("; rows are ranked only against rows scored on the same val photos" if several_sets else "") + ". "
         f"{code(GRAY)} is the input itself (ab = 0), the floor every model should clear."
         + (f" {code(TRUTH)} scores the val photos themselves: a reference, never ranked."
            if (summary.combination == TRUTH).any() else ""), "",

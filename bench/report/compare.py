@@ -359,6 +359,16 @@ def _digits(pairs: pd.DataFrame, metric: str, summary: pd.DataFrame | None) -> i
     return decimals(pairs["diff"].abs().tolist())
 
 
+def _and_list(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _signed(value: float, digits: int) -> str:
+    """``value`` at ``digits`` decimals, never ``-0.00``: a difference that rounds to nothing has no side."""
+    text = f"{value:.{digits}f}"
+    return text[1:] if text.startswith("-") and float(text) == 0 else text
+
+
 def _oriented(r, digits: int, first: str | None = None) -> tuple[str, str, str]:
     """(first, second, "Δ [lo, hi]") with the difference read from ``first``'s side
     (default: the better one's, so Δ >= 0)."""
@@ -366,7 +376,7 @@ def _oriented(r, digits: int, first: str | None = None) -> tuple[str, str, str]:
     sign = -1 if flip else 1
     lo, hi = sorted((sign * r.ci_low, sign * r.ci_high))
     a, b = (r.b, r.a) if flip else (r.a, r.b)
-    return a, b, f"{sign * r.diff:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+    return a, b, f"{_signed(sign * r.diff, digits)} [{_signed(lo, digits)}, {_signed(hi, digits)}]"
 
 
 def _why_not(r) -> str:
@@ -391,21 +401,50 @@ def claim(r, digits: int) -> str:
     return f"{code(winner)} and {code(loser)} are not told apart on {r.metric} (Δ {numbers}, {format_p(r.p_combined)} after Holm)"
 
 
-def verdict(pairs: pd.DataFrame | None, metric: str, a: str, b: str, digits: int) -> str | None:
-    """For the reading paragraph: is ``a``'s lead over ``b`` on ``metric`` real? None
-    without a test of that pair (e.g. rows of different runs)."""
+def lead(pairs: pd.DataFrame | None, metric: str, a: str, b: str, digits: int) -> tuple[float, str] | None:
+    """``a``'s paired lead over ``b`` on ``metric``: (Δ from ``a``'s side, on the photos and
+    seeds both have; the verdict in words, whose Δ is that same number). None without a
+    test of that pair (e.g. rows of different runs)."""
     if pairs is None or pairs.empty:
         return None
     hit = pairs[(pairs.metric == metric) & (((pairs.a == a) & (pairs.b == b)) | ((pairs.a == b) & (pairs.b == a)))]
     if hit.empty:
         return None
     r = next(hit.itertuples())
+    delta = r.diff if r.a == a else -r.diff
     _, _, numbers = _oriented(r, digits, first=a)
     if r.verdict == REAL:
-        return f"a real difference: Δ {numbers}, {format_p(r.p_combined)} after Holm"
+        return delta, f"a real difference: Δ {numbers}, {format_p(r.p_combined)} after Holm"
     if r.verdict == MODELS_ONLY:
-        return f"real for these trained models, not shown across seeds: Δ {numbers}, {_why_not(r)}"
-    return f"not told apart from noise: Δ {numbers}, {format_p(r.p_combined)} after Holm"
+        return delta, f"real for these trained models, not shown across seeds: Δ {numbers}, {_why_not(r)}"
+    return delta, f"not told apart from noise: Δ {numbers}, {format_p(r.p_combined)} after Holm"
+
+
+def verdict(pairs: pd.DataFrame | None, metric: str, a: str, b: str, digits: int) -> str | None:
+    """For the reading paragraph: is ``a``'s lead over ``b`` on ``metric`` real? None
+    without a test of that pair (e.g. rows of different runs)."""
+    found = lead(pairs, metric, a, b, digits)
+    return found[1] if found else None
+
+
+def paired_gains(summary: pd.DataFrame, analysis: "Analysis | None") -> pd.DataFrame:
+    """summary with ``vs_gray`` of each row scored on other photos than gray's (``--allow-missing``)
+    taken from its paired test against gray, on the photos both have: a gain over gray's
+    mean of all the photos would compare other photos."""
+    out = summary.copy()
+    if analysis is None or analysis.pairwise.empty:
+        return out
+    gray_sets = set(summary.loc[summary.combination == GRAY, "photo_set"])
+    pairs = analysis.pairwise
+    labels = {s.run.name: s.labels.get(GRAY, GRAY) for s in analysis.scores}
+    for i, r in summary.iterrows():
+        if r["combination"] in (GRAY, TRUTH) or r["photo_set"] in gray_sets or r["run"] not in labels:
+            continue
+        hit = pairs[(pairs.run == r["run"]) & (pairs.metric == r["metric"]) & (pairs.a == r["row"])
+                    & (pairs.b == labels[r["run"]])]
+        if len(hit):
+            out.loc[i, "vs_gray"] = float(hit["diff"].iloc[0])
+    return out
 
 
 def headline(pairs: pd.DataFrame) -> list[str]:
@@ -463,12 +502,17 @@ def section(analysis: Analysis, summary: pd.DataFrame, figure: str | None) -> li
         return md + [f"No paired comparisons: {why}.", ""]
     seeds = int(pairs["seeds"].max())
     per_run = pairs.groupby("run", sort=False)["photos"].max()
+    # rows scored on part of the photos (--allow-missing): paired on the photos both have
+    partial = list(dict.fromkeys(summary.loc[~summary.combination.isin([GRAY, TRUTH]) & ~summary.photo_set.isin(
+        summary.loc[summary.combination == GRAY, "photo_set"]), "row"])) if summary is not None and "photo_set" in summary else []
+    but = (f" (except {_and_list([code(r) for r in partial])}, scored on part of them: "
+           f"{'its pairs are' if len(partial) == 1 else 'their pairs are'} tested on the photos both have)") if partial else ""
     if len(per_run) == 1:
-        scored = f"Every model was scored on the same {int(per_run.iloc[0])} val photos, so each pair of combinations"
+        scored = f"Every model was scored on the same {int(per_run.iloc[0])} val photos{but}, so each pair of combinations"
     else:  # runs may have other photos: pairs are formed within a run only
         scored = ("Within each run every model was scored on the same val photos ("
                   + ", ".join(f"{code(run)}: {int(n)}" for run, n in per_run.items())
-                  + "), so each pair of combinations of a run")
+                  + f"){but}, so each pair of combinations of a run")
     resampled = [m.name for m in METRICS.values() if m.kind in (SET, DERIVED) or m.pool_weight is not None]
     md += [
         scored + " is compared photo by photo. Δ is the mean paired difference in the metric's own direction (positive: the first named is better), "

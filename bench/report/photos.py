@@ -5,9 +5,10 @@ from __future__ import annotations
 from colorbench_datasets import Sources, photo_items, resolve_sources
 from colorbench_datasets.cache import build_cache
 from colorbench_datasets.manifest import describe_split_change, file_list, split_print
-from colorbench_datasets.tensors import build_split
+from colorbench_datasets.tensors import build_split, val_mode
 
 from bench.rundir.read import Run
+from bench.score.protocol import scoring_protocol_of
 
 
 def run_sources(run: Run):
@@ -36,10 +37,12 @@ def load_val_split(run: Run):
     the photos that were scored, or not at all. A named dataset's cached split is reused."""
     sources = run_sources(run)
     size, workers = int(run.options["size"]), int(run.options.get("workers", 2))
+    # the protocol's val geometry (a `bench score --truth` folder recorded it resolved already)
+    resize = val_mode(sources.resize, scoring_protocol_of(run.config).val_geometry)
     if sources.cache is not None:
-        split, _ = build_cache(sources.val, size, False, sources.cache, sources.resize, workers)
+        split, _ = build_cache(sources.val, size, False, sources.cache, resize, workers)
     else:
-        split, _ = build_split(sources.val, size, False, workers, None, sources.resize)
+        split, _ = build_split(sources.val, size, False, workers, None, resize)
     data = run.config.get("data", {})
     recorded = (data.get("fingerprint") or {}).get("val")
     if isinstance(recorded, dict):

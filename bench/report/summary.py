@@ -19,7 +19,7 @@ MODEL, OUTSIDE, BASELINE = "model", "outside colorizer", "baseline"
 
 SUMMARY_COLUMNS = [
     "run", "row", "combination", "kind", "metric", "direction", "mean", "std", "seeds", "seeds_total",
-    "best", "vs_gray", "ranked", "note",
+    "best", "vs_gray", "ranked", "not_ranked_because", "photos", "photo_set", "note",
 ]
 
 
@@ -88,13 +88,39 @@ def table_rows(runs: list[Run]) -> list[Row]:
     return rows + truth_rows  # the reference rows last, under the models
 
 
+def partial_photos(run: Run, combination: str) -> tuple[int, int] | None:
+    """``(scored, of)`` for an outside colorizer's row scored on some val photos alone
+    (``--allow-missing``), else None: every other row is scored on all of its run's."""
+    entry = next((e for e in run.externals if e["name"] == combination), None)
+    if entry and isinstance(entry.get("images"), int) and isinstance(entry.get("of"), int) and entry["images"] < entry["of"]:
+        return entry["images"], entry["of"]
+    return None
+
+
 def partial_label(run: Run, combination: str) -> str:
     """What every table adds to an outside colorizer's row scored on some val photos alone
     (``--allow-missing``): `` (200/242 photos)``."""
-    entry = next((e for e in run.externals if e["name"] == combination), None)
-    if entry and isinstance(entry.get("images"), int) and isinstance(entry.get("of"), int) and entry["images"] < entry["of"]:
-        return f" ({entry['images']}/{entry['of']} photos)"
-    return ""
+    part = partial_photos(run, combination)
+    return f" ({part[0]}/{part[1]} photos)" if part else ""
+
+
+def photo_sets(runs: list[Run]) -> dict[tuple[str, str], tuple[str, int | None]]:
+    """``{(run, combination): (photo set, photos)}`` for every table row: which val photos its
+    means are over. Rows of one photo set are comparable mean for mean; rows of different
+    sets never are (the table bolds, the ranks and the reading's leads stay within a set).
+    A set is named after the first run scored on it (runs on the same val photos at the same
+    size share one); a row scored on some photos alone (``--allow-missing``) is a set of its own."""
+    first: dict[tuple, str] = {}
+    out = {}
+    for row in table_rows(runs):
+        run = next(r for r in runs if r.name == row.run)
+        name = first.setdefault(_val_key(run), run.name)
+        count = run.config.get("data", {}).get("val_images")
+        part = partial_photos(run, row.combination)
+        out[(row.run, row.combination)] = (
+            (f"{name} · {row.combination} ({part[0]}/{part[1]})", part[0]) if part
+            else (name, count if isinstance(count, int) else None))
+    return out
 
 
 def model_cells(runs: list[Run]):
@@ -145,10 +171,14 @@ def summarize(runs: list[Run]) -> pd.DataFrame:
                 "note": _join_notes(cells["note"]),
             })
     summary = pd.DataFrame.from_records(records)
+    sets = photo_sets(runs)
+    summary["photo_set"] = [sets[(r.run, r.combination)][0] for r in summary.itertuples()]
+    summary["photos"] = pd.array([sets[(r.run, r.combination)][1] for r in summary.itertuples()], dtype="Int64")
     not_ranked = unranked(runs, summary)
     summary["ranked"] = [
         r.combination not in BASELINES and (r.run, r.combination) not in not_ranked for r in summary.itertuples()
     ]
+    summary["not_ranked_because"] = [not_ranked.get((r.run, r.combination), "") for r in summary.itertuples()]
     summary["best"] = _best_flags(summary)
     summary["vs_gray"] = _vs_gray(summary)
     return summary[SUMMARY_COLUMNS]
@@ -165,7 +195,11 @@ def cell_steps(run: Run, combination: str, seed: int) -> int | None:
 
 
 def unranked(runs: list[Run], summary: pd.DataFrame) -> dict[tuple[str, str], str]:
-    """``{(run, combination): why}`` for each model that has not learnt to colour yet."""
+    """``{(run, combination): why}`` for each row that is shown but never ranked, bolded or
+    named a winner: a model that has not learnt to colour yet, a loss that ran on surrogate
+    weights (``perceptual[random-vgg]``: not the loss its name means), and a row scored on
+    some val photos alone (its means are over other photos than the others'). The one
+    answer to "which rows are ranked" that the table, the reading and the caveats read."""
     out = {}
     by_run = {r.name: r for r in runs}
     cf = summary[summary.metric == "cf"].set_index(["run", "combination"])["mean"]
@@ -173,20 +207,38 @@ def unranked(runs: list[Run], summary: pd.DataFrame) -> dict[tuple[str, str], st
         if r.combination in BASELINES:
             continue
         run = by_run[r.run]
-        steps = [n for n in (cell_steps(run, r.combination, s) for s in run.seeds) if n is not None]
+        why = []
+        part = partial_photos(run, r.combination)
+        if part:
+            why.append(f"scored on {part[0]} of the {part[1]} val photos (--allow-missing), so its means are over "
+                       "other photos than the other rows' and are not ranked against them; the paired tests compare "
+                       "it with each row on the photos both have")
+        tags = next((c.get("tags") or {} for c in run.combinations if c.get("name") == r.combination), {})
+        if tags:
+            terms = _and([f"its {term} term ran on {tag} weights" for term, tag in tags.items()])
+            why.append(f"{terms} (the pretrained file was missing), so it is not the loss the literature means: shown "
+                       "for reference, never ranked; `bench weights` says how to get the file, then rerun")
+        trained = r.combination in run.combination_names
+        steps = [n for n in (cell_steps(run, r.combination, s) for s in run.seeds) if n is not None] if trained else []
         truth_cf = cf.get((run.name, TRUTH), np.nan)
         model_cf = cf.get((r.run, r.combination), np.nan)
         if steps and min(steps) < MIN_RANKED_STEPS:
-            out[(r.run, r.combination)] = (
+            why.append(
                 f"trained only {min(steps)} step{'s' * (min(steps) != 1)} (fewer than {MIN_RANKED_STEPS}); "
                 "train longer with --steps"
             )
         elif math.isfinite(truth_cf) and math.isfinite(model_cf) and model_cf < MIN_CF_FRACTION * truth_cf:
             how = f"still ≈ gray after {max(steps)} steps" if steps else "≈ gray"
-            out[(r.run, r.combination)] = (
+            why.append(
                 f"{how}: colourfulness {model_cf:.1f} against the photos' {truth_cf:.1f} (under {MIN_CF_FRACTION:.0%})"
             )
+        if why:
+            out[(r.run, r.combination)] = "; and ".join(why)
     return out
+
+
+def _and(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
 def decimals(values) -> int:
@@ -198,22 +250,23 @@ def decimals(values) -> int:
 
 
 def _best_flags(summary: pd.DataFrame) -> pd.Series:
-    """The best mean per metric, as the table prints it: values that round to the same
-    printed number are all best (a tie the reader could not tell apart), among the rows of
-    the runs with the most seeds."""
+    """The best mean per metric and photo set, as the table prints it: values that round to
+    the same printed number are all best (a tie the reader could not tell apart), among the
+    ranked rows of the runs with the most seeds and gray. A column with no ranked row that
+    has a value bolds nothing: gray alone is no winner, and neither is a row of other photos."""
     best = pd.Series(False, index=summary.index)
     # The ground truth is the target, not a contender: it never takes the bold.
     contenders = summary[(summary.combination == GRAY) | summary.ranked]
-    for metric, group in contenders.groupby("metric", sort=False):
+    for (metric, _), group in contenders.groupby(["metric", "photo_set"], sort=False):
         d = group["direction"].iloc[0]
+        models = group[group.combination != GRAY].dropna(subset=["mean"])
+        if d not in RANKED or models.empty:
+            continue
         # a run of fewer seeds is no match for one of more (a one-seed run's row against a
         # three-seed run's mean of the same model): only the runs with the most seeds contend
-        models = group[group.combination != GRAY].dropna(subset=["mean"])
-        if len(models) and models["seeds_total"].nunique() > 1:
+        if models["seeds_total"].nunique() > 1:
             group = group[(group.combination == GRAY) | (group["seeds_total"] == models["seeds_total"].max())]
         means = group["mean"].dropna()
-        if d not in RANKED or means.empty:
-            continue
         shown = means.round(decimals(means.tolist()))
         target = shown.max() if d == "higher" else shown.min()
         best[shown.index[shown == target]] = True
@@ -225,7 +278,10 @@ def _vs_gray(summary: pd.DataFrame) -> pd.Series:
     sign = summary["direction"].map({"higher": 1.0, "lower": -1.0})
     base = [gray.get((b, m), np.nan) for b, m in zip(summary["baseline"], summary["metric"])]
     out = sign * (summary["mean"] - np.asarray(base, dtype=float))
-    return out.where(~summary.combination.isin(BASELINES))
+    # a row of other photos than gray's: its gain is the paired one, on the photos both have
+    # (``bench.report.compare.paired_gains`` fills it in from the paired tests)
+    gray_sets = set(summary.loc[summary.combination == GRAY, "photo_set"])
+    return out.where(~summary.combination.isin(BASELINES) & summary["photo_set"].isin(gray_sets))
 
 
 def format_cell(mean: float, std: float, seeds: int, seeds_total: int, digits: int) -> str:
@@ -271,11 +327,14 @@ def markdown_table(summary: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def seed_values(runs: list[Run]) -> pd.DataFrame:
+def seed_values(runs: list[Run], summary: pd.DataFrame | None = None) -> pd.DataFrame:
     """Every seed's value under its table row label, for plots: row, metric, seed, value,
     and ``gain``, the value's difference from its gray baseline's mean in the metric's
-    direction (positive = better; empty for gray itself and metrics of unknown direction)."""
+    direction (positive = better; empty for gray itself and metrics of unknown direction).
+    A row scored on part of the photos has no gain over gray's mean of all of them: its gain
+    is ``summary``'s paired ``vs_gray`` (on the photos both have), else empty."""
     by_run = {r.name: r for r in runs}
+    paired = summary.set_index(["row", "metric"])["vs_gray"] if summary is not None else pd.Series(dtype=float)
     parts = []
     for row in table_rows(runs):
         frame = by_run[row.run].metrics
@@ -287,6 +346,8 @@ def seed_values(runs: list[Run]) -> pd.DataFrame:
         sign = part["metric"].map(direction).map({"higher": 1.0, "lower": -1.0})
         gain = sign * (part["value"] - part["metric"].map(gray))
         part["gain"] = gain if row.combination not in BASELINES else np.nan
+        if partial_photos(by_run[row.run], row.combination):
+            part["gain"] = [paired.get((row.label, m), np.nan) for m in part["metric"]]
         parts.append(part)
     columns = ["row", "metric", "seed", "value", "gain"]
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=columns)

@@ -46,6 +46,7 @@ from bench.run.stages import (
     Plan,
     assemble_metrics,
     gallery_images,
+    identity_changes,
     load_photos,
     load_weights,
     run_cell,
@@ -87,7 +88,11 @@ def open_run(run_dir: Path, device: str | None = None, dist=None) -> JobRun:
     folder = RunFolder(run_dir)
     config = read_config(folder.config)
     cfg = config_options(config["options"])
-    load_plugins(cfg.plugin)  # the run's own losses, metrics and generators, as `bench run` imported them
+    load_plugins(cfg.plugin, recorded_in=folder.config)  # the run's own losses, metrics and generators
+    if changed := identity_changes(config):
+        raise JobRefused(f"{'; '.join(changed)} since `bench run` planned {folder}: this job would train its cells "
+                         "with other code than planned; restore the plugin as it was (a path every node shares), "
+                         "or rerun `bench run` into a new --out")
     dev = resolve_device(device or ("cuda" if planned_on_gpu(config) else "cpu"))
     main_rank = dist is None or dist.is_main
     if dev.type == "cuda" and dist is not None and dist.world_size > 1:

@@ -7,22 +7,27 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from datetime import datetime
 from functools import partial
 from pathlib import Path
 
 from colorbench_datasets import load_data, load_val_photos
+from colorbench_datasets.tensors import val_mode
 from tqdm.auto import tqdm
 
 from bench.config.machine import package_versions, resolve_device
 from bench.config.options import default_out
-from bench.run.stages import assemble_metrics
+from bench.run.stages import assemble_metrics, run_identity
+from bench.run.reuse import discard_run
+from bench.rundir.guard import SCORE_MAKER, check_new_score_folder
 from bench.rundir.layout import GRAY, TRUTH, RunFolder, is_within
-from bench.rundir.read import external_entries, load_run, read_json
+from bench.rundir.read import external_entries, load_run, read_config, read_json
 from bench.rundir.write import write_json
 from bench.score.external import (
     Outside,
     ScoreInputError,
+    check_folder_free,
     check_name,
     read_outside,
     score_outside,
@@ -35,6 +40,8 @@ from bench.score.protocol import metric_protocol, predictions_text, scoring_prot
 from bench.score.scorer import Scorer
 
 log = logging.getLogger("colorbench")
+
+SCORE_TASK = "bench score"  # what its lock says it does (bench/rundir/lock.py)
 
 
 def parse_pairs(pairs) -> dict[str, str]:
@@ -92,10 +99,9 @@ def _score_all(folder: RunFolder, config: dict, scorer: Scorer, outside: list[Ou
     name) and rewrite metrics.csv; returns the config as written."""
     entries = {e["name"]: e for e in external_entries(config)}
     for o in outside:
-        if o.name in entries:
-            log.info("%s: replacing its earlier scores in %s", o.name, folder)
         score_outside(folder, scorer, o, gallery)
-        entries[o.name] = o.entry() | {"predictions": predictions_text(scorer.protocol, outside=True)}
+        entries[o.name] = o.entry() | {"predictions": predictions_text(scorer.protocol, outside=True),
+                                       "dir": folder.external(o.name).path.name}
         write_json(folder.config, config | {"external": list(entries.values())})
     config["external"] = list(entries.values())
     assemble_metrics(folder, config)
@@ -106,13 +112,36 @@ def _bar(progress: bool):
     return partial(tqdm, desc="Loading photos", unit="img", leave=False, dynamic_ncols=True) if progress else None
 
 
+def _lock(folder: RunFolder):
+    """The run folder's lock as `bench score` takes it: another `bench score` on the same run
+    is waited for (each adds its rows to what the other wrote), anything else refuses."""
+    return folder.lock(task=SCORE_TASK, wait_for=(SCORE_TASK,))
+
+
+def _basis(config: dict) -> tuple:
+    """What outside rows are scored against: the val photos, their size and the protocol."""
+    val = ((config.get("data") or {}).get("fingerprint") or {}).get("val")
+    return val, config["options"].get("size"), scoring_protocol_of(config).settings()
+
+
+def _check_names(folder: RunFolder, config: dict, outside: list[Outside]) -> None:
+    """Each colorizer's name against the run's rows and its folder against the names that
+    hold one (read inside the lock: another `bench score` may have just added one)."""
+    listed = {e["name"] for e in external_entries(config)}
+    for o in outside:
+        check_name(o.name, [c["name"] for c in config["combinations"]])
+        check_folder_free(folder.external(o.name), o.name)
+        if o.name in listed:
+            log.warning("%s: replacing its earlier scores in %s", o.name, folder)
+
+
 def score_into_run(run_dir, predictions: dict[str, str], *, allow_missing: bool = False, device: str = "auto",
                    strict_weights: bool = False, protocol: ScoringProtocol | None = None, workers: int = 2,
                    progress: bool = False) -> list[dict]:
     """Score each ``{name: folder}`` on ``run_dir``'s own val photos under its own protocol,
     as rows beside its trained combinations; returns their records. ``protocol``: what the
     caller asked for, refused if it is not the run's."""
-    run = load_run(run_dir)
+    run = load_run(run_dir)  # a first look, to prepare the photos; what is written is decided in the lock
     folder, config, options = run.folder, run.config, run.options
     recorded = scoring_protocol_of(config)
     if protocol is not None and protocol.settings() != recorded.settings():
@@ -128,19 +157,28 @@ def score_into_run(run_dir, predictions: dict[str, str], *, allow_missing: bool 
         data = load_val_photos(scored["folder"], size, scored.get("resize", "crop"), workers, _bar(progress))
     else:
         data = load_data(options.get("data"), options.get("val_data"), options.get("dataset"), size, workers=workers,
-                         progress=_bar(progress), data_root=options.get("data_root"))
+                         progress=_bar(progress), data_root=options.get("data_root"),
+                         val_geometry=recorded.val_geometry)
     recorded_val = ((config.get("data") or {}).get("fingerprint") or {}).get("val")
     if recorded_val is not None and data.manifest["fingerprint"]["val"] != recorded_val:
         raise ScoreInputError(f"the val photos of {run.path} ({data.manifest['source']}) are not those it was scored "
                               "on: they changed since; score into a new folder with --truth and --out instead")
-    outside = _read_all(predictions, data, size, data.manifest.get("resize", "crop"), allow_missing, workers)
+    outside = _read_all(predictions, data, size, data.manifest.get("val_resize") or data.manifest.get("resize", "crop"),
+                        allow_missing, workers)
     dev = resolve_device(device)
     nets = load_metric_nets(dev, strict=strict_weights, protocol=recorded)
     scorer = Scorer.for_split(data.val.to(dev), nets, protocol=recorded)
     gallery = (GalleryImages(scorer, options.get("gallery_photos"), dict(data.sources.val))
                if folder.gallery.is_dir() and data.sources is not None else None)
-    with folder.lock():
-        config = _score_all(folder, config, scorer, outside, gallery)
+    with _lock(folder):
+        # config.json as it is now, read under the lock: rows another `bench score` added
+        # while these photos were prepared are kept, and a run replaced meanwhile is refused
+        current = read_config(folder.config)
+        if _basis(current) != _basis(config):
+            raise ScoreInputError(f"{run.path} was rewritten while the predictions were prepared (its val photos, "
+                                  "size or protocol changed): nothing was written; run the command again")
+        _check_names(folder, current, outside)
+        _score_all(folder, current, scorer, outside, gallery)
     return [read_json(folder.external(o.name).record) for o in outside]
 
 
@@ -150,7 +188,9 @@ def score_folders(truth, predictions: dict[str, str], out=None, *, size: int = 2
                   progress: bool = False) -> Path:
     """A new run folder ``out`` scoring each ``{name: folder}`` against the photos of
     ``truth`` (prepared as a run's val photos: ``resize`` to ``size``) under ``protocol``,
-    with the gray and ground-truth rows, readable by ``bench report``/``compare`` as they are."""
+    with the gray and ground-truth rows, readable by ``bench report``/``compare`` as they are.
+    Written all or nothing: a failure (a full disk, Ctrl-C) removes what it wrote, and a
+    folder an earlier `bench score` left unfinished (killed) is replaced by the rerun."""
     if out is None:  # a new timestamped folder, removed again if nothing gets written into it
         out = Path(default_out(kind="score"))
         try:
@@ -162,9 +202,8 @@ def score_folders(truth, predictions: dict[str, str], out=None, *, size: int = 2
                 out.rmdir()
             raise
     protocol, out = protocol or ScoringProtocol(), Path(out)
-    if (out / "config.json").exists():
-        raise ScoreInputError(f"{out} already holds a run: add rows to it with `bench score --run {out} NAME=FOLDER`, "
-                              "or choose a new --out")
+    resize = val_mode(resize, protocol.val_geometry)  # the protocol's val geometry (bicubic: --resize's)
+    check_new_score_folder(out)  # before the photos load; again in the lock
     for name in predictions:
         check_name(name, [])
     _refuse_writing_into(out, {"the truth folder": str(truth)} | {f"{n}'s predictions": f for n, f in predictions.items()})
@@ -174,29 +213,48 @@ def score_folders(truth, predictions: dict[str, str], out=None, *, size: int = 2
     nets = load_metric_nets(dev, strict=strict_weights, protocol=protocol)
     scorer = Scorer.for_split(data.val.to(dev), nets, protocol=protocol)
     folder = RunFolder(out)
-    with folder.lock():
-        out.mkdir(parents=True, exist_ok=True)
-        gray = scorer.gray_scores()
-        write_baseline_scores(out, scorer, gray)
-        gallery = GalleryImages(scorer, gallery_photos, dict(data.sources.val)) if gallery_photos != 0 else None
-        if gallery is not None:
-            gallery.write_baselines(folder.gallery / GRAY, folder.gallery / TRUTH)
-        config = {
-            "made_by": "bench score",
-            "options": {"seeds": [0], "size": size, "data": None, "val_data": os.fspath(truth), "dataset": None,
-                        "losses": "", "gallery_photos": gallery_photos, **protocol_options(protocol)},
-            "combinations": [], "external": [],
-            "scored_truth": {"folder": os.fspath(truth), "resize": resize},
-            "device": str(dev), "versions": package_versions(), "data": data.manifest,
-            "started": datetime.now().isoformat(timespec="seconds"),
-            "ground_truth": scorer.ground_truth(), "gray": gray.means, "metric_notes": scorer.notes,
-            "baselines_scored_on": scorer.device.type,
-            "protocol": metric_protocol(scorer, data.manifest, size),
-        }
-        write_json(folder.config, config)
-        config = _score_all(folder, config, scorer, outside, gallery)
-        write_json(folder.config, config | {"finished": datetime.now().isoformat(timespec="seconds")})
+    with _lock(folder):
+        if check_new_score_folder(out).is_run:
+            log.warning("%s: replacing the unfinished `bench score` folder there (its command never finished)", out)
+            discard_run(out)
+        made = not out.exists()
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            gray = scorer.gray_scores()
+            config = {
+                "made_by": SCORE_MAKER,
+                "options": {"seeds": [0], "size": size, "data": None, "val_data": os.fspath(truth), "dataset": None,
+                            "losses": "", "gallery_photos": gallery_photos, **protocol_options(protocol)},
+                "combinations": [], "external": [],
+                "scored_truth": {"folder": os.fspath(truth), "resize": resize},
+                "device": str(dev), "versions": package_versions(), "data": data.manifest,
+                "started": datetime.now().isoformat(timespec="seconds"),
+                "ground_truth": scorer.ground_truth(), "gray": gray.means, "metric_notes": scorer.notes,
+                "baselines_scored_on": scorer.device.type,
+                "protocol": metric_protocol(scorer, data.manifest, size),
+                **run_identity((), [], list(gray.means)),  # the installed plugins and the metrics' declarations
+            }
+            write_json(folder.config, config)  # first: whatever follows is this command's, unfinished until the end
+            write_baseline_scores(out, scorer, gray)
+            gallery = GalleryImages(scorer, gallery_photos, dict(data.sources.val)) if gallery_photos != 0 else None
+            if gallery is not None:
+                gallery.write_baselines(folder.gallery / GRAY, folder.gallery / TRUTH)
+            _check_names(folder, config, outside)
+            config = _score_all(folder, config, scorer, outside, gallery)
+            write_json(folder.config, config | {"finished": datetime.now().isoformat(timespec="seconds")})
+        except BaseException:
+            _remove_written(out, made)
+            raise
     return out
+
+
+def _remove_written(out: Path, made: bool) -> None:
+    """Undo a `bench score --out` that failed part-way: the folder if it made it, else the
+    files by a run's names it wrote there (the user's own files stay)."""
+    if made:
+        shutil.rmtree(out, ignore_errors=True)
+    else:
+        discard_run(out)
 
 
 def protocol_options(protocol: ScoringProtocol) -> dict:

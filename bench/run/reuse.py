@@ -21,7 +21,6 @@ from bench.config.validate import RunError
 from bench.rundir.layout import (
     CELL_FILES,
     CELL_TREES,
-    METRICS,
     RUN_FILES,
     RUN_TREES,
     STATE,
@@ -74,7 +73,6 @@ def check_cells(out: Path, combos, seeds, manifest: dict, overwrite: bool = Fals
     a checkpoint to resume is unreadable or was saved on other train photos. Raises
     ``RecordError`` (a ValueError) with the fix."""
     out = Path(out)
-    check_is_run_folder(out, overwrite)
     folder = RunFolder(out)
     if overwrite or not folder.cells_dir.is_dir():
         return
@@ -124,28 +122,6 @@ def check_cells(out: Path, combos, seeds, manifest: dict, overwrite: bool = Fals
             f"{out} holds finished cells trained or scored on other photos than these ({lines}). Their scores "
             "cannot share a table with cells scored on these photos. Restore the photos they used, use another "
             "--out, or --overwrite to discard the old cells and start again."
-        )
-
-
-def check_is_run_folder(out: Path, overwrite: bool) -> None:
-    """Refuse an existing --out that holds files by Colorbench's names but is not a run
-    folder (no cells, and a config.json that is not a run's): a run would write over its
-    metrics.csv, and --overwrite would delete its config.json and report.md."""
-    if not out.is_dir() or RunFolder(out).cells_dir.is_dir():
-        return
-    config = RunFolder(out).config
-    if config.is_file():
-        try:
-            read_config(config)
-            return
-        except RecordError:
-            if not overwrite:
-                return  # the rerun's option check names the damaged config.json and its fix
-    ours = [name for name in RUN_FILES if (out / name).exists()]
-    if ours and (overwrite or METRICS in ours):
-        raise RecordError(
-            f"--out {out} holds {', '.join(ours)} but is not a `bench run` folder (no cells/, no run config.json); "
-            f"a run would write over {'them' if overwrite else 'metrics.csv'}. Choose another --out."
         )
 
 
@@ -222,14 +198,27 @@ def cells_to_continue(folder: RunFolder, combos, seeds, steps: int) -> list[Cell
             record = read_cell_record(cell.record)
             if record.get("status") != "ok" or int(record.get("steps") or 0) >= steps:
                 continue  # a diverged cell stays diverged
-            (cells if cell.state.is_file() else stateless).append(cell)
+            (cells if state_step(cell) == record.get("steps") else stateless).append(cell)
     if stateless:
         names = ", ".join(f"{c.path.parent.name} seed{c.path.name[4:]}" for c in stateless[:4])
         raise RunError(f"--steps {steps}: {names}{' and others' if len(stateless) > 4 else ''} kept no last training "
-                       f"state ({STATE}: trained with --no-keep-state, by an earlier version, or deleted), so cannot "
-                       "train further; "
-                       "rerun into another --out")
+                       f"state of the steps it was scored at ({STATE} missing, or from an earlier, shorter --steps: "
+                       "trained with --no-keep-state, by an earlier version, or deleted), so cannot train further "
+                       "without training another model than the one scored; rerun into another --out")
     return cells
+
+
+def state_step(cell: CellFolder) -> int | None:
+    """The step of a finished cell's kept state (None: none, or unreadable): it belongs to the
+    cell's record only if this is the record's step count."""
+    if not cell.state.is_file():
+        return None
+    try:
+        state = load_checkpoint(cell.state, mmap=True)
+    except CorruptCheckpoint:
+        return None
+    step = state.get("step") if isinstance(state, dict) else None
+    return step if isinstance(step, int) and not isinstance(step, bool) else None
 
 
 def reopen_cell(cell: CellFolder) -> None:
@@ -238,8 +227,8 @@ def reopen_cell(cell: CellFolder) -> None:
     and only then is its record removed, so a crash in between leaves it finished."""
     state = load_checkpoint(cell.state)
     curve = read_curve(cell.curve) if cell.curve.is_file() else None
-    if curve is not None:
-        state["curve"] = curve.to_dict("records")
+    if curve is not None:  # the curve up to the state's own step: never joined onto another state
+        state["curve"] = curve[curve["step"] <= state["step"]].to_dict("records")
     atomic_torch_save(cell.checkpoint, state)
     cell.record.unlink()
 

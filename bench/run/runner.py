@@ -41,18 +41,21 @@ from bench.run.stages import (
     Plan,
     assemble_metrics,
     gallery_images,
+    identity_changes,
     load_photos,
     load_weights,
     run_cell,
+    run_identity,
 )
 from bench.run.status import duration_words
-from bench.run.stop import RunInterrupted, StopOnSignals
+from bench.run.stop import RunInterrupted, StopOnSignals, stoppable, stoppable_preparation
 from bench.run.watch import TENSORBOARD_MISSING, tensorboard_available
-from bench.rundir.layout import GRAY, TRUTH, RunFolder
+from bench.rundir.guard import RUN_MAKER, inspect_out
+from bench.rundir.layout import RunFolder
 from bench.rundir.lock import RunLock
 from bench.rundir.read import external_entries, read_cell_record, read_config, read_json
 from bench.rundir.write import write_json
-from bench.score.images import GalleryImages
+from bench.score.images import GalleryImages, written_alongside
 from bench.score.per_image import write_baseline_scores
 from bench.score.protocol import metric_protocol
 from bench.score.scorer import Scorer
@@ -71,9 +74,18 @@ def plan_run(cfg: RunConfig, overwrite: bool, launch: LaunchConfig | None = None
     device = job_device(cfg.device) if remote else resolve_device(cfg.device)
     precision = job_precision(cfg.precision, device) if remote else resolve_precision(cfg.precision, device)
     folder = RunFolder(cfg.out)
+    existing = inspect_out(folder.path, RUN_MAKER, overwrite)  # the user's own files are never written over
+    if existing.maker not in (None, RUN_MAKER) and not overwrite:
+        raise RunError(f"--out {folder} holds a folder made by `{existing.maker}`, not a run to train: choose another "
+                       f"--out (`bench score --run {folder}` adds outside colorizers to a run)")
     if not overwrite and folder.config.is_file():
         recorded = read_config(folder.config)  # a damaged config.json: RecordError naming the fix
         continues_from = check_reuse(folder.path, recorded, cfg)
+        if changed := identity_changes(recorded):
+            raise RunError(f"{folder}: {'; '.join(changed)} since this run was made, so its cells would be "
+                           f"{'trained further' if continues_from else 'resumed or kept'} beside code they were not "
+                           "made with. Restore the plugin as it was, or use another --out (or --overwrite to train "
+                           "every cell again)")
         check_numerics(folder.path, recorded, precision, device)
     else:
         continues_from = None
@@ -105,6 +117,7 @@ def start_config(plan: Plan, data, steps: int, scorer: Scorer, gray: dict, launc
         # on its CPU while the cells score on GPUs (the report says so)
         "baselines_scored_on": scorer.device.type,
         "protocol": metric_protocol(scorer, data.manifest, plan.cfg.size),
+        **run_identity(plan.cfg.plugin, plan.combos, list(gray), plan.cfg.generator),
     }
 
 
@@ -124,6 +137,8 @@ def holds_run_lock(run):
 
     @functools.wraps(run)
     def locked(cfg, *args, **kwargs):
+        if not isinstance(cfg, RunConfig):
+            validate(cfg, kwargs.get("launch"))  # refuses it with its message, before anything is taken
         chosen = cfg.out is None
         if chosen:
             cfg = replace(cfg, out=default_out())
@@ -149,15 +164,22 @@ def run_benchmark(cfg: RunConfig, progress: bool = True, overwrite: bool = False
     how the cells run (bench/run/launch.py): in this process by default."""
     launch = launch or LaunchConfig()
     started = time.perf_counter()
-    run = prepare_run(cfg, launch, progress, overwrite)
+    with stoppable_preparation(cfg.out, overwrite):  # a stop signal: at once, --out left as a rerun needs it
+        run = prepare_run(cfg, launch, progress, overwrite)
     folder, config = run.plan.folder, run.config
-    if launch.launcher == "serial" and launch.gpus_per_cell == 1:
-        with torch_threads(config["threads"]):
-            run_cells(run, progress)
-    else:
-        release_device(run)  # the jobs load their own; a worker may train on this GPU
-        if not launch_cells(folder, config, launch, progress):
-            return folder.path  # --no-wait: the jobs finish it
+    serial = launch.launcher == "serial" and launch.gpus_per_cell == 1
+    # The gallery's images: written by a low-priority thread while the cells train, waited
+    # for at the end (bench/score/images.py); the jobs write their own cells'.
+    gallery = run.gallery if serial or run.gallery is None else run.gallery.on_split(run.data.val)
+    with stoppable(folder.path, "the gallery's remaining images are written when rerun"), \
+            written_alongside(gallery, folder, config, models=serial):
+        if serial:
+            with torch_threads(config["threads"]):
+                run_cells(run, progress)
+        else:
+            release_device(run)  # the jobs load their own; a worker may train on this GPU
+            if not launch_cells(folder, config, launch, progress):
+                return folder.path  # --no-wait: the jobs finish it
     assemble_metrics(folder, config)
     config |= {"finished": datetime.now().isoformat(timespec="seconds"),
                "wall_seconds": round(time.perf_counter() - started, 1), "data_seconds": round(run.data_seconds, 2)}
@@ -218,9 +240,7 @@ def prepare_run(cfg: RunConfig, launch: LaunchConfig, progress: bool, overwrite:
     scorer = Scorer.for_split(data.val.to(here), nets, cfg.eval_batch_size, cfg.scoring())
     gray = scorer.gray_scores()
     write_baseline_scores(plan.folder.path, scorer, gray)  # per-image scores for paired statistics
-    gallery = gallery_images(cfg, scorer, data)
-    if gallery is not None:
-        gallery.write_baselines(plan.folder.gallery / GRAY, plan.folder.gallery / TRUTH)
+    gallery = gallery_images(cfg, scorer, data)  # its images are written while the cells train (run_benchmark)
     config = start_config(plan, data, steps, scorer, gray.means, launch)
     config["external"] = [] if overwrite else kept_externals(plan.folder)  # `bench score`'s rows stay
     write_json(plan.folder.config, config)

@@ -15,15 +15,18 @@ from colorbench_datasets import load_data
 from tqdm.auto import tqdm
 
 from bench.config.machine import job_name
+from bench.config.plugins import declaration_changes, declared_now, declarer, plugin_changes, plugin_records
 from bench.config.options import RunConfig, WatchSettings
 from bench.config.validate import RunError
 from bench.run.watch import CellMonitor, tensorboard_available
 from bench.rundir.layout import GRAY, TRUTH, CellFolder, RunFolder
 from bench.rundir.lock import taking_turns
 from bench.rundir.read import (
+    RecordError,
     cells_in_order,
     external_rows,
     read_cell_record,
+    read_config,
     record_rows,
     run_metric_names,
 )
@@ -34,10 +37,41 @@ from bench.score.per_image import write_cell_scores
 from bench.score.presets import PRESETS, ScoringProtocol
 from bench.score.scorer import Scorer, curve_values, generator_record
 from bench.train.loop import train_cell
-from losses import Combination, LossOptions, weights_tags
+from losses import LOSSES, Combination, LossOptions, weights_tags
+from models.networks import GENERATORS
 from models.pretrained import WeightsUnavailable
 
 log = logging.getLogger("colorbench")
+
+
+@declarer("losses")
+def _declared_losses() -> dict[str, dict]:
+    """What a run records of each loss term it trains (config.json's ``declared``)."""
+    return {name: {"adversarial": info.adversarial, "needs_data": info.needs_data, "weights": info.weights,
+                   "generator_head": info.generator_head, "defaults": info.defaults, "module": info.factory.__module__}
+            for name, info in LOSSES.items()}
+
+
+@declarer("generators")
+def _declared_generators() -> dict[str, dict]:
+    return {name: {"module": builder.__module__} for name, builder in GENERATORS.items()}
+
+
+def run_identity(plugins, combos: list[Combination], metric_names: list[str], generator: str | None = None) -> dict:
+    """What the run's numbers depend on beyond its options, for config.json: each plugin's
+    content digest, and what the registries declared of its loss terms, metrics and generator."""
+    terms = sorted({t.name for c in combos for t in c.terms})
+    return {"plugins": plugin_records(plugins),
+            "declared": {"losses": declared_now("losses", terms), "metrics": declared_now("metrics", metric_names),
+                         "generators": declared_now("generators", [generator] if generator else [])}}
+
+
+def identity_changes(config: dict) -> list[str]:
+    """What changed since ``config`` was written in the plugins and declarations it recorded
+    (empty for a run of an earlier version, which recorded none)."""
+    declared = config.get("declared")
+    return (plugin_changes(config.get("plugins")) + declaration_changes(declared, "losses")
+            + declaration_changes(declared, "metrics"))
 
 
 def tag_combinations(combos: list[Combination], options: LossOptions) -> list[Combination]:
@@ -78,7 +112,8 @@ def load_photos(plan: Plan, progress: bool):
     started = time.perf_counter()
     bar = partial(tqdm, desc="Loading photos", unit="img", leave=False, dynamic_ncols=True) if progress else None
     data = load_data(
-        cfg.data, cfg.val_data, cfg.dataset, cfg.size, workers=cfg.workers, progress=bar, data_root=cfg.data_root
+        cfg.data, cfg.val_data, cfg.dataset, cfg.size, workers=cfg.workers, progress=bar, data_root=cfg.data_root,
+        val_geometry=cfg.scoring().val_geometry,  # the protocol's: the val photos as its paper's code prepares them
     )
     if cfg.batch_size > len(data.train):
         raise RunError(
@@ -106,6 +141,13 @@ def baseline_rows(config: dict) -> list[dict]:
                    for s in seeds for m, v in config["ground_truth"].items()]
 
 
+def _listed_now(folder: RunFolder, config: dict) -> dict:
+    try:
+        return read_config(folder.config)
+    except RecordError:
+        return config  # not written yet (a run's first assembly writes it just before)
+
+
 def assemble_metrics(folder: RunFolder, config: dict) -> bool:
     """Rewrite metrics.csv from config.json's baselines and every finished cell's record, in
     the run's order (seeds, then combinations) whoever finished them: a parallel run's table
@@ -121,7 +163,9 @@ def assemble_metrics(folder: RunFolder, config: dict) -> bool:
                 rows += record_rows(read_cell_record(cell.record), metrics)
             else:
                 complete = False
-        write_csv(folder.metrics, metrics_frame(rows + external_rows(folder, config)))
+        # the outside colorizers as config.json lists them now, read under the turn: a `bench
+        # score --run` may have added one since this process read the config
+        write_csv(folder.metrics, metrics_frame(rows + external_rows(folder, _listed_now(folder, config))))
     return complete
 
 
@@ -210,6 +254,8 @@ def finish_cell(combo, seed, result, scorer: Scorer, settings, device, cell: Cel
     write_json(cell.record, record)
     if record["status"] == "ok" and settings.keep_state and cell.checkpoint.is_file():
         cell.checkpoint.replace(cell.state)  # the last state, kept: a larger --steps continues from it
+    else:  # no state of this record: an earlier one (a shorter --steps) must not pass for it
+        cell.state.unlink(missing_ok=True)
     cell.checkpoint.unlink(missing_ok=True)
     cell.progress.unlink(missing_ok=True)  # the record says it now
     return record

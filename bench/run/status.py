@@ -2,8 +2,16 @@
 
 A cell is ``done`` or ``diverged`` (its metrics.json), ``running`` (a process holds its lock:
 which host, pid and job), ``failed`` (its job recorded the error in failure.json), ``pending``
-(a live job of launch.json will take it), ``stopped`` (the job that had it ended without
-finishing it: killed, out of memory, node failure; its checkpoint is kept) or ``not started``.
+(a live job of launch.json, or the live `bench run` holding the folder, will take it),
+``stopped`` (the process that had it ended without finishing it: Ctrl-C, killed, out of
+memory, node failure; which step it reached and what is kept: its checkpoint, or a trained
+generator not yet scored) or ``not started``. A finished cell whose run was given a larger
+--steps (its state.pt back as its checkpoint) waits to be trained further: ``pending`` while
+that run is alive, ``stopped`` if it ended first.
+
+A run folder held by a `bench run` that has not written its config.json yet is being
+prepared (photos, weights, the baselines' scores): ``run_status_text`` says so, with the
+holder, rather than refusing it.
 """
 from __future__ import annotations
 
@@ -11,6 +19,7 @@ import logging
 import os
 import socket
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from bench.rundir.layout import RunFolder
@@ -159,7 +168,8 @@ def progress_text(path: Path) -> str:
     return words
 
 
-def cell_state(folder: RunFolder, name: str, seed: int, latest: dict, alive: dict, lines: int) -> CellStatus:
+def cell_state(folder: RunFolder, name: str, seed: int, latest: dict, alive: dict, lines: int,
+               config_steps: int | None = None, run_held: dict | None = None) -> CellStatus:
     cell = folder.cell(name, seed)
     launch, job = latest.get((name, seed), (None, None))
     job_label = f"{launch['launcher']} job {job['id']}" if job else ""
@@ -188,14 +198,80 @@ def cell_state(folder: RunFolder, name: str, seed: int, latest: dict, alive: dic
         if alive[key]:
             detail = f"SLURM: {slurm_state(job['id'])}" if launch["launcher"] == "slurm" else "waiting for a worker"
             return CellStatus(name, seed, "pending", job=job_label, detail=detail)
+        reached = _progress_steps(cell)
         return CellStatus(name, seed, "stopped", job=job_label, log=tail(job.get("stderr"), lines),
                          detail="its job ended without finishing it" + (
+                             f" (at step {reached[0]} of {reached[1]})" if reached else "") + (
                              "; the checkpoint is kept" if cell.checkpoint.is_file() else ""))
-    if cell.generator.is_file():  # trained, and stopped before its scores were written
+    return _unfinished(cell, name, seed, job_label, config_steps, run_held)
+
+
+def _steps_done(cell) -> int | None:
+    """The steps a finished cell was trained for: its train_log.csv's rows (one per step)."""
+    try:
+        with open(cell.train_log, "rb") as f:
+            return max(sum(1 for line in f if line.strip()) - 1, 0)
+    except OSError:
+        return None
+
+
+def _progress_steps(cell) -> tuple[int, int] | None:
+    try:
+        p = read_json(cell.progress)
+        return int(p["step"]), int(p["total"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _by(held: dict) -> str:
+    return f"`bench run` pid {held.get('pid', '?')} on {held.get('host', '?')}"
+
+
+def _unfinished(cell, name: str, seed: int, job_label: str, total: int | None, held: dict | None) -> CellStatus:
+    """A cell no process holds and no job will take: where it was left, from its files.
+
+    progress.json (rewritten along training, removed when the cell is done) says the step a
+    stopped cell reached: short of its total, it was interrupted mid-training; at its total,
+    it was trained and stopped while being scored. A cell with state.pt and a checkpoint and
+    no progress is a finished cell reopened to be trained further (a larger --steps).
+    ``held``: the live `bench run` holding the run folder, which trains it in its turn."""
+    progress = _progress_steps(cell)
+    checkpoint = cell.checkpoint.is_file()
+    if progress is None and checkpoint and cell.state.is_file():  # reopened, not yet trained on
+        done = _steps_done(cell)
+        trained = f"trained for {done} steps" if done is not None else "trained"
+        to = f" to {total}" if total and (done is None or total > done) else ""  # config.json is rewritten last
+        if held is not None:
+            return CellStatus(name, seed, "pending", job=job_label,
+                              detail=f"{trained}; waiting to be trained further{to} by {_by(held)}")
+        return CellStatus(name, seed, "stopped", job=job_label,
+                          detail=f"{trained}, waiting to be trained further{to} (a larger --steps); rerun `bench run` "
+                                 "with that --steps to train it on from its last state")
+    if progress is not None and progress[0] < progress[1]:  # interrupted mid-training
+        step, of = progress
+        kept = "its checkpoint is kept" if checkpoint else "no checkpoint was saved yet (it starts again)"
+        where = f"stopped at step {step} of {of} ({step / of:.0%}); {kept}"
+        if held is not None:
+            return CellStatus(name, seed, "pending", job=job_label, detail=f"{where}; {_by(held)} resumes it in its turn")
+        return CellStatus(name, seed, "stopped", job=job_label,
+                          detail=f"{where}; rerun `bench run` to resume it" if checkpoint else f"{where}; rerun `bench run`")
+    if progress is not None or cell.generator.is_file():  # trained, and stopped before its scores were written
         return CellStatus(name, seed, "stopped", job=job_label,
                           detail="trained but not scored (stopped while scoring); rerun `bench run` to score it")
-    detail = "a checkpoint is kept" if cell.checkpoint.is_file() else ""
-    return CellStatus(name, seed, "not started", detail=detail)
+    if checkpoint:  # a checkpoint from before progress records
+        return CellStatus(name, seed, "stopped", job=job_label,
+                          detail="stopped mid-training; its checkpoint is kept: rerun `bench run` to resume it")
+    if held is not None:
+        return CellStatus(name, seed, "pending", detail=f"{_by(held)} trains it in its turn")
+    return CellStatus(name, seed, "not started")
+
+
+def run_holder(folder: RunFolder) -> dict | None:
+    """The live `bench run` holding the run folder's lock (its pid, host, start, command), or None."""
+    held = holder(folder.path)
+    if held is None or held.get("task", "bench run") != "bench run":
+        return None
+    return held
 
 
 def cell_states(folder: RunFolder | str | Path, config: dict | None = None, lines: int = 8) -> list[CellStatus]:
@@ -203,7 +279,40 @@ def cell_states(folder: RunFolder | str | Path, config: dict | None = None, line
     folder = folder if isinstance(folder, RunFolder) else RunFolder(folder)
     config = config or read_config(folder.config)
     latest, alive = _latest_jobs(folder), {}
-    return [cell_state(folder, name, seed, latest, alive, lines) for name, seed in cells_in_order(config)]
+    held, total = run_holder(folder), config.get("steps_per_cell")
+    return [cell_state(folder, name, seed, latest, alive, lines, total, held) for name, seed in cells_in_order(config)]
+
+
+def _since(started: str | None) -> str:
+    try:
+        return f"since {started} ({duration_words((datetime.now() - datetime.fromisoformat(started)).total_seconds())})"
+    except (TypeError, ValueError):
+        return f"since {started or '?'}"
+
+
+def preparing_text(folder: RunFolder, held: dict) -> str:
+    """What `bench status` says of a run folder a `bench run` holds before its config.json:
+    it is being prepared, by whom, since when."""
+    return (f"{folder.path}: preparing (loading photos, weights and the baselines' scores…) — {_by(held)}, "
+            f"{_since(held.get('started'))}: {' '.join(held.get('command') or [])}\n"
+            "Its cells are listed once it writes config.json, just before the first one trains.")
+
+
+def run_status_text(folder: RunFolder, lines: int = 8) -> str:
+    """`bench status`'s whole answer for a run folder: a run being prepared, or its cells'
+    table (with the live `bench run` holding it, if any). A folder with no config.json that
+    nobody holds is refused by ``read_config``, naming the fix."""
+    held = run_holder(folder)
+    if held is not None and not folder.config.is_file():
+        return preparing_text(folder, held)
+    config = read_config(folder.config)
+    text = status_text(folder, cell_states(folder, config, lines))
+    if held is not None:
+        # a rerun's preparation rewrites config.json last: until then, the holder started after it
+        again = str(held.get("started") or "") > str(config.get("started") or "~")
+        what = "preparing it again (photos, weights, the baselines' scores)" if again else "running it"
+        text += f"\n{_by(held)} is {what}, {_since(held.get('started'))}"
+    return text
 
 
 def status_text(folder: RunFolder, states: list[CellStatus]) -> str:

@@ -10,7 +10,7 @@
         progress.json  where a training cell stands (rewritten at each log sync; `bench status`)
         gallery/       the cell's val predictions as small images, for gallery.html
     <run>/gallery/             the val photos' grayscale inputs and truths, for gallery.html
-    <run>/external/<slug>/     an outside colorizer's scores (`bench score`): metrics.json, per_image.csv.gz,
+    <run>/external/<name>/     an outside colorizer's scores (`bench score`): metrics.json, per_image.csv.gz,
                                set_replicates.csv.gz, gallery/ -- seed-independent, like gray
     <run>/tensorboard/<slug>/seed<k>/   TensorBoard event files (with the tensorboard package)
     <run>/launch.json          local/slurm: the jobs submitted, with their cells and logs
@@ -23,6 +23,8 @@ this module imports nothing from training, so the reading side never loads it.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 from dataclasses import dataclass
@@ -77,8 +79,36 @@ def is_within(path, folder, strict: bool = False) -> bool:
 
 
 def slug(name: str) -> str:
-    """A file-system-safe folder name for a combination (``100*l1+gan`` -> ``100xl1+gan``)."""
-    return re.sub(r"[^A-Za-z0-9.+_-]", "_", name.replace("*", "x"))
+    """A file-system-safe folder name for a combination (``100*l1+gan`` -> ``100xl1+gan``).
+    Not one-to-one (``a*b`` and ``axb`` meet): the run's combinations are checked to keep
+    distinct folders when they are planned (bench/config/validate.py). Never ``.``, ``..`` or
+    hidden: a name is never a path of its own."""
+    out = re.sub(r"[^A-Za-z0-9.+_-]", "_", name.replace("*", "x"))
+    return "_" + out if out.startswith(".") or not out else out
+
+
+# An outside colorizer's name that is its own folder name: lower case (a case-insensitive
+# file system would merge ``DDColor`` and ``ddcolor``), no separator, never ``.``/``..``.
+_PLAIN_NAME = re.compile(r"[a-z0-9][a-z0-9+_.-]{0,79}")
+
+
+def external_folder_name(name: str) -> str:
+    """The folder of the outside colorizer ``name`` under ``external/``, one-to-one: a plain
+    name is its own folder; any other gets a readable part and a digest of the whole name
+    after ``~`` (which no plain name holds), so ``x y``, ``x_y`` and ``X_y`` keep three folders."""
+    if _PLAIN_NAME.fullmatch(name):
+        return name
+    readable = re.sub(r"[^A-Za-z0-9+_-]", "_", name)[:40].strip("_+-") or "colorizer"
+    return f"{readable}~{hashlib.sha256(name.encode('utf-8', 'surrogatepass')).hexdigest()[:12]}"
+
+
+def recorded_name(record: Path) -> str | None:
+    """The row name a scored folder's metrics.json says it holds (None: no readable record)."""
+    try:
+        name = json.loads(record.read_text(encoding="utf-8")).get("combination")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return name if isinstance(name, str) else None
 
 
 @dataclass(frozen=True)
@@ -213,7 +243,13 @@ class RunFolder(_ScoredFolder):
         return CellFolder(self.cells_dir / slug(combination) / f"seed{seed}")
 
     def external(self, name: str) -> ExternalFolder:
-        return ExternalFolder(self.path / EXTERNAL / slug(name))
+        """The outside colorizer ``name``'s folder; one scored before folder names were
+        one-to-one (``slug``) is found there when its record names it."""
+        folder = ExternalFolder(self.path / EXTERNAL / external_folder_name(name))
+        legacy = ExternalFolder(self.path / EXTERNAL / slug(name))
+        if not folder.path.exists() and legacy != folder and recorded_name(legacy.record) == name:
+            return legacy
+        return folder
 
     def tensorboard(self, combination: str, seed: int) -> Path:
         """A cell's TensorBoard event folder: one ``--logdir <run>/tensorboard`` shows them all."""
@@ -230,6 +266,7 @@ class RunFolder(_ScoredFolder):
     def figures(self) -> list[Path]:
         return sorted(self.path.glob(FIGURES))
 
-    def lock(self):
-        """The exclusive lock a writer holds on this folder (``with folder.lock(): ...``)."""
-        return RunLock(self.path)
+    def lock(self, task: str = "bench run", wait_for: tuple[str, ...] = ()):
+        """The exclusive lock a writer holds on this folder (``with folder.lock(): ...``);
+        ``task``: what the writer does, ``wait_for``: holders it waits for (bench/rundir/lock.py)."""
+        return RunLock(self.path, task=task, wait_for=wait_for)

@@ -18,12 +18,16 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
+import shutil
 import socket
 import sys
 import time
 from datetime import datetime
 from pathlib import Path
+
+log = logging.getLogger("colorbench")
 
 try:
     import fcntl
@@ -40,6 +44,20 @@ def lock_path(out: Path) -> Path:
     # Resolved: `results/run`, its absolute path and a symlink to it are one folder, one lock.
     out = Path(os.path.realpath(out))
     return out.parent / f".{out.name}.lock"
+
+
+def invoked_as() -> list[str]:
+    """How this process's command was started, to say it again (a resume line, a lock's
+    holder): ``bench``, or ``python -m bench`` with the interpreter that ran it."""
+    if Path(sys.argv[0]).name != "__main__.py":
+        return ["bench"]
+    exe = sys.executable or "python3"
+    for short in ("python3", "python"):  # the plain name when it is this interpreter
+        found = shutil.which(short)
+        if found and os.path.realpath(found) == os.path.realpath(exe):
+            exe = short
+            break
+    return [exe, "-m", "bench"]
 
 
 UNKNOWN_HOLDER = "a process that has not written its details yet"
@@ -62,6 +80,17 @@ def _holder(path: Path) -> str:
         return UNKNOWN_HOLDER
 
 
+def _task(path: Path) -> str:
+    """What the holder of the lock file ``path`` does (``bench run``, ``bench score``…), in its
+    command's words; a lock written before holders said so was a run's."""
+    try:
+        info = json.loads(path.read_text())
+        task = info.get("task") if isinstance(info, dict) else None
+    except (OSError, ValueError):
+        task = None
+    return task if isinstance(task, str) and task else "bench run"
+
+
 def _flock_soon(fd: int, tries: int = 5) -> bool:
     """Take ``fd``'s exclusive flock, trying a few times over a quarter second: `bench status`
     (``holder``) holds a shared lock for microseconds while it looks, and a worker claiming
@@ -80,9 +109,13 @@ class RunLock:
     """``with RunLock(out):`` -- hold the run folder ``out`` for writing, or raise
     ``RunFolderBusy`` naming the process that holds it."""
 
-    def __init__(self, out: str | Path, job: str = ""):
+    def __init__(self, out: str | Path, job: str = "", task: str = "bench run", wait_for: tuple[str, ...] = (),
+                 patience: float = 1800.0):
         self.out = Path(out)
         self.job = job  # e.g. "slurm job 1234_5": shown by `bench status` and in refusals
+        # what the holder does, in the words of its command: refusals name it, and a short
+        # task (``wait_for``: e.g. another `bench score`) is waited for rather than refused
+        self.task, self.wait_for, self.patience = task, tuple(wait_for), patience
         self.path = lock_path(self.out)
         self.fd: int | None = None
         self.made: list[Path] = []  # parent folders this lock created, removed again if left empty
@@ -104,7 +137,7 @@ class RunLock:
                 self._cleanup_parents()
                 raise RunFolderBusy(f"--out {self.out}: cannot create the lock file {self.path} ({exc.strerror}); "
                                     "choose an --out in a folder you can write") from None
-            if not _flock_soon(fd):
+            if not _flock_soon(fd) and not self._wait(fd):
                 os.close(fd)
                 self._cleanup_parents()
                 raise RunFolderBusy(self.busy_message()) from None
@@ -117,17 +150,43 @@ class RunLock:
             if same:
                 break
             os.close(fd)
-        info = {"pid": os.getpid(), "host": socket.gethostname(), "job": self.job,
-                "started": datetime.now().isoformat(timespec="seconds"), "command": ["bench", *sys.argv[1:]]}
+        info = {"pid": os.getpid(), "host": socket.gethostname(), "job": self.job, "task": self.task,
+                "started": datetime.now().isoformat(timespec="seconds"), "command": [*invoked_as(), *sys.argv[1:]]}
         os.ftruncate(fd, 0)
         os.write(fd, json.dumps(info).encode())
         self.fd = fd
         return self
 
+    def _wait(self, fd: int) -> bool:
+        """Wait (up to ``patience`` seconds) for a holder whose task is one of ``wait_for``:
+        two `bench score --run` started together both get their turn. Whether the lock was taken."""
+        if not self.wait_for:
+            return False
+        for _ in range(10):  # a holder that has just taken the lock writes its details at once
+            try:
+                if self.path.stat().st_size:
+                    break
+            except OSError:
+                return _flock_soon(fd)  # released meanwhile: acquire's inode check sorts it out
+            time.sleep(0.05)
+        if _task(self.path) not in self.wait_for:
+            return False
+        log.warning("%s is being written by another `%s` (%s); waiting for it to finish", self.out, _task(self.path),
+                    _holder(self.path))
+        deadline = time.monotonic() + self.patience
+        while time.monotonic() < deadline:
+            time.sleep(0.2)
+            if _flock_soon(fd, tries=1):
+                return True
+            if _task(self.path) not in self.wait_for:
+                return False  # another kind of holder took it meanwhile: refused, naming it
+        return False
+
     def busy_message(self) -> str:
-        return (f"--out {self.out} is being written by another `bench run` ({_holder(self.path)}); wait "
-                f"for it to finish or stop it, or use another --out. (Lock file: {self.path}; it is released "
-                "automatically when that process ends.)")
+        task = _task(self.path)
+        fix = ("; wait for it to finish or stop it" + (", or use another --out" if self.task == "bench run" else "")
+               + ". (Lock file: " + str(self.path) + "; it is released automatically when that process ends.)")
+        return f"{self.out} is being written by {'another' if task == self.task else 'a'} `{task}` ({_holder(self.path)}){fix}"
 
     def release(self) -> None:
         if self.fd is None:

@@ -20,7 +20,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.config.plugins import load_plugins
+from bench.config.plugins import (
+    PluginError,
+    declaration_changes,
+    load_plugins,
+    plugin_changes,
+    plugins_for_reading,
+)
 from bench.escape import code
 from bench.rundir.layout import (
     BASELINES,
@@ -38,6 +44,19 @@ log = logging.getLogger("colorbench")
 def read_json(path: Path):
     """Reads ``null`` and, from runs written before it, bare ``NaN`` alike."""
     return json.loads(Path(path).read_text())
+
+
+# Columns of the tidy tables that hold names (a user's colorizer, run or photo): read as
+# written, so a colorizer named ``NA``, ``null`` or ``None`` stays a name and is never a
+# missing value; only the number columns take pandas' spellings of a missing number.
+TEXT_COLUMNS = ("combination", "image", "metric", "note", "run", "kind")
+MISSING_NUMBER = ["", "nan", "NaN", "NA", "N/A", "null", "None", "<NA>", "-nan"]
+
+
+def read_tidy_csv(source, **options) -> pd.DataFrame:
+    """A tidy CSV that Colorbench wrote (metrics.csv, per-image scores, curves, summaries)."""
+    return pd.read_csv(source, dtype=dict.fromkeys(TEXT_COLUMNS, str), keep_default_na=False,
+                       na_values={c: MISSING_NUMBER for c in ("seed", "value", "step")}, **options)
 
 
 def read_metrics(run_dir: Path) -> pd.DataFrame:
@@ -228,7 +247,7 @@ def read_metrics_csv(path: Path) -> tuple[pd.DataFrame, list[str]]:
         text = text[: text.rfind("\n") + 1]
         problems.append("its last line was cut short")
     try:
-        frame = pd.read_csv(io.StringIO(text), dtype={"note": str, "combination": str, "metric": str})
+        frame = read_tidy_csv(io.StringIO(text))
     except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as exc:
         return empty, problems + [f"it is not a readable CSV table ({str(exc).splitlines()[0][:80]})"]
     missing = [c for c in METRICS_COLUMNS if c not in frame.columns]
@@ -317,7 +336,7 @@ def read_train_log(path: Path) -> pd.DataFrame | None:
 def read_curve(path: Path) -> pd.DataFrame | None:
     """A cell's curve.csv (step, metric, value), or None (with a warning naming it) if damaged."""
     try:
-        frame = pd.read_csv(path, dtype={"metric": str})
+        frame = read_tidy_csv(path)
         if not {"step", "metric", "value"} <= set(frame.columns):
             raise ValueError("no step/metric/value columns")
         frame["step"], frame["value"] = frame["step"].astype(int), frame["value"].astype(float)
@@ -424,10 +443,20 @@ def load_run(path: str | Path) -> Run:
         config = read_config(folder.config)
     except RecordError as exc:
         raise RunFolderError(str(exc)) from None
-    load_plugins(config["options"].get("plugin", ()))  # the metrics and generators the run registered
+    try:  # the metrics and generators the run registered (not its loss terms: nothing here trains)
+        load_plugins(plugins_for_reading(config), recorded_in=folder.config)
+    except PluginError as exc:
+        raise RunFolderError(str(exc)) from None
+    if changed := declaration_changes(config.get("declared"), "metrics"):
+        raise RunFolderError(
+            f"{path} was scored with metrics declared otherwise than now: {'; '.join(changed)}. Its arrows, ranks "
+            f"and verdicts would be read the wrong way; restore the plugin that registers them as it was "
+            f"({', '.join(plugins_for_reading(config)) or 'an installed package'}), or score the run again")
     frame, csv_problems = read_metrics_csv(folder.metrics)
     run = Run(path, config, frame)
     run.metrics, run.problems = _check_table(run, csv_problems)
+    run.problems += [f"{change} since {path} was made: its numbers are those of the plugin as it was then"
+                     for change in plugin_changes(config.get("plugins"))]
     return run
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -25,9 +26,9 @@ import numpy as np
 import torch
 from colorbench_datasets import IMAGE_EXTENSIONS, UnreadableImage, find_images, load_rgb
 from colorbench_datasets.images import display_name, is_greyscale
-from colorbench_datasets.tensors import resize_and_crop, resize_exact
+from colorbench_datasets.tensors import prepare_photo
 
-from bench.rundir.layout import BASELINES, RunFolder
+from bench.rundir.layout import BASELINES, ExternalFolder, RunFolder, recorded_name
 from bench.rundir.write import write_json
 from bench.score.per_image import replicates_frame, scores_frame, write_frame
 from bench.score.scorer import Scorer
@@ -115,17 +116,23 @@ def match_files(folder: Path, photo_names: list[str]) -> tuple[dict[int, Path], 
     return matched, missing, extra
 
 
+# the val resize modes (datasets/tensors.py VAL_MODES) that squash any photo to size x size
+SQUASHED = ("squash", "cv2-squash")
+
+
 def prepare(img, photo_size: tuple[int, int] | None, size: int, resize: str) -> tuple[np.ndarray | None, str]:
     """A prediction as the val crop (S, S, 3) uint8, and how it was reconciled; None where it
-    cannot be aligned with the photo (``photo_size``: the photo's own, None if unknown)."""
+    cannot be aligned with the photo (``photo_size``: the photo's own, None if unknown).
+    ``resize``: the val split's mode, the protocol's geometry included (``cv2-squash``,
+    ``crop-bilinear``): the prediction is prepared by the very function the photo was."""
     if img.size == (size, size):
         return np.asarray(img, dtype=np.uint8), "as is"
-    if resize == "squash":
-        return resize_exact(img, size), "squashed like the photo"
+    if resize in SQUASHED:
+        return prepare_photo(img, size, resize), "squashed like the photo"
     if photo_size is not None:
         aspect, photo_aspect = img.size[0] / img.size[1], photo_size[0] / photo_size[1]
         if abs(aspect - photo_aspect) <= ASPECT_TOLERANCE * photo_aspect:
-            return resize_and_crop(img, size, size), "resized and cropped like the photo"
+            return prepare_photo(img, size, resize), "resized and cropped like the photo"
     return None, ""
 
 
@@ -161,7 +168,8 @@ def read_outside(name: str, folder, photo_names: list[str], truth_rgb: torch.Ten
             img = load_rgb(path)
         except UnreadableImage as exc:
             return i, None, f"{path.name}: {exc}"
-        arr, how = prepare(img, photo_sizes(i) if img.size != (size, size) and resize != "squash" else None, size, resize)
+        arr, how = prepare(img, photo_sizes(i) if img.size != (size, size) and resize not in SQUASHED else None, size,
+                           resize)
         if arr is None:
             w, h = photo_sizes(i)
             return i, None, (f"{path.name} is {img.size[0]}x{img.size[1]} px, neither the val crop's {size}x{size} "
@@ -197,24 +205,56 @@ def check_name(name: str, taken: list[str]) -> None:
         raise ScoreInputError(f"{name!r} is a combination this run trained; name the colorizer otherwise")
 
 
+def check_folder_free(where: ExternalFolder, name: str) -> None:
+    """Refuse ``where`` for ``name`` when it holds another colorizer's scores, or files that
+    are not a colorizer's: a folder is never shared by two names, nor silently reused."""
+    if not where.path.exists() and not where.path.is_symlink():
+        return
+    holder = recorded_name(where.record)
+    if holder == name:
+        return  # its own earlier scores: replaced (said by the caller)
+    what = f"the scores of {holder!r}" if holder is not None else "files that are not a colorizer's scores"
+    raise ScoreInputError(f"{where.path} holds {what}, not {name!r}'s; name the colorizer otherwise, or move that "
+                          "folder out of the run if it is not needed")
+
+
 def score_outside(folder: RunFolder, scorer: Scorer, outside: Outside, gallery=None) -> dict:
     """Score ``outside`` into ``<run>/external/<name>/`` (record, per-image scores, FID/KID
-    replicates, gallery images); returns its metrics.json record."""
+    replicates, gallery images); returns its metrics.json record. All or nothing: the files
+    are written into a staging folder beside it that replaces the folder only when complete,
+    so a failure part-way keeps the earlier scores of this name, or no folder at all."""
+    where = folder.external(outside.name)
+    check_folder_free(where, outside.name)
     sub = scorer if outside.complete else scorer.subset(outside.indices)
     scores = sub.rgb_scores(outside.rgb.to(scorer.device))
-    where = folder.external(outside.name)
-    where.path.mkdir(parents=True, exist_ok=True)
-    write_frame(where.per_image, scores_frame(outside.name, np.nan, sub.image_names, scores.per_image))
-    replicates = replicates_frame(outside.name, np.nan, sub, scores) if outside.complete else None
-    if replicates is not None and len(replicates):
-        write_frame(where.replicates, replicates)
-    else:
-        where.replicates.unlink(missing_ok=True)  # from an earlier scoring under this name
-    if gallery is not None and outside.complete:
-        gallery.write_predictions(where.gallery, outside.rgb, outside.files)
-    # a perfect prediction's PSNR is infinite: kept as "inf" (JSON has no infinity; float() reads it back)
-    means = {k: (str(v) if v in (math.inf, -math.inf) else v) for k, v in scores.means.items()}
-    record = {"combination": outside.name, "status": "ok", "metrics": means, "notes": sub.notes,
-              "folder": str(outside.folder), "images": len(outside.indices), "of": outside.of}
-    write_json(where.record, record)
+    staging = ExternalFolder(where.path.with_name(f".{where.path.name}.partial"))
+    shutil.rmtree(staging.path, ignore_errors=True)  # a killed earlier attempt's
+    staging.path.mkdir(parents=True)
+    try:
+        write_frame(staging.per_image, scores_frame(outside.name, np.nan, sub.image_names, scores.per_image))
+        replicates = replicates_frame(outside.name, np.nan, sub, scores) if outside.complete else None
+        if replicates is not None and len(replicates):
+            write_frame(staging.replicates, replicates)
+        if gallery is not None and outside.complete:
+            gallery.write_predictions(staging.gallery, outside.rgb, outside.files)
+        # a perfect prediction's PSNR is infinite: kept as "inf" (JSON has no infinity; float() reads it back)
+        means = {k: (str(v) if v in (math.inf, -math.inf) else v) for k, v in scores.means.items()}
+        record = {"combination": outside.name, "status": "ok", "metrics": means, "notes": sub.notes,
+                  "folder": str(outside.folder), "images": len(outside.indices), "of": outside.of}
+        write_json(staging.record, record)
+        _swap_in(staging.path, where.path)
+    except BaseException:
+        shutil.rmtree(staging.path, ignore_errors=True)
+        raise
     return record
+
+
+def _swap_in(new: Path, final: Path) -> None:
+    """Put the complete folder ``new`` at ``final``, the earlier one (if any) removed only once
+    the new one is in place."""
+    old = final.with_name(f".{final.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        final.rename(old)
+    new.rename(final)
+    shutil.rmtree(old, ignore_errors=True)

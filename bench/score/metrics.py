@@ -33,6 +33,7 @@ import torch
 from colorbench_datasets.lab import rgb_to_lab
 
 from bench.config.machine import package_version
+from bench.config.plugins import declarer
 from bench.score import stats
 from bench.score.presets import PRESETS, ScoringProtocol
 
@@ -173,8 +174,17 @@ def register_metric(name: str, *, higher_is_better: bool | None, description: st
     return register
 
 
-def psnr(pred: torch.Tensor, target: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
-    """Per-image PSNR in dB, as ``skimage.metrics.peak_signal_noise_ratio``."""
+def psnr(pred: torch.Tensor, target: torch.Tensor, data_range: float = 1.0, crop_border: int = 0) -> torch.Tensor:
+    """Per-image PSNR in dB, as ``skimage.metrics.peak_signal_noise_ratio``; ``crop_border``
+    pixels at each edge left out first, as basicsr's ``calculate_psnr(img, img2, crop_border)``
+    (DDColor's) does with ``img[crop_border:-crop_border, crop_border:-crop_border]``."""
+    if crop_border:
+        h, w = pred.shape[-2:]
+        if 2 * crop_border >= min(h, w):
+            raise ValueError(f"--psnr-crop-border {crop_border} leaves no pixel of {h}x{w} val images; use a smaller "
+                             "border or a larger --size")
+        pred = pred[..., crop_border:-crop_border, crop_border:-crop_border]
+        target = target[..., crop_border:-crop_border, crop_border:-crop_border]
     mse = (pred.double() - target.double()).pow(2).flatten(1).mean(1)
     return (10 * torch.log10(data_range**2 / mse)).float()
 
@@ -509,9 +519,15 @@ def kid(
     return (total / subsets).float()
 
 
+def _psnr_protocol(scorer) -> str:
+    border = scorer.protocol.psnr_crop_border
+    return ("sRGB in [0, 1], data range 1, per image (all channels)"
+            + (f", {border} px at each edge left out (crop_border {border})" if border else "") + ", mean over images")
+
+
 register_metric("psnr", higher_is_better=True, description="peak signal-to-noise ratio on sRGB, dB",
-                protocol="sRGB in [0, 1], data range 1, per image (all channels), mean over images")(
-    lambda pred, target, batch: psnr(pred, target))
+                protocol=_psnr_protocol)(
+    lambda pred, target, batch: psnr(pred, target, crop_border=batch.protocol.psnr_crop_border))
 
 
 def _ssim_protocol(scorer) -> str:
@@ -618,3 +634,13 @@ def score_batch(pred: torch.Tensor, target: torch.Tensor, names=None, cell_weigh
         names = [n for n, m in METRICS.items()
                  if m.kind == PER_IMAGE and m.network is None and (cell_weights is not None or "val_ab" not in m.needs)]
     return {name: METRICS[name].fn(pred, target, batch) for name in names}
+
+
+@declarer("metrics")
+def _declared_metrics() -> dict[str, dict]:
+    """What a run records of each metric it scores (config.json's ``declared``): a report
+    reads its arrows and verdicts from the registry, so one whose plugin now declares them
+    otherwise is refused by name (bench/config/plugins.py)."""
+    return {name: {"higher_is_better": m.higher_is_better, "kind": m.kind, "network": m.network,
+                   "needs": list(m.needs), "min_images": m.min_images, "module": getattr(m.fn, "__module__", None)}
+            for name, m in METRICS.items()}

@@ -23,6 +23,7 @@ import pandas as pd
 import torch
 
 from bench.rundir.layout import GRAY, PER_IMAGE, REPLICATES, TRUTH
+from bench.rundir.read import read_tidy_csv
 from bench.rundir.write import atomic_write_bytes
 from bench.score import stats
 from bench.score.metrics import METRICS, SET
@@ -130,7 +131,7 @@ class PerImage:
 def _read(path: Path, columns: list[str]) -> pd.DataFrame:
     if not path.is_file():
         return pd.DataFrame(columns=columns)
-    return pd.read_csv(path, dtype={"combination": str, "image": str, "metric": str})
+    return read_tidy_csv(path)
 
 
 def read_per_image(run) -> PerImage:

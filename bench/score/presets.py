@@ -17,8 +17,13 @@ import dataclasses
 from dataclasses import dataclass, field
 
 
-def setting(default, choices: tuple, help: str, flag: str = ""):
-    return field(default=default, metadata={"choices": choices, "help": help, "flag": flag})
+def setting(default, choices: tuple, help: str, flag: str = "", min=None):
+    return field(default=default, metadata={"choices": choices, "help": help, "flag": flag, "min": min})
+
+
+# --val-geometry: how the val photos are brought to --size x --size (datasets/tensors.py
+# prepares them, ``val_mode`` resolving bicubic to the dataset's own crop or squash).
+GEOMETRIES = ("bicubic", "cv2-squash", "crop-bilinear")
 
 
 @dataclass(frozen=True)
@@ -45,12 +50,21 @@ class ScoringProtocol:
                         "default 7x7 uniform window with sample covariance.")
     ssim_range: float = setting(1.0, (), "SSIM's data range on the [0, 1] scale (CT2 passes data_range=225 on 0-255: "
                                          "225/255).")
+    psnr_crop_border: int = setting(0, (), "PSNR leaves out this many pixels at each edge of the image (basicsr's "
+                                           "calculate_psnr crop_border; DDColor's config gives 4).", min=0)
+    val_geometry: str = setting("bicubic", GEOMETRIES,
+                                "How the val photos become --size x --size: bicubic (PIL, antialiased; the dataset's own "
+                                "crop: shorter side then centre crop, or squash), cv2-squash (DDColor: cv2.resize "
+                                "INTER_LINEAR to size x size, no antialias, aspect ratio ignored) or crop-bilinear (CT2: "
+                                "centre crop to the shorter side, then torchvision Resize, PIL bilinear).")
     ground_truth: str = setting("photo", ("photo", "lab-float", "lab-uint8"),
                          "The ground truth: the prepared photo; or its Lab round trip (sRGB -> Lab -> sRGB) kept in "
-                         "float (DDColor), or clipped and truncated to 8 bits (CT2's astype(uint8)).")
-    predictions_as: str = setting("float", ("float", "uint8"),
-                               "Predictions scored as float, or rounded to 8 bits as a saved PNG holds them "
-                               "(outside colorizers' files are 8-bit already).")
+                         "float (DDColor), or through float32 Lab, clipped and truncated to 8 bits by skimage itself "
+                         "(CT2's astype(uint8)).")
+    predictions_as: str = setting("float", ("float", "uint8", "uint8-trunc"),
+                               "Predictions scored as float, or made 8-bit as a saved PNG holds them: rounded "
+                               "(DDColor's tensor2img) or truncated (CT2's save_imgs: astype(uint8)); outside "
+                               "colorizers' files are 8-bit already.")
     metrics: tuple[str, ...] = setting((), (), "The metrics scored; empty: every registered one (a preset's alone, "
                                                 "not an option).", "metrics")
     changed: tuple[str, ...] = ()
@@ -59,9 +73,11 @@ class ScoringProtocol:
         """This protocol with some settings changed (None: left as they are); the changed ones are recorded."""
         given = {k: v for k, v in values.items() if v is not None and getattr(self, k) != v}
         for key, value in given.items():
-            choices = SETTINGS[key].metadata["choices"]
+            choices, least = SETTINGS[key].metadata["choices"], SETTINGS[key].metadata.get("min")
             if choices and value not in choices:
                 raise ValueError(f"{flag(key)} {value!r}: expected one of {', '.join(choices)}")
+            if least is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
+                raise ValueError(f"{flag(key)} {value!r}: expected an integer of at least {least}")
         return dataclasses.replace(self, **given, changed=tuple(sorted({*self.changed, *given})))
 
     def scores(self, metric: str) -> bool:
@@ -102,11 +118,11 @@ def flag(key: str) -> str:
 PRESETS: dict[str, ScoringProtocol] = {
     "colorbench": ScoringProtocol(),
     "ddcolor": ScoringProtocol(
-        "ddcolor", cf_formula="absolute", fid_features="torchvision", fid_input="[0,1]", ground_truth="lab-float",
-        predictions_as="uint8"),
+        "ddcolor", cf_formula="absolute", fid_features="torchvision", fid_input="[0,1]", psnr_crop_border=4,
+        val_geometry="cv2-squash", ground_truth="lab-float", predictions_as="uint8"),
     "ct2": ScoringProtocol(
         "ct2", cf_formula="absolute", fid_features="torchvision", fid_input="[-1,1]", lpips_net="vgg", ssim_window="uniform",
-        ssim_range=225 / 255, ground_truth="lab-uint8", predictions_as="uint8"),
+        ssim_range=225 / 255, val_geometry="crop-bilinear", ground_truth="lab-uint8", predictions_as="uint8-trunc"),
     "zhang": ScoringProtocol("zhang", metrics=("auc", "auc_rebal")),
 }
 
@@ -119,26 +135,42 @@ SOURCES: dict[str, dict[str, str]] = {
         "cf_formula": "piddnad/DDColor basicsr/metrics/colorfulness.py: np.absolute(R - G), np.absolute(0.5 (R + G) - B) "
               "on the cv2 BGR uint8 image",
         "delta_cf": "DDColor reports CF per method (the mean over images, color_model.py nondist_validation); "
-                    "ΔCF of those means",
+                    "ΔCF of those means. Its code scores CF on predictions alone (color_model.py line 304): the "
+                    "photos' CF is taken from the val photos at the protocol's geometry, as for every preset",
         "fid_features": "basicsr/metrics/custom_fid.py INCEPTION_V3_FID: torchvision inception_v3 blocks to the "
                         "average pool, weights inception_v3_google",
         "fid_input": "color_model.py feeds tensor_lab2rgb's [0, 1] floats to a forward that assumes [-1, 1]",
         "lpips_net": "not computed by DDColor's code: the lpips package's default (alex)",
         "ssim": "not computed by DDColor's code: Colorbench's",
+        "psnr_crop_border": "options/train/train_ddcolor.yml lines 150-153 (the PSNR block, commented out): "
+                            "calculate_psnr with crop_border: 4, test_y_channel: false; basicsr/metrics/psnr_ssim.py "
+                            "line 9 gives crop_border no default and lines 35-37 drop that border, so 4 is the one "
+                            "value DDColor's code has",
+        "val_geometry": "basicsr/data/lab_dataset.py lines 74-75: imfrombytes(float32=True) then cv2.resize(img_gt, "
+                        "(gt_size, gt_size)) (INTER_LINEAR: bilinear, no antialias, aspect ratio ignored); val gt_size "
+                        "256 (options/train/train_ddcolor.yml line 46)",
         "ground_truth": "color_model.py: gt_rgb = tensor_lab2rgb(cat(L, gt ab)), float",
         "predictions_as": "color_model.py: CF and PSNR on tensor2img (x * 255).round() uint8; its FID used the floats",
     },
     "ct2": {
         "cf_formula": "shuchenweng/CT2 segm/eval_colorfullness.py: np.absolute of rg and yb on cv2.imread's BGR",
-        "delta_cf": "eval_colorfullness.py: the mean CF of a folder; ΔCF of the two folders' means",
+        "delta_cf": "eval_colorfullness.py lines 26-39: the mean CF of a folder (cv2.imread of each file); ΔCF of "
+                    "the two folders' means, the photos' CF from the val photos themselves (not their Lab round trip)",
         "fid_features": "segm/metrics.py INCEPTION_V3_FID, torchvision inception_v3 (inception_v3_google)",
         "fid_input": "metrics.py vip_dataset: ToTensor + Normalize((0.5,)*3, (0.5,)*3), i.e. [-1, 1]",
         "lpips_net": "metrics.py avg_lpips: lpips.LPIPS(net='vgg')",
         "ssim_window": "metrics.py avg_ssim_psnr: measure.compare_ssim(..., data_range=225, multichannel=True), skimage's "
                 "defaults (7x7 uniform window, sample covariance)",
         "ssim_range": "metrics.py avg_ssim_psnr: data_range=225 on 0-255 images",
-        "ground_truth": "metrics.py: rgb_to_lab then lab_to_rgb = (255 * clip(lab2rgb)).astype(uint8), the '_convert' scores",
-        "predictions_as": "metrics.py: the predictions are PNG files read back (8 bits)",
+        "psnr_crop_border": "metrics.py lines 473-474: measure.compare_psnr(gt_rgb, predicted, 255), the whole image",
+        "val_geometry": "segm/data/coco.py lines 139-145: CenterCrop(min(w, h)) then Resize(crop_size) on the PIL "
+                        "image (torchvision: PIL bilinear), crop_size 256 (segm/config.yml line 172); README: "
+                        "'center cropped and resized into 256 x 256'",
+        "ground_truth": "metrics.py lines 162-168 and 464-467: rgb_to_lab = rgb2lab(uint8).astype(float32), then "
+                        "lab_to_rgb = (255 * clip(lab2rgb)).astype(uint8), the '_convert' scores; computed by skimage "
+                        "itself, so value for value",
+        "predictions_as": "segm/engine.py lines 238-255: save_imgs writes lab_to_rgb(cat(L, ab_pred)) = (255 * "
+                          "clip(lab2rgb)).astype(uint8), truncated, as the files metrics.py reads back",
     },
     "zhang": {
         "metrics": "Zhang, Isola & Efros 2016, §3.1 and Table 1: AuC of the per-pixel ab error over thresholds "

@@ -13,8 +13,15 @@ from bench.score.presets import ScoringProtocol
 
 
 def val_preparation(resize: str, size: int) -> str:
+    """How the val photos were brought to ``size`` (the split's resize mode, datasets/tensors.py)."""
     if resize == "squash":
         return f"resized to {size}x{size} ignoring the aspect ratio (PIL bicubic), no crop"
+    if resize == "cv2-squash":
+        return (f"resized to {size}x{size} ignoring the aspect ratio with OpenCV's INTER_LINEAR semantics (bilinear, "
+                "no antialias; DDColor's cv2.resize), rounded to 8 bits, no crop")
+    if resize == "crop-bilinear":
+        return (f"centre crop to the shorter side, then resized to {size}x{size} (PIL bilinear; CT2's CenterCrop "
+                "then Resize)")
     return f"shorter side resized to {size} px (PIL bicubic, antialiased), centre crop {size}x{size}"
 
 
@@ -35,16 +42,18 @@ GENERAL = ("scoring", "val_photos", "predictions", "intervals")
 TRUTHS = {
     "photo": "the prepared photo, sRGB uint8",
     "lab-float": "the prepared photo's Lab round trip (sRGB -> Lab -> sRGB), float",
-    "lab-uint8": "the prepared photo's Lab round trip through float32 Lab, clipped and truncated to 8 bits (CT2's)",
+    "lab-uint8": "the prepared photo's Lab round trip through float32 Lab, clipped and truncated to 8 bits by "
+                 "skimage's rgb2lab and lab2rgb themselves (CT2's)",
 }
 
 
 def predictions_text(protocol: ScoringProtocol, outside: bool = False) -> str:
     if outside:  # its files are 8-bit already: --predictions-as changes nothing of them
         return "each colorizer's own 8-bit files, prepared to the val crop like the photos"
+    eight_bits = {"uint8": "; rounded to 8 bits as a saved PNG (x * 255).round()",
+                  "uint8-trunc": "; truncated to 8 bits as CT2's saved PNGs (255 * x).astype(uint8)"}
     return ("the model's ab with the input's L, Lab -> sRGB in [0, 1], out-of-gamut colours clipped"
-            + ("; rounded to 8 bits as a saved PNG (x * 255).round()" if protocol.predictions_as == "uint8"
-               else "; scored as float, no 8-bit rounding or file round trip"))
+            + eight_bits.get(protocol.predictions_as, "; scored as float, no 8-bit rounding or file round trip"))
 
 
 def scoring_protocol_of(config: dict) -> ScoringProtocol:
@@ -61,7 +70,7 @@ def metric_protocol(scorer, manifest: dict, size: int) -> dict:
         "scoring": scorer.protocol.to_dict(),
         "val_photos": {
             "images": n,
-            "preparation": val_preparation(manifest.get("resize", "crop"), size),
+            "preparation": val_preparation(manifest.get("val_resize") or manifest.get("resize", "crop"), size),
             "ground_truth": TRUTHS[scorer.protocol.ground_truth],
         },
         "predictions": predictions_text(scorer.protocol),

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from colorbench_datasets import LabSplit, lab_to_rgb, model_to_rgb, rgb_to_lab
+from skimage import color as skimage_color
 from torch import nn
 
 from bench.score import metrics
@@ -80,26 +81,44 @@ def gray_ab(L: torch.Tensor) -> torch.Tensor:
     return torch.zeros(len(L), 2, *L.shape[2:], device=L.device)
 
 
+def lab_uint8_truth(photos: torch.Tensor) -> torch.Tensor:
+    """CT2's ground truth of 8-bit photos (N,3,H,W) uint8, as uint8: segm/metrics.py's
+    ``lab_to_rgb(rgb_to_lab(gt))`` = ``(255 * clip(lab2rgb(rgb2lab(gt).astype(float32)), 0,
+    1)).astype(uint8)``, run through skimage's own functions photo by photo. Truncation is a
+    discontinuity: a level the float32 round trip lands a hair below drops by one, and which
+    ones do depends on skimage's float32 order of operations, so no re-implementation of the
+    conversion is used: the values are skimage's, value for value."""
+    out = [(255 * np.clip(skimage_color.lab2rgb(skimage_color.rgb2lab(im).astype(np.float32)), 0, 1)).astype(np.uint8)
+           for im in photos.permute(0, 2, 3, 1).cpu().numpy()]
+    if not out:
+        return photos.clone()
+    return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).contiguous().to(photos.device)
+
+
 def prepared_truth(rgb: torch.Tensor, truth: str) -> torch.Tensor:
-    """The ground truth a protocol scores against, from the prepared photo (sRGB in [0, 1]):
-    ``photo`` itself; ``lab-float`` its Lab round trip in float (DDColor's
+    """The ground truth a protocol scores against, from the prepared photo (sRGB in [0, 1],
+    8-bit values): ``photo`` itself; ``lab-float`` its Lab round trip in float (DDColor's
     ``tensor_lab2rgb(L, gt ab)``); ``lab-uint8`` CT2's ``(255 * clip(lab2rgb(rgb2lab(x)
-    .astype(float32)))).astype(uint8)``: float32 Lab, 8 bits by truncation, so a level the
-    round trip lands a hair below drops by one."""
+    .astype(float32)))).astype(uint8)`` by skimage itself (``lab_uint8_truth``)."""
     if truth == "photo":
         return rgb
     if truth == "lab-float":
         return lab_to_rgb(rgb_to_lab(rgb.double())).to(rgb.dtype)
     if truth == "lab-uint8":
-        back = lab_to_rgb(rgb_to_lab(rgb.double()).float())
-        return (back * 255).floor().to(rgb.dtype) / 255
+        photos = (rgb.double() * 255).round().clamp(0, 255).to(torch.uint8)
+        return lab_uint8_truth(photos).to(rgb.dtype) / 255
     raise ValueError(f"unknown ground truth {truth!r}: expected photo, lab-float or lab-uint8")
 
 
 def as_predictions(rgb: torch.Tensor, predictions: str) -> torch.Tensor:
-    """Predictions as a protocol scores them: ``float``, or ``uint8``: rounded to the 8 bits a
-    saved PNG keeps (DDColor's ``tensor2img``: ``(x * 255).round()``)."""
-    return (rgb * 255).round() / 255 if predictions == "uint8" else rgb
+    """A model's predictions as a protocol scores them: ``float``; ``uint8``: rounded to the 8
+    bits a saved PNG keeps (DDColor's ``tensor2img``: ``(x * 255).round()``); ``uint8-trunc``:
+    truncated to them (CT2's ``save_imgs``: ``(255 * clip(lab2rgb(lab))).astype(uint8)``)."""
+    if predictions == "uint8":
+        return (rgb * 255).round() / 255
+    if predictions == "uint8-trunc":
+        return (rgb * 255).floor() / 255
+    return rgb
 
 
 def curve_values(means: dict[str, float], set_metrics: bool) -> dict[str, float]:
@@ -144,6 +163,11 @@ class Scorer:
         features = {key: [] for key in self.feature_networks}
         cells = torch.zeros(metrics.AB_CELLS, dtype=torch.float64)
         truth, weights = {}, {}
+        # CT2's truth comes from skimage photo by photo (tens of ms each): made once and kept
+        # as the 8 bits it is, for a split held in memory (a memory-mapped one is recomputed)
+        self._truth_uint8 = None
+        if protocol.ground_truth == "lab-uint8" and isinstance(target_rgb, torch.Tensor):
+            self._truth_uint8 = [lab_uint8_truth(photos.cpu()) for photos in self._photos()]
         with torch.inference_mode():
             for target in self._targets():
                 cells += metrics.ab_cell_counts(metrics.rgb_to_lab(target.double())).cpu()
@@ -152,11 +176,16 @@ class Scorer:
             self.target_features = {key: torch.cat(f) for key, f in features.items() if f}
             # "val_ab": the val photos' own colour distribution, fixed for every model
             self.cell_weights = metrics.ab_cell_weights(cells).to(self.device)
-            for target in self._targets():
+            for photos, target in zip(self._photos(), self._targets()):
                 batch = Batch(target, target, available, self.cell_weights, protocol)
+                # descriptive metrics (cf) are read against the photos' own value: the photos at
+                # the protocol's geometry, never a Lab round trip of them (CT2's
+                # eval_colorfullness reads the photos' folder)
+                photo = photos.float() / 255
+                photo_batch = Batch(photo, photo, available, self.cell_weights, protocol)
                 for m in self.per_image_metrics:
-                    if m.higher_is_better is None:  # descriptive: read against the photos' own value
-                        truth.setdefault(m.name, []).append(m.fn(target, target, batch))
+                    if m.higher_is_better is None:
+                        truth.setdefault(m.name, []).append(m.fn(photo, photo, photo_batch))
                     if m.pool_weight is not None:
                         weights.setdefault(m.name, []).append(m.pool_weight(batch))
             self.truth = {name: torch.cat(v) for name, v in truth.items()}
@@ -179,12 +208,21 @@ class Scorer:
         return Scorer(self.L[idx.to(self.L.device)], self.target_rgb[idx.to(self.target_rgb.device)], self.nets,
                       self.batch_size, [self.image_names[i] for i in indices], self.protocol)
 
-    def _targets(self):
-        # Batches follow the L batches' device: a memory-mapped split (``MappedLabSplit``)
-        # reads rows on the host and hands them to the run's device.
+    def _photos(self):
+        """The val photos (uint8) batch by batch. Batches follow the L batches' device: a
+        memory-mapped split (``MappedLabSplit``) reads rows on the host and hands them to the
+        run's device."""
         for i in range(0, len(self.L), self.batch_size):
-            yield prepared_truth(self.target_rgb[i : i + self.batch_size].to(self.device).float() / 255,
-                                 self.protocol.ground_truth)
+            yield self.target_rgb[i : i + self.batch_size].to(self.device)
+
+    def _targets(self):
+        """The ground truth batch by batch, sRGB in [0, 1] (``prepared_truth``)."""
+        if self._truth_uint8 is not None:
+            for truth in self._truth_uint8:
+                yield truth.to(self.device).float() / 255
+            return
+        for photos in self._photos():
+            yield prepared_truth(photos.float() / 255, self.protocol.ground_truth)
 
     @property
     def device(self) -> torch.device:
@@ -238,8 +276,9 @@ class Scorer:
         features = {key: [] for key in self.feature_networks} if set_metrics else {}
         for i, target in zip(range(0, len(self.L), self.batch_size), self._targets()):
             L = self.L[i : i + self.batch_size]
-            pred = ab_for_batch(i, L) if rgb_given else model_to_rgb(L, ab_for_batch(i, L).to(L.device))
-            pred = as_predictions(pred, self.protocol.predictions_as)
+            # 8-bit files (rgb_given) are taken as they are; a model's predictions as the protocol says
+            pred = ab_for_batch(i, L) if rgb_given else as_predictions(
+                model_to_rgb(L, ab_for_batch(i, L).to(L.device)), self.protocol.predictions_as)
             batch = Batch(pred, target, nets, self.cell_weights, self.protocol)
             for m in self.per_image_metrics:
                 per_image.setdefault(m.name, []).append(m.fn(pred, target, batch))
