@@ -47,5 +47,50 @@ def __getattr__(name: str):
     return value
 
 
+class later:  # noqa: N801 - used like a deferred ``import``
+    """A module (``later("pandas")``) or a name in one (``later("bench.run.runner:run_benchmark")``),
+    imported on first use: called, an attribute read, iterated or searched (``in``). The one
+    sanctioned deferred import of the project: a CLI command's module binds its heavy names so,
+    and its options are built and checked before torch loads (docs/architecture.md).
+    tests/test_architecture.py reads each ``later("...")`` as an import edge of its module.
+
+    An ``except`` clause needs the class itself: ``except stop.RunInterrupted`` with
+    ``stop = later("bench.run.stop")`` (the clause is evaluated only when something was raised)."""
+
+    __slots__ = ("target",)
+
+    def __init__(self, target: str):
+        self.target = target
+
+    def load(self):
+        """The module or the name, imported now (once: Python keeps the module)."""
+        module, _, name = self.target.partition(":")
+        loaded = importlib.import_module(module)
+        return getattr(loaded, name) if name else loaded
+
+    def __call__(self, *args, **kwargs):
+        return self.load()(*args, **kwargs)
+
+    def __getattr__(self, name: str):
+        if name.startswith("__") or name == "target":  # copy, pickle, inspect probe these: no import
+            raise AttributeError(name)
+        return getattr(self.load(), name)
+
+    def __contains__(self, item) -> bool:
+        return item in self.load()
+
+    def __iter__(self):
+        return iter(self.load())
+
+    def __len__(self) -> int:
+        return len(self.load())
+
+    def __getitem__(self, key):
+        return self.load()[key]
+
+    def __repr__(self) -> str:
+        return f"later({self.target!r})"
+
+
 def __dir__() -> list[str]:
     return sorted(__all__)

@@ -60,3 +60,18 @@ def spreadsheet_frame(frame):
         if is_object_dtype(out[column]) or is_string_dtype(out[column]):
             out[column] = out[column].map(csv_cell)
     return out
+
+
+# LaTeX's special characters as the commands that print them; ``< > |`` and the backtick
+# too (the default font encoding misprints them), and the report's own `` · `` separator
+_LATEX = {"\\": r"\textbackslash{}", "{": r"\{", "}": r"\}", "_": r"\_", "&": r"\&", "%": r"\%", "$": r"\$",
+          "#": r"\#", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "<": r"\textless{}",
+          ">": r"\textgreater{}", "|": r"\textbar{}", "`": r"\textasciigrave{}", "·": r"\textperiodcentered{}"}
+
+
+def latex(text) -> str:
+    """``text`` as LaTeX that typesets it literally, in a table cell or a caption: every
+    special character as its command, ``--`` kept two hyphens (not a dash), control
+    characters shown as ``terminal`` shows them, line breaks as spaces."""
+    text = terminal(str(text).replace("\r\n", " ").replace("\n", " ").replace("\t", " "))
+    return "".join(_LATEX.get(ch, ch) for ch in text).replace("--", "-{}-").replace("--", "-{}-")

@@ -1,14 +1,39 @@
-"""Shared fixtures: no network, a private torch hub cache, small photos made on the fly."""
+"""Shared fixtures: no network, a private torch hub cache, small photos made on the fly, one
+trained run for the whole session, and the markers ``slow`` and ``needs`` (pyproject.toml)."""
 from __future__ import annotations
 
 import contextlib
+import importlib
+import json
 import logging
+import os
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+
+
+def need(module: str):
+    """The optional extra ``module`` (``pip install -e '.[test]'`` brings them all), imported;
+    where it is missing the test is skipped with the reason, except in CI (CI set, as .ci/run
+    does), which installs the extras: there a missing one fails the test."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        message = f"needs the optional package {module!r} ({e}): pip install -e '.[test]'"
+        if os.environ.get("CI"):
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+
+
+def pytest_runtest_setup(item):
+    """``@pytest.mark.needs("module", ...)``: ``need`` each module before the test starts."""
+    for mark in item.iter_markers("needs"):
+        for module in mark.args:
+            need(module)
 
 
 @pytest.fixture(autouse=True)
@@ -126,3 +151,52 @@ def logged_warnings(match: str | None = None):
         logger.removeHandler(handler)
     if match is not None:
         assert any(re.search(match, m) for m in messages), f"no warning matched {match!r}: {messages}"
+
+
+# ---------------------------------------------------------------- one trained run per session
+
+# The finished run most read-only tests need: l1 and mse, seed 0, 16 train / 6 val photos
+# (write_photo_folder). A test that reruns `bench run` on it passes these same options.
+TRAINED_RUN_ARGS = ("--losses", "l1,mse", "--size", "32", "--width", "4", "--epochs", "1", "--batch-size", "4", "-q")
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory) -> tuple[Path, Path]:
+    """(photos, run): one finished ``bench run`` (TRAINED_RUN_ARGS) trained once for the whole
+    session. Read it, never change it: a test that changes files takes ``copied_run``."""
+    from click.testing import CliRunner
+
+    from bench.cli import main
+
+    root = tmp_path_factory.mktemp("trained_run")
+    photos = write_photo_folder(root)
+    with offline_env(root):
+        res = CliRunner().invoke(main, ["run", "--data", str(photos), "--out", str(root / "run"), *TRAINED_RUN_ARGS])
+    assert res.exit_code == 0, res.output
+    before = _stamps(root)
+    yield photos, root / "run"
+    assert _stamps(root) == before, "a test changed the session's trained run or its photos: give it copied_run"
+
+
+def _stamps(folder: Path) -> dict:
+    return {p.relative_to(folder).as_posix(): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def copy_run_folder(photos: Path, run: Path, dest: Path) -> tuple[Path, Path]:
+    """A private copy of a run folder and of its photos under ``dest`` (shutil.copytree), the
+    copy's config.json pointing at the copied photos, as if it had been made from them."""
+    shutil.copytree(photos, dest / "photos")
+    shutil.copytree(run, dest / "run")
+    config_path = dest / "run" / "config.json"
+    config = json.loads(config_path.read_text())
+    config["options"]["data"] = str(dest / "photos")
+    config_path.write_text(json.dumps(config))
+    return dest / "photos", dest / "run"
+
+
+@pytest.fixture
+def copied_run(trained_run, tmp_path) -> tuple[Path, Path]:
+    """(photos, run): the session's trained run and its photos copied into this test's tmp_path,
+    free to change."""
+    return copy_run_folder(*trained_run, tmp_path)

@@ -4,7 +4,8 @@ packages never reach up into the harness; the CLI loads a command only when it r
 no function in bench/ outgrows a screen.
 
 The import graph is built from the source (the AST, function bodies included), so a cycle
-or a forbidden edge cannot hide in a function-local import."""
+or a forbidden edge cannot hide in a function-local import; a deferred import through
+``bench.later("module:name")`` (the one sanctioned kind) is an edge of the graph too."""
 from __future__ import annotations
 
 import ast
@@ -47,15 +48,28 @@ def _targets(module: str, path: Path, node) -> list[str]:
     return [n for n in names if n in MODULES and n != module]
 
 
+def _later_target(node) -> str | None:
+    """The module a ``later("module:name")`` call defers (bench/__init__.py), else None."""
+    if not (isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)):
+        return None
+    func = node.func
+    if (func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else None) != "later":
+        return None
+    return node.args[0].value.partition(":")[0]
+
+
 def _imports(local_only: bool = False) -> dict[str, set[str]]:
-    """module -> the project's modules it imports anywhere in its source (or, with
-    ``local_only``, inside functions only)."""
+    """module -> the project's modules it imports anywhere in its source, deferred ones
+    (``later``) included (or, with ``local_only``, import statements inside functions only)."""
     graph = {}
     for module, path in MODULES.items():
         tree = ast.parse(path.read_text())
         scopes = [f for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))] if local_only else [tree]
         graph[module] = {t for scope in scopes for node in ast.walk(scope)
                          if isinstance(node, (ast.Import, ast.ImportFrom)) for t in _targets(module, path, node)}
+        if not local_only:
+            graph[module] |= {t for node in ast.walk(tree) if (t := _later_target(node)) in MODULES and t != module}
     return graph
 
 
@@ -88,10 +102,27 @@ def test_the_graph_builder_sees_a_planted_cycle_and_a_function_local_import():
     assert _targets("bench.report.build", ROOT / "bench/report/build.py", local.body[0].body[0]) == \
         ["bench.run", "bench.run.runner"]
     assert _imports()["bench.run.launch"] >= {"bench.run.job"}  # a real edge is seen
+    deferred = ast.parse('x = later("bench.run.runner:run_benchmark")\ny = bench.later("pandas")\nz = f("bench.run")')
+    assert [_later_target(n) for n in ast.walk(deferred) if isinstance(n, ast.Call)] == ["bench.run.runner", "pandas", None]
+    assert _imports()["bench.cli.run"] >= {"bench.run.runner"}  # a deferred edge is seen
 
 
 def test_no_import_cycle_among_the_projects_modules():
     assert _cycle(_imports()) is None
+
+
+def test_every_deferred_import_names_what_exists():
+    """A ``later("module:name")`` imports nothing until it is used, so a renamed module or
+    name would only fail when its command runs: each is resolved here."""
+    import importlib
+
+    targets = {node.args[0].value for path in MODULES.values() for node in ast.walk(ast.parse(path.read_text()))
+               if _later_target(node)}
+    assert "bench.run.runner:run_benchmark" in targets
+    for target in sorted(targets):
+        module, _, name = target.partition(":")
+        loaded = importlib.import_module(module)
+        assert not name or hasattr(loaded, name), target
 
 
 def test_no_function_local_import_of_the_projects_modules():
@@ -142,6 +173,7 @@ def _imported_after(code: str) -> set[str]:
     return set(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
+@pytest.mark.slow
 def test_report_compare_colorize_and_status_never_import_the_training_stack():
     # what `bench report`, `bench compare`, `bench colorize` and `bench status` import (bench/cli.py's commands)
     loaded = _imported_after("import bench.cli, bench.config.options, bench.report.build, bench.report.compare, bench.colorize, "
@@ -151,6 +183,7 @@ def test_report_compare_colorize_and_status_never_import_the_training_stack():
 
 
 @pytest.mark.parametrize("package", ["models", "losses", "colorbench_datasets"])
+@pytest.mark.slow
 def test_models_losses_and_datasets_never_import_bench(package):
     module = __import__(package)
     names = [f"{package}.{m.name}" for m in pkgutil.iter_modules(module.__path__)]

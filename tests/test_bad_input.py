@@ -210,6 +210,7 @@ def test_file_names_that_are_not_utf8_are_used_and_shown_escaped(tmp_path):
     assert len(load_data(root / "train", root / "val", size=32).val) == 4
 
 
+@pytest.mark.slow
 def test_a_run_and_its_report_with_non_utf8_names(tmp_path):
     root = tmp_path / "d"
     write_photos(root / "train", 8)
@@ -326,6 +327,7 @@ def test_truncated_weights_file_is_refused_with_the_fix(tmp_path):
         load_state_dict(known_weights()["vgg16"])
 
 
+@pytest.mark.slow
 def test_reusing_out_with_other_options_names_them(photo_dir, tmp_path):
     args = ["run", "--data", str(photo_dir), "--losses", "l1", "--out", str(tmp_path / "r"), *TINY]
     assert CliRunner().invoke(main, args).exit_code == 0

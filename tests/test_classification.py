@@ -186,6 +186,7 @@ def test_a_combination_cannot_ask_for_two_generator_heads():
     assert generator_head(parse_losses("100*l1+gan")[0]) is None
 
 
+@pytest.mark.slow
 def test_classification_plus_gan_trains_saves_and_reloads(photo_dir, tmp_path):
     from bench.score.scorer import load_generator, predict_ab
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from bench.report import compare
+from bench.report import paired, prose
 from bench.score import stats
 from bench.cli import main
 from bench.rundir.layout import PER_IMAGE, REPLICATES
@@ -37,6 +37,7 @@ def tiny_run(tmp_path_factory):
     return root / "run"
 
 
+@pytest.mark.slow
 def test_every_cell_keeps_per_image_scores_that_average_to_metrics_csv(tiny_run):
     metrics = pd.read_csv(tiny_run / "metrics.csv")
     base = pd.read_csv(tiny_run / PER_IMAGE)
@@ -64,6 +65,7 @@ def test_every_cell_keeps_per_image_scores_that_average_to_metrics_csv(tiny_run)
         assert not (tiny_run / "cells" / slug(combination) / f"seed{seed}" / REPLICATES).exists()  # no Inception here
 
 
+@pytest.mark.slow
 def test_config_records_the_scoring_protocol(tiny_run):
     protocol = json.loads((tiny_run / "config.json").read_text())["protocol"]
     assert protocol["lpips"]["net"] == "alex" and protocol["lpips"]["version"] == "0.1"
@@ -73,6 +75,7 @@ def test_config_records_the_scoring_protocol(tiny_run):
     assert protocol["auc_rebal"]["occupied_cells"] > 10
 
 
+@pytest.mark.slow
 def test_report_says_which_differences_are_real(tiny_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
@@ -86,12 +89,12 @@ def test_report_says_which_differences_are_real(tiny_run, tmp_path):
     assert "![pairwise](fig_pairwise.png)" in section and (run / "fig_pairwise.png").is_file()
     assert "Holm" in section and "**lpips**: package: lpips" in section and "(not computed: weights missing)" in section
     pairs = pd.read_csv(run / "pairwise.csv")
-    assert list(pairs.columns) == compare.PAIRWISE_COLUMNS
+    assert list(pairs.columns) == paired.PAIRWISE_COLUMNS
     assert "cf" not in set(pairs.metric)  # descriptive: never a winner
     assert len(pairs[pairs.metric == "psnr"]) == 3  # l1-mse, l1-gray, mse-gray
     assert (pairs.b[pairs.a != "l1"] == "gray").all() and (pairs.seeds == 2).all() and (pairs.photos == 6).all()
     summary = pd.read_csv(run / "summary.csv")
-    assert list(summary.columns[-4:]) == compare.INTERVAL_COLUMNS
+    assert list(summary.columns[-4:]) == paired.INTERVAL_COLUMNS
     rows = summary[summary.metric.isin(["psnr", "de00", "delta_cf"]) & (summary.combination != "ground-truth")]
     assert rows.photo_ci_low.notna().all()
     assert (rows.photo_ci_low <= rows["mean"] + 1e-9).all() and (rows["mean"] <= rows.photo_ci_high + 1e-9).all()
@@ -105,6 +108,7 @@ def test_report_says_which_differences_are_real(tiny_run, tmp_path):
     pd.testing.assert_frame_equal(pd.read_csv(run / "pairwise.csv"), before)
 
 
+@pytest.mark.slow
 def test_a_run_without_per_image_scores_still_reports(tiny_run, tmp_path):
     run = tmp_path / "old"
     shutil.copytree(tiny_run, run)
@@ -179,7 +183,7 @@ def synthetic_run(root, combos: dict[str, float], seed_sd: float = 0.0, rng_seed
 
 def test_planted_differences_are_found_and_identical_losses_are_not(tmp_path):
     run = synthetic_run(tmp_path / "syn", {"l1": 0.6, "mse": 0.3, "twin": 0.3}, seed_sd=0.02, fid=True)
-    analysis = compare.analyse([load_run(run)])
+    analysis = paired.analyse([load_run(run)])
     pairs = analysis.pairwise.set_index(["metric", "a", "b"])
     l1_mse = pairs.loc[("psnr", "l1", "mse")]
     assert l1_mse.significant and l1_mse.verdict == "real" and l1_mse.better == "l1" and l1_mse.ci_low < 0.3 < l1_mse.ci_high
@@ -190,7 +194,7 @@ def test_planted_differences_are_found_and_identical_losses_are_not(tmp_path):
     fid = pairs.loc[("fid", "l1", "mse")]
     assert fid.resamples == stats.N_BOOT_SET and fid["diff"] == pytest.approx(3.0) and fid.significant
     assert np.isfinite(pairs["p_seeds"]).all() and (pairs.seeds == 3).all()
-    text = " ".join(compare.section(analysis, compare.with_intervals(_summary(run), analysis), None))
+    text = " ".join(prose.section(analysis, paired.with_intervals(_summary(run), analysis)))
     assert "`l1` beats `mse` on psnr by 0.3" in text and "after Holm" in text
     assert "`mse` vs `twin`" in text or "`twin` vs `mse`" in text  # not told apart
 
@@ -204,20 +208,24 @@ def _summary(run):
 def test_seed_luck_is_not_a_real_difference(tmp_path):
     """Identical losses, but each seed's model is off by its own luck (sd 0.3 dB)."""
     run = synthetic_run(tmp_path / "luck", {"a": 0.3, "b": 0.3}, seed_sd=0.3, rng_seed=5)
-    pairs = compare.pairwise(compare.load_scores(load_run(run)), ["psnr"])
+    pairs = paired.pairwise(paired.load_scores(load_run(run)), ["psnr"])
     ab = pairs[(pairs.a == "a") & (pairs.b == "b")].iloc[0]
     assert ab.p_holm < 0.05  # photo by photo the trained models do differ ...
     assert not ab.significant and ab.p_seeds > 0.05  # ... but not consistently across seeds
-    assert ab.verdict == compare.MODELS_ONLY and ab.better in ("a", "b")
+    assert ab.verdict == paired.MODELS_ONLY and ab.better in ("a", "b")
 
 
-def test_bench_compare_prints_the_pairwise_table(tmp_path):
+def test_bench_compare_says_who_beats_whom_by_how_much(tmp_path):
+    """As the report says it: "l1 beats mse on de00 by 0.30 [..], p < 0.001 after Holm", the
+    winner first and the margin positive, never a bare signed Δ of a over b."""
     run = synthetic_run(tmp_path / "syn", {"l1": 0.6, "mse": 0.3}, seed_sd=0.02)
     res = CliRunner().invoke(main, ["compare", str(run), "--metric", "de00", "--metric", "cf", "--csv", str(tmp_path / "t.csv")])
     assert res.exit_code == 0, res.output
     assert "de00 ↓ (lower is better): 242 photos, 3 seed(s)" in res.output
-    line = next(x for x in res.output.splitlines() if x.split()[:2] == ["l1", "mse"])
-    assert line.endswith("real") and line.split()[2].startswith("+0.")
+    lines = [x.strip() for x in res.output.splitlines()]
+    assert re.fullmatch(r"l1 beats mse on de00 by 0\.\d+ \[0\.\d+, 0\.\d+\], p [<=] 0\.\d+ after Holm", lines[1])
+    assert any(x.startswith("l1 beats gray on de00 by ") for x in lines[2:])
+    assert "+0." not in res.output
     assert "cf: not compared (descriptive" in res.output
     assert set(pd.read_csv(tmp_path / "t.csv").metric) == {"de00"}
     res = CliRunner().invoke(main, ["compare", str(run), "--metric", "nope"])
@@ -249,16 +257,14 @@ def test_a_verdict_quotes_only_the_corrected_p_values_the_table_shows():
     Holm p. Every p in the sentence is now one of the Holm-corrected columns of pairwise.csv."""
     from types import SimpleNamespace
 
-    from bench.report import compare
-
     row = SimpleNamespace(a="l1", b="gan", diff=0.3, ci_low=-0.05, ci_high=0.6, metric="de00", p=0.004,
                           p_seeds=0.049, p_holm=0.012, p_combined=0.098, test="wilcoxon",
-                          verdict=compare.MODELS_ONLY)
-    said = compare.claim(row, 2)
-    shown = {compare.format_p(row.p_holm), compare.format_p(row.p_combined)}
+                          verdict=paired.MODELS_ONLY)
+    said = prose.claim(row, 2)
+    shown = {prose.format_p(row.p_holm), prose.format_p(row.p_combined)}
     quoted = set(re.findall(r"p [=<] [\d.]+", said))
     assert quoted and quoted <= shown, said
-    assert compare.format_p(row.p_seeds) not in said and compare.format_p(row.p) not in said
-    row.verdict, row.test, row.p, row.p_holm, row.p_combined = compare.UNCLEAR, "not tested: 1 distinct val photo(s)", \
+    assert prose.format_p(row.p_seeds) not in said and prose.format_p(row.p) not in said
+    row.verdict, row.test, row.p, row.p_holm, row.p_combined = paired.UNCLEAR, "not tested: 1 distinct val photo(s)", \
         math.nan, math.nan, math.nan
-    assert "not tested: 1 distinct val photo(s)" in compare.claim(row, 2)
+    assert "not tested: 1 distinct val photo(s)" in prose.claim(row, 2)

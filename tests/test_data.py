@@ -77,6 +77,7 @@ def test_random_crop_flip_is_seeded_and_crops_within_the_image():
         assert diffs.numel() == 1 and diffs.abs().item() == 1
 
 
+@pytest.mark.slow
 def test_bench_works_when_huggingface_datasets_is_installed(tmp_path):
     """A foreign top-level `datasets` package first on sys.path must not break bench."""
     fake = tmp_path / "site" / "datasets"

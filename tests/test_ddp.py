@@ -176,6 +176,7 @@ def test_the_group_is_destroyed_only_after_every_rank_arrives(monkeypatch):
 # ---------------------------------------------------------------- two processes
 
 @pytest.mark.parametrize("kind", ["full", "wgangp"])
+@pytest.mark.slow
 def test_two_ranks_end_with_the_same_weights_and_logs_and_only_rank_0_writes(ranks, split_and_photos, kind):
     (r0, r1), out, _ = ranks
     a, b = r0[kind], r1[kind]
@@ -193,6 +194,7 @@ def test_two_ranks_end_with_the_same_weights_and_logs_and_only_rank_0_writes(ran
     assert all(mine[k].keys() == one[k].keys() for k in ("G", "D"))
 
 
+@pytest.mark.slow
 def test_wgangp_s_double_backward_is_reduced_like_plain_gradients(ranks):
     (r0, r1), _, _ = ranks
     # Each rank's plain gradient, averaged by hand, against what D's DDP wrapper reduced
@@ -201,6 +203,7 @@ def test_wgangp_s_double_backward_is_reduced_like_plain_gradients(ranks):
     assert r0["gp_gap"] <= 1e-7 and r1["gp_gap"] <= 1e-7
 
 
+@pytest.mark.slow
 def test_a_stop_asked_by_one_rank_stops_both_and_resumes_to_the_uninterrupted_weights(ranks):
     (r0, r1), _, _ = ranks
     assert r0["stopped"] == r1["stopped"] == worker.STOP_AT
@@ -211,6 +214,7 @@ def test_a_stop_asked_by_one_rank_stops_both_and_resumes_to_the_uninterrupted_we
         assert rows(r["resumed"]["log"]) == rows(r0["full"]["log"])
 
 
+@pytest.mark.slow
 def test_one_process_resumes_a_two_process_checkpoint_and_two_resume_a_one_process_one(ranks, split_and_photos,
                                                                                      single_stopped, tmp_path):
     (r0, r1), out, _ = ranks
@@ -226,6 +230,7 @@ def test_one_process_resumes_a_two_process_checkpoint_and_two_resume_a_one_proce
     assert same(r0["from_single"]["G"], r1["from_single"]["G"])
 
 
+@pytest.mark.slow
 def test_two_processes_compute_what_one_does_on_the_same_global_batch(ranks, split_and_photos, toy_generator):
     (r0, _), _, _ = ranks
     split, _ = split_and_photos
@@ -243,12 +248,14 @@ def test_two_processes_compute_what_one_does_on_the_same_global_batch(ranks, spl
     assert [r["l1"] for r in one["log"]] == pytest.approx([r["l1"] for r in r0["full"]["log"]], rel=0.03)
 
 
+@pytest.mark.slow
 def test_under_torchrun_an_uneven_batch_is_refused_naming_the_option(ranks):
     (r0, r1), _, _ = ranks
     for r in (r0, r1):
         assert r["odd_batch"].startswith("--batch-size 3 does not split evenly over 2 processes")
 
 
+@pytest.mark.slow
 def test_the_process_group_ends_cleanly_normally_on_a_stop_and_on_one_rank_s_failure(ranks, split_and_photos,
                                                                                      tmp_path):
     _, _, first = ranks

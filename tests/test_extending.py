@@ -188,6 +188,7 @@ def toy_tv(options):
 
 
 @pytest.mark.parametrize("how", ["module", "file"])
+@pytest.mark.slow
 def test_a_plugin_registered_outside_the_package_trains_under_the_local_launcher(photo_dir, tmp_path, monkeypatch,
                                                                                 how):
     """A loss from the user's own module: the local launcher's workers import it too (from

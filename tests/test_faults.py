@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from bench.cli import main
-from conftest import logged_warnings, offline_env, write_photo_folder, write_photos
+from conftest import TRAINED_RUN_ARGS, logged_warnings, write_photos
 
 TINY = ["--size", "32", "--width", "4", "--epochs", "1", "--batch-size", "4", "-q"]
 
@@ -33,28 +33,15 @@ def run_args(photos, out, losses="l1", *extra):
     return ["run", "--data", photos, "--losses", losses, "--out", out, *TINY, *extra]
 
 
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    """One finished run (l1 and mse, seed 0) and its photos, made once; tests copy it."""
-    root = tmp_path_factory.mktemp("faults")
-    photos = write_photo_folder(root)
-    out = root / "run"
-    with offline_env(root):
-        res = cli(*run_args(photos, out, "l1,mse"))
-    assert res.exit_code == 0, res.output
-    return photos, out
+# The finished run these tests read is conftest's session run (``trained_run``: l1 and mse,
+# seed 0); tests that change it take a private copy of it and of its photos (``copied_run``).
 
-
-@pytest.fixture
-def copied(finished, tmp_path):
-    """A private copy of the finished run and of its photos (tests change them)."""
-    photos, out = finished
-    shutil.copytree(photos, tmp_path / "photos")
-    shutil.copytree(out, tmp_path / "run")
-    config = json.loads((tmp_path / "run" / "config.json").read_text())
-    config["options"]["data"] = str(tmp_path / "photos")  # as if made from the copied photos
-    (tmp_path / "run" / "config.json").write_text(json.dumps(config))
-    return tmp_path / "photos", tmp_path / "run"
+def test_the_session_run_is_the_one_run_args_reruns(copied_run):
+    """Reruns on the (copied) session run pass ``run_args(photos, out, "l1,mse")``: its options."""
+    photos, run = copied_run
+    assert sorted(TRAINED_RUN_ARGS) == sorted(["--losses", "l1,mse", *TINY])
+    res = cli(*run_args(photos, run, "l1,mse"))
+    assert res.exit_code == 0 and res.output.count("already done, kept") == 2, res.output
 
 
 def snapshot(folder: Path) -> dict:
@@ -71,8 +58,8 @@ def _album(folder: Path) -> Path:
     return folder
 
 
-def test_colorize_into_the_input_folder_never_replaces_an_input(finished, tmp_path):
-    _, run = finished
+def test_colorize_into_the_input_folder_never_replaces_an_input(trained_run, tmp_path):
+    _, run = trained_run
     album = _album(tmp_path / "album")
     before = snapshot(album)
     for extra in ([], ["--overwrite"]):
@@ -82,8 +69,8 @@ def test_colorize_into_the_input_folder_never_replaces_an_input(finished, tmp_pa
     assert snapshot(album) == before  # nothing written, not even p1.png
 
 
-def test_colorize_refuses_existing_outputs_unless_overwrite(finished, tmp_path):
-    _, run = finished
+def test_colorize_refuses_existing_outputs_unless_overwrite(trained_run, tmp_path):
+    _, run = trained_run
     album, out = _album(tmp_path / "album"), tmp_path / "out"
     out.mkdir()
     (out / "p0.png").write_bytes(b"someone else's file")
@@ -119,8 +106,9 @@ def test_colorize_sees_through_links_and_does_not_walk_its_own_out(tmp_path):
 
 # ---------------------------------------------------------------- 2. resume never mixes
 
-def test_rerun_refuses_cells_scored_on_other_val_photos(copied):
-    photos, run = copied
+@pytest.mark.slow
+def test_rerun_refuses_cells_scored_on_other_val_photos(copied_run):
+    photos, run = copied_run
     before = snapshot(run)
     target = sorted((photos / "val").iterdir())[1]
     Image.fromarray(np.asarray(Image.open(target))[::-1].copy()).save(target, quality=95)  # same name, other pixels
@@ -133,8 +121,8 @@ def test_rerun_refuses_cells_scored_on_other_val_photos(copied):
     assert cli(*run_args(photos, run, "l1,mse"), "--overwrite").exit_code == 0
 
 
-def test_rerun_refuses_cells_when_train_photos_were_removed(copied):
-    photos, run = copied
+def test_rerun_refuses_cells_when_train_photos_were_removed(copied_run):
+    photos, run = copied_run
     for p in sorted((photos / "train").iterdir())[:4]:
         p.unlink()
     res = cli(*run_args(photos, run, "l1,mse"))
@@ -172,8 +160,8 @@ def _checkpoint(photos, cell: Path, width: int = 4, drop_data: bool = False) -> 
 
 
 @pytest.mark.parametrize("saved_by", ["this version", "an older version"])
-def test_a_checkpoint_is_never_resumed_on_other_train_photos(copied, saved_by):
-    photos, run = copied
+def test_a_checkpoint_is_never_resumed_on_other_train_photos(copied_run, saved_by):
+    photos, run = copied_run
     cell = only_l1(run) / "cells" / "l1" / "seed0"
     for f in cell.iterdir():
         shutil.rmtree(f) if f.is_dir() else f.unlink()
@@ -189,8 +177,8 @@ def test_a_checkpoint_is_never_resumed_on_other_train_photos(copied, saved_by):
         assert "saved batch queue is for 16 train photos and the train split now has 13" in res.output
 
 
-def test_a_cell_recorded_before_cells_kept_their_photos_is_checked_by_names(copied):
-    photos, run = copied
+def test_a_cell_recorded_before_cells_kept_their_photos_is_checked_by_names(copied_run):
+    photos, run = copied_run
     for cell in (run / "cells").glob("*/seed0"):
         record = json.loads((cell / "metrics.json").read_text())
         del record["data"]
@@ -202,10 +190,10 @@ def test_a_cell_recorded_before_cells_kept_their_photos_is_checked_by_names(copi
     assert res.exit_code != 0 and "val: 6 -> 6 images" in res.output and "other file names" in res.output
 
 
-def test_val_photos_changed_under_an_unfinished_cell_resume_it(copied):
+def test_val_photos_changed_under_an_unfinished_cell_resume_it(copied_run):
     """A checkpoint only depends on the train photos: new val photos score it, and every
     other cell is refused as above, not this one."""
-    photos, run = copied
+    photos, run = copied_run
     cell = only_l1(run) / "cells" / "l1" / "seed0"
     for f in cell.iterdir():
         shutil.rmtree(f) if f.is_dir() else f.unlink()
@@ -267,8 +255,8 @@ def test_the_lock_is_released_when_its_holder_is_killed(tmp_path):
         pass
 
 
-def test_a_checkpoint_of_another_width_gets_the_documented_message(copied):
-    photos, run = copied
+def test_a_checkpoint_of_another_width_gets_the_documented_message(copied_run):
+    photos, run = copied_run
     cell = run / "cells" / "l1" / "seed0"
     for f in cell.iterdir():
         shutil.rmtree(f) if f.is_dir() else f.unlink()
@@ -342,8 +330,8 @@ def _cut(path: Path, size: int) -> None:
     path.write_bytes(path.read_bytes()[:size])
 
 
-def test_damaged_config_json_names_itself_and_the_fix(copied):
-    photos, run = copied
+def test_damaged_config_json_names_itself_and_the_fix(copied_run):
+    photos, run = copied_run
     for content in ("[]", "{}", '{"options": {"size": "abc"}, "combinations": []}', '{"opti'):
         (run / "config.json").write_text(content)
         for args in (["report", run], ["colorize", "--run", run, "--loss", "l1", photos / "val", "--out", run.parent / "o"],
@@ -354,8 +342,9 @@ def test_damaged_config_json_names_itself_and_the_fix(copied):
 
 
 @pytest.mark.parametrize("damage", ["hello", "cut at 500 bytes", "non-numeric value", "header only"])
-def test_a_damaged_metrics_csv_is_rebuilt_from_the_cells_and_said_so(copied, damage):
-    photos, run = copied
+@pytest.mark.slow
+def test_a_damaged_metrics_csv_is_rebuilt_from_the_cells_and_said_so(copied_run, damage):
+    photos, run = copied_run
     path = run / "metrics.csv"
     expected = pd.read_csv(path)
     if damage == "hello":
@@ -382,8 +371,9 @@ def test_a_damaged_metrics_csv_is_rebuilt_from_the_cells_and_said_so(copied, dam
     pd.testing.assert_frame_equal(pd.read_csv(path), expected)
 
 
-def test_metrics_csv_edited_against_the_records_shows_the_records(copied):
-    _, run = copied
+@pytest.mark.slow
+def test_metrics_csv_edited_against_the_records_shows_the_records(copied_run):
+    _, run = copied_run
     frame = pd.read_csv(run / "metrics.csv", dtype={"note": str}).fillna({"note": ""})
     truth = frame.loc[(frame.combination == "l1") & (frame.metric == "psnr"), "value"].item()
     frame.loc[(frame.combination == "l1") & (frame.metric == "psnr"), "value"] = 99.0
@@ -395,8 +385,9 @@ def test_metrics_csv_edited_against_the_records_shows_the_records(copied):
 
 
 @pytest.mark.parametrize("damage", ["truncated", "not an object", "non-numeric score"])
-def test_a_damaged_cell_record_is_named_with_the_fix(copied, damage):
-    photos, run = copied
+@pytest.mark.slow
+def test_a_damaged_cell_record_is_named_with_the_fix(copied_run, damage):
+    photos, run = copied_run
     cell = run / "cells" / "l1" / "seed0"
     record = cell / "metrics.json"
     if damage == "truncated":
@@ -424,8 +415,9 @@ def _table(md: str):
     return split(lines[0]), {split(line)[0].split("`")[1]: split(line)[1:] for line in lines[2:]}
 
 
-def test_a_truncated_generator_is_named_by_colorize_report_and_rerun(copied):
-    photos, run = copied
+@pytest.mark.slow
+def test_a_truncated_generator_is_named_by_colorize_report_and_rerun(copied_run):
+    photos, run = copied_run
     generator = run / "cells" / "l1" / "seed0" / "generator.pt"
     _cut(generator, 2000)
     res = cli("colorize", "--run", run, "--loss", "l1", photos / "val", "--out", run.parent / "o")
@@ -439,8 +431,9 @@ def test_a_truncated_generator_is_named_by_colorize_report_and_rerun(copied):
     assert res.exit_code == 0 and f"{generator} is missing or damaged" in res.output
 
 
-def test_a_damaged_train_log_leaves_out_only_its_curve(copied):
-    _, run = copied
+@pytest.mark.slow
+def test_a_damaged_train_log_leaves_out_only_its_curve(copied_run):
+    _, run = copied_run
     (run / "cells" / "l1" / "seed0" / "train_log.csv").write_text("\x00\x01garbage")
     res = cli("report", run, "--samples", "2", "--display-size", "32", "--device", "cpu")
     assert res.exit_code == 0 and "train_log.csv is damaged" in res.output
@@ -448,8 +441,9 @@ def test_a_damaged_train_log_leaves_out_only_its_curve(copied):
 
 # ---------------------------------------------------------------- 10./11. --overwrite, report --out
 
-def test_overwrite_discards_the_old_runs_report_and_figures_and_nothing_else(copied):
-    photos, run = copied
+@pytest.mark.slow
+def test_overwrite_discards_the_old_runs_report_and_figures_and_nothing_else(copied_run):
+    photos, run = copied_run
     assert cli("report", run, "--samples", "2", "--display-size", "32", "--device", "cpu").exit_code == 0
     (run / "notes.txt").write_text("mine")
     res = cli(*run_args(photos, run, "mse", "--width", "8", "--overwrite"))
@@ -464,8 +458,9 @@ def test_overwrite_discards_the_old_runs_report_and_figures_and_nothing_else(cop
         "metrics.csv", "notes.txt", "per_image.csv.gz"]
 
 
-def test_report_refuses_to_replace_another_runs_report(copied, tmp_path):
-    _, run = copied
+@pytest.mark.slow
+def test_report_refuses_to_replace_another_runs_report(copied_run, tmp_path):
+    _, run = copied_run
     other = tmp_path / "other"
     shutil.copytree(run, other)
     assert cli("report", other, "--samples", "2", "--display-size", "32", "--device", "cpu").exit_code == 0
@@ -484,8 +479,8 @@ def test_report_refuses_to_replace_another_runs_report(copied, tmp_path):
 
 # ---------------------------------------------------------------- 12./13. same combination, same folder
 
-def test_the_same_run_given_other_spellings_resumes(copied, monkeypatch):
-    photos, run = copied
+def test_the_same_run_given_other_spellings_resumes(copied_run, monkeypatch):
+    photos, run = copied_run
     monkeypatch.chdir(photos.parent)
     res = cli("run", "--data", "./photos/", "--losses", "mse , l1", "--out", "run", *TINY)
     assert res.exit_code == 0, res.output
@@ -525,6 +520,7 @@ def test_a_folder_that_is_not_a_run_is_never_written_over(photo_dir, tmp_path):
     assert snapshot(folder) == {k: v for k, v in before.items() if k != "config.json"} | {"metrics.csv": b"a,b\n1,2\n"}
 
 
+@pytest.mark.slow
 def test_a_run_folder_whose_name_is_not_utf8_reports(photo_dir, tmp_path):
     # (The library calls: click's test runner, unlike a terminal, cannot print such a name.)
     from bench.config.options import make_config
@@ -549,11 +545,11 @@ def test_photos_that_cannot_fit_in_memory_are_refused_before_decoding(photo_dir,
         load_data(photo_dir, size=64)
 
 
-def test_colorize_finds_a_combination_by_any_order_of_its_terms(copied, tmp_path):
+def test_colorize_finds_a_combination_by_any_order_of_its_terms(copied_run, tmp_path):
     from bench.colorize import resolve_combination
     from bench.rundir.read import load_run
 
-    _, run = copied
+    _, run = copied_run
     config = json.loads((run / "config.json").read_text())
     config["combinations"][0].update(name="100*l1+gan", spec="100*l1+gan")
     (run / "config.json").write_text(json.dumps(config))
@@ -646,13 +642,13 @@ def _photos_of_sizes(folder: Path, sizes: dict) -> list[Path]:
     return paths
 
 
-def test_colorize_skips_a_photo_the_allocator_refuses_and_writes_the_rest(finished, tmp_path, monkeypatch):
+def test_colorize_skips_a_photo_the_allocator_refuses_and_writes_the_rest(trained_run, tmp_path, monkeypatch):
     """torch's CPU allocator raises RuntimeError ("can't allocate memory"), not MemoryError;
     the photo that needs too much is skipped with its reason, the others are written. The
     allocation here really fails: the big photo asks torch for 4 TiB."""
     import bench.colorize as colorize_mod
 
-    _, run = finished
+    _, run = trained_run
     photos = _photos_of_sizes(tmp_path / "in", {"a.png": (40, 30), "huge.png": (64, 64), "b.png": (30, 40)})
     real = colorize_mod._combine
 
@@ -668,10 +664,11 @@ def test_colorize_skips_a_photo_the_allocator_refuses_and_writes_the_rest(finish
     assert "2 photo(s) colourised" in res.output and "1 skipped" in res.output
 
 
-def test_colorize_on_a_disk_that_refuses_a_file_names_it_and_what_was_written(finished, tmp_path):
+@pytest.mark.slow
+def test_colorize_on_a_disk_that_refuses_a_file_names_it_and_what_was_written(trained_run, tmp_path):
     """A real write failure (the kernel's file-size limit, EFBIG, standing in for a full
     disk) while colourising: the file and the count of photos already written are named."""
-    _, run = finished
+    _, run = trained_run
     photos = _photos_of_sizes(tmp_path / "in", {"a.png": (32, 32), "b.png": (32, 32), "c.png": (512, 512)})
     script = (
         "import resource, signal, sys\n"
@@ -689,10 +686,10 @@ def test_colorize_on_a_disk_that_refuses_a_file_names_it_and_what_was_written(fi
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "b.png"]  # no partial c.png
 
 
-def test_messages_say_what_is_true(copied, tmp_path):
+def test_messages_say_what_is_true(copied_run, tmp_path):
     """bench weights import of a FIFO; a finished cell's lost generator.pt (a rerun keeps the
     cell, so only a retrain restores it); a cell stopped while scoring; --dataset coco."""
-    photos, run = copied
+    photos, run = copied_run
     fifo = tmp_path / "alexnet-owt-7be5be79.pth"
     os.mkfifo(fifo)
     res = cli("weights", "import", str(fifo))
@@ -707,10 +704,10 @@ def test_messages_say_what_is_true(copied, tmp_path):
     assert res.exit_code != 0 and "did you mean 'coco-sample'" in res.output
 
 
-def test_outputs_inside_the_runs_photo_folders_are_refused(copied, tmp_path):
+def test_outputs_inside_the_runs_photo_folders_are_refused(copied_run, tmp_path):
     """A report's figures or colourised photos written into the photo folder would be read as
     photos by the next run on it."""
-    photos, run = copied
+    photos, run = copied_run
     res = cli("report", str(run), "--out", str(photos / "train" / "report"))
     assert res.exit_code != 0 and "is inside the photo folder" in res.output
     res = cli("colorize", str(photos / "val"), "--run", str(run), "--loss", "l1", "--out", str(photos / "colour"))

@@ -108,6 +108,7 @@ def test_a_bad_data_folder_is_reported_before_any_weights_warning(tmp_path):
     assert "WARNING" not in res.output and "missing" not in res.output and "Downloading" not in res.output
 
 
+@pytest.mark.slow
 def test_each_missing_weights_file_is_one_line(photo_dir, tmp_path):
     with logged_warnings() as caught:
         res = CliRunner().invoke(main, ["run", "--data", str(photo_dir), "--losses", "perceptual", "--steps", "1",

@@ -61,6 +61,8 @@ def _first_photo(page) -> str:
     return page.locator("#rows tr").first.locator("td.photo span").first.inner_text()
 
 
+@pytest.mark.slow
+@pytest.mark.needs("playwright")
 def test_gallery_sorts_by_a_paired_difference_and_enlarges(gallery, tmp_path):
     from playwright.sync_api import sync_playwright
 
@@ -101,6 +103,8 @@ def test_gallery_sorts_by_a_paired_difference_and_enlarges(gallery, tmp_path):
         browser.close()
 
 
+@pytest.mark.slow
+@pytest.mark.needs("playwright")
 def test_gallery_works_with_the_keyboard_alone(gallery):
     from playwright.sync_api import sync_playwright
 
@@ -140,6 +144,41 @@ def test_gallery_works_with_the_keyboard_alone(gallery):
         browser.close()
 
 
+@pytest.mark.slow  # a real training and a browser
+@pytest.mark.needs("playwright")
+def test_gallery_fills_the_windows_width(gallery, tmp_path):
+    """The thumbnails share the window's width (the page used under half of 1400 px with
+    32-px photos), stay square, and follow a resize without a horizontal scrollbar."""
+    from playwright.sync_api import sync_playwright
+
+    measure = """() => {
+        const img = document.querySelector('#rows img').getBoundingClientRect();
+        return {table: document.querySelector('#gallery').getBoundingClientRect().width,
+                client: document.documentElement.clientWidth, scroll: document.documentElement.scrollWidth,
+                img: [img.width, img.height]};
+    }"""
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=_chromium(), args=ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto((gallery / "gallery.html").as_uri())
+        seen = {}
+        for width in (1400, 1000):
+            page.set_viewport_size({"width": width, "height": 900})
+            page.wait_for_function(f"document.documentElement.clientWidth <= {width}")
+            page.wait_for_timeout(200)  # the resize's animation frame
+            m = seen[width] = page.evaluate(measure)
+            assert m["table"] >= 0.9 * m["client"], m  # the window's width, not a column at the left
+            assert m["scroll"] <= m["client"], m  # and no wider: nothing to scroll sideways
+            assert m["img"][0] == m["img"][1] > 112, m
+        assert seen[1400]["img"][0] > seen[1000]["img"][0]
+        page.screenshot(path=str(tmp_path / "wide.png"))
+        assert not errors, errors
+        browser.close()
+
+
+@pytest.mark.slow
 def test_gallery_photos_caps_the_images_and_every_photo_keeps_its_scores(photo_dir, tmp_path):
     import json
 
@@ -190,6 +229,8 @@ def _order(values: list, desc: bool = True) -> list[int]:
     return present + [i for i, v in enumerate(values) if v is None]
 
 
+@pytest.mark.slow
+@pytest.mark.needs("playwright")
 def test_a_gallery_of_thousands_of_photos_opens_sorts_filters_and_pages(tmp_path):
     """5,000 photos: the page holds one page of rows (not 5,000), and its order, difference,
     filters and pages are those of the whole set. No timing is asserted: before the pages,
@@ -261,7 +302,8 @@ def test_a_gallery_of_thousands_of_photos_opens_sorts_filters_and_pages(tmp_path
         page.get_by_label("Sort by metric").select_option("psnr")
         page.get_by_label("of", exact=True).select_option(label="gray")
         page.get_by_label("Photo name contains").fill("photo_0000")  # photos 0..9, all with images
-        page.wait_for_function("[...document.querySelectorAll('#rows img')].every((i) => i.complete && i.naturalWidth)")
+        page.wait_for_function("[...document.querySelectorAll('#rows img')].filter((i) => i.getBoundingClientRect().top "
+                               "< innerHeight).every((i) => i.complete && i.naturalWidth)")
         assert page.locator("#rows img").count() == 10
         page.get_by_label("Photo name contains").fill("")
         page.screenshot(path=str(tmp_path / "thousands.png"))

@@ -48,6 +48,7 @@ def test_the_images_are_written_while_the_cells_train_and_none_before(photo_dir,
         assert len(list((out / folder).iterdir())) == 12, folder
 
 
+@pytest.mark.slow
 def test_a_rerun_writes_the_images_a_stopped_run_left_out_and_only_those(photo_dir, tmp_path):
     out = tmp_path / "r"
     args = ["run", "--data", str(photo_dir), "--out", str(out), *TINY]

@@ -59,6 +59,7 @@ def test_a_checkpoint_loads_onto_the_cpu_whatever_the_device(train, tmp_path, mo
         torch.Generator().set_state(on_device["stream"]["rng"])
 
 
+@pytest.mark.slow
 def test_resuming_from_the_cpu_loaded_state_continues_exactly(train, tmp_path):
     (combo,) = parse_losses("l1+gan")
     whole = train_cell(combo, 0, train, SETTINGS, LossOptions(disc_width=4), torch.device("cpu"), progress=False)
@@ -213,6 +214,7 @@ class _Split:
         return len(self.L)
 
 
+@pytest.mark.slow
 def test_fp16_trains_with_a_loss_scaler_whose_gradients_match_fp32():
     """fp16 without loss scaling lost small gradients (59 % off fp32 on a paper-size step).
     With the scaler, G's and D's gradients (the penalty's included) are fp32's within fp16's

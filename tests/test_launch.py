@@ -33,12 +33,19 @@ def run_args(photos, out, *extra):
 
 
 @pytest.fixture(scope="module")
-def serial(tmp_path_factory):
-    """The serial run of the command every launcher test repeats."""
-    from conftest import offline_env, write_photo_folder
+def photos(tmp_path_factory):
+    """The photos every launcher test runs on (write_photo_folder)."""
+    from conftest import write_photo_folder
 
-    root = tmp_path_factory.mktemp("launch")
-    photos = write_photo_folder(root)
+    return write_photo_folder(tmp_path_factory.mktemp("launch"))
+
+
+@pytest.fixture(scope="module")
+def serial(photos):
+    """The serial run of the command every launcher test repeats."""
+    from conftest import offline_env
+
+    root = photos.parent
     with offline_env(root):
         res = cli(*run_args(photos, root / "serial"))
     assert res.exit_code == 0, res.output
@@ -54,6 +61,7 @@ def wait_until(predicate, timeout=180.0):
     return False
 
 
+@pytest.mark.slow
 def test_local_launcher_repeats_the_serial_table_to_the_last_bit(serial, tmp_path):
     photos, serial_run = serial
     out = tmp_path / "local"
@@ -74,6 +82,7 @@ def test_local_launcher_repeats_the_serial_table_to_the_last_bit(serial, tmp_pat
     assert (out / "metrics.csv").read_bytes() == (serial_run / "metrics.csv").read_bytes()
 
 
+@pytest.mark.slow
 def test_no_wait_returns_at_once_and_status_follows_the_jobs_to_the_end(serial, tmp_path):
     photos, serial_run = serial
     out = tmp_path / "nowait"
@@ -91,6 +100,7 @@ def test_no_wait_returns_at_once_and_status_follows_the_jobs_to_the_end(serial, 
     assert wait_until(lambda: (out / "metrics.csv").read_bytes() == (serial_run / "metrics.csv").read_bytes(), 30)
 
 
+@pytest.mark.slow
 def test_a_killed_local_job_is_reported_stopped_and_a_rerun_resumes_it_to_the_same_numbers(serial, tmp_path):
     photos, serial_run = serial
     out = tmp_path / "killed"
@@ -120,11 +130,11 @@ def _kill_tree(pid: int) -> None:
             pass
 
 
-def test_a_cell_held_by_another_process_is_neither_trained_nor_resubmitted(serial, tmp_path):
+@pytest.mark.slow
+def test_a_cell_held_by_another_process_is_neither_trained_nor_resubmitted(photos, tmp_path):
     from bench.run.launch import cells_to_submit
     from bench.rundir.read import read_config
 
-    photos, _ = serial
     out = tmp_path / "held"
     cfg = make_config("quick", data=str(photos), out=str(out), size=32, width=4, steps=12, batch_size=4,
                       losses="l1,gan", seeds=(0, 1))
@@ -146,6 +156,7 @@ def test_a_cell_held_by_another_process_is_neither_trained_nor_resubmitted(seria
     assert cells_to_submit(RunFolder(out), read_config(RunFolder(out).config)) == [("gan", 1)]
 
 
+@pytest.mark.slow
 def test_a_failing_cell_is_recorded_named_in_status_and_retried_by_the_next_run(serial, tmp_path, monkeypatch):
     """The debug executor runs the jobs in this process, so the failure can be planted."""
     from bench.run import job, launch
@@ -202,8 +213,7 @@ print(f"Submitted batch job {{4242 + n}}")
     return kept
 
 
-def test_slurm_submits_one_array_task_per_cell_with_the_options_given(serial, tmp_path, fake_sbatch):
-    photos, _ = serial
+def test_slurm_submits_one_array_task_per_cell_with_the_options_given(photos, tmp_path, fake_sbatch):
     out = tmp_path / "slurm"
     res = cli(*run_args(photos, out, "--device", "cpu", "--launcher", "slurm", "--slurm-partition", "gpu-long",
                         "--timeout-min", "90", "--slurm-option", "account=proj42", "--slurm-option", "qos=high",
@@ -231,10 +241,9 @@ def test_slurm_submits_one_array_task_per_cell_with_the_options_given(serial, tm
     assert sorted(map(tuple, (c[0] for c in cells))) == sorted([("l1", 0), ("gan", 0), ("l1", 1), ("gan", 1)])
 
 
-def test_slurm_asks_for_the_gpus_of_a_data_parallel_cell(serial, tmp_path, fake_sbatch):
+def test_slurm_asks_for_the_gpus_of_a_data_parallel_cell(tmp_path, fake_sbatch):
     from bench.run.launch import make_executor
 
-    photos, _ = serial
     launch = LaunchConfig(launcher="slurm", gpus_per_cell=4, max_parallel=3, slurm_partition="a100")
     executor = make_executor(RunFolder(tmp_path / "r"), launch, {"device": "cuda", "threads": 1})
     text = executor._make_submission_file_text("python -m submitit.core._submit x", "uid")
@@ -261,8 +270,7 @@ def test_slurm_jobs_requeue_themselves_on_preemption():
     (["--slurm-mem-gb", "20"], "--slurm-mem-gb is for --launcher slurm"),
     (["--gpus-per-cell", "3"], "--batch-size 4 does not split evenly over --gpus-per-cell 3"),
 ])
-def test_launch_options_are_checked_before_anything_runs(serial, tmp_path, bad, message):
-    photos, _ = serial
+def test_launch_options_are_checked_before_anything_runs(photos, tmp_path, bad, message):
     res = cli(*run_args(photos, tmp_path / "bad", *bad))
     assert res.exit_code != 0 and message in res.output, res.output
     assert not (tmp_path / "bad").exists()
@@ -275,13 +283,13 @@ def _scores(out: Path) -> dict:
     return {(r.combination, r.seed, r.metric): r.value for r in frame.itertuples()}
 
 
-def test_gpus_per_cell_trains_each_cell_in_two_gloo_processes_close_to_one_process(serial, tmp_path):
+@pytest.mark.slow
+def test_gpus_per_cell_trains_each_cell_in_two_gloo_processes_close_to_one_process(photos, tmp_path):
     """`bench run --gpus-per-cell 2` on a CPU: torchrun starts 2 gloo processes per cell, each
     trains its half of every global batch. BatchNorm's statistics are per process on a CPU,
     so the cell is close to, not equal to, the 1-process cell: the tolerance is the spread
     between seeds of the 1-process cells themselves (measured at 60 steps: 1-vs-2-process PSNR
     differences of 0.14-0.34 dB against a 1.1 dB range over 3 seeds)."""
-    photos, _ = serial
     args = ["--size", "32", "--width", "8", "--steps", "40", "--batch-size", "8", "--losses", "l1", "--seeds", "0,1,2",
             "-q"]
     one, two = tmp_path / "one", tmp_path / "two"
@@ -308,7 +316,8 @@ def test_gpus_per_cell_trains_each_cell_in_two_gloo_processes_close_to_one_proce
     assert seed1(again) == seed1(two) and len(seed1(two)) > 10
 
 
-def test_a_multi_task_job_trains_its_cell_as_one_process_group(serial, tmp_path):
+@pytest.mark.slow
+def test_a_multi_task_job_trains_its_cell_as_one_process_group(photos, tmp_path):
     """What a SLURM job of --gpus-per-cell 2 runs (2 tasks, each a rank), through submitit's
     local executor, whose tasks get the same environment as SLURM's."""
     import submitit
@@ -316,7 +325,6 @@ def test_a_multi_task_job_trains_its_cell_as_one_process_group(serial, tmp_path)
     from bench.run.job import Job
     from bench.run.runner import run_benchmark
 
-    photos, _ = serial
     out = tmp_path / "tasks"
     cfg = make_config("quick", data=str(photos), out=str(out), size=32, width=4, steps=12, batch_size=4,
                       losses="l1", seeds=(0,))
@@ -332,10 +340,9 @@ def test_a_multi_task_job_trains_its_cell_as_one_process_group(serial, tmp_path)
     assert record["world_size"] == 2 and record["steps"] == 12 and record["status"] == "ok"
 
 
-def test_a_login_node_without_a_gpu_submits_gpu_jobs(serial, tmp_path, fake_sbatch):
+def test_a_login_node_without_a_gpu_submits_gpu_jobs(photos, tmp_path, fake_sbatch):
     """`--device cuda` (or auto) with --launcher slurm describes the jobs' machines, not the
     submitting one: planned here on a CPU, each array task asks SLURM for a GPU."""
-    photos, _ = serial
     out = tmp_path / "gpujobs"
     res = cli(*run_args(photos, out, "--device", "cuda", "--launcher", "slurm", "--no-wait"))
     assert res.exit_code == 0, res.output

@@ -78,6 +78,7 @@ def test_fallback_tag_goes_into_every_name():
     assert combo.name == "l1+0.1*perceptual[random-vgg]"
 
 
+@pytest.mark.slow
 def test_perceptual_offline_falls_back_loudly_or_fails_when_strict():
     from models.pretrained import WeightsUnavailable
 
@@ -92,6 +93,7 @@ def test_perceptual_offline_falls_back_loudly_or_fails_when_strict():
         LOSSES["perceptual"].factory(LossOptions(strict_weights=True))
 
 
+@pytest.mark.slow
 def test_perceptual_runs_vgg_channels_last_and_computes_what_nchw_does():
     import copy
 
@@ -108,6 +110,7 @@ def test_perceptual_runs_vgg_channels_last_and_computes_what_nchw_does():
         torch.testing.assert_close(f, reference, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_perceptual_uses_cached_imagenet_weights_when_present(tmp_path):
     """A file in the hub cache under the real name is loaded (no fallback tag)."""
     from torchvision.models import vgg16

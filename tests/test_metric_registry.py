@@ -40,6 +40,7 @@ def registered():
         METRICS.pop(name, None)
 
 
+@pytest.mark.slow
 def test_registered_per_image_and_derived_metrics_reach_metrics_csv_and_per_image_files(registered, photo_dir, tmp_path):
     @registered("toy_mae", higher_is_better=False, description="mean absolute sRGB error")
     def toy_mae(pred, target, batch):
@@ -148,6 +149,7 @@ def test_the_scorer_and_the_network_loader_hold_no_metric_names():
         assert not _code_strings(ROOT / module) & set(METRICS), module
 
 
+@pytest.mark.slow
 def test_a_toy_set_and_a_toy_derived_metric_reach_the_table_the_protocol_and_compare(registered, photo_dir,
                                                                                       tmp_path, monkeypatch):
     """What compare and "how the numbers were made" know of a metric comes from its

@@ -167,6 +167,7 @@ def test_colourfulness_and_delta_cf_equal_plain_numpy():
     assert cf(_batch([_gray(g) for _, g in pairs])).max() < 0.5  # gray has no colour
 
 
+@pytest.mark.slow
 def test_auc_equals_plain_numpy_and_gray_scores_as_zhang_reports():
     from bench.score.metrics import auc
 
@@ -310,6 +311,7 @@ def _cubic_kernel_mean(mu_a, s_a, mu_b, s_b):
     return 1 + 3 * e1 / d + 3 * e2 / d**2 + e3 / d**3
 
 
+@pytest.mark.slow
 def test_kid_is_unbiased_for_the_gaussians_closed_form():
     from bench.score.metrics import kid
 
@@ -324,6 +326,7 @@ def test_kid_is_unbiased_for_the_gaussians_closed_form():
     assert abs(np.mean(same)) < 0.05 * closed
 
 
+@pytest.mark.slow
 def test_kid_equals_the_unbiased_estimator_written_as_loops_and_subsets_agree():
     from bench.score.metrics import kid
 

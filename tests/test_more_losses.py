@@ -87,6 +87,7 @@ def test_huber_is_quadratic_below_10_ab_units_and_l1_above():
     assert loss(30) == pytest.approx(l1(None, fake, torch.zeros_like(fake)).item() - 0.5 * delta)
 
 
+@pytest.mark.slow
 def test_perceptual_layers_and_weights_are_options():
     from losses.perceptual import parse_layer_weights
 
@@ -140,6 +141,7 @@ def test_lpips_offline_falls_back_loudly_or_fails_when_strict():
         LOSSES["lpips"].factory(LossOptions(strict_weights=True))
 
 
+@pytest.mark.slow
 def test_lpips_uses_cached_imagenet_alexnet_when_present():
     from torchvision.models import alexnet
 
@@ -156,6 +158,7 @@ def test_lpips_uses_cached_imagenet_alexnet_when_present():
     assert torch.equal(getattr(backbone.slice5, "10").weight, net.features[10].weight)
 
 
+@pytest.mark.slow
 def test_lpips_fallback_tag_goes_into_the_run_name(photo_dir, tmp_path):
     import pandas as pd
 

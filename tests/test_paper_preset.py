@@ -1,6 +1,7 @@
 """The `paper` preset: the tutorial's recipe, and one real training step of it on the CPU."""
 import math
 
+import pytest
 import torch
 from click.testing import CliRunner
 
@@ -36,6 +37,7 @@ def test_preset_losses_apply_unless_given_on_the_command_line(monkeypatch):
     assert seen["cfg"].losses == "l1"
 
 
+@pytest.mark.slow
 def test_one_step_of_the_paper_setup_on_cpu(photo_dir):
     """The preset's networks at full size (U-Net n_down 8, nf 64; PatchGAN n_layers 3) and the
     tutorial's objective 100*l1+gan: one step on two tutorial-style (squashed) 256 px photos."""

@@ -83,6 +83,7 @@ def test_the_crop_and_squash_geometries_equal_pil_and_torchvision():
     np.testing.assert_array_equal(resize_exact(img, 40), np.asarray(img.resize((40, 40), Image.BICUBIC)))
 
 
+@pytest.mark.slow
 def test_the_torchvision_inception_path_equals_a_direct_torchvision_forward():
     import torchvision
 
@@ -146,6 +147,7 @@ def test_the_uniform_ssim_window_equals_skimage_defaults_with_ct2s_data_range():
     assert np.abs(gaussian - ours).max() > 1e-3  # the two windows are different numbers
 
 
+@pytest.mark.slow
 def test_lpips_vgg_is_built_from_the_vgg16_file_and_equals_the_lpips_package(monkeypatch):
     import lpips
     import torchvision
@@ -170,6 +172,7 @@ def _scorer(protocol):
     return val, Scorer.for_split(val, None, protocol=protocol)
 
 
+@pytest.mark.slow
 def test_the_same_predictions_score_under_each_preset_exactly_as_its_formulas_say():
     val, _ = _scorer(PRESETS["colorbench"])
     rng = torch.Generator().manual_seed(4)

@@ -19,9 +19,10 @@ from click.testing import CliRunner
 from PIL import Image, ImageEnhance
 
 from bench.cli import main
-from bench.report import compare
+from bench.report import paired
 from bench.report import summary as summary_mod
-from bench.report.build import caveats, reading
+from bench.report import prose
+from bench.report.prose import caveats, reading
 from bench.report.summary import summarize
 from bench.rundir.layout import PER_IMAGE, RunFolder
 from bench.rundir.read import load_run
@@ -68,8 +69,8 @@ def add_outside(root: Path, name: str, shift: float, photos: np.ndarray, seed: i
 
 def analysed(*roots):
     runs = [load_run(r) for r in roots]
-    analysis = compare.analyse(runs, n_boot=400)
-    summary = compare.paired_gains(compare.with_intervals(summarize(runs), analysis), analysis)
+    analysis = paired.analyse(runs, n_boot=400)
+    summary = paired.paired_gains(paired.with_intervals(summarize(runs), analysis), analysis)
     return runs, summary, analysis
 
 
@@ -118,7 +119,7 @@ def test_a_partial_row_is_shown_but_never_ranked_and_every_lead_is_its_paired_de
     assert f"psnr (+{ext.vs_gray:.2f})" in line
     # two partial rows on disjoint photos share none: never paired, never compared
     assert pairs[(pairs.a.str.startswith("ext") & pairs.b.str.startswith("other"))].empty
-    section = " ".join(compare.section(analysis, summary, None))
+    section = " ".join(prose.section(analysis, summary))
     assert "Every model was scored on the same 242 val photos (except `ext (30/242 photos)` and " \
            "`other (42/242 photos)`, scored on part of them" in section
     said = caveats(runs, summary)
@@ -236,6 +237,7 @@ def _report(run: Path, out: Path) -> str:
     return (out / "report.md").read_text()
 
 
+@pytest.mark.slow
 def test_a_random_vgg_row_is_shown_unranked_beside_real_losses(real, tmp_path, monkeypatch):
     monkeypatch.setattr(summary_mod, "MIN_RANKED_STEPS", 0)
     monkeypatch.setattr(summary_mod, "MIN_CF_FRACTION", 0.0)
@@ -262,6 +264,7 @@ def test_a_random_vgg_row_is_shown_unranked_beside_real_losses(real, tmp_path, m
     assert not re.search(r"-0\.0+(?!\d)", md)  # no difference printed as -0.00: it has no side
 
 
+@pytest.mark.slow
 def test_every_model_unranked_in_a_real_run_bolds_nothing(real, tmp_path):
     """The real thresholds: the 4-step models are not ranked; `half` is, and only it is bold."""
     root, _ = real
@@ -274,6 +277,7 @@ def test_every_model_unranked_in_a_real_run_bolds_nothing(real, tmp_path):
     assert "`gray` is best" not in reading_text
 
 
+@pytest.mark.slow
 def test_gray_only_scoring_bolds_nothing(real, tmp_path):
     """`bench score --truth` with a greyscale folder alone: ≈ gray, not ranked, no bold, no winner."""
     root, _ = real
@@ -293,6 +297,7 @@ def test_gray_only_scoring_bolds_nothing(real, tmp_path):
     assert "no model is ranked (`grey` is still ≈ gray, see the caveats)" in md
 
 
+@pytest.mark.slow
 def test_bench_score_prints_every_scored_row(real, tmp_path):
     """The printed summary has a line for every row of metrics.csv, named as the report names
     them (a colorizer named like pandas' missing values, `NA`, included)."""

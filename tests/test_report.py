@@ -18,7 +18,7 @@ from PIL import Image
 
 from bench.cli import main
 from bench.score.metrics import METRICS, Metric
-from bench.report.build import FIGURES, pick_samples
+from bench.report.figures import FIGURES as FIGURE_LIST, pick_samples
 from bench.report import summary as summary_mod
 from bench.rundir.layout import slug
 from bench.run.stages import WARMUP_STEPS
@@ -28,6 +28,7 @@ TINY = ["--size", "32", "--width", "8", "--epochs", "1", "--batch-size", "4", "-
 ORDER = ["l1", "mse", "100*l1+gan"]  # deliberately not alphabetical: rows follow --losses
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 TRUTH = "ground-truth"  # bench run's rows for the val photos themselves: a reference, not ranked
+FIGURES = {f.key: f.file for f in FIGURE_LIST}  # the report's figures: key -> file
 
 
 def expected_rows(metrics: pd.DataFrame, combos: list[str]) -> list[str]:
@@ -102,6 +103,7 @@ def report_md(tiny_run) -> str:
     return (tiny_run / "report.md").read_text()
 
 
+@pytest.mark.slow
 def test_table_matches_metrics_csv_with_arrows_and_bold_on_the_best(tiny_run, report_md):
     metrics = pd.read_csv(tiny_run / "metrics.csv")
     header, rows = parse_table(report_md)
@@ -134,6 +136,7 @@ def test_table_matches_metrics_csv_with_arrows_and_bold_on_the_best(tiny_run, re
         assert all(number(rows[b][col])[0] == number(rows[best][col])[0] for b in bold)
 
 
+@pytest.mark.slow
 def test_every_figure_is_a_valid_png_linked_from_the_report(tiny_run, report_md):
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report_md)
     assert sorted(links) == sorted(FIGURES.values())
@@ -146,6 +149,7 @@ def test_every_figure_is_a_valid_png_linked_from_the_report(tiny_run, report_md)
             assert min(img.size) >= 200  # a figure someone can read, not a thumbnail
 
 
+@pytest.mark.slow
 def test_sample_grid_has_a_column_per_combination_plus_input_and_truth(tiny_run, report_md):
     """3 photos x (grayscale + 3 combinations + ground truth) cells of 48 px at least."""
     with Image.open(tiny_run / FIGURES["samples"]) as img:
@@ -154,6 +158,7 @@ def test_sample_grid_has_a_column_per_combination_plus_input_and_truth(tiny_run,
     assert w >= 5 * 48 and h >= 3 * 48
 
 
+@pytest.mark.slow
 def test_summary_csv_is_tidy_and_agrees_with_metrics_csv(tiny_run, report_md):
     summary = pd.read_csv(tiny_run / "summary.csv", keep_default_na=False, na_values=[""])
     metrics = pd.read_csv(tiny_run / "metrics.csv")
@@ -173,6 +178,7 @@ def test_summary_csv_is_tidy_and_agrees_with_metrics_csv(tiny_run, report_md):
         assert r["vs_gray"] == pytest.approx(sign * (r["mean"] - gray[metric]), nan_ok=True)
 
 
+@pytest.mark.slow
 def test_reading_names_each_metrics_winner_and_the_distance_to_gray(tiny_run, report_md):
     reading = report_md.split("## Reading the results", 1)[1].split("##", 1)[0]
     metrics = pd.read_csv(tiny_run / "metrics.csv")
@@ -202,12 +208,14 @@ def test_reading_names_each_metrics_winner_and_the_distance_to_gray(tiny_run, re
             assert (line.index(text) < line.index("worse") if "worse" in line else True) == (gain > 0)
 
 
+@pytest.mark.slow
 def test_header_says_what_was_run(report_md):
     head = report_md.split("## Results")[0]
     for fact in ("`l1`, `mse`, `100*l1+gan`", "**Seeds**: 0, 1", "**size** 32 px", "16 train / 6 val", "torch"):
         assert fact in head
 
 
+@pytest.mark.slow
 def test_cost_section_gives_each_combinations_median_step_time(tiny_run, report_md):
     cost = report_md.split("## Cost", 1)[1].split("\n## ", 1)[0]
     rows = {line.split("|")[1].strip().strip("`"): line for line in cost.splitlines() if line.startswith("| `")}
@@ -229,6 +237,7 @@ def test_cost_section_gives_each_combinations_median_step_time(tiny_run, report_
     assert "fewer than 20 steps after warm-up: too few to compare costs" in cost
 
 
+@pytest.mark.slow
 def test_models_that_have_not_learnt_to_colour_are_not_ranked(tiny_run, tmp_path):
     """A 4-step model "wins" by staying gray; the report says so instead of ranking it."""
     for name, value in RANKING_THRESHOLDS.items():
@@ -252,6 +261,7 @@ def test_models_that_have_not_learnt_to_colour_are_not_ranked(tiny_run, tmp_path
     assert not summary.loc[summary.combination.isin(ORDER), "best"].any()
 
 
+@pytest.mark.slow
 def test_notes_diverged_cells_and_unknown_metrics_show_up(tiny_run, tmp_path, monkeypatch):
     """Edit a copy's metrics.csv: seed 1 of mse diverged, a metric with a sample-size note,
     a lower-is-better metric and one this version does not know."""
@@ -290,6 +300,7 @@ def test_notes_diverged_cells_and_unknown_metrics_show_up(tiny_run, tmp_path, mo
     assert "direction unknown to this version for `mystery`" in md
 
 
+@pytest.mark.slow
 def test_several_runs_make_one_comparison_report(tiny_run, tmp_path):
     a, b = copy_run(tiny_run, tmp_path / "a"), copy_run(tiny_run, tmp_path / "b")
     make_report(a, b, args=["--out", str(tmp_path / "cmp")])
@@ -303,6 +314,7 @@ def test_several_runs_make_one_comparison_report(tiny_run, tmp_path):
         assert (tmp_path / "cmp" / name).read_bytes()[:8] == PNG_SIGNATURE
 
 
+@pytest.mark.slow
 def test_report_defaults_to_the_newest_run_under_results(tiny_run, tmp_path, monkeypatch):
     import os
 
@@ -338,6 +350,7 @@ def test_sample_photos_are_fixed_and_spread_over_the_val_set():
 # ---------------------------------------------------------------- colorize
 
 
+@pytest.mark.slow
 def test_colorize_keeps_every_photos_size_and_lightness(tiny_run, tmp_path):
     from colorbench_datasets import rgb_to_lab
 
@@ -374,13 +387,15 @@ def test_colorize_keeps_every_photos_size_and_lightness(tiny_run, tmp_path):
     (["--loss", "l1", "--seed", "7"], "--seed 7 was not trained"),
     (["--loss", "l1", "nowhere.jpg"], "nowhere.jpg does not exist"),
 ])
+@pytest.mark.slow
 def test_colorize_errors_name_the_option(tiny_run, tmp_path, args, message):
     inputs = [] if any(a.endswith(".jpg") for a in args) else [str(write_photos(tmp_path / "p", 1)[0])]
     res = CliRunner().invoke(main, ["colorize", "--run", str(tiny_run), *args, *inputs, "--out", str(tmp_path / "o")])
     assert res.exit_code != 0 and message in res.output
 
 
-def test_missing_val_photos_leave_out_only_the_image_figures(tiny_run, tmp_path):
+@pytest.mark.slow
+def test_missing_val_photos_leave_out_only_the_sample_grid(tiny_run, tmp_path):
     import json
 
     run = copy_run(tiny_run, tmp_path / "moved")
@@ -391,13 +406,15 @@ def test_missing_val_photos_leave_out_only_the_image_figures(tiny_run, tmp_path)
     md = (run / "report.md").read_text()
     assert "the val photos could not be read" in md and str(tmp_path / "gone") in md
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
-    assert sorted(links) == sorted([FIGURES["scores"], FIGURES["training"], FIGURES["curves"], FIGURES["pairwise"]])
+    # only the sample grid shows the photos; the colourfulness figure is drawn from the stored scores
+    assert sorted(links) == sorted(f for key, f in FIGURES.items() if key != "samples")
 
 
+@pytest.mark.slow
 def test_a_table_scored_on_two_kinds_of_device_says_so(tiny_run, tmp_path):
     """A SLURM login node without a GPU scores gray and the photos on its CPU while the cells
     score on GPUs: the rows of one table then come from two kinds of device."""
-    from bench.report.build import caveats
+    from bench.report.prose import caveats
     from bench.report.summary import summarize
     from bench.rundir.read import load_run
 
@@ -413,6 +430,7 @@ def test_a_table_scored_on_two_kinds_of_device_says_so(tiny_run, tmp_path):
     assert len(said) == 1 and "**cpu**" in said[0] and "cuda" in said[0]
 
 
+@pytest.mark.slow
 def test_names_that_are_markdown_html_or_formulas_are_escaped_in_every_sink(tiny_run, tmp_path):
     """A run folder named with a table's pipe, backticks, HTML and a leading formula sign:
     report.md's tables keep their columns, no raw HTML reaches it, summary.csv cannot run a
@@ -440,6 +458,7 @@ def test_names_that_are_markdown_html_or_formulas_are_escaped_in_every_sink(tiny
     assert terminal("red\x1b[31m\u202eevil\nnext") == "red\\x1b[31m\\u202eevil\nnext"
 
 
+@pytest.mark.slow
 def test_the_report_draws_only_the_photos_that_were_scored(tmp_path, monkeypatch):
     """`bench run --data photos` (relative) then `bench report` from another folder found no
     photos, or others of the same relative name; photos edited since the run were drawn as
@@ -466,6 +485,7 @@ def test_the_report_draws_only_the_photos_that_were_scored(tmp_path, monkeypatch
     assert "fig_samples.png" not in md and "not those this run scored" in md and val.name in md
 
 
+@pytest.mark.slow
 def test_a_report_that_fails_half_way_leaves_the_old_one_whole(tiny_run, tmp_path):
     """A real write failure part-way through `bench report` (the kernel's file-size limit:
     summary.csv fits, a figure does not): the error names the file, and report.md, the

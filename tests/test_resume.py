@@ -17,6 +17,7 @@ import torch
 from click.testing import CliRunner
 
 from bench.cli import main
+from conftest import need
 from losses import LOSSES, register_loss
 
 # --checkpoint-seconds 0: the state is saved after every pass over the photos, so there is
@@ -82,6 +83,7 @@ def _rerun_matches(args, out: Path, expected: pd.DataFrame) -> str:
     return done.stderr
 
 
+@pytest.mark.slow
 def test_sigkill_mid_cell_then_rerun_gives_identical_metrics(reference, tmp_path):
     photos, expected, reference_out = reference
     out = tmp_path / "killed"
@@ -93,8 +95,8 @@ def test_sigkill_mid_cell_then_rerun_gives_identical_metrics(reference, tmp_path
     for name in ("l1", "100xl1+gan"):
         curve = pd.read_csv(out / "cells" / name / "seed0" / "curve.csv")
         pd.testing.assert_frame_equal(curve, pd.read_csv(reference_out / "cells" / name / "seed0" / "curve.csv"))
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
+    # TensorBoard (an optional extra) shows each step once: checked where it is installed
+    EventAccumulator = need("tensorboard.backend.event_processing.event_accumulator").EventAccumulator
     events = EventAccumulator(str(out / "tensorboard" / "100xl1+gan" / "seed0"), size_guidance={"scalars": 0})
     events.Reload()
     steps = len(pd.read_csv(cell / "train_log.csv"))
@@ -103,6 +105,7 @@ def test_sigkill_mid_cell_then_rerun_gives_identical_metrics(reference, tmp_path
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])  # Ctrl-C; kill, systemd, a container stop
+@pytest.mark.slow
 def test_a_stop_signal_saves_prints_the_resume_command_and_resumes_exactly(reference, tmp_path, sig):
     photos, expected, _ = reference
     out = tmp_path / "stopped"

@@ -31,6 +31,7 @@ def test_every_combination_of_a_seed_starts_from_the_same_generator():
     assert not torch.equal(weights[0], other)
 
 
+@pytest.mark.slow
 def test_every_combination_of_a_seed_sees_the_same_batches(photo_dir, monkeypatch):
     """Record the batches train_cell draws for two combinations and compare them."""
     import bench.train.loop as train_mod
@@ -53,6 +54,7 @@ def test_every_combination_of_a_seed_sees_the_same_batches(photo_dir, monkeypatc
     assert all(torch.equal(a, b) for a, b in zip(seen["mse"], seen["100*l1+gan"]))
 
 
+@pytest.mark.slow
 def test_tiny_run_end_to_end_writes_config_metrics_and_cells(photo_dir, tmp_path):
     out = tmp_path / "run"
     res = CliRunner().invoke(
@@ -89,6 +91,7 @@ def test_tiny_run_end_to_end_writes_config_metrics_and_cells(photo_dir, tmp_path
     assert "lpips: missing weights file alexnet-owt-7be5be79.pth" in res.output  # under the summary table
 
 
+@pytest.mark.slow
 def test_same_seed_same_config_gives_identical_metrics(photo_dir, tmp_path):
     args = ["run", "--data", str(photo_dir), "--losses", "l1,gan", "--seeds", "0,1", *TINY]
     for name in ("a", "b"):

@@ -78,6 +78,7 @@ def test_external_folder_names_are_one_to_one_and_never_paths():
         assert slug(name) not in ("", ".", "..") and not slug(name).startswith(".")
 
 
+@pytest.mark.slow
 def test_names_like_paths_or_like_each_other_keep_their_own_folders_and_numbers(run_copy):
     run, preds = run_copy
     own = snapshot(run / "per_image.csv.gz")
@@ -114,6 +115,7 @@ def test_a_folder_taken_by_another_name_is_never_reused(run_copy):
 
 # ---- 2. shared run files are updated under the lock, from what was read under it --------
 
+@pytest.mark.slow
 def test_two_scorings_started_together_both_land(run_copy):
     run, preds = run_copy
     env = env_for_children(run.parent)
@@ -303,6 +305,7 @@ def plugin_run(tmp_path):
     return root, photos
 
 
+@pytest.mark.slow
 def test_a_run_records_its_plugins_digests_and_declarations(plugin_run):
     root, _ = plugin_run
     config = json.loads((root / "run" / "config.json").read_text())
@@ -313,6 +316,7 @@ def test_a_run_records_its_plugins_digests_and_declarations(plugin_run):
     assert config["declared"]["losses"]["toy_abs"]["adversarial"] is False
 
 
+@pytest.mark.slow
 def test_extending_or_resuming_under_an_edited_plugin_loss_is_refused_by_name(plugin_run):
     root, photos = plugin_run
     (root / "toy_loss.py").write_text(LOSS_PLUGIN.format(scale=3.0))  # same name, other loss
@@ -324,6 +328,7 @@ def test_extending_or_resuming_under_an_edited_plugin_loss_is_refused_by_name(pl
     assert snapshot(root / "run") == before
 
 
+@pytest.mark.slow
 def test_a_report_under_an_edited_plugin_metric_is_refused_or_says_so(plugin_run):
     root, _ = plugin_run
     (root / "toy_metric.py").write_text(METRIC_PLUGIN.format(better=True, scale=1.0))  # the arrow flipped
@@ -335,6 +340,7 @@ def test_a_report_under_an_edited_plugin_metric_is_refused_or_says_so(plugin_run
     assert f"the plugin {root / 'toy_metric.py'} changed" in (root / "run" / "report.md").read_text()
 
 
+@pytest.mark.slow
 def test_compare_knows_the_runs_own_plugin_metric_and_readers_need_no_loss_plugin(plugin_run):
     root, _ = plugin_run
     res = _bench(root, "compare", root / "run", "--metric", "toy_mae")

@@ -6,7 +6,6 @@ import hashlib
 import json
 import math
 import re
-import shutil
 
 import numpy as np
 import pandas as pd
@@ -19,7 +18,7 @@ from bench.cli import main
 from bench.report.gallery import gallery_data
 from bench.rundir.read import load_run
 from colorbench_datasets.tensors import resize_and_crop
-from conftest import offline_env, write_photo_folder, write_photos
+from conftest import TRAINED_RUN_ARGS, offline_env, write_photos
 
 SIZE = ["--size", "32"]
 
@@ -214,21 +213,9 @@ def test_allow_missing_scores_the_photos_both_have_and_every_table_says_so(tmp_p
     assert set(per_image.image) == {f"m{i:03d}.jpg" for i in range(8)} - {"m003.jpg", "m005.jpg"}
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    root = tmp_path_factory.mktemp("trained")
-    photos = write_photo_folder(root)
-    with offline_env(root):
-        res = CliRunner().invoke(main, ["run", "--data", str(photos), "--losses", "l1", "--out", str(root / "run"),
-                                        "--size", "32", "--width", "8", "--epochs", "1", "--batch-size", "4", "-q"])
-        assert res.exit_code == 0, res.output
-    return root, photos
-
-
-def test_outside_rows_join_a_trained_run_and_are_tested_against_its_combinations(trained, tmp_path):
-    root, photos = trained
-    run_dir = tmp_path / "run"
-    shutil.copytree(root / "run", run_dir)
+@pytest.mark.slow
+def test_outside_rows_join_a_trained_run_and_are_tested_against_its_combinations(copied_run, tmp_path):
+    photos, run_dir = copied_run  # conftest's session run (l1 and mse), copied
     preds = make_predictions(photos / "val", tmp_path / "p", names=("half", "hue"))
     res = CliRunner().invoke(main, ["score", "--run", str(run_dir), f"half={preds['half']}", f"hue={preds['hue']}", "-q"])
     assert res.exit_code == 0, res.output
@@ -245,13 +232,13 @@ def test_outside_rows_join_a_trained_run_and_are_tested_against_its_combinations
     res = CliRunner().invoke(main, ["score", "--run", str(run_dir), f"l1={preds['half']}", "-q"])
     assert res.exit_code != 0 and "'l1' is a combination this run trained" in res.output
     # rerunning `bench run` into the folder keeps the outside rows
-    res = CliRunner().invoke(main, ["run", "--data", str(photos), "--losses", "l1", "--out", str(run_dir),
-                                    "--size", "32", "--width", "8", "--epochs", "1", "--batch-size", "4", "-q"])
+    res = CliRunner().invoke(main, ["run", "--data", str(photos), "--out", str(run_dir), *TRAINED_RUN_ARGS])
     assert res.exit_code == 0, res.output
     assert {"half", "hue"} <= set(_means(run_dir).index)
     assert [e["name"] for e in json.loads((run_dir / "config.json").read_text())["external"]] == ["half", "hue"]
 
 
+@pytest.mark.slow
 def test_a_scored_folder_records_its_protocol_and_the_report_names_it(tmp_path):
     truth = tmp_path / "truth"
     write_photos(truth, 6, size=48, seed=9, prefix="q")

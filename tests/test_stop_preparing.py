@@ -71,6 +71,7 @@ def _resume_args(stderr: str) -> list[str]:
     ("stages:load_data", signal.SIGINT, "before anything was written"),
     ("runner:write_baseline_scores", signal.SIGTERM, "before training: the files it had written are removed"),
 ])
+@pytest.mark.slow
 def test_a_stop_while_preparing_a_new_run_leaves_nothing_and_says_how_to_resume(photo_dir, tmp_path, hold_at,
                                                                               signum, left):
     out = tmp_path / "r"
@@ -102,6 +103,7 @@ def test_a_stop_while_preparing_a_new_run_leaves_nothing_and_says_how_to_resume(
                                                                           "1.webp"]
 
 
+@pytest.mark.slow
 def test_a_stop_while_preparing_to_train_a_run_further_keeps_it_resumable(photo_dir, tmp_path):
     """A larger --steps reopens the finished cells (state.pt back as their checkpoint) before
     gray is scored: stopped there, `bench status` says they wait to be trained further, and
@@ -137,6 +139,7 @@ def test_a_stop_while_preparing_to_train_a_run_further_keeps_it_resumable(photo_
     assert "2 done" in CliRunner().invoke(main, ["status", str(out)]).output
 
 
+@pytest.mark.slow
 def test_status_refuses_a_folder_nobody_prepares(tmp_path):
     res = CliRunner().invoke(main, ["status", str(tmp_path / "nothing")])
     assert res.exit_code != 0 and "does not exist: it is not a `bench run` folder" in res.output
@@ -145,6 +148,7 @@ def test_status_refuses_a_folder_nobody_prepares(tmp_path):
     assert res.exit_code != 0 and "has no config.json" in res.output
 
 
+@pytest.mark.slow
 def test_overwrite_stopped_before_its_discard_leaves_the_earlier_run(photo_dir, tmp_path):
     out = tmp_path / "r"
     args = ["run", "--data", str(photo_dir), "--out", str(out), *TINY]
@@ -165,6 +169,7 @@ def test_overwrite_stopped_before_its_discard_leaves_the_earlier_run(photo_dir, 
     assert Path(out / "config.json").is_file()
 
 
+@pytest.mark.slow
 def test_a_stop_while_the_run_waits_for_its_gallery_images_says_the_rerun_writes_them(photo_dir, tmp_path):
     """The cells are trained; the run waits for the gallery's images (the thread held in its
     first grayscale enlargement for 15 s): Ctrl-C stops the thread after its photo, the

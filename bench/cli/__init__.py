@@ -1,7 +1,9 @@
 """The ``bench`` command: a thin click layer over the library functions, one module per
 command. A command's module is imported only when that command runs, so ``bench --help``
 prints at once and ``bench status`` never loads torch (it runs on a login node while the
-jobs train)."""
+jobs train). A command's module binds what its body runs with ``bench.later`` (imported
+once the options parsed and passed their rules), so its ``--help`` and its refusals of a bad
+option load no torch either (tests/test_cli_latency.py)."""
 from __future__ import annotations
 
 import importlib

@@ -1,13 +1,18 @@
-"""`bench colorize`: colourise photos with a trained generator."""
+"""`bench colorize`: colourise photos with a trained generator. Its options import no torch;
+what colourises is bound with ``later`` and imported when the command runs."""
 from __future__ import annotations
 
 import click
 
+from bench import later
 from bench.cli import echo
-from bench.colorize import colorize_paths, plan_jobs, resolve_combination
-from bench.config.machine import resolve_device
-from bench.rundir.read import generator_path, load_run, refuse_out_in_photos
-from bench.score.scorer import load_generator
+
+colorize_paths, plan_jobs = later("bench.colorize:colorize_paths"), later("bench.colorize:plan_jobs")
+resolve_combination = later("bench.colorize:resolve_combination")
+resolve_device = later("bench.config.machine:resolve_device")
+generator_path, load_run = later("bench.rundir.read:generator_path"), later("bench.rundir.read:load_run")
+refuse_out_in_photos = later("bench.rundir.read:refuse_out_in_photos")
+load_generator = later("bench.score.scorer:load_generator")
 
 
 @click.command()

@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import click
 
+from bench import later
 from bench.cli import echo
 from bench.config.plugins import load_plugins, plugin_name
-from losses import LOSSES
+
+LOSSES = later("losses:LOSSES")  # the registry loads torch: imported when the command runs
 
 
 @click.command("losses")

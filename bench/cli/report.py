@@ -1,19 +1,24 @@
-"""`bench report` and `bench compare`: the report on run folders, and their paired tests."""
+"""`bench report` and `bench compare`: the report on run folders, and their paired tests.
+Their options import no torch (`--help` and click's refusals answer at once): what reads the
+runs and writes the report is bound with ``later`` and imported when the command runs."""
 from __future__ import annotations
 
 import logging
 
 import click
 
+from bench import later
 from bench.cli import echo
-from bench.config.machine import resolve_device
 from bench.escape import spreadsheet_frame
-from bench.report import compare
-from bench.report.build import ReportSettings, build_report
-from bench.report.summary import direction
-from bench.rundir.read import load_run, newest_run
-from bench.rundir.write import write_csv
-from bench.score.metrics import METRICS, derived_from
+
+# the reading side (pandas, torch for the generators and metrics), imported when a command runs
+resolve_device = later("bench.config.machine:resolve_device")
+compare = later("bench.report.compare")
+ReportSettings, build_report = later("bench.report.build:ReportSettings"), later("bench.report.build:build_report")
+direction = later("bench.report.summary:direction")
+load_run, newest_run = later("bench.rundir.read:load_run"), later("bench.rundir.read:newest_run")
+write_csv = later("bench.rundir.write:write_csv")
+METRICS, derived_from = later("bench.score.metrics:METRICS"), later("bench.score.metrics:derived_from")
 
 log = logging.getLogger("colorbench")
 

@@ -1,5 +1,9 @@
 """`bench run`: train and score every loss combination x seed; its options come from the
-config dataclasses' field metadata (bench/config/options.py)."""
+config dataclasses' field metadata (bench/config/options.py).
+
+This module imports no torch: `bench run --help`, click's refusals and the options' own
+rules (``check_rules``) answer at once. What runs the benchmark is bound with ``later`` and
+imported once the options are checked."""
 from __future__ import annotations
 
 import shlex
@@ -9,6 +13,7 @@ import typing
 
 import click
 
+from bench import later
 from bench.cli import echo
 from bench.config.options import (
     LAUNCH_FIELDS,
@@ -20,11 +25,14 @@ from bench.config.options import (
     make_config,
     parse_seeds,
 )
-from bench.report.summary import arrow, decimals
-from bench.run.runner import run_benchmark
-from bench.run.stop import RunInterrupted, signal_words
+from bench.config.rules import check_rules
 from bench.rundir.lock import invoked_as
-from bench.rundir.read import read_metrics
+
+# the training stack and the tables, imported when a run starts
+arrow, decimals = later("bench.report.summary:arrow"), later("bench.report.summary:decimals")
+run_benchmark = later("bench.run.runner:run_benchmark")
+stop = later("bench.run.stop")
+read_metrics = later("bench.rundir.read:read_metrics")
 
 
 def _seeds(ctx, param, value):
@@ -115,14 +123,15 @@ def run(quiet, overwrite, **options):
     launch = LaunchConfig(**{name: options.pop(name) for name in LAUNCH_FIELDS})
     try:
         cfg = make_config(preset, **options)
+        check_rules(cfg, launch)  # no torch yet: a refused option answers at once
         out = run_benchmark(cfg, progress=not quiet, overwrite=overwrite, launch=launch)
-    except RunInterrupted as exc:
-        note = f" ({exc.note})" if exc.note else ""
-        echo(f"\nStopped by {signal_words(exc.signum)}; nothing is lost{note}. Resume with:\n"
-             f"  {_resume_command(exc.out)}", err=True)
-        sys.exit(128 + (exc.signum or 2))
     except (ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
+    except stop.RunInterrupted as exc:  # (evaluated once something was raised: the run had started)
+        note = f" ({exc.note})" if exc.note else ""
+        echo(f"\nStopped by {stop.signal_words(exc.signum)}; nothing is lost{note}. Resume with:\n"
+             f"  {_resume_command(exc.out)}", err=True)
+        sys.exit(128 + (exc.signum or 2))
     if launch.no_wait:
         echo(f"Submitted. Follow the cells with `bench status {out}`; rerun this command to resubmit any "
              "that fail.")

@@ -1,11 +1,11 @@
 """`bench score`: score outside colorizers' output folders, into a new run folder or beside a
-run's trained combinations."""
+run's trained combinations. Its options (the protocol's from RunConfig's metadata) and their
+checks import no torch; what scores is bound with ``later`` and imported once they passed."""
 from __future__ import annotations
 
 import click
 
-import pandas as pd
-
+from bench import later
 from bench.cli import echo
 from bench.cli.run import _field_options
 from bench.config.options import (
@@ -14,10 +14,15 @@ from bench.config.options import (
     RunConfig,
     scoring_protocol,
 )
-from bench.report.summary import arrow, decimals, format_cell, summarize
 from bench.rundir.layout import BASELINES
-from bench.rundir.read import load_run
-from bench.run.outside import parse_pairs, score_folders, score_into_run
+
+# the scoring stack and the tables, imported when the photos are scored
+pd = later("pandas")
+arrow, decimals = later("bench.report.summary:arrow"), later("bench.report.summary:decimals")
+format_cell, summarize = later("bench.report.summary:format_cell"), later("bench.report.summary:summarize")
+load_run = later("bench.rundir.read:load_run")
+parse_pairs = later("bench.run.outside:parse_pairs")
+score_folders, score_into_run = later("bench.run.outside:score_folders"), later("bench.run.outside:score_into_run")
 
 
 def protocol_options(fn):
@@ -64,21 +69,23 @@ def score(pairs, truth, run_dir, out, size, resize, allow_missing, gallery_photo
     """
     name = settings.pop("protocol")
     try:
-        folders = parse_pairs(pairs)
+        # the options' own rules first, at once (no torch yet); then the pairs, then the work
         if (truth is None) == (run_dir is None):
             raise click.UsageError("give --truth FOLDER (a new run folder) or --run RUN_DIR (add to a run), not both")
         if run_dir is not None:
             for flag, given in (("--out", out), ("--gallery-photos", gallery_photos)):
                 if given is not None:
                     raise click.UsageError(f"{flag} is for --truth; with --run the scores go into RUN_DIR")
-            asked = scoring_protocol(name or "colorbench", **settings) if name or any(
-                v is not None for v in settings.values()) else None
+        asked = scoring_protocol(name or "colorbench", **settings) if name or any(
+            v is not None for v in settings.values()) else None
+        folders = parse_pairs(pairs)
+        if run_dir is not None:
             score_into_run(run_dir, folders, allow_missing=allow_missing, device=device, strict_weights=strict_weights,
                            protocol=asked, progress=not quiet)
             where = run_dir
         else:
             where = score_folders(truth, folders, out, size=size, resize=resize,
-                                  protocol=scoring_protocol(name or "colorbench", **settings),
+                                  protocol=asked or scoring_protocol("colorbench"),
                                   allow_missing=allow_missing, device=device, strict_weights=strict_weights,
                                   gallery_photos=gallery_photos, progress=not quiet)
     except click.UsageError:

@@ -1,13 +1,15 @@
 """`bench status`: where every cell of a run stands. Imports no torch: it runs on a login
-node while the jobs train."""
+node while the jobs train. What reads the run (pandas) is imported when the command runs."""
 from __future__ import annotations
 
 import click
 
+from bench import later
 from bench.cli import echo
-from bench.run.status import run_status_text
 from bench.rundir.layout import RunFolder
-from bench.rundir.read import newest_run
+
+run_status_text = later("bench.run.status:run_status_text")
+newest_run = later("bench.rundir.read:newest_run")
 
 
 @click.command("status")

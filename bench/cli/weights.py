@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import click
 
+from bench import later
 from bench.cli import echo
-from models import pretrained
-from models.pretrained import WeightsImportError
-from models.pretrained import import_weights as install
+
+pretrained = later("models.pretrained")  # the models' package loads torch: imported when the command runs
+install = later("models.pretrained:import_weights")
 
 
 @click.group("weights", invoke_without_command=True)
@@ -57,7 +58,7 @@ def import_weights(files):
     for f in files:
         try:
             entry, dest, copied = install(f)
-        except WeightsImportError as exc:
+        except pretrained.WeightsImportError as exc:
             echo(f"Error: {exc}", err=True)
             refused += 1
             continue

@@ -15,13 +15,20 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from bench import later
 from bench.config.plugins import load_plugins, plugin_name
 from bench.score.presets import PRESETS as PROTOCOLS
 from bench.score.presets import SETTINGS as PROTOCOL_SETTINGS
 from bench.score.presets import ScoringProtocol, flag
-from losses import LossOptions
-from losses.adversarial import GAN_MODES
-from losses.registry import DEFAULT_PERCEPTUAL_LAYERS
+
+# This module imports no torch: `bench run --help` and every option's refusal are built
+# from it at once (docs/architecture.md). The losses' package loads torch, so what the
+# options take from it is spelled here, and tests/test_cli_latency.py checks that the two
+# agree: the GAN objectives (losses.adversarial.GAN_MODES) and the perceptual loss's
+# default layers (losses.registry.DEFAULT_PERCEPTUAL_LAYERS).
+GAN_MODES = ("vanilla", "lsgan", "hinge", "wgangp")
+DEFAULT_PERCEPTUAL_LAYERS = "relu1_2,relu2_2,relu3_3,relu4_3"
+LossOptions = later("losses.registry:LossOptions")  # what RunConfig.loss_options builds, once a run starts
 
 DEFAULT_LOSSES = "mse,l1,perceptual,gan"
 
@@ -245,10 +252,12 @@ class RunConfig:
         d["seeds"], d["betas"], d["plugin"] = list(self.seeds), list(self.betas), list(self.plugin)
         return d
 
-    def loss_options(self, device) -> LossOptions:
-        """What the loss factories get: the loss fields of this config, on ``device`` (resolved)."""
-        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(LossOptions) if f.name != "device"}
-        return LossOptions(device=str(device), **values)
+    def loss_options(self, device):
+        """What the loss factories get (``losses.LossOptions``): the loss fields of this config,
+        on ``device`` (resolved)."""
+        options = LossOptions.load()
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(options) if f.name != "device"}
+        return options(device=str(device), **values)
 
     def scoring(self) -> ScoringProtocol:
         """The scoring protocol: ``--protocol``'s preset with every setting given on top."""

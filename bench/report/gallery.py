@@ -145,6 +145,7 @@ PAGE = r"""<!doctype html>
 <style>
   :root { --fg: #1d1d1f; --muted: #6b6b70; --line: #dedee3; --accent: #0b63c5; --good: #137333; --bad: #b3261e; }
   * { box-sizing: border-box; }
+  html { overflow-y: scroll; }  /* a steady scrollbar: the thumbnails are sized to the width left beside it */
   body { margin: 0; font: 14px/1.4 system-ui, -apple-system, "Segoe UI", sans-serif; color: var(--fg); background: #fafafa; }
   header { position: sticky; top: 0; z-index: 2; background: #fff; border-bottom: 1px solid var(--line); padding: 10px 16px; }
   h1 { font-size: 17px; margin: 0 0 8px; }
@@ -163,7 +164,8 @@ PAGE = r"""<!doctype html>
   th { position: sticky; top: var(--head, 96px); background: #fafafa; z-index: 1; font-size: 12px; font-weight: 600;
        text-align: left; padding: 6px 6px 4px; border-bottom: 1px solid var(--line); vertical-align: bottom; max-width: 150px; }
   td { padding: 6px; border-bottom: 1px solid var(--line); vertical-align: top; }
-  td.photo { font-size: 12px; min-width: 8.5em; max-width: 12em; overflow-wrap: anywhere; }
+  th:first-child, td.photo { width: 10em; min-width: 10em; max-width: 10em; }
+  td.photo { font-size: 12px; overflow-wrap: anywhere; }
   td.photo .key { display: block; margin-top: 4px; font-weight: 600; }
   td.photo .rank { display: block; color: var(--muted); }
   .key.pos { color: var(--good); } .key.neg { color: var(--bad); }
@@ -219,9 +221,23 @@ const $ = (id) => document.getElementById(id);
 const el = (tag, props = {}, ...kids) => { const n = document.createElement(tag); Object.assign(n, props);
   for (const k of kids) n.append(k); return n; };
 const metrics = Object.fromEntries(data.metrics.map((m) => [m.name, m]));
-const thumb = Math.max(data.size, 112);
 const total = data.photos.length;
-document.documentElement.style.setProperty("--thumb", thumb + "px");
+// The thumbnails share the window's width: one column per image column beside the photo
+// names, no smaller than 112 px (wider tables scroll), no taller than two rows in the
+// window under the header. Recomputed when the window is resized.
+const MIN_THUMB = 112;
+let thumb = Math.max(data.size, MIN_THUMB);
+function fitThumbs() {
+  const main = document.querySelector("main"), style = getComputedStyle(main);
+  const width = main.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
+  const first = document.querySelector("#head th");
+  const free = width - (first ? first.getBoundingClientRect().width : 160);
+  const cellPad = 13;  // a cell's padding and border
+  const fits = Math.floor(free / data.columns.length - cellPad);
+  const tall = Math.floor((window.innerHeight - document.querySelector("header").offsetHeight) / 2) - 60;
+  thumb = Math.max(MIN_THUMB, Math.min(fits, Math.max(tall, MIN_THUMB)));
+  document.documentElement.style.setProperty("--thumb", thumb + "px");
+}
 $("title").textContent = `Colorbench gallery: ${data.run} (${total} val photos, scored at ${data.size} px)`;
 const fmt = (v) => v === null || v === undefined ? "—" : Math.abs(v) >= 100 ? v.toFixed(1) : v.toPrecision(4);
 const arrow = (m) => ({higher: " ↑", lower: " ↓"})[metrics[m].direction] || "";
@@ -238,6 +254,13 @@ const pref = ["de00", "psnr"].find((m) => m in metrics); if (pref) $("metric").v
 const head = $("head");
 head.append(el("th", {scope: "col", textContent: "photo"}));
 for (const c of data.columns) head.append(el("th", {scope: "col", textContent: c.label}));
+fitThumbs();
+let fitting = false;
+window.addEventListener("resize", () => {
+  if (fitting) return;
+  fitting = true;
+  requestAnimationFrame(() => { fitting = false; fitThumbs(); });
+});
 
 const viewer = $("viewer");
 function enlarge(col, i) {

@@ -304,27 +304,93 @@ def seedless_rows(summary: pd.DataFrame) -> set[str]:
     return set(summary.loc[summary.get("kind", pd.Series(dtype=str)) == OUTSIDE, "row"])
 
 
-def markdown_table(summary: pd.DataFrame) -> str:
-    """The main table: rows in order, one column per metric with its arrow, best in bold."""
+@dataclass(frozen=True)
+class TableCell:
+    """One number of the main table, as every rendering of it prints it (``format_cell``)."""
+
+    mean: float
+    std: float       # NaN where no spread is printed (a seed-independent row, one seed)
+    seeds: int
+    seeds_total: int
+    digits: int
+    best: bool
+
+
+def table_cells(summary: pd.DataFrame) -> tuple[list[str], list[tuple[str, bool, list[TableCell]]]]:
+    """The main table's content, for markdown (``markdown_table``) and LaTeX
+    (``bench.report.latex``) alike: its metrics (the columns, in order) and, per row, its
+    label, whether it is marked *not ranked*, and its cells."""
     metrics = list(dict.fromkeys(summary["metric"]))
-    rows = list(dict.fromkeys(summary["row"]))
     digits = {m: decimals(summary.loc[summary.metric == m, "mean"].tolist()) for m in metrics}
-    head = ["combination"] + [f"{m} {arrow(m)}".rstrip() for m in metrics]
-    lines = ["| " + " | ".join(head) + " |", "| --- |" + " ---: |" * len(metrics)]
     cells = summary.set_index(["row", "metric"])
     ranked = summary.groupby("row", sort=False).agg(ranked=("ranked", "all"), combination=("combination", "first"))
     seedless = seedless_rows(summary)
-    for row in rows:
-        out = [cell(row) + ("" if ranked.loc[row, "ranked"] or ranked.loc[row, "combination"] in BASELINES
-                             else " (not ranked)")]
+    rows = []
+    for row in dict.fromkeys(summary["row"]):
+        marked = not (ranked.loc[row, "ranked"] or ranked.loc[row, "combination"] in BASELINES)
+        out = []
         for m in metrics:
             r = cells.loc[(row, m)]
             # gray, the ground truth and outside colorizers do not depend on the seed: no ± 0 to read past
             std = np.nan if r["combination"] in BASELINES or row in seedless else r["std"]
-            text = format_cell(r["mean"], std, r["seeds"], r["seeds_total"], digits[m])
-            out.append(f"**{text}**" if r["best"] and text != "—" else text)
+            out.append(TableCell(r["mean"], std, int(r["seeds"]), int(r["seeds_total"]), digits[m], bool(r["best"])))
+        rows.append((row, marked, out))
+    return metrics, rows
+
+
+def markdown_table(summary: pd.DataFrame) -> str:
+    """The main table: rows in order, one column per metric with its arrow, best in bold."""
+    metrics, rows = table_cells(summary)
+    head = ["combination"] + [f"{m} {arrow(m)}".rstrip() for m in metrics]
+    lines = ["| " + " | ".join(head) + " |", "| --- |" + " ---: |" * len(metrics)]
+    for row, marked, cells in rows:
+        out = [cell(row) + (" (not ranked)" if marked else "")]
+        for c in cells:
+            text = format_cell(c.mean, c.std, c.seeds, c.seeds_total, c.digits)
+            out.append(f"**{text}**" if c.best and text != "—" else text)
         lines.append("| " + " | ".join(out) + " |")
     return "\n".join(lines)
+
+
+# Fewer timed steps than this (after the warm-up) and a median step time is noise.
+MIN_TIMED_STEPS = 20
+
+
+@dataclass(frozen=True)
+class CostRow:
+    """What one combination's training cost: the median wall time of a step after warm-up
+    (median over the seeds' medians), the mean training time of a cell (None if not
+    recorded), that step time over the run's cheapest combination's, and the fewest steps
+    timed in a seed."""
+
+    run: str
+    combination: str
+    label: str
+    step: float
+    whole: float | None
+    ratio: float
+    timed: int
+
+
+def training_cost(runs: list[Run]) -> list[CostRow]:
+    """Each trained combination's cost, from its cells' records: the price of a loss."""
+    out = []
+    for run in runs:
+        suffix = f" · {run.name}" if len(runs) > 1 else ""
+        times = {}
+        for row in table_rows([run]):
+            if row.combination in BASELINES:
+                continue
+            records = [r for r in (run.cell_record(row.combination, s) for s in run.seeds) if r]
+            step = [r["step_seconds"] for r in records if r.get("step_seconds") is not None]
+            whole = [r["seconds"] for r in records if r.get("seconds") is not None]
+            timed = min((r.get("timed_steps", 0) for r in records), default=0)
+            if step:
+                times[row.combination] = (float(np.median(step)), float(np.mean(whole)) if whole else None, timed)
+        cheapest = min((t for t, _, _ in times.values()), default=math.nan)
+        out += [CostRow(run.name, name, name + suffix, step, whole, step / cheapest, timed)
+                for name, (step, whole, timed) in times.items()]
+    return out
 
 
 def seed_values(runs: list[Run], summary: pd.DataFrame | None = None) -> pd.DataFrame:

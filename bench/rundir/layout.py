@@ -16,7 +16,7 @@
     <run>/launch.json          local/slurm: the jobs submitted, with their cells and logs
     <run>/jobs/                submitit's job files and logs (local/slurm)
     <run>/cells/<slug>/seed<k>/failure.json   a job's error in that cell, until it is retried
-    <run>/report.md  summary.csv  pairwise.csv  fig_*.png  gallery.html     written by `bench report`
+    <run>/report.md  summary.csv  table.tex  pairwise.csv  fig_*.png  gallery.html     written by `bench report`
 
 ``bench run`` writes it, ``bench report``, ``bench compare`` and ``bench colorize`` read it;
 this module imports nothing from training, so the reading side never loads it.
@@ -46,6 +46,7 @@ REPLICATES = "set_replicates.csv.gz"
 REPORT = "report.md"
 SUMMARY = "summary.csv"
 PAIRWISE = "pairwise.csv"
+LATEX = "table.tex"
 FIGURES = "fig_*.png"
 LAUNCH = "launch.json"
 JOBS = "jobs"
@@ -65,7 +66,7 @@ EXTERNAL = "external"
 
 
 # Everything a run (and its report) writes, so --overwrite discards exactly these.
-RUN_FILES = (CONFIG, METRICS, REPORT, SUMMARY, PAIRWISE, PER_IMAGE, REPLICATES, LAUNCH, METRICS_LOCK, GALLERY)
+RUN_FILES = (CONFIG, METRICS, REPORT, SUMMARY, LATEX, PAIRWISE, PER_IMAGE, REPLICATES, LAUNCH, METRICS_LOCK, GALLERY)
 CELL_FILES = (GENERATOR, CHECKPOINT, CELL_RECORD, TRAIN_LOG, PER_IMAGE, REPLICATES, FAILURE, CURVE, PROGRESS, STATE)
 # ... and the folders a run fills with files of its own alone
 RUN_TREES = (JOBS, GALLERY_DIR, TENSORBOARD, EXTERNAL)
@@ -222,6 +223,10 @@ class RunFolder(_ScoredFolder):
     @property
     def pairwise(self) -> Path:
         return self.path / PAIRWISE
+
+    @property
+    def latex(self) -> Path:
+        return self.path / LATEX
 
     @property
     def launch(self) -> Path:
